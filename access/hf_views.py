@@ -1,0 +1,116 @@
+"""The Hub's user-access-request API, so `HfApi(endpoint=...)` can list, accept, reject and grant."""
+
+import json
+
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from access.gate import find_repo, is_reviewer
+from access.models import AccessRequest, Grant, User
+from access.services import RequestRefused, decide, grant_access
+from portal.hf_protocol import hf_endpoint, hf_error
+
+
+def iso(moment) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def as_hub_request(request: AccessRequest) -> dict:
+    entry = {
+        "requestId": str(request.pk),
+        "user": {
+            "user": request.user.get_username(),
+            "fullname": request.user.get_full_name() or request.user.get_username(),
+            "email": request.user.email,
+            "type": "user",
+        },
+        "status": request.state,
+        "timestamp": iso(request.created_at),
+        "fields": request.fields or {},
+    }
+    if request.state == AccessRequest.State.REJECTED and request.rejection_reason:
+        entry["rejectionReason"] = request.rejection_reason
+    return entry
+
+
+def reviewed_repo(request, org, name):
+    """The repo, when the caller may review it; an error response otherwise."""
+    if request.hf_user is None:
+        return None, hf_error(401, "Invalid credentials in Authorization header: send a reviewer's token")
+    repo = find_repo(request.hf_user, org, name)
+    if not is_reviewer(request.hf_user, repo):
+        return None, hf_error(403, f"You are not a reviewer of {repo.repo_id}.")
+    if not repo.gated:
+        return None, hf_error(400, f"{repo.repo_id} is not gated.")
+    return repo, None
+
+
+def json_body(request) -> dict:
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        raise RequestRefused("the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise RequestRefused("the request body must be a JSON object")
+    return body
+
+
+@require_GET
+@hf_endpoint
+def list_requests(request, org, name, state):
+    repo, error = reviewed_repo(request, org, name)
+    if error:
+        return error
+    requests = AccessRequest.objects.filter(repo=repo, state=state).select_related("user").order_by("created_at")
+    # Only the newest request of each person counts, as on the Hub where a user has one request per repo.
+    latest = {}
+    for access_request in requests:
+        latest[access_request.user_id] = access_request
+    return JsonResponse([as_hub_request(r) for r in latest.values()], safe=False)
+
+
+@csrf_exempt
+@require_POST
+@hf_endpoint
+def handle_request(request, org, name):
+    repo, error = reviewed_repo(request, org, name)
+    if error:
+        return error
+    try:
+        body = json_body(request)
+        status = body.get("status")
+        if status not in AccessRequest.State.values:
+            raise RequestRefused("status must be one of accepted, rejected, pending")
+        user = User.objects.filter(username=body.get("user", "")).first()
+        if user is None:
+            return hf_error(404, f"User {body.get('user')!r} not found.")
+        access_request = AccessRequest.objects.filter(user=user, repo=repo).order_by("-created_at", "-id").first()
+        if access_request is None:
+            return hf_error(404, f"{user.get_username()} has not asked for access to {repo.repo_id}.")
+        if access_request.state == status:
+            return hf_error(400, f"The access request of {user.get_username()} is already {status}.")
+        decide(access_request, status=status, reviewer=request.hf_user, reason=body.get("rejectionReason") or "")
+    except RequestRefused as refused:
+        return hf_error(refused.status, refused.message)
+    return JsonResponse({})
+
+
+@csrf_exempt
+@require_POST
+@hf_endpoint
+def grant(request, org, name):
+    repo, error = reviewed_repo(request, org, name)
+    if error:
+        return error
+    try:
+        body = json_body(request)
+    except RequestRefused as refused:
+        return hf_error(refused.status, refused.message)
+    user = User.objects.filter(username=body.get("user", "")).first()
+    if user is None:
+        return hf_error(404, f"User {body.get('user')!r} not found.")
+    if Grant.active().filter(user=user, repo=repo).exists():
+        return hf_error(400, f"{user.get_username()} already has access to {repo.repo_id}.")
+    grant_access(user, repo, granted_by=request.hf_user)
+    return JsonResponse({"user": user.get_username(), "status": "accepted"})

@@ -1,0 +1,48 @@
+from django.core.management.base import BaseCommand, CommandError
+from django.core.validators import validate_email
+from django.db import transaction
+from django.utils import timezone
+
+from access.models import ApiToken, Reviewer, User
+from distribution.models import Repo
+
+
+class Command(BaseCommand):
+    help = "Create an account (for operators and automation); optionally verified, a reviewer, with a token."
+
+    def add_arguments(self, parser):
+        parser.add_argument("username")
+        parser.add_argument("--email", required=True)
+        parser.add_argument("--verified", action="store_true", help="mark the email address as verified")
+        parser.add_argument("--reviewer-of", action="append", default=[], metavar="ORG/NAME")
+        parser.add_argument("--staff", action="store_true", help="staff see and review every repo")
+        parser.add_argument("--password", help="a password for the web pages (default: none, token use only)")
+        parser.add_argument("--print-token", action="store_true", help="create an API token and print it")
+
+    def handle(self, *args, username, email, verified, reviewer_of, staff, password, print_token, **options):
+        try:
+            validate_email(email)
+        except Exception:
+            raise CommandError(f"{email!r} is not an email address") from None
+        if User.objects.filter(username=username).exists():
+            raise CommandError(f"the username {username!r} is taken")
+        if User.objects.filter(email__iexact=email).exists():
+            raise CommandError(f"an account already uses {email}")
+        repos = []
+        for repo_id in reviewer_of:
+            org, _, name = repo_id.partition("/")
+            repo = Repo.objects.filter(org=org, name=name).first()
+            if repo is None:
+                raise CommandError(f"no repo {repo_id}: publish it first, then make reviewers")
+            repos.append(repo)
+        with transaction.atomic():
+            user = User.objects.create_user(
+                username=username, email=email, password=password, is_staff=staff, is_superuser=staff
+            )
+            if verified:
+                user.email_verified_at = timezone.now()
+                user.save(update_fields=["email_verified_at"])
+            for repo in repos:
+                Reviewer.objects.create(user=user, repo=repo)
+            raw = ApiToken.issue(user, "created by create_account")[1] if print_token else None
+        self.stdout.write(raw if raw else f"created {username}")

@@ -1,0 +1,63 @@
+"""Bearer tokens, as the Hugging Face client sends them: `Authorization: Bearer <token>`."""
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+
+from access.models import ApiToken, hash_token
+
+# Writing last_used_at on every request would turn each download into a write; once a minute is enough.
+LAST_USED_RESOLUTION_SECONDS = 60
+
+
+class InvalidToken(Exception):
+    """A token was sent but it is unknown or revoked; never treated as anonymous."""
+
+
+def bearer_from_header(header: str) -> str | None:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
+
+
+def token_from_request(request) -> ApiToken | None:
+    """The live token a request carries, None when it carries none; InvalidToken for a bad one."""
+    raw = bearer_from_header(request.META.get("HTTP_AUTHORIZATION", ""))
+    if raw is None:
+        return None
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(digest=hash_token(raw), revoked_at__isnull=True, user__is_active=True)
+        .first()
+    )
+    if token is None:
+        raise InvalidToken("the token is unknown or was revoked: create a new one on your account page")
+    now = timezone.now()
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token
+
+
+def authenticate(request):
+    """(user, token) for the request: a Bearer token first, then the browser session."""
+    token = token_from_request(request)
+    if token is not None:
+        return token.user, token
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return user, None
+    return None, None
+
+
+class BearerTokenAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request):
+        try:
+            token = token_from_request(request._request)
+        except InvalidToken as error:
+            raise exceptions.AuthenticationFailed(str(error)) from None
+        if token is None:
+            return None
+        return token.user, token
+
+    def authenticate_header(self, request):
+        return "Bearer"

@@ -1,0 +1,197 @@
+"""The Hugging Face Hub download protocol, so `snapshot_download`, `hf_hub_download` and `hf download`
+work against the portal with `endpoint=<portal URL>` and a portal token."""
+
+import re
+
+from django.conf import settings
+from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
+
+from access.gate import AccessDenied, find_repo, permit_download
+from distribution.models import Repo, Revision, RevisionFile
+from distribution.serving import serve_file
+from distribution.tickets import TicketRefused, issue_ticket, read_ticket
+from portal.hf_protocol import hf_endpoint, hf_error
+
+COMMIT_PATTERN = re.compile(r"^[0-9a-f]{40}$")
+
+
+def resolve_revision(user, repo: Repo, rev: str) -> Revision:
+    """`main` is the newest released revision; a 40-hex id names one. Unreleased ones are staff-only."""
+    revisions = repo.revisions.all()
+    if not (user is not None and user.is_authenticated and user.is_staff):
+        revisions = revisions.filter(state=Revision.State.RELEASED)
+    if rev == "main":
+        revision = revisions.filter(state=Revision.State.RELEASED).order_by("-released_at", "-id").first()
+    elif COMMIT_PATTERN.match(rev):
+        revision = revisions.filter(commit=rev).first()
+    else:
+        revision = None
+    if revision is None:
+        raise AccessDenied(
+            "RevisionNotFound", f"Invalid rev id: {rev} (no released revision of {repo.repo_id} has it)", 404
+        )
+    return revision
+
+
+def revision_info(revision: Revision, *, with_blobs: bool) -> dict:
+    repo = revision.repo
+    siblings = []
+    for stored in revision.files.all():
+        entry = {"rfilename": stored.path}
+        if with_blobs:
+            entry.update(size=stored.size, lfs={"sha256": stored.sha256, "size": stored.size, "pointerSize": 0})
+        siblings.append(entry)
+    when = (revision.released_at or revision.created_at).isoformat().replace("+00:00", "Z")
+    return {
+        "_id": f"{repo.pk:024x}",
+        "id": repo.repo_id,
+        "modelId": repo.repo_id,
+        "author": repo.org,
+        "sha": revision.commit,
+        "lastModified": when,
+        "createdAt": repo.created_at.isoformat().replace("+00:00", "Z"),
+        "private": repo.private,
+        "gated": "manual" if repo.gated else False,
+        "disabled": False,
+        "downloads": 0,
+        "likes": 0,
+        "tags": [],
+        "library_name": "transformers",
+        "siblings": siblings,
+    }
+
+
+@require_GET
+@hf_endpoint
+def model_info(request, org, name, rev="main"):
+    repo = find_repo(request.hf_user, org, name)
+    revision = resolve_revision(request.hf_user, repo, rev)
+    return JsonResponse(revision_info(revision, with_blobs=request.GET.get("blobs") == "true"))
+
+
+@require_GET
+@hf_endpoint
+def tree(request, org, name, rev, path=""):
+    repo = find_repo(request.hf_user, org, name)
+    revision = resolve_revision(request.hf_user, repo, rev)
+    prefix = path.strip("/")
+    recursive = request.GET.get("recursive", "").lower() in ("1", "true")
+    entries, folders = [], set()
+    for stored in revision.files.all():
+        if prefix and not stored.path.startswith(prefix + "/"):
+            continue
+        below = stored.path[len(prefix) + 1 :] if prefix else stored.path
+        parts = below.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(([prefix] if prefix else []) + parts[:depth])
+            if folder not in folders and (recursive or depth == 1):
+                folders.add(folder)
+                entries.append({"type": "directory", "oid": "0" * 40, "size": 0, "path": folder})
+        if len(parts) == 1 or recursive:
+            entries.append(
+                {
+                    "type": "file",
+                    "oid": stored.sha256[:40],
+                    "size": stored.size,
+                    "path": stored.path,
+                    "lfs": {"oid": stored.sha256, "size": stored.size, "pointerSize": 0},
+                }
+            )
+    if prefix and not entries:
+        raise AccessDenied("EntryNotFound", f"{prefix} does not exist in revision {revision.commit}", 404)
+    return JsonResponse(entries, safe=False)
+
+
+def file_headers(response: HttpResponse, stored: RevisionFile) -> HttpResponse:
+    response["X-Repo-Commit"] = stored.revision.commit
+    response["X-Linked-Etag"] = f'"{stored.sha256}"'
+    response["X-Linked-Size"] = str(stored.size)
+    response["ETag"] = f'"{stored.sha256}"'
+    response["Accept-Ranges"] = "bytes"
+    return response
+
+
+@require_http_methods(["GET", "HEAD"])
+@hf_endpoint
+def resolve(request, org, name, rev, path):
+    """HEAD answers the file's metadata; GET redirects to a short-lived link that serves the bytes."""
+    user = request.hf_user
+    repo = find_repo(user, org, name)
+    grant = permit_download(user, repo)
+    revision = resolve_revision(user, repo, rev)
+    stored = revision.files.filter(path=path).select_related("revision__repo").first()
+    if stored is None:
+        return hf_error(
+            404, f"{path} does not exist in revision {revision.commit}", "EntryNotFound", X_Repo_Commit=revision.commit
+        )
+    if request.method == "HEAD":
+        response = HttpResponse(status=200, content_type="application/octet-stream")
+        response["Content-Length"] = str(stored.size)
+        return file_headers(response, stored)
+    token = request.hf_token
+    if revision.storage_backend == "local":
+        ticket = issue_ticket(
+            file_id=stored.pk,
+            user_id=user.pk if user and user.is_authenticated else None,
+            grant_id=grant.pk if grant else None,
+            token_id=token.pk if token else None,
+        )
+        response = HttpResponseRedirect(reverse("download-ticket", args=[ticket, stored.filename]))
+    else:
+        response = serve_file(request, stored, user=user, grant=grant, token=token)
+    return file_headers(response, stored)
+
+
+@require_http_methods(["GET", "HEAD"])
+def ticket_download(request, ticket, filename):
+    """The link a download is redirected to: the ticket alone authorizes it, checked again now."""
+    try:
+        claim = read_ticket(ticket, max_age=settings.DOWNLOAD_REDIRECT_SECONDS)
+    except TicketRefused as refused:
+        return hf_error(refused.status, refused.message)
+    stored = RevisionFile.objects.select_related("revision__repo").filter(pk=claim.file_id).first()
+    from access.models import ApiToken, User
+
+    user = User.objects.filter(pk=claim.user_id, is_active=True).first() if claim.user_id else None
+    if stored is None or stored.filename != filename or (claim.user_id and user is None):
+        return hf_error(403, "this download link is not valid any more; ask for the file again")
+    try:
+        grant = permit_download(user, stored.revision.repo)
+        resolve_revision(user, stored.revision.repo, stored.revision.commit)
+    except AccessDenied as denied:
+        return hf_error(403, f"this download link no longer works: {denied.message}", denied.code)
+    token = ApiToken.objects.filter(pk=claim.token_id).first() if claim.token_id else None
+    return serve_file(request, stored, user=user, grant=grant, token=token)
+
+
+@require_GET
+@hf_endpoint
+def whoami(request):
+    user, token = request.hf_user, request.hf_token
+    if user is None:
+        return hf_error(401, "Invalid credentials in Authorization header: send a portal token as a Bearer token")
+    return JsonResponse(
+        {
+            "type": "user",
+            "id": str(user.pk),
+            "name": user.get_username(),
+            "fullname": user.get_full_name() or user.get_username(),
+            "email": user.email,
+            "emailVerified": user.email_verified,
+            "isPro": False,
+            "canPay": False,
+            "periodEnd": None,
+            "avatarUrl": "",
+            "orgs": [],
+            "auth": {
+                "type": "access_token",
+                "accessToken": {
+                    "displayName": token.name if token else "browser session",
+                    "role": "read",
+                    "createdAt": (token.created_at if token else user.date_joined).isoformat().replace("+00:00", "Z"),
+                },
+            },
+        }
+    )

@@ -1,0 +1,35 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from distribution.models import Repo, Revision
+from distribution.publishing import PublishError, release_revision
+
+
+class Command(BaseCommand):
+    help = "Release a verified revision of ORG/NAME (the newest verified one unless --revision names it)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("repo", help="ORG/NAME")
+        parser.add_argument("--revision", help="the commit id (or a unique prefix of at least 7 characters)")
+
+    def handle(self, *args, repo, revision, **options):
+        org, _, name = repo.partition("/")
+        found = Repo.objects.filter(org=org, name=name).first()
+        if found is None:
+            raise CommandError(f"no repo {repo}: publish a checkpoint to it first")
+        if revision:
+            if len(revision) < 7:
+                raise CommandError("give at least 7 characters of the revision id")
+            matches = list(found.revisions.filter(commit__startswith=revision.lower())[:2])
+            if len(matches) != 1:
+                raise CommandError(f"{repo} has {'no' if not matches else 'more than one'} revision {revision}")
+            target = matches[0]
+        else:
+            target = found.revisions.filter(state=Revision.State.VERIFIED).order_by("-verified_at", "-id").first()
+            if target is None:
+                states = ", ".join(f"{r.commit[:12]} {r.state}" for r in found.revisions.all()[:5]) or "none"
+                raise CommandError(f"{repo} has no verified revision to release (revisions: {states})")
+        try:
+            release_revision(target)
+        except PublishError as error:
+            raise CommandError(str(error)) from None
+        self.stdout.write(f"released {repo}@{target.commit}")

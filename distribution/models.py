@@ -1,0 +1,168 @@
+import re
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+# Hugging Face's rule for the two halves of a repo id, so every id we accept works in its client.
+REPO_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
+# First path segments the portal uses itself; a repo org may not take one of them.
+RESERVED_ORGS = frozenset({"api", "admin", "accounts", "files", "static", "repos", "health"})
+
+
+def validate_repo_part(value: str) -> None:
+    if not REPO_PART.match(value) or ".." in value or "--" in value:
+        raise ValidationError(
+            f"{value!r} is not a valid repo name part: use letters, digits, '.', '_' or '-', "
+            "starting and ending with a letter or digit, at most 96 characters"
+        )
+
+
+def parse_repo_id(repo_id: str) -> tuple[str, str]:
+    """Split 'org/name', refusing anything the Hugging Face client could not address."""
+    org, slash, name = repo_id.partition("/")
+    if not slash or "/" in name:
+        raise ValidationError(f"{repo_id!r} is not a repo id: write it as ORG/NAME")
+    validate_repo_part(org)
+    validate_repo_part(name)
+    if org.lower() in RESERVED_ORGS:
+        raise ValidationError(f"{org!r} is reserved by the portal and cannot be an organisation name")
+    return org, name
+
+
+class Repo(models.Model):
+    org = models.CharField(max_length=96, validators=[validate_repo_part])
+    name = models.CharField(max_length=96, validators=[validate_repo_part])
+    # A private repo is invisible to everyone but staff and its reviewers: not even its existence leaks.
+    private = models.BooleanField(default=False)
+    gated = models.BooleanField(default=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["org", "name"], name="repo_unique_id")]
+        ordering = ["org", "name"]
+
+    def __str__(self):
+        return self.repo_id
+
+    @property
+    def repo_id(self) -> str:
+        return f"{self.org}/{self.name}"
+
+    def latest_released(self):
+        return self.revisions.filter(state=Revision.State.RELEASED).order_by("-released_at", "-id").first()
+
+
+class Revision(models.Model):
+    class State(models.TextChoices):
+        UPLOADED = "uploaded"
+        VERIFYING = "verifying"
+        VERIFIED = "verified"
+        FAILED = "failed"
+        RELEASED = "released"
+        WITHDRAWN = "withdrawn"
+
+    # The only moves a revision may make; states never go back.
+    TRANSITIONS = {
+        State.UPLOADED: {State.VERIFYING},
+        State.VERIFYING: {State.VERIFIED, State.FAILED},
+        State.VERIFIED: {State.RELEASED},
+        State.FAILED: set(),
+        State.RELEASED: {State.WITHDRAWN},
+        State.WITHDRAWN: set(),
+    }
+
+    repo = models.ForeignKey(Repo, on_delete=models.PROTECT, related_name="revisions")
+    # A 40-hex id, as the Hugging Face client expects a commit to look.
+    commit = models.CharField(max_length=40, unique=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.UPLOADED)
+    # Where the files live; each revision keeps its backend when the default changes.
+    storage_backend = models.CharField(max_length=8)
+    published_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    verification_started_at = models.DateTimeField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+    failure_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.repo.repo_id}@{self.commit[:12]}"
+
+    @property
+    def storage_prefix(self) -> str:
+        return f"repos/{self.repo.org}/{self.repo.name}/{self.commit}"
+
+    def move(self, to_state: str, **fields) -> bool:
+        """Move to `to_state` only from a state that allows it; return whether this call did it.
+
+        The conditional update makes the move safe when several workers race for the same row.
+        """
+        sources = [state for state, targets in self.TRANSITIONS.items() if to_state in targets]
+        changed = Revision.objects.filter(pk=self.pk, state__in=sources).update(state=to_state, **fields)
+        if changed:
+            self.refresh_from_db()
+        return bool(changed)
+
+
+class RevisionFile(models.Model):
+    revision = models.ForeignKey(Revision, on_delete=models.CASCADE, related_name="files")
+    path = models.CharField(max_length=512)
+    size = models.BigIntegerField()
+    # Filled in by verification; a file is never served before it is known.
+    sha256 = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["revision", "path"], name="revision_file_unique_path")]
+        ordering = ["path"]
+
+    def __str__(self):
+        return f"{self.revision}:{self.path}"
+
+    @property
+    def storage_key(self) -> str:
+        return f"{self.revision.storage_prefix}/{self.path}"
+
+    @property
+    def filename(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+class DownloadEvent(models.Model):
+    """One request that served bytes or redirected to them: who obtained which file, when, from where."""
+
+    class Channel(models.TextChoices):
+        LOCAL = "local", "served by the portal"
+        S3_REDIRECT = "s3-redirect", "redirected to object storage"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    # Copies that keep the history readable after the user or repo rows are gone.
+    username = models.CharField(max_length=150)
+    repo_id = models.CharField(max_length=200)
+    grant = models.ForeignKey("access.Grant", null=True, on_delete=models.SET_NULL, related_name="+")
+    token = models.ForeignKey("access.ApiToken", null=True, on_delete=models.SET_NULL, related_name="+")
+    revision = models.ForeignKey(Revision, null=True, on_delete=models.SET_NULL, related_name="+")
+    commit = models.CharField(max_length=40)
+    file = models.ForeignKey(RevisionFile, null=True, on_delete=models.SET_NULL, related_name="+")
+    path = models.CharField(max_length=512)
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    range_requested = models.CharField(max_length=200, blank=True)
+    status = models.PositiveSmallIntegerField()
+    bytes_expected = models.BigIntegerField(null=True)
+    # Null until known: a redirected download never passes through the portal.
+    bytes_served = models.BigIntegerField(null=True)
+    ip = models.GenericIPAddressField(null=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.username or 'anonymous'} {self.status} {self.repo_id}@{self.commit[:12]}/{self.path}"

@@ -1,0 +1,97 @@
+"""Publishing: copy a checkpoint directory into storage and record it as a Revision to be verified."""
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from distribution.models import Repo, Revision, RevisionFile, parse_repo_id
+from distribution.storage import StorageError, get_storage
+
+
+class PublishError(Exception):
+    """The checkpoint cannot be published as given; the message says what to change."""
+
+
+def checkpoint_files(directory: Path) -> list[tuple[str, Path]]:
+    """(relative POSIX path, absolute path) for every file, refusing links and special files."""
+    files = []
+    for folder, subdirs, names in os.walk(directory, followlinks=False):
+        for name in sorted(subdirs + names):
+            path = Path(folder) / name
+            relative = path.relative_to(directory).as_posix()
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                raise PublishError(f"{relative} is a symbolic link: copy the file itself into {directory}")
+            if stat.S_ISREG(mode):
+                files.append((relative, path))
+            elif not stat.S_ISDIR(mode):
+                raise PublishError(f"{relative} is not a regular file")
+    return sorted(files)
+
+
+def publish_checkpoint(directory, repo_id: str, *, publisher=None, storage_backend: str | None = None) -> Revision:
+    """Copy every file of `directory` into storage and queue the new revision for verification.
+
+    Creates the repo when it does not exist (gated, manual approval). Nothing is recorded unless
+    every file was copied; a failed copy removes what was copied.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PublishError(f"{directory} is not a directory: give the folder that holds the checkpoint")
+    try:
+        org, name = parse_repo_id(repo_id)
+    except ValidationError as error:
+        raise PublishError(error.messages[0]) from None
+    files = checkpoint_files(directory)
+    if not files:
+        raise PublishError(f"{directory} holds no files")
+    try:
+        storage = get_storage(storage_backend)
+    except (StorageError, ValueError) as error:
+        raise PublishError(str(error)) from None
+
+    commit = secrets.token_hex(20)
+    prefix = f"repos/{org}/{name}/{commit}"
+    sizes = {}
+    try:
+        for relative, path in files:
+            storage.put_file(f"{prefix}/{relative}", path)
+            sizes[relative] = path.stat().st_size
+    except (OSError, StorageError) as error:
+        storage.delete_prefix(prefix)
+        raise PublishError(f"copying into {storage.name} storage failed, nothing was published: {error}") from None
+
+    try:
+        with transaction.atomic():
+            repo, _ = Repo.objects.get_or_create(org=org, name=name)
+            revision = Revision.objects.create(
+                repo=repo, commit=commit, storage_backend=storage.name, published_by=publisher
+            )
+            RevisionFile.objects.bulk_create(
+                RevisionFile(revision=revision, path=relative, size=size) for relative, size in sizes.items()
+            )
+            from workers.tasks import verify_revision
+
+            transaction.on_commit(lambda: verify_revision.delay(revision.pk))
+    except Exception:
+        storage.delete_prefix(prefix)
+        raise
+    return revision
+
+
+def release_revision(revision: Revision) -> Revision:
+    if revision.state == Revision.State.RELEASED:
+        return revision
+    from django.utils import timezone
+
+    if not revision.move(Revision.State.RELEASED, released_at=timezone.now()):
+        raise PublishError(
+            f"revision {revision.commit} of {revision.repo.repo_id} is {revision.state}, not verified: "
+            "only a verified revision can be released"
+            + (f" ({revision.failure_reason})" if revision.failure_reason else "")
+        )
+    return revision

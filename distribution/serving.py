@@ -1,0 +1,166 @@
+"""Serving stored bytes: single byte ranges from local files, presigned redirects to S3.
+
+Every response that serves or redirects bytes writes one DownloadEvent before the first byte
+goes out; a local download updates its byte count when the server closes the file, which it does
+also when the client disconnects half-way.
+"""
+
+import re
+
+from django.conf import settings
+from django.http import FileResponse, HttpResponse, HttpResponseRedirect
+
+from distribution.models import DownloadEvent, RevisionFile
+from distribution.storage import LocalStorage, get_storage
+
+RANGE_PATTERN = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class RangeNotSatisfiable(Exception):
+    pass
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """(first, last) byte of a single range, None to send the whole file.
+
+    Syntax we do not serve (several ranges, other units) is ignored as RFC 9110 allows;
+    a well-formed range that starts past the end is unsatisfiable.
+    """
+    match = RANGE_PATTERN.match(header.strip())
+    if not match:
+        return None
+    first, last = match.groups()
+    if first == "" and last == "":
+        return None
+    if first == "":
+        length = int(last)
+        if length == 0:
+            raise RangeNotSatisfiable
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        raise RangeNotSatisfiable
+    return start, end
+
+
+class CountingFile:
+    """A read-only window [start, end] of a file that counts what it hands out and reports on close."""
+
+    def __init__(self, path, start: int, end: int, on_close):
+        self._handle = open(path, "rb")  # noqa: SIM115  (closed by close(), called by the server)
+        self._handle.seek(start)
+        self._remaining = end - start + 1
+        self._on_close = on_close
+        self.bytes_sent = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self._remaining <= 0:
+            return b""
+        size = self._remaining if size is None or size < 0 else min(size, self._remaining)
+        data = self._handle.read(size)
+        self._remaining -= len(data)
+        self.bytes_sent += len(data)
+        return data
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()
+            self._on_close(self.bytes_sent)
+
+
+def client_ip(request) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def record_event(request, stored: RevisionFile, *, user, grant, token, channel, status, expected) -> DownloadEvent:
+    revision = stored.revision
+    return DownloadEvent.objects.create(
+        user=user if user is not None and user.is_authenticated else None,
+        username=user.get_username() if user is not None and user.is_authenticated else "",
+        repo_id=revision.repo.repo_id,
+        grant=grant,
+        token=token,
+        revision=revision,
+        commit=revision.commit,
+        file=stored,
+        path=stored.path,
+        channel=channel,
+        range_requested=request.headers.get("Range", "")[:200],
+        status=status,
+        bytes_expected=expected,
+        ip=client_ip(request),
+        user_agent=request.headers.get("User-Agent", "")[:512],
+    )
+
+
+def common_headers(response: HttpResponse, stored: RevisionFile) -> HttpResponse:
+    response["ETag"] = f'"{stored.sha256}"'
+    response["Accept-Ranges"] = "bytes"
+    response["Content-Disposition"] = f'attachment; filename="{stored.filename}"'
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+def serve_file(request, stored: RevisionFile, *, user, grant, token) -> HttpResponse:
+    """Answer a GET or HEAD for a stored file: the bytes (local) or a presigned redirect (S3)."""
+    storage = get_storage(stored.revision.storage_backend)
+    if not isinstance(storage, LocalStorage):
+        url = storage.presigned_get(
+            stored.storage_key, filename=stored.filename, expires_in=settings.DOWNLOAD_REDIRECT_SECONDS
+        )
+        if request.method != "HEAD":
+            record_event(
+                request,
+                stored,
+                user=user,
+                grant=grant,
+                token=token,
+                channel=DownloadEvent.Channel.S3_REDIRECT,
+                status=302,
+                expected=None,
+            )
+        return common_headers(HttpResponseRedirect(url), stored)
+
+    size = stored.size
+    wanted = request.headers.get("Range", "")
+    if_range = request.headers.get("If-Range", "")
+    # A range applies only to the version the client started with.
+    if if_range and if_range.strip() != f'"{stored.sha256}"':
+        wanted = ""
+    try:
+        window = parse_range(wanted, size) if wanted else None
+    except RangeNotSatisfiable:
+        response = HttpResponse(status=416)
+        response["Content-Range"] = f"bytes */{size}"
+        return common_headers(response, stored)
+    start, end = window if window else (0, size - 1)
+    status = 206 if window else 200
+    length = end - start + 1 if size else 0
+
+    if request.method == "HEAD":
+        response = HttpResponse(status=status)
+    else:
+        event = record_event(
+            request,
+            stored,
+            user=user,
+            grant=grant,
+            token=token,
+            channel=DownloadEvent.Channel.LOCAL,
+            status=status,
+            expected=length,
+        )
+
+        def on_close(sent: int) -> None:
+            DownloadEvent.objects.filter(pk=event.pk).update(bytes_served=sent)
+
+        body = CountingFile(storage.path(stored.storage_key), start, end, on_close)
+        response = FileResponse(body, status=status, content_type="application/octet-stream")
+    response["Content-Length"] = str(length)
+    response["Content-Type"] = "application/octet-stream"
+    if window:
+        response["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return common_headers(response, stored)

@@ -1,0 +1,159 @@
+"""Where checkpoint files live: one interface, two backends.
+
+Local files are served by the portal itself (with HTTP ranges); S3 objects are never streamed
+through Django: the portal answers with a redirect to a short-lived presigned URL.
+"""
+
+import functools
+import shutil
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+
+class StorageError(Exception):
+    """The storage could not be reached or refused an operation; worth retrying later."""
+
+
+def checked_key(key: str) -> str:
+    parts = PurePosixPath(key).parts
+    if not parts or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"{key!r} is not a storage key")
+    return key
+
+
+class LocalStorage:
+    name = "local"
+    serves_by_redirect = False
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / checked_key(key)
+
+    def put_file(self, key: str, source: Path) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        shutil.copyfile(source, partial)
+        partial.replace(target)
+
+    def open(self, key: str) -> BinaryIO:
+        return self.path(key).open("rb")
+
+    def size(self, key: str) -> int:
+        return self.path(key).stat().st_size
+
+    def fetch_to(self, key: str, target: Path) -> None:
+        shutil.copyfile(self.path(key), target)
+
+    def delete_prefix(self, prefix: str) -> None:
+        shutil.rmtree(self.path(prefix), ignore_errors=True)
+
+
+class S3Storage:
+    name = "s3"
+    serves_by_redirect = True
+
+    def __init__(
+        self, *, endpoint_url, bucket, access_key_id, secret_access_key, region, addressing_style, multipart_threshold
+    ):
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url or None,
+            aws_access_key_id=access_key_id or None,
+            aws_secret_access_key=secret_access_key or None,
+            region_name=region,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": addressing_style},
+                retries={"max_attempts": 5, "mode": "standard"},
+            ),
+        )
+        self.transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_threshold)
+
+    def _call(self, operation, *args, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return operation(*args, **kwargs)
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"S3 bucket {self.bucket}: {error}") from error
+
+    def put_file(self, key: str, source: Path) -> None:
+        self._call(self.client.upload_file, str(source), self.bucket, checked_key(key), Config=self.transfer)
+
+    def open(self, key: str) -> BinaryIO:
+        return self._call(self.client.get_object, Bucket=self.bucket, Key=checked_key(key))["Body"]
+
+    def size(self, key: str) -> int:
+        return self._call(self.client.head_object, Bucket=self.bucket, Key=checked_key(key))["ContentLength"]
+
+    def fetch_to(self, key: str, target: Path) -> None:
+        self._call(self.client.download_file, self.bucket, checked_key(key), str(target), Config=self.transfer)
+
+    def delete_prefix(self, prefix: str) -> None:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in self._call(lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=checked_key(prefix) + "/"))):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                self._call(self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+
+    def ensure_bucket(self) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self._call(self.client.create_bucket, Bucket=self.bucket)
+
+    def presigned_get(self, key: str, *, filename: str, expires_in: int) -> str:
+        safe_name = filename.replace('"', "")
+        return self.client.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self.bucket,
+                "Key": checked_key(key),
+                "ResponseContentDisposition": f'attachment; filename="{safe_name}"',
+            },
+            ExpiresIn=expires_in,
+        )
+
+
+def s3_configured() -> bool:
+    return bool(settings.S3_BUCKET)
+
+
+@functools.cache
+def get_storage(name: str | None = None):
+    name = name or settings.STORAGE_BACKEND
+    if name == "local":
+        return LocalStorage(settings.LOCAL_STORAGE_ROOT)
+    if name == "s3":
+        if not s3_configured():
+            raise StorageError("S3 storage is not configured: set S3_BUCKET, S3_ENDPOINT_URL and the S3 keys")
+        return S3Storage(
+            endpoint_url=settings.S3_ENDPOINT_URL,
+            bucket=settings.S3_BUCKET,
+            access_key_id=settings.S3_ACCESS_KEY_ID,
+            secret_access_key=settings.S3_SECRET_ACCESS_KEY,
+            region=settings.S3_REGION,
+            addressing_style=settings.S3_ADDRESSING_STYLE,
+            multipart_threshold=settings.S3_MULTIPART_THRESHOLD,
+        )
+    raise ValueError(f"unknown storage backend {name!r}: use 'local' or 's3'")
+
+
+@receiver(setting_changed)
+def _forget_storages(setting, **kwargs):
+    if setting.startswith(("S3_", "LOCAL_STORAGE", "STORAGE_")):
+        get_storage.cache_clear()

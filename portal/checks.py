@@ -1,0 +1,88 @@
+"""Start-up checks that say what is misconfigured and how to fix it.
+
+`manage.py check --deploy` adds the warnings a production deployment must act on: the embedded
+defaults (SQLite, a filesystem broker, console email, a generated key) are for one machine only.
+"""
+
+import os
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+
+@register(Tags.compatibility)
+def storage_is_configured(app_configs, **kwargs):
+    problems = []
+    s3_values = {
+        "S3_BUCKET": settings.S3_BUCKET,
+        "S3_ACCESS_KEY_ID": settings.S3_ACCESS_KEY_ID,
+        "S3_SECRET_ACCESS_KEY": settings.S3_SECRET_ACCESS_KEY,
+    }
+    if settings.STORAGE_BACKEND == "s3" or any(s3_values.values()):
+        missing = [name for name, value in s3_values.items() if not value]
+        if missing:
+            problems.append(
+                Error(
+                    f"S3 storage is half configured: {', '.join(missing)} not set",
+                    hint="Set S3_BUCKET, S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY (and S3_ENDPOINT_URL for a "
+                    "non-AWS endpoint), or unset them all to keep files under LOCAL_STORAGE_ROOT.",
+                    id="weightgate.E001",
+                )
+            )
+    root = settings.LOCAL_STORAGE_ROOT
+    probe = root if root.exists() else root.parent
+    if not os.access(probe, os.W_OK):
+        problems.append(
+            Error(
+                f"LOCAL_STORAGE_ROOT {root} is not writable by this process",
+                hint="Point LOCAL_STORAGE_ROOT at a directory this user can write, or fix its permissions.",
+                id="weightgate.E002",
+            )
+        )
+    return problems
+
+
+@register(Tags.security, deploy=True)
+def production_parts_are_set(app_configs, **kwargs):
+    warnings = []
+    if settings.SECRET_KEY_IS_GENERATED:
+        warnings.append(
+            Warning(
+                "SECRET_KEY is generated into var/secret_key",
+                hint="Set SECRET_KEY (or SECRET_KEY_FILE) from your secret store, the same on every server and worker.",
+                id="weightgate.W001",
+            )
+        )
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        warnings.append(
+            Warning(
+                "the database is SQLite",
+                hint="Set DATABASE_URL=postgres://USER:PASSWORD@HOST:5432/NAME.",
+                id="weightgate.W002",
+            )
+        )
+    if settings.CELERY_BROKER_URL.startswith("filesystem"):
+        warnings.append(
+            Warning(
+                "the Celery broker is the local filesystem, which only works on one machine",
+                hint="Set CELERY_BROKER_URL=redis://HOST:6379/0.",
+                id="weightgate.W003",
+            )
+        )
+    if settings.EMAIL_BACKEND.endswith("console.EmailBackend"):
+        warnings.append(
+            Warning(
+                "email is printed to the console, so nobody receives verification links",
+                hint="Set EMAIL_HOST (and EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD).",
+                id="weightgate.W004",
+            )
+        )
+    if not settings.HTTPS:
+        warnings.append(
+            Warning(
+                "HTTPS is off: cookies are sent in clear and no HSTS is set",
+                hint="Terminate TLS in front of the portal and set HTTPS=1 (turns on secure cookies, HSTS, redirects).",
+                id="weightgate.W005",
+            )
+        )
+    return warnings

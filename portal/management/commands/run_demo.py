@@ -1,0 +1,162 @@
+"""`make run`: migrate, publish a demo checkpoint, start a worker and the web server, release the demo.
+
+Everything it starts is a child process; Ctrl-C (or SIGTERM) stops them all.
+"""
+
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from access.models import ApiToken, Reviewer, User
+from distribution.models import Repo, Revision
+from distribution.publishing import publish_checkpoint, release_revision
+from verification.tiny_llama import write_tiny_llama
+
+DEMO_REPO = "demo/tiny-llama"
+VERIFY_WAIT_SECONDS = 300
+
+
+def demo_password(name: str) -> str:
+    """A password made once per machine and kept in var/, so the printed sign-in keeps working."""
+    path = settings.VAR_DIR / f"demo-{name}-password"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(12))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def demo_account(username: str, *, staff: bool) -> tuple[User, str]:
+    password = demo_password(username)
+    user, created = User.objects.get_or_create(
+        username=username, defaults={"email": f"{username}@example.org", "is_staff": staff, "is_superuser": staff}
+    )
+    if created or not user.check_password(password):
+        user.set_password(password)
+    user.email_verified_at = user.email_verified_at or timezone.now()
+    user.save()
+    return user, password
+
+
+class Command(BaseCommand):
+    help = "Run the portal on this machine with a worker and a released demo repo (what `make run` does)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--bind", default="127.0.0.1")
+
+    def handle(self, *args, port, bind, **options):
+        settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        admin, admin_password = demo_account("admin", staff=True)
+        applicant, applicant_password = demo_account("alice", staff=False)
+
+        children = []
+
+        def stop_all(*_):
+            for child in children:
+                if child.poll() is None:
+                    child.terminate()
+            deadline = time.monotonic() + 10
+            for child in children:
+                try:
+                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.kill()
+
+        signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
+        try:
+            children.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "workers",
+                        "worker",
+                        "--loglevel=info",
+                        "--queues=verify,gpu,default",
+                        "--pool=solo",
+                        "--without-gossip",
+                        "--without-mingle",
+                        "--without-heartbeat",
+                        "--hostname=demo@%h",
+                    ]
+                )
+            )
+            children.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "gunicorn",
+                        "portal.wsgi:application",
+                        f"--bind={bind}:{port}",
+                        "--workers=2",
+                        "--threads=4",
+                        "--access-logfile=-",
+                        "--graceful-timeout=5",
+                    ]
+                )
+            )
+            revision = self.demo_revision(admin)
+            self.wait_for_release(revision, children)
+            Reviewer.objects.get_or_create(user=admin, repo=revision.repo)
+            token = ApiToken.issue(applicant, "make run demo")[1]
+            url = f"http://{'localhost' if bind in ('127.0.0.1', '0.0.0.0') else bind}:{port}"  # noqa: S104
+            self.stdout.write(self.style.SUCCESS(f"\nWeightgate is running at {url}/"))
+            self.stdout.write(
+                f"  Demo repo:  {url}/{DEMO_REPO} (revision {revision.commit[:12]}, released)\n"
+                f"  Sign in as the reviewer: admin / {admin_password}   (staff; admin pages at {url}/admin/)\n"
+                f"  Sign in as an applicant: alice / {applicant_password}\n"
+                f"  alice's API token:       {token}\n"
+                f"  Ask for access with it:  curl -H 'Authorization: Bearer {token}' "
+                f"-H 'Content-Type: application/json' "
+                f'-d \'{{"repo": "{DEMO_REPO}", "accept_license": true}}\' {url}/api/v1/access-requests/\n'
+                "  Press Ctrl-C to stop the web server and the worker.\n"
+            )
+            while all(child.poll() is None for child in children):
+                time.sleep(0.5)
+            failed = [child.args[2] for child in children if child.poll() not in (None, 0)]
+            raise CommandError(f"a process stopped unexpectedly: {', '.join(failed) or 'unknown'}")
+        except KeyboardInterrupt:
+            self.stdout.write("\nStopping…")
+        finally:
+            stop_all()
+
+    def demo_revision(self, admin) -> Revision:
+        org, name = DEMO_REPO.split("/")
+        repo = Repo.objects.filter(org=org, name=name).first()
+        existing = repo.revisions.exclude(state=Revision.State.FAILED).first() if repo else None
+        if existing is not None:
+            return existing
+        checkpoint = write_tiny_llama(settings.VAR_DIR / "demo-checkpoint", shards=2)
+        revision = publish_checkpoint(checkpoint, DEMO_REPO, publisher=admin)
+        revision.repo.description = "A tiny LLaMA-architecture model with random weights, published by `make run`."
+        revision.repo.save(update_fields=["description"])
+        self.stdout.write(f"Published the demo checkpoint as {DEMO_REPO}@{revision.commit[:12]}; verifying…")
+        return revision
+
+    def wait_for_release(self, revision: Revision, children) -> None:
+        deadline = time.monotonic() + VERIFY_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            revision.refresh_from_db()
+            if revision.state == Revision.State.VERIFIED:
+                release_revision(revision)
+                return
+            if revision.state == Revision.State.RELEASED:
+                return
+            if revision.state == Revision.State.FAILED:
+                raise CommandError(f"the demo revision failed verification: {revision.failure_reason}")
+            if any(child.poll() is not None for child in children):
+                raise CommandError("the worker or the web server stopped before the demo was verified")
+            time.sleep(0.5)
+        raise CommandError(f"the demo revision was not verified within {VERIFY_WAIT_SECONDS} s; see the worker log")

@@ -1,0 +1,195 @@
+"""Weightgate settings, read from the environment.
+
+With nothing set, everything runs on one machine: SQLite and files under `var/`, a Celery
+broker on the filesystem, email printed to the console. `DATABASE_URL`, `CELERY_BROKER_URL`,
+`S3_*` and `EMAIL_HOST` switch to production parts; see README.md for the full list.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+from portal.env import env_bool, env_choice, env_int, env_list, env_str, env_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# pytest sets PYTEST_VERSION: the suite keeps its database, files and broker apart from `make run`'s.
+VAR_DIR = Path(env_str("WEIGHTGATE_VAR_DIR", str(BASE_DIR / ("var/test" if "PYTEST_VERSION" in os.environ else "var"))))
+VAR_DIR = VAR_DIR.resolve()
+
+
+def _secret_key() -> tuple[str, bool]:
+    """The configured key, or one generated once into var/ for the embedded default."""
+    configured = env_str("SECRET_KEY")
+    if configured:
+        return configured, False
+    key_file = VAR_DIR / "secret_key"
+    if not key_file.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip(), True
+
+
+SECRET_KEY, SECRET_KEY_IS_GENERATED = _secret_key()
+# Old keys keep verifying signed links and sessions after a rotation; the first key signs.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS")
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+PUBLIC_URL = env_url("PUBLIC_URL", schemes=("http", "https")).rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "portal.apps.PortalConfig",
+    "access.apps.AccessConfig",
+    "distribution.apps.DistributionConfig",
+    "verification.apps.VerificationConfig",
+    "workers.apps.WorkersConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+AUTH_USER_MODEL = "access.User"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "home"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASE_URL = env_url(
+    "DATABASE_URL",
+    f"sqlite:///{VAR_DIR / 'weightgate.sqlite3'}",
+    schemes=("sqlite", "postgres", "postgresql"),
+)
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0))}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web server and the worker are separate processes: wait for the write lock, don't fail.
+    DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
+    # Tests share the database with a worker process, so it must be a file, not memory.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-weightgate.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Storage of checkpoint files ----------------------------------------------------------------
+LOCAL_STORAGE_ROOT = Path(env_str("LOCAL_STORAGE_ROOT", str(VAR_DIR / "storage"))).resolve()
+S3_ENDPOINT_URL = env_url("S3_ENDPOINT_URL", schemes=("http", "https"))
+S3_BUCKET = env_str("S3_BUCKET")
+S3_ACCESS_KEY_ID = env_str("S3_ACCESS_KEY_ID")
+S3_SECRET_ACCESS_KEY = env_str("S3_SECRET_ACCESS_KEY")
+S3_REGION = env_str("S3_REGION", "us-east-1")
+S3_ADDRESSING_STYLE = env_choice("S3_ADDRESSING_STYLE", "path", choices=("path", "virtual"))
+# Files at least this large go up in parts, so a failed part is retried instead of the file.
+S3_MULTIPART_THRESHOLD = env_int("S3_MULTIPART_THRESHOLD", 64 * 1024 * 1024, minimum=5 * 1024 * 1024)
+STORAGE_BACKEND = env_choice("STORAGE_BACKEND", "s3" if S3_BUCKET else "local", choices=("local", "s3"))
+# How long the URL a download is redirected to stays valid (presigned S3 URL or local ticket).
+DOWNLOAD_REDIRECT_SECONDS = env_int("DOWNLOAD_REDIRECT_SECONDS", 600, minimum=1, maximum=7 * 24 * 3600)
+
+# --- Celery ------------------------------------------------------------------------------------
+BROKER_DIR = VAR_DIR / "broker"
+CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", "filesystem://", schemes=("filesystem", "redis", "rediss"))
+# The longest task (verification of a large checkpoint) must finish before Redis re-delivers it.
+VERIFY_TIME_LIMIT_SECONDS = env_int("VERIFY_TIME_LIMIT_SECONDS", 3 * 3600, minimum=60)
+if CELERY_BROKER_URL.startswith("filesystem"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "control_folder": str(BROKER_DIR / "control"),
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": VERIFY_TIME_LIMIT_SECONDS + 3600}
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "workers.tasks.verify_revision": {"queue": "verify"},
+}
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# --- Email ---------------------------------------------------------------------------------------
+EMAIL_HOST = env_str("EMAIL_HOST")
+if EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1, maximum=65535)
+    EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+    EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Weightgate <weightgate@localhost>")
+
+# --- HTTPS behind a proxy ---------------------------------------------------------------------
+HTTPS = env_bool("HTTPS", False)
+if HTTPS:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+# --- API -----------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "access.tokens.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+}
+
+# --- The rest ------------------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every start when it is missing
+LOG_LEVEL = env_choice("LOG_LEVEL", "info", choices=("debug", "info", "warning", "error"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL.upper()},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}
+if not HTTPS:
+    # weightgate.W005 says the one thing to do about all four: terminate TLS and set HTTPS=1.
+    SILENCED_SYSTEM_CHECKS = ["security.W004", "security.W008", "security.W012", "security.W016"]

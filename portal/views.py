@@ -1,0 +1,50 @@
+from django.contrib import messages
+from django.db import connection
+from django.http import Http404, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from access.gate import AccessDenied, find_repo, visible_repos
+from access.models import AccessRequest, GatingPolicy, Grant
+from access.services import RequestRefused, submit_request
+from distribution.models import Revision
+
+
+def home(request):
+    repos = visible_repos(request.user).prefetch_related("revisions")
+    rows = [(repo, repo.latest_released()) for repo in repos]
+    return render(request, "portal/home.html", {"rows": rows})
+
+
+def health(request):
+    with connection.cursor() as cursor:
+        cursor.execute("select 1")
+    return JsonResponse({"ok": True})
+
+
+@require_http_methods(["GET", "POST"])
+def repo_page(request, org, name):
+    try:
+        repo = find_repo(request.user, org, name)
+    except AccessDenied:
+        raise Http404("no such repo") from None
+    user = request.user
+    if request.method == "POST":
+        if not user.is_authenticated:
+            return redirect(f"/accounts/login/?next=/{repo.repo_id}")
+        try:
+            submit_request(user, repo, fields={}, accept_license=request.POST.get("accept_license") == "on")
+            messages.success(request, f"Your request for {repo.repo_id} was sent.")
+        except RequestRefused as refused:
+            messages.error(request, refused.message)
+        return redirect("repo", org=repo.org, name=repo.name)
+    context = {
+        "repo": repo,
+        "policy": GatingPolicy.for_repo(repo),
+        "release": repo.latest_released(),
+        "grant": Grant.active().filter(user=user, repo=repo).first() if user.is_authenticated else None,
+        "my_request": AccessRequest.objects.filter(user=user, repo=repo).first() if user.is_authenticated else None,
+        "revisions": repo.revisions.all() if user.is_staff else repo.revisions.filter(state=Revision.State.RELEASED),
+        "base_url": request.build_absolute_uri("/").rstrip("/"),
+    }
+    return render(request, "portal/repo.html", context)

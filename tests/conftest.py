@@ -1,0 +1,70 @@
+import os
+
+# The Hugging Face client reads these when imported: no telemetry, no update check, no user cache.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
+os.environ.setdefault("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
+
+import pytest
+from django.conf import settings
+from django.test.utils import override_settings
+
+from tests import services
+
+
+def pytest_report_header(config):
+    engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    broker = settings.CELERY_BROKER_URL.split(":", 1)[0]
+    required = ", ".join(sorted(services.required_services())) or "none (missing services skip their tests)"
+    return [f"weightgate: database={engine} broker={broker} storage=local+s3(SeaweedFS) required={required}"]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """A SeaweedFS server for the whole run, with the portal's S3 settings pointing at it."""
+    workdir = tmp_path_factory.mktemp("seaweedfs")
+    process, endpoint = services.start_seaweedfs(workdir)
+    try:
+        services.wait_for_bucket(process, endpoint, workdir)
+    except (RuntimeError, TimeoutError) as error:
+        services.stop_process(process)
+        services.unavailable("s3", str(error))
+    override = override_settings(
+        S3_ENDPOINT_URL=endpoint.url,
+        S3_BUCKET=endpoint.bucket,
+        S3_ACCESS_KEY_ID=endpoint.access_key,
+        S3_SECRET_ACCESS_KEY=endpoint.secret_key,
+        S3_REGION=endpoint.region,
+    )
+    override.enable()
+    yield endpoint
+    override.disable()
+    services.stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def worker(django_db_setup, django_db_blocker, s3_endpoint, tmp_path_factory):
+    """A real Celery worker process on the configured broker, sharing the test database and storage."""
+    from django.db import connection
+
+    from workers.celery import app
+
+    with django_db_blocker.unblock():
+        url = services.database_url(connection.settings_dict)
+    try:
+        app.control.purge()  # messages left by an earlier, interrupted run
+    except Exception as error:
+        services.unavailable("redis" if settings.CELERY_BROKER_URL.startswith("redis") else "broker", str(error))
+    env = {
+        **os.environ,
+        **s3_endpoint.env(),
+        "DATABASE_URL": url,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "WEIGHTGATE_VAR_DIR": str(settings.VAR_DIR),
+        "LOCAL_STORAGE_ROOT": str(settings.LOCAL_STORAGE_ROOT),
+        "SECRET_KEY": settings.SECRET_KEY,
+    }
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    process = services.start_worker(env, log)
+    yield process
+    services.stop_process(process)

@@ -1,0 +1,58 @@
+"""Steps that several tests take: publish a tiny checkpoint and wait for the worker to judge it."""
+
+import io
+import json
+import urllib.error
+import urllib.request
+
+from django.core.management import call_command
+
+from distribution.models import Revision
+from tests.services import wait_until
+from verification.tiny_llama import write_tiny_llama
+
+
+def publish(directory, repo_id: str, storage: str) -> Revision:
+    out = io.StringIO()
+    call_command("publish_checkpoint", str(directory), "--repo", repo_id, "--storage", storage, stdout=out)
+    return Revision.objects.get(commit=out.getvalue().strip())
+
+
+def wait_for_verdict(revision: Revision, timeout: float = 120) -> Revision:
+    def judged():
+        revision.refresh_from_db()
+        return revision.state in (Revision.State.VERIFIED, Revision.State.FAILED)
+
+    wait_until(judged, timeout=timeout, interval=0.2, what=f"the worker to verify {revision}")
+    return revision
+
+
+def published_tiny_llama(tmp_path, repo_id: str, storage: str, *, release: bool = True) -> tuple[Revision, object]:
+    checkpoint = write_tiny_llama(tmp_path / "checkpoint", shards=2)
+    revision = wait_for_verdict(publish(checkpoint, repo_id, storage))
+    assert revision.state == Revision.State.VERIFIED, revision.failure_reason
+    if release:
+        call_command("release", repo_id, stdout=io.StringIO())
+        revision.refresh_from_db()
+    return revision, checkpoint
+
+
+def http(method: str, url: str, *, token: str | None = None, body: dict | None = None, headers: dict | None = None):
+    """(status, headers, body bytes) for one request, without following redirects."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(request, timeout=30) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()

@@ -1,0 +1,29 @@
+"""Named people, built the same way in every test.
+
+alice applies for access, bob reviews acme's repos, carol is staff, dave is a stranger whose email
+is not verified yet.
+"""
+
+from django.utils import timezone
+
+from access.models import ApiToken, Reviewer, User
+
+
+def person(username: str, *, verified: bool = True, staff: bool = False, reviews=()) -> User:
+    user = User.objects.create_user(
+        username=username,
+        email=f"{username}@example.org",
+        password=f"{username}-password",
+        is_staff=staff,
+        is_superuser=staff,
+    )
+    if verified:
+        user.email_verified_at = timezone.now()
+        user.save(update_fields=["email_verified_at"])
+    for repo in reviews:
+        Reviewer.objects.create(user=user, repo=repo)
+    return user
+
+
+def token_for(user: User, name: str = "test") -> str:
+    return ApiToken.issue(user, name)[1]

