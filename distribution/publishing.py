@@ -1,5 +1,6 @@
 """Publishing: copy a checkpoint directory into storage and record it as a Revision to be verified."""
 
+import logging
 import os
 import secrets
 import stat
@@ -7,13 +8,24 @@ from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from distribution.models import Repo, Revision, RevisionFile, parse_repo_id
 from distribution.storage import StorageError, get_storage
 
+log = logging.getLogger(__name__)
+
 
 class PublishError(Exception):
     """The checkpoint cannot be published as given; the message says what to change."""
+
+
+def discard_copies(storage, prefix: str) -> None:
+    """Remove what a failed publish copied; a cleanup failure is logged, the original error stands."""
+    try:
+        storage.delete_prefix(prefix)
+    except StorageError as error:
+        log.warning("could not remove %s from %s storage after a failed publish: %s", prefix, storage.name, error)
 
 
 def checkpoint_files(directory: Path) -> list[tuple[str, Path]]:
@@ -62,7 +74,7 @@ def publish_checkpoint(directory, repo_id: str, *, publisher=None, storage_backe
             storage.put_file(f"{prefix}/{relative}", path)
             sizes[relative] = path.stat().st_size
     except (OSError, StorageError) as error:
-        storage.delete_prefix(prefix)
+        discard_copies(storage, prefix)
         raise PublishError(f"copying into {storage.name} storage failed, nothing was published: {error}") from None
 
     try:
@@ -78,7 +90,7 @@ def publish_checkpoint(directory, repo_id: str, *, publisher=None, storage_backe
 
             transaction.on_commit(lambda: verify_revision.delay(revision.pk))
     except Exception:
-        storage.delete_prefix(prefix)
+        discard_copies(storage, prefix)
         raise
     return revision
 
@@ -86,8 +98,6 @@ def publish_checkpoint(directory, repo_id: str, *, publisher=None, storage_backe
 def release_revision(revision: Revision) -> Revision:
     if revision.state == Revision.State.RELEASED:
         return revision
-    from django.utils import timezone
-
     if not revision.move(Revision.State.RELEASED, released_at=timezone.now()):
         raise PublishError(
             f"revision {revision.commit} of {revision.repo.repo_id} is {revision.state}, not verified: "

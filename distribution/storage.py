@@ -82,11 +82,12 @@ class S3Storage:
         self.transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_threshold)
 
     def _call(self, operation, *args, **kwargs):
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return operation(*args, **kwargs)
-        except (BotoCoreError, ClientError) as error:
+        except (Boto3Error, BotoCoreError, ClientError) as error:
             raise StorageError(f"S3 bucket {self.bucket}: {error}") from error
 
     def put_file(self, key: str, source: Path) -> None:

@@ -19,6 +19,14 @@ def pytest_report_header(config):
     return [f"weightgate: database={engine} broker={broker} storage=local+s3(SeaweedFS) required={required}"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def required_database():
+    """CI runs on PostgreSQL; a suite that fell back to SQLite there would prove nothing about it."""
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if "postgres" in services.required_services() and "postgresql" not in engine:
+        pytest.fail(f"PostgreSQL is required but the suite is configured with {engine}: set DATABASE_URL")
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory):
     """A SeaweedFS server for the whole run, with the portal's S3 settings pointing at it."""
@@ -65,6 +73,9 @@ def worker(django_db_setup, django_db_blocker, s3_endpoint, tmp_path_factory):
         "SECRET_KEY": settings.SECRET_KEY,
     }
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    process = services.start_worker(env, log)
+    try:
+        process = services.start_worker(env, log)
+    except (RuntimeError, TimeoutError) as error:
+        services.unavailable("worker", str(error))
     yield process
     services.stop_process(process)

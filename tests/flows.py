@@ -9,6 +9,7 @@ from django.core.management import call_command
 
 from distribution.models import Revision
 from tests.services import wait_until
+from verification.services import verify_revision
 from verification.tiny_llama import write_tiny_llama
 
 
@@ -27,9 +28,19 @@ def wait_for_verdict(revision: Revision, timeout: float = 120) -> Revision:
     return revision
 
 
-def published_tiny_llama(tmp_path, repo_id: str, storage: str, *, release: bool = True) -> tuple[Revision, object]:
+def published_tiny_llama(
+    tmp_path, repo_id: str, storage: str = "local", *, release: bool = True, verify_here: bool = False
+) -> tuple[Revision, object]:
+    """Publish a tiny checkpoint and wait until it is verified (and released, by default).
+
+    `verify_here` runs the verification in this process, for tests that need no worker; a worker
+    that is running anyway may take it first, which the claim makes harmless.
+    """
     checkpoint = write_tiny_llama(tmp_path / "checkpoint", shards=2)
-    revision = wait_for_verdict(publish(checkpoint, repo_id, storage))
+    revision = publish(checkpoint, repo_id, storage)
+    if verify_here:
+        verify_revision(revision.pk)
+    revision = wait_for_verdict(revision)
     assert revision.state == Revision.State.VERIFIED, revision.failure_reason
     if release:
         call_command("release", repo_id, stdout=io.StringIO())

@@ -1,0 +1,111 @@
+"""S3 storage on a real endpoint (SeaweedFS, which enforces SigV4 signatures and link expiry):
+bytes go from S3 to the client by presigned redirect, and only a valid, live link works."""
+
+import os
+import subprocess
+import time
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pytest
+from django.test import override_settings
+
+from access.services import grant_access
+from distribution.models import DownloadEvent, Repo, Revision
+from distribution.publishing import PublishError, publish_checkpoint
+from distribution.storage import get_storage
+from tests.flows import published_tiny_llama
+from tests.personas import person, token_for
+from tests.services import s3_client
+from verification.tiny_llama import write_tiny_llama
+
+pytestmark = pytest.mark.django_db
+SHARD = "model-00001-of-00002.safetensors"
+
+
+def curl(url: str, *args: str, output=None) -> tuple[int, str]:
+    """(HTTP status, response headers) from the real curl."""
+    command = ["curl", "-sS", "-D", "-", "-o", str(output or os.devnull), "-w", "%{http_code}", *args, url]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    return int(result.stdout[-3:]), result.stdout[:-3]
+
+
+@pytest.fixture
+def s3_release(s3_endpoint, tmp_path):
+    revision, checkpoint = published_tiny_llama(tmp_path, "acme/tiny", "s3", verify_here=True)
+    alice = person("alice")
+    grant_access(alice, revision.repo, granted_by=None)
+    return revision, checkpoint, token_for(alice)
+
+
+def test_the_portal_redirects_to_a_presigned_url_that_curl_downloads_and_resumes(client, s3_release, tmp_path):
+    revision, checkpoint, token = s3_release
+    response = client.get(f"/acme/tiny/resolve/main/{SHARD}", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 302
+    url = response["Location"]
+    assert "X-Amz-Signature=" in url and "X-Amz-Expires=" in url
+    expected = (checkpoint / SHARD).read_bytes()
+
+    status, headers = curl(url, output=tmp_path / "whole")
+    assert status == 200
+    assert f'attachment; filename="{SHARD}"' in headers
+    assert (tmp_path / "whole").read_bytes() == expected
+
+    partial = tmp_path / "partial"
+    partial.write_bytes(expected[:1000])
+    status, _ = curl(url, "-r", "1000-", output=tmp_path / "rest")
+    assert status == 206
+    assert partial.read_bytes() + (tmp_path / "rest").read_bytes() == expected
+
+    event = DownloadEvent.objects.get()
+    assert (event.channel, event.status, event.path, event.username) == ("s3-redirect", 302, SHARD, "alice")
+    assert event.bytes_served is None  # the bytes never passed through the portal
+
+
+def test_seaweedfs_refuses_expired_tampered_and_unsigned_links(s3_release, tmp_path):
+    revision, checkpoint, _ = s3_release
+    storage = get_storage("s3")
+    stored = revision.files.get(path=SHARD)
+    url = storage.presigned_get(stored.storage_key, filename=SHARD, expires_in=60)
+    assert curl(url)[0] == 200
+
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    signature = query["X-Amz-Signature"]
+    query["X-Amz-Signature"] = signature[:-1] + ("0" if signature[-1] != "0" else "1")
+    assert curl(urlunsplit(parts._replace(query=urlencode(query))))[0] == 403
+    other_key = parts.path.replace(SHARD, "config.json")
+    assert curl(urlunsplit(parts._replace(path=other_key)))[0] == 403
+    assert curl(urlunsplit(parts._replace(query="")))[0] == 403
+
+    short = storage.presigned_get(stored.storage_key, filename=SHARD, expires_in=1)
+    time.sleep(2.5)
+    assert curl(short)[0] == 403
+
+
+def test_a_wrong_secret_key_is_refused_by_the_endpoint(s3_endpoint):
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError) as raised:
+        s3_client(s3_endpoint, secret_key="not-the-secret").list_objects_v2(Bucket=s3_endpoint.bucket)
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+@override_settings(S3_MULTIPART_THRESHOLD=5 * 1024 * 1024)
+def test_large_files_go_up_in_parts_and_come_back_identical(s3_endpoint, tmp_path):
+    storage = get_storage("s3")
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(12 * 1024 * 1024 + 17))
+    storage.put_file("tests/multipart/big.bin", source)
+    head = s3_client(s3_endpoint).head_object(Bucket=s3_endpoint.bucket, Key="tests/multipart/big.bin")
+    assert head["ETag"].strip('"').endswith("-3")  # an S3 multipart ETag names its part count
+    storage.fetch_to("tests/multipart/big.bin", tmp_path / "back.bin")
+    assert (tmp_path / "back.bin").read_bytes() == source.read_bytes()
+
+
+@override_settings(S3_SECRET_ACCESS_KEY="not-the-secret")
+def test_a_publish_the_endpoint_refuses_records_nothing(s3_endpoint, tmp_path):
+    checkpoint = write_tiny_llama(tmp_path / "checkpoint")
+    with pytest.raises(PublishError, match="nothing was published"):
+        publish_checkpoint(checkpoint, "acme/unlucky", storage_backend="s3")
+    assert not Repo.objects.exists()
+    assert not Revision.objects.exists()

@@ -1,0 +1,90 @@
+"""Settings from the environment: bad values are refused by name, misconfiguration is explained."""
+
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from portal.env import env_bool, env_choice, env_int, env_str, env_url
+from tests.services import REPO_ROOT
+
+
+@pytest.mark.parametrize(
+    ("reader", "value", "message"),
+    [
+        (lambda: env_bool("WG_TEST"), "maybe", "WG_TEST='maybe' is not a boolean"),
+        (lambda: env_int("WG_TEST", 1), "ten", "WG_TEST='ten' is not a whole number"),
+        (lambda: env_int("WG_TEST", 1, minimum=5), "3", "below the minimum of 5"),
+        (lambda: env_url("WG_TEST", schemes=("postgres",)), "mysql://x/y", "must start with one of postgres://"),
+        (lambda: env_choice("WG_TEST", "a", choices=("a", "b")), "c", "is not one of: a, b"),
+    ],
+)
+def test_readers_refuse_bad_values_naming_the_variable(monkeypatch, reader, value, message):
+    monkeypatch.setenv("WG_TEST", value)
+    with pytest.raises(ImproperlyConfigured, match=message):
+        reader()
+
+
+def test_readers_accept_good_values_and_secrets_from_files(monkeypatch, tmp_path):
+    monkeypatch.setenv("WG_FLAG", "Yes")
+    monkeypatch.setenv("WG_COUNT", "42")
+    assert env_bool("WG_FLAG") is True and env_int("WG_COUNT", 0) == 42
+    secret = tmp_path / "secret"
+    secret.write_text("from-a-file\n")
+    monkeypatch.delenv("WG_SECRET", raising=False)
+    monkeypatch.setenv("WG_SECRET_FILE", str(secret))
+    assert env_str("WG_SECRET") == "from-a-file"
+    monkeypatch.setenv("WG_SECRET_FILE", str(tmp_path / "absent"))
+    with pytest.raises(ImproperlyConfigured, match="WG_SECRET_FILE=.* cannot be read"):
+        env_str("WG_SECRET")
+
+
+def manage(*args, env: dict, tmp_path) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("S3_", "DATABASE_URL", "CELERY_", "EMAIL_"))}
+    clean.update(WEIGHTGATE_VAR_DIR=str(tmp_path), **env)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO_ROOT, env=clean, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_a_half_configured_s3_is_an_error_that_says_what_is_missing(tmp_path):
+    result = manage("check", env={"S3_BUCKET": "weights"}, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert "weightgate.E001" in result.stderr
+    assert "S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY not set" in result.stderr
+
+
+def test_a_malformed_value_stops_start_up_with_its_name(tmp_path):
+    result = manage("check", env={"DATABASE_URL": "mysql://db/weights"}, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert "DATABASE_URL must start with one of sqlite://, postgres://, postgresql://" in result.stderr
+
+
+def test_check_deploy_lists_the_embedded_defaults_to_replace(tmp_path):
+    result = manage("check", "--deploy", env={}, tmp_path=tmp_path)
+    for code in ("W001", "W002", "W003", "W004", "W005"):
+        assert f"weightgate.{code}" in result.stderr
+    assert "security.W" not in result.stderr
+
+
+def test_check_deploy_is_quiet_when_production_settings_are_set(tmp_path):
+    production = {
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "DATABASE_URL": "postgres://weightgate@db.internal:5432/weightgate",
+        "CELERY_BROKER_URL": "redis://redis.internal:6379/0",
+        "S3_BUCKET": "weights",
+        "S3_ACCESS_KEY_ID": "key",
+        "S3_SECRET_ACCESS_KEY": "secret",
+        "S3_ENDPOINT_URL": "https://s3.internal",
+        "EMAIL_HOST": "smtp.internal",
+        "HTTPS": "1",
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
+        "SECURE_HSTS_PRELOAD": "1",
+        "ALLOWED_HOSTS": "weights.example.org",
+    }
+    result = manage("check", "--deploy", env=production, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout, result.stdout + result.stderr
