@@ -40,7 +40,7 @@ def alice_token(released):
 
 
 def test_hf_hub_download_fetches_one_file_byte_identical(live_server, released, alice_token, tmp_path):
-    revision, checkpoint = released
+    _revision, checkpoint = released
     path = hf_hub_download(
         REPO_ID, "config.json", endpoint=live_server.url, token=alice_token, cache_dir=tmp_path / "c"
     )

@@ -38,7 +38,7 @@ def s3_release(s3_endpoint, tmp_path):
 
 
 def test_the_portal_redirects_to_a_presigned_url_that_curl_downloads_and_resumes(client, s3_release, tmp_path):
-    revision, checkpoint, token = s3_release
+    _revision, checkpoint, token = s3_release
     response = client.get(f"/acme/tiny/resolve/main/{SHARD}", HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.status_code == 302
     url = response["Location"]
@@ -62,7 +62,7 @@ def test_the_portal_redirects_to_a_presigned_url_that_curl_downloads_and_resumes
 
 
 def test_seaweedfs_refuses_expired_tampered_and_unsigned_links(s3_release, tmp_path):
-    revision, checkpoint, _ = s3_release
+    revision, _checkpoint, _ = s3_release
     storage = get_storage("s3")
     stored = revision.files.get(path=SHARD)
     url = storage.presigned_get(stored.storage_key, filename=SHARD, expires_in=60)

@@ -38,7 +38,7 @@ def test_readers_accept_good_values_and_secrets_from_files(monkeypatch, tmp_path
     monkeypatch.setenv("WG_SECRET_FILE", str(secret))
     assert env_str("WG_SECRET") == "from-a-file"
     monkeypatch.setenv("WG_SECRET_FILE", str(tmp_path / "absent"))
-    with pytest.raises(ImproperlyConfigured, match="WG_SECRET_FILE=.* cannot be read"):
+    with pytest.raises(ImproperlyConfigured, match=r"WG_SECRET_FILE=.* cannot be read"):
         env_str("WG_SECRET")
 
 
@@ -88,3 +88,10 @@ def test_check_deploy_is_quiet_when_production_settings_are_set(tmp_path):
     result = manage("check", "--deploy", env=production, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.django_db
+def test_the_migrations_match_the_models():
+    from django.core.management import call_command
+
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
