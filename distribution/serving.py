@@ -5,6 +5,7 @@ goes out; a local download updates its byte count when the server closes the fil
 also when the client disconnects half-way.
 """
 
+import functools
 import re
 
 from django.conf import settings
@@ -107,21 +108,13 @@ def common_headers(response: HttpResponse, stored: RevisionFile) -> HttpResponse
 def serve_file(request, stored: RevisionFile, *, user, grant, token) -> HttpResponse:
     """Answer a GET or HEAD for a stored file: the bytes (local) or a presigned redirect (S3)."""
     storage = get_storage(stored.revision.storage_backend)
+    record = functools.partial(record_event, request, stored, user=user, grant=grant, token=token)
     if not isinstance(storage, LocalStorage):
         url = storage.presigned_get(
             stored.storage_key, filename=stored.filename, expires_in=settings.DOWNLOAD_REDIRECT_SECONDS
         )
         if request.method != "HEAD":
-            record_event(
-                request,
-                stored,
-                user=user,
-                grant=grant,
-                token=token,
-                channel=DownloadEvent.Channel.S3_REDIRECT,
-                status=302,
-                expected=None,
-            )
+            record(channel=DownloadEvent.Channel.S3_REDIRECT, status=302, expected=None)
         return common_headers(HttpResponseRedirect(url), stored)
 
     size = stored.size
@@ -143,16 +136,7 @@ def serve_file(request, stored: RevisionFile, *, user, grant, token) -> HttpResp
     if request.method == "HEAD":
         response = HttpResponse(status=status)
     else:
-        event = record_event(
-            request,
-            stored,
-            user=user,
-            grant=grant,
-            token=token,
-            channel=DownloadEvent.Channel.LOCAL,
-            status=status,
-            expected=length,
-        )
+        event = record(channel=DownloadEvent.Channel.LOCAL, status=status, expected=length)
 
         def on_close(sent: int) -> None:
             DownloadEvent.objects.filter(pk=event.pk).update(bytes_served=sent)

@@ -44,45 +44,40 @@ def storage_is_configured(app_configs, **kwargs):
 
 @register(Tags.security, deploy=True)
 def production_parts_are_set(app_configs, **kwargs):
-    warnings = []
-    if settings.SECRET_KEY_IS_GENERATED:
-        warnings.append(
-            Warning(
-                "SECRET_KEY is generated into var/secret_key",
-                hint="Set SECRET_KEY (or SECRET_KEY_FILE) from your secret store, the same on every server and worker.",
-                id="weightgate.W001",
-            )
-        )
-    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-        warnings.append(
-            Warning(
-                "the database is SQLite",
-                hint="Set DATABASE_URL=postgres://USER:PASSWORD@HOST:5432/NAME.",
-                id="weightgate.W002",
-            )
-        )
-    if settings.CELERY_BROKER_URL.startswith("filesystem"):
-        warnings.append(
-            Warning(
-                "the Celery broker is the local filesystem, which only works on one machine",
-                hint="Set CELERY_BROKER_URL=redis://HOST:6379/0.",
-                id="weightgate.W003",
-            )
-        )
-    if settings.EMAIL_BACKEND.endswith("console.EmailBackend"):
-        warnings.append(
-            Warning(
-                "email is printed to the console, so nobody receives verification links",
-                hint="Set EMAIL_HOST (and EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD).",
-                id="weightgate.W004",
-            )
-        )
-    if not settings.HTTPS:
-        warnings.append(
-            Warning(
-                "HTTPS is off: cookies are sent in clear and no HSTS is set",
-                hint="Terminate TLS in front of the portal and set HTTPS=1 (turns on secure cookies, HSTS, redirects).",
-                id="weightgate.W005",
-            )
-        )
-    return warnings
+    embedded_defaults = [
+        (
+            settings.SECRET_KEY_IS_GENERATED,
+            "W001",
+            "SECRET_KEY is generated into var/secret_key",
+            "Set SECRET_KEY (or SECRET_KEY_FILE) from your secret store, the same on every server and worker.",
+        ),
+        (
+            settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"),
+            "W002",
+            "the database is SQLite",
+            "Set DATABASE_URL=postgres://USER:PASSWORD@HOST:5432/NAME.",
+        ),
+        (
+            settings.CELERY_BROKER_URL.startswith("filesystem"),
+            "W003",
+            "the Celery broker is the local filesystem, which only works on one machine",
+            "Set CELERY_BROKER_URL=redis://HOST:6379/0.",
+        ),
+        (
+            settings.EMAIL_BACKEND.endswith("console.EmailBackend"),
+            "W004",
+            "email is printed to the console, so nobody receives verification links",
+            "Set EMAIL_HOST (and EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD).",
+        ),
+        (
+            not settings.HTTPS,
+            "W005",
+            "HTTPS is off: cookies are sent in clear and no HSTS is set",
+            "Terminate TLS in front of the portal and set HTTPS=1 (turns on secure cookies, HSTS, redirects).",
+        ),
+    ]
+    return [
+        Warning(message, hint=hint, id=f"weightgate.{code}")
+        for applies, code, message, hint in embedded_defaults
+        if applies
+    ]

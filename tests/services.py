@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from workers.celery import worker_command
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -31,10 +33,20 @@ def unavailable(service: str, reason: str):
     pytest.skip(f"{service} unavailable: {reason}")
 
 
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports, all held at once while chosen so none is picked twice."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def wait_until(predicate, *, timeout: float, interval: float = 0.1, what: str):
@@ -103,38 +115,23 @@ def start_seaweedfs(workdir: Path) -> tuple[subprocess.Popen, S3Endpoint]:
             }
         )
     )
-    ports = {
-        name: free_port()
-        for name in ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc")
-    }
+    names = [f"{name}.port{grpc}" for name in ("master", "volume", "filer", "s3", "admin") for grpc in ("", ".grpc")]
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     data = workdir / "data"
     data.mkdir()
-    command = [
-        binary,
-        "server",
-        f"-dir={data}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        f"-master.port={ports['master']}",
-        f"-master.port.grpc={ports['master.grpc']}",
-        f"-volume.port={ports['volume']}",
-        f"-volume.port.grpc={ports['volume.grpc']}",
-        "-filer",
-        f"-filer.port={ports['filer']}",
-        f"-filer.port.grpc={ports['filer.grpc']}",
-        "-s3",
-        f"-s3.port={ports['s3']}",
-        f"-s3.port.grpc={ports['s3.grpc']}",
-        f"-s3.config={config}",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        "-master.volumeSizeLimitMB=64",
-        "-volume.max=8",
-        "-master.telemetry=false",
-    ]
+    # `weed mini` starts in about a second and stops on SIGTERM in two; every listener stays on loopback.
+    command = [binary, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
+    command += [f"-{flag}={port}" for flag, port in ports.items()]
+    command += ["-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false", f"-s3.config={config}"]
+    command += ["-master.volumeSizeLimitMB=32", "-volume.max=200"]
+    command += [f"-filer.localSocket={workdir / 'filer.sock'}", f"-s3.localSocket={workdir / 's3.sock'}"]
+    # mini would add AWS_* credentials from its environment as a second admin identity.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {"GOMEMLIMIT": "96MiB"}
     log = (workdir / "weed.log").open("wb")
-    process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    endpoint.url = f"http://127.0.0.1:{ports['s3']}"
+    process = subprocess.Popen(
+        command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    endpoint.url = f"http://127.0.0.1:{ports['s3.port']}"
     return process, endpoint
 
 
@@ -193,21 +190,7 @@ def database_url(settings_dict: dict) -> str:
 
 
 def start_worker(env: dict[str, str], log_path: Path, queues: str = "verify,gpu,default") -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers",
-        "worker",
-        "--loglevel=info",
-        f"--queues={queues}",
-        "--pool=solo",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        f"--hostname=test-{os.getpid()}@%h",
-    ]
+    command = worker_command(queues, f"test-{os.getpid()}@%h")
     log = log_path.open("wb")
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

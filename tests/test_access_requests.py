@@ -17,18 +17,27 @@ def repo():
 
 
 def ask(client, token, body):
-    return client.post("/api/v1/access-requests/", data=json.dumps(body), content_type="application/json",
-                       HTTP_AUTHORIZATION=f"Bearer {token}" if token else "")
+    return client.post(
+        "/api/v1/access-requests/",
+        data=json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}" if token else "",
+    )
 
 
 def handle(client, token, body):
-    return client.post("/api/models/acme/tiny/user-access-request/handle", data=json.dumps(body),
-                       content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client.post(
+        "/api/models/acme/tiny/user-access-request/handle",
+        data=json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
 
 
 def test_a_verified_applicant_files_a_pending_request(client, repo):
-    response = ask(client, token_for(person("alice")), {"repo": "acme/tiny", "fields": {"org": "Lab"},
-                                                         "accept_license": True})
+    response = ask(
+        client, token_for(person("alice")), {"repo": "acme/tiny", "fields": {"org": "Lab"}, "accept_license": True}
+    )
     assert response.status_code == 201
     assert response.json()["state"] == "pending"
     stored = AccessRequest.objects.get()
@@ -104,8 +113,12 @@ def test_handle_refuses_strangers_bad_bodies_and_unknown_people(client, repo):
     assert handle(client, token_for(person("erin")), {"user": "alice", "status": "accepted"}).status_code == 403
     assert handle(client, bob_token, {"user": "alice", "status": "maybe"}).status_code == 400
     assert handle(client, bob_token, {"user": "nobody", "status": "accepted"}).status_code == 404
-    bad = client.post("/api/models/acme/tiny/user-access-request/handle", data="{not json",
-                      content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {bob_token}")
+    bad = client.post(
+        "/api/models/acme/tiny/user-access-request/handle",
+        data="{not json",
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {bob_token}",
+    )
     assert bad.status_code == 400
     assert AccessRequest.objects.get().state == "pending"
     assert not Grant.objects.exists()

@@ -28,12 +28,21 @@ def processes_using(marker: str) -> list[int]:
 @pytest.fixture
 def demo(tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("S3_", "DATABASE_URL", "CELERY_", "EMAIL_", "PYTEST", "WEIGHTGATE_REQUIRE"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("S3_", "DATABASE_URL", "CELERY_", "EMAIL_", "PYTEST", "WEIGHTGATE_REQUIRE"))
+    }
     env.update(PORT=str(port), WEIGHTGATE_VAR_DIR=str(tmp_path / "var"))
     log = tmp_path / "make-run.log"
-    process = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=REPO_ROOT, env=env,
-                               stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "run"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
     def started():
         if process.poll() is not None:

@@ -1,6 +1,7 @@
 """The Celery app, configured from Django settings (CELERY_* names)."""
 
 import os
+import sys
 from pathlib import Path
 
 from celery import Celery
@@ -11,6 +12,30 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 app = Celery("weightgate")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["workers"])
+
+
+def worker_command(queues: str, hostname: str) -> list[str]:
+    """The worker command line `make run` and the test suite start: one process, tasks one at a time.
+
+    The solo pool and no gossip, mingle or heartbeat keep it working on the filesystem broker,
+    which has no broadcast.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers",
+        "worker",
+        "--loglevel=info",
+        f"--queues={queues}",
+        "--pool=solo",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        f"--hostname={hostname}",
+    ]
+
 
 # The embedded broker is a pair of folders; they must exist before the first message.
 for _key in ("data_folder_in", "data_folder_out", "control_folder"):

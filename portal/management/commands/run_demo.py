@@ -18,6 +18,7 @@ from access.models import ApiToken, Reviewer, User
 from distribution.models import Repo, Revision
 from distribution.publishing import publish_checkpoint, release_revision
 from verification.tiny_llama import write_tiny_llama
+from workers.celery import worker_command
 
 DEMO_REPO = "demo/tiny-llama"
 VERIFY_WAIT_SECONDS = 300
@@ -73,40 +74,10 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
         try:
-            children.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "workers",
-                        "worker",
-                        "--loglevel=info",
-                        "--queues=verify,gpu,default",
-                        "--pool=solo",
-                        "--without-gossip",
-                        "--without-mingle",
-                        "--without-heartbeat",
-                        "--hostname=demo@%h",
-                    ]
-                )
-            )
-            children.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "gunicorn",
-                        "portal.wsgi:application",
-                        f"--bind={bind}:{port}",
-                        "--workers=2",
-                        "--threads=4",
-                        "--access-logfile=-",
-                        "--graceful-timeout=5",
-                    ]
-                )
-            )
+            children.append(subprocess.Popen(worker_command("verify,gpu,default", "demo@%h")))
+            web = [sys.executable, "-m", "gunicorn", "portal.wsgi:application", f"--bind={bind}:{port}"]
+            web += ["--workers=2", "--threads=4", "--access-logfile=-", "--graceful-timeout=5", "--no-control-socket"]
+            children.append(subprocess.Popen(web))
             revision = self.demo_revision(admin)
             self.wait_for_release(revision, children)
             Reviewer.objects.get_or_create(user=admin, repo=revision.repo)
