@@ -64,11 +64,20 @@ class Revision(models.Model):
         RELEASED = "released"
         WITHDRAWN = "withdrawn"
 
-    # The only moves a revision may make; states never go back.
+    class Stage(models.TextChoices):
+        """Where a `verifying` revision is: the CPU checks, waiting for a GPU worker, or the smoke pass."""
+
+        NONE = ""
+        CHECKS = "checks"
+        SMOKE_QUEUED = "smoke-queued"
+        SMOKE = "smoke"
+
+    # The only moves a revision may make; states never go back. A re-verification that fails
+    # moves a verified revision to failed and a released one to withdrawn.
     TRANSITIONS = {
         State.UPLOADED: {State.VERIFYING},
         State.VERIFYING: {State.VERIFIED, State.FAILED},
-        State.VERIFIED: {State.RELEASED},
+        State.VERIFIED: {State.RELEASED, State.FAILED},
         State.FAILED: set(),
         State.RELEASED: {State.WITHDRAWN},
         State.WITHDRAWN: set(),
@@ -85,8 +94,12 @@ class Revision(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
     verification_started_at = models.DateTimeField(null=True, blank=True)
+    verification_stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.NONE, blank=True)
+    # Written every few seconds by the worker holding the revision; a stale one means the worker died.
+    verification_heartbeat_at = models.DateTimeField(null=True, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
     released_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
     failure_reason = models.TextField(blank=True)
 
     class Meta:

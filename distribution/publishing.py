@@ -96,8 +96,17 @@ def publish_checkpoint(directory, repo_id: str, *, publisher=None, storage_backe
 
 
 def release_revision(revision: Revision) -> Revision:
+    """Release a verified revision whose every required check ran and passed."""
     if revision.state == Revision.State.RELEASED:
         return revision
+    from verification.services import missing_or_failed_checks
+
+    problems = missing_or_failed_checks(revision) if revision.state == Revision.State.VERIFIED else []
+    if problems:
+        raise PublishError(
+            f"revision {revision.commit} of {revision.repo.repo_id} cannot be released: {', '.join(problems)}; "
+            f"run `manage.py reverify {revision.repo.repo_id} --revision {revision.commit[:12]}`"
+        )
     if not revision.move(Revision.State.RELEASED, released_at=timezone.now()):
         raise PublishError(
             f"revision {revision.commit} of {revision.repo.repo_id} is {revision.state}, not verified: "

@@ -51,6 +51,15 @@ class LocalStorage:
     def fetch_to(self, key: str, target: Path) -> None:
         shutil.copyfile(self.path(key), target)
 
+    def list_prefix(self, prefix: str) -> dict[str, int]:
+        """relative path -> size of every regular file under prefix."""
+        root = self.path(prefix)
+        return {
+            path.relative_to(root).as_posix(): path.stat().st_size
+            for path in root.rglob("*")
+            if path.is_file() and not path.is_symlink()
+        }
+
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self.path(prefix), ignore_errors=True)
 
@@ -102,12 +111,20 @@ class S3Storage:
     def fetch_to(self, key: str, target: Path) -> None:
         self._call(self.client.download_file, self.bucket, checked_key(key), str(target), Config=self.transfer)
 
-    def delete_prefix(self, prefix: str) -> None:
+    def _objects(self, prefix: str):
         paginator = self.client.get_paginator("list_objects_v2")
         for page in self._call(lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=checked_key(prefix) + "/"))):
-            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-            if keys:
-                self._call(self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+            yield from page.get("Contents", [])
+
+    def list_prefix(self, prefix: str) -> dict[str, int]:
+        start = len(checked_key(prefix)) + 1
+        return {item["Key"][start:]: item["Size"] for item in self._objects(prefix)}
+
+    def delete_prefix(self, prefix: str) -> None:
+        keys = [{"Key": item["Key"]} for item in self._objects(prefix)]
+        for start in range(0, len(keys), 1000):  # the most one DeleteObjects call takes
+            batch = keys[start : start + 1000]
+            self._call(self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 
     def ensure_bucket(self) -> None:
         from botocore.exceptions import ClientError

@@ -121,6 +121,11 @@ BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", "filesystem://", schemes=("filesystem", "redis", "rediss"))
 # The longest task (verification of a large checkpoint) must finish before Redis re-delivers it.
 VERIFY_TIME_LIMIT_SECONDS = env_int("VERIFY_TIME_LIMIT_SECONDS", 3 * 3600, minimum=60)
+# A worker holding a revision writes a heartbeat this often; one silent for VERIFY_STALE_SECONDS is dead.
+VERIFY_HEARTBEAT_SECONDS = env_int("VERIFY_HEARTBEAT_SECONDS", 10, minimum=1)
+VERIFY_STALE_SECONDS = env_int("VERIFY_STALE_SECONDS", 120, minimum=2)
+# How often the periodic job looks for revisions stuck in verification.
+REQUEUE_STUCK_EVERY_SECONDS = env_int("REQUEUE_STUCK_EVERY_SECONDS", 300, minimum=1)
 if CELERY_BROKER_URL.startswith("filesystem"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
@@ -136,7 +141,15 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "workers.tasks.verify_revision": {"queue": "verify"},
+    "workers.tasks.smoke_revision": {"queue": "gpu"},
 }
+CELERY_BEAT_SCHEDULE = {
+    "requeue-stuck-verifications": {
+        "task": "workers.tasks.requeue_stuck_verifications",
+        "schedule": REQUEUE_STUCK_EVERY_SECONDS,
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -9,7 +9,7 @@ from django.core.management import call_command
 
 from distribution.models import Revision
 from tests.services import wait_until
-from verification.services import verify_revision
+from verification.services import run_checks_stage, run_smoke_stage
 from verification.tiny_llama import write_tiny_llama
 
 
@@ -39,7 +39,8 @@ def published_tiny_llama(
     checkpoint = write_tiny_llama(tmp_path / "checkpoint", shards=2)
     revision = publish(checkpoint, repo_id, storage)
     if verify_here:
-        verify_revision(revision.pk)
+        run_checks_stage(revision.pk)
+        run_smoke_stage(revision.pk)
     revision = wait_for_verdict(revision)
     assert revision.state == Revision.State.VERIFIED, revision.failure_reason
     if release:

@@ -125,8 +125,8 @@ def test_the_worker_fails_a_corrupt_revision_and_release_refuses_it(worker, tmp_
     revision = wait_for_verdict(publish(checkpoint, "acme/broken", "local"))
     assert revision.state == Revision.State.FAILED
     assert SHARD in revision.failure_reason
-    failed = revision.checks.get(status="fail")
-    assert (failed.code, failed.file) == ("MetadataIncompleteBuffer", SHARD)
+    failed = {(check.code, check.file) for check in revision.checks.filter(status="fail")}
+    assert ("MetadataIncompleteBuffer", SHARD) in failed
     with pytest.raises(CommandError, match="failed, not verified"):
         call_command("release", "acme/broken", "--revision", revision.commit, stdout=io.StringIO())
     revision.refresh_from_db()

@@ -1,44 +1,97 @@
-"""The checks on one checkpoint directory. Plain Python: no Django, no network."""
+"""The checks on one checkpoint. Plain Python: no Django, no network.
+
+A checkpoint is a list of `CheckpointFile`s (a path, a size, a way to open it), so the same checks
+run on a local directory and on objects streamed from S3.
+"""
 
 import json
 import os
 import stat
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from verification.report import PASS, FileDigest, Report
-from verification.scan import FileScan, scan_file
+from verification.model_checks import check_config, run_smoke
+from verification.report import PASS, WARN, FileDigest, Report
+from verification.scan import FileScan, scan_stream
 
 INDEX_NAME = "model.safetensors.index.json"
+CONFIG_NAME = "config.json"
+# Reference logits a publisher may ship for the smoke pass: tensors "input_ids" and "logits".
+SMOKE_REFERENCE_NAME = "smoke_reference.safetensors"
 # Weight formats that run code when loaded; they are refused, never opened.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz")
 PICKLE_PROTOCOL_MARKS = tuple(bytes([0x80, protocol]) for protocol in range(2, 6))
 ZIP_MAGIC = b"PK\x03\x04"
+# Every revision must have passed each of these before it may be released.
+REQUIRED_CHECKS = ("files", "safetensors", "index", "config", "tensors", "smoke")
 
 
 class UnreadableCheckpoint(Exception):
-    """The directory itself cannot be read: not a checkpoint failure but bad input (CLI exit 2)."""
+    """The checkpoint itself cannot be read: not a checkpoint failure but bad input (CLI exit 2)."""
 
 
-def list_files(root: Path, report: Report) -> list[str]:
-    """Every regular file under root as a relative POSIX path; links and special files fail the check."""
-    found = []
-    for directory, subdirs, names in os.walk(root, followlinks=False):
-        base = Path(directory)
+@dataclass(frozen=True)
+class CheckpointFile:
+    path: str  # relative, POSIX
+    size: int
+    open: Callable[[], BinaryIO]
+
+
+@dataclass(frozen=True)
+class DirectoryEntry:
+    relative: str
+    path: Path
+    kind: str  # "file", "symlink" or "special"
+
+
+def walk_checkpoint(root: Path) -> list[DirectoryEntry]:
+    """Everything under root but directories, without following links, in a stable order."""
+    entries = []
+    for folder, subdirs, names in os.walk(root, followlinks=False):
         for name in sorted(subdirs + names):
-            path = base / name
-            relative = path.relative_to(root).as_posix()
+            path = Path(folder) / name
             mode = path.lstat().st_mode
-            if stat.S_ISLNK(mode):
-                target = os.readlink(path)
-                report.fail(
-                    "files", "Symlink", f"{relative} is a symbolic link (to {target}); ship the file itself", relative
-                )
-            elif stat.S_ISREG(mode):
-                found.append(relative)
-            elif not stat.S_ISDIR(mode):
-                report.fail("files", "NotARegularFile", f"{relative} is not a regular file", relative)
-    return sorted(found)
+            kind = "symlink" if stat.S_ISLNK(mode) else "file" if stat.S_ISREG(mode) else None
+            if stat.S_ISDIR(mode) and kind is None:
+                continue
+            entries.append(DirectoryEntry(path.relative_to(root).as_posix(), path, kind or "special"))
+    return sorted(entries, key=lambda entry: entry.relative)
+
+
+def directory_files(root: Path, report: Report) -> list[CheckpointFile]:
+    files = []
+    for entry in walk_checkpoint(root):
+        if entry.kind == "symlink":
+            target = os.readlink(entry.path)
+            report.fail(
+                "files",
+                "Symlink",
+                f"{entry.relative} is a symbolic link (to {target}); ship the file itself",
+                entry.relative,
+            )
+        elif entry.kind == "special":
+            report.fail("files", "NotARegularFile", f"{entry.relative} is not a regular file", entry.relative)
+        else:
+            files.append(
+                CheckpointFile(entry.relative, entry.path.stat().st_size, lambda path=entry.path: path.open("rb"))
+            )
+    return files
+
+
+def is_weight_shard(path: str) -> bool:
+    return path.endswith(".safetensors") and path != SMOKE_REFERENCE_NAME
+
+
+def check_paths(files: list[CheckpointFile], report: Report) -> None:
+    for item in files:
+        parts = item.path.split("/")
+        if item.path.startswith("/") or any(part in ("", ".", "..") for part in parts):
+            report.fail(
+                "files", "PathEscapes", f"{item.path!r} is not a plain relative path inside the checkpoint", item.path
+            )
 
 
 def check_file_kinds(scans: list[FileScan], report: Report) -> None:
@@ -57,10 +110,11 @@ def check_file_kinds(scans: list[FileScan], report: Report) -> None:
 
 
 def check_safetensors_headers(scans: list[FileScan], report: Report) -> None:
-    shards = [scan for scan in scans if scan.path.endswith(".safetensors")]
-    if not shards:
-        report.fail("safetensors", "NoWeights", "the directory holds no .safetensors file")
-    for scan in shards:
+    if not any(is_weight_shard(scan.path) for scan in scans):
+        report.fail("safetensors", "NoWeights", "the checkpoint holds no .safetensors weights")
+    for scan in scans:
+        if not scan.path.endswith(".safetensors"):
+            continue
         if scan.header_error is not None:
             report.fail("safetensors", scan.header_error.code, scan.header_error.message, scan.path)
         else:
@@ -74,17 +128,24 @@ def check_safetensors_headers(scans: list[FileScan], report: Report) -> None:
             )
 
 
-def check_index(root: Path, scans: list[FileScan], report: Report) -> None:
+def read_json(files: dict[str, CheckpointFile], name: str):
+    with files[name].open() as stream:
+        return json.loads(stream.read().decode("utf-8"))
+
+
+def check_index(files: dict[str, CheckpointFile], scans: list[FileScan], report: Report) -> None:
     by_path = {scan.path: scan for scan in scans}
-    shards = [scan for scan in scans if scan.path.endswith(".safetensors")]
-    if INDEX_NAME not in by_path:
+    shards = [scan for scan in scans if is_weight_shard(scan.path)]
+    if INDEX_NAME not in files:
         if len(shards) > 1:
             report.fail(
                 "index", "IndexMissing", f"{len(shards)} shards but no {INDEX_NAME} to say which tensor is where"
             )
+        else:
+            report.add("index", PASS, "SingleFile", "one weights file, no index needed")
         return
     try:
-        index = json.loads((root / INDEX_NAME).read_text(encoding="utf-8"))
+        index = read_json(files, INDEX_NAME)
         weight_map = index["weight_map"]
         if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
             raise TypeError("weight_map must map tensor names to shard file names")
@@ -119,7 +180,8 @@ def check_index(root: Path, scans: list[FileScan], report: Report) -> None:
         shard = by_path.get(shard_name)
         if shard is not None and shard.header is not None and name not in shard.header.tensors:
             problem("TensorMissing", f"the index puts {name!r} in {shard_name}, which does not hold it", shard_name)
-    declared = index.get("metadata", {}).get("total_size") if isinstance(index.get("metadata"), dict) else None
+    metadata = index.get("metadata")
+    declared = metadata.get("total_size") if isinstance(metadata, dict) else None
     if declared is not None and all(scan.header is not None for scan in shards) and declared != total_bytes:
         problem(
             "TotalSizeMismatch", f"the index declares total_size {declared} but the tensors hold {total_bytes} bytes"
@@ -130,24 +192,71 @@ def check_index(root: Path, scans: list[FileScan], report: Report) -> None:
         )
 
 
-def check_directory(root: Path | str, *, workers: int | None = None) -> Report:
+def check_tensors(scans: list[FileScan], report: Report) -> None:
+    problems = 0
+    for scan in scans:
+        if not is_weight_shard(scan.path):
+            continue
+        for stats in scan.tensors:
+            report.tensors.append({"file": scan.path, **stats.as_dict()})
+            if stats.nan or stats.inf:
+                problems += 1
+                report.fail(
+                    "tensors",
+                    "NonFiniteValues",
+                    f"tensor {stats.name!r} holds {stats.nan} NaN and {stats.inf} Inf values",
+                    scan.path,
+                )
+            elif stats.all_zero and stats.name.endswith("weight"):
+                report.add("tensors", WARN, "AllZeroWeights", f"tensor {stats.name!r} is all zeros", scan.path)
+    if not problems:
+        count = len(report.tensors)
+        report.add("tensors", PASS, "AllFinite", f"{count} tensors scanned: no NaN, no Inf")
+
+
+def check_files(
+    files: list[CheckpointFile],
+    report: Report | None = None,
+    *,
+    smoke: bool = True,
+    smoke_root: Path | None = None,
+    workers: int | None = None,
+    progress=None,
+) -> Report:
+    """Run every check on a checkpoint given as files; the smoke pass needs the files on disk (`smoke_root`)."""
+    report = report or Report()
+    check_paths(files, report)
+
+    def scan(item: CheckpointFile) -> FileScan:
+        with item.open() as stream:
+            return scan_stream(item.path, item.size, stream, progress=progress)
+
+    # Hashing and numpy release the GIL, so threads spread the files over the cores.
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        scans = list(pool.map(scan, files))
+    for result in scans:
+        report.files[result.path] = FileDigest(result.path, result.size, result.sha256)
+    by_path = {item.path: item for item in files}
+    check_file_kinds(scans, report)
+    check_safetensors_headers(scans, report)
+    check_index(by_path, scans, report)
+    check_tensors(scans, report)
+    if not any(check.name == "files" for check in report.failures):
+        report.add("files", PASS, "FilesSafe", f"{len(files)} regular files, no links, no pickle")
+    check_config(by_path, scans, report)
+    if smoke and report.ok and smoke_root is not None:
+        run_smoke(smoke_root, scans, report)
+    return report
+
+
+def check_directory(root: Path | str, *, smoke: bool = True, workers: int | None = None) -> Report:
     """Run every check on a checkpoint directory and return the report."""
     root = Path(root)
     if not root.is_dir():
         raise UnreadableCheckpoint(f"{root} is not a directory")
     report = Report()
     try:
-        paths = list_files(root, report)
+        files = directory_files(root, report)
     except OSError as error:
         raise UnreadableCheckpoint(f"{root} cannot be read: {error}") from error
-    # Hashing releases the GIL, so threads spread the reads over the cores.
-    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-        scans = list(pool.map(lambda relative: scan_file(root, relative), paths))
-    for scan in scans:
-        report.files[scan.path] = FileDigest(scan.path, scan.size, scan.sha256)
-    check_file_kinds(scans, report)
-    check_safetensors_headers(scans, report)
-    check_index(root, scans, report)
-    if not any(check.name == "files" for check in report.failures):
-        report.add("files", PASS, "FilesSafe", f"{len(paths)} regular files, no links, no pickle")
-    return report
+    return check_files(files, report, smoke=smoke, smoke_root=root, workers=workers)

@@ -2,6 +2,30 @@ from django.db import models
 from django.utils import timezone
 
 
+class VerificationRun(models.Model):
+    """One pass of the checks over a revision: at publish time, or again later (`reverify`)."""
+
+    class Kind(models.TextChoices):
+        PUBLISH = "publish"
+        REVERIFY = "reverify"
+
+    revision = models.ForeignKey("distribution.Revision", on_delete=models.CASCADE, related_name="runs")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.PUBLISH)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    ok = models.BooleanField(null=True)
+    # Per-file digests, per-tensor statistics and what the smoke pass saw, to compare with the next revision.
+    report = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self):
+        return (
+            f"{self.kind} run of {self.revision} ({'ok' if self.ok else 'failed' if self.ok is False else 'running'})"
+        )
+
+
 class CheckResult(models.Model):
     """One finding of a verification run on a revision, shown to publishers and staff."""
 
@@ -11,6 +35,7 @@ class CheckResult(models.Model):
         FAIL = "fail"
 
     revision = models.ForeignKey("distribution.Revision", on_delete=models.CASCADE, related_name="checks")
+    run = models.ForeignKey(VerificationRun, on_delete=models.CASCADE, related_name="checks")
     name = models.CharField(max_length=40)
     status = models.CharField(max_length=8, choices=Status.choices)
     code = models.CharField(max_length=60)

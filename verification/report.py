@@ -28,6 +28,8 @@ class FileDigest:
 class Report:
     checks: list[Check] = field(default_factory=list)
     files: dict[str, FileDigest] = field(default_factory=dict)
+    tensors: list[dict] = field(default_factory=list)  # per-tensor statistics, to compare revisions
+    smoke: dict = field(default_factory=dict)  # what the smoke pass saw: device, greedy tokens, differences
 
     def add(self, name: str, status: str, code: str, message: str, file: str = "") -> None:
         self.checks.append(Check(name=name, status=status, code=code, file=file, message=message))
@@ -48,6 +50,8 @@ class Report:
             "ok": self.ok,
             "checks": [asdict(check) for check in self.checks],
             "files": [asdict(digest) for digest in self.files.values()],
+            "tensors": self.tensors,
+            "smoke": self.smoke,
         }
 
     def to_json(self) -> str:

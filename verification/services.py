@@ -1,50 +1,106 @@
-"""The Django side of verification: run the plain-Python checks on a stored revision, record the result."""
+"""The Django side of verification: run the plain-Python checks on a stored revision, record the result.
 
+A revision is verified in two stages, each claimed by one worker with a conditional update:
+the CPU checks (queue `verify`), streamed from storage, then the smoke pass (queue `gpu`). The
+worker holding a stage writes a heartbeat; a stage whose heartbeat went silent belongs to a dead
+worker, and the periodic job hands it to another.
+"""
+
+import contextlib
 import logging
 import tempfile
-from contextlib import contextmanager
+import threading
 from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from distribution.models import Revision
 from distribution.storage import LocalStorage, StorageError, get_storage
-from verification.checks import UnreadableCheckpoint, check_directory
-from verification.models import CheckResult
-from verification.report import Report
+from verification.checks import REQUIRED_CHECKS, CheckpointFile, UnreadableCheckpoint, check_files, directory_files
+from verification.model_checks import run_smoke
+from verification.models import CheckResult, VerificationRun
+from verification.report import FileDigest, Report
+from verification.scan import FileScan
 
 log = logging.getLogger(__name__)
+Stage = Revision.Stage
+State = Revision.State
 
 
-def claim_for_verification(revision_id: int) -> Revision | None:
-    """Take the revision for this worker, or None if another has it or it is done.
+def stale_before():
+    return timezone.now() - timedelta(seconds=settings.VERIFY_STALE_SECONDS)
 
-    A revision left in `verifying` longer than the task's hard limit belongs to a dead worker, and one
-    released after a storage error belongs to nobody: both may be taken again. Anything else is
-    claimed by exactly one caller (conditional update).
-    """
-    stale_before = timezone.now() - timedelta(seconds=settings.VERIFY_TIME_LIMIT_SECONDS + 60)
-    claimed = Revision.objects.filter(
-        Q(state=Revision.State.UPLOADED)
-        | Q(state=Revision.State.VERIFYING, verification_started_at__isnull=True)
-        | Q(state=Revision.State.VERIFYING, verification_started_at__lt=stale_before),
-        pk=revision_id,
-    ).update(state=Revision.State.VERIFYING, verification_started_at=timezone.now())
+
+def claim(revision_id: int, stage: str) -> Revision | None:
+    """Take one stage of a revision for this worker, or None when another worker has it or it is done."""
+    free = Q(verification_heartbeat_at__isnull=True) | Q(verification_heartbeat_at__lt=stale_before())
+    if stage == Stage.CHECKS:
+        claimable = Q(state=State.UPLOADED) | (Q(state=State.VERIFYING, verification_stage=Stage.CHECKS) & free)
+    else:
+        claimable = Q(state=State.VERIFYING) & (
+            Q(verification_stage=Stage.SMOKE_QUEUED) | (Q(verification_stage=Stage.SMOKE) & free)
+        )
+    now = timezone.now()
+    fields = {"state": State.VERIFYING, "verification_stage": stage, "verification_heartbeat_at": now}
+    if stage == Stage.CHECKS:
+        fields["verification_started_at"] = now
+    claimed = Revision.objects.filter(claimable, pk=revision_id).update(**fields)
     return Revision.objects.select_related("repo").get(pk=revision_id) if claimed else None
 
 
-@contextmanager
+@contextlib.contextmanager
+def heartbeat(revision: Revision):
+    """Keep the claim alive from a side thread while the (long) stage runs."""
+    stop = threading.Event()
+
+    def beat():
+        try:
+            while not stop.wait(settings.VERIFY_HEARTBEAT_SECONDS):
+                Revision.objects.filter(pk=revision.pk, state=State.VERIFYING).update(
+                    verification_heartbeat_at=timezone.now()
+                )
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{revision.pk}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def release_claim(revision: Revision) -> None:
+    """After a transient error: leave the stage to the retry (or the periodic job) at once."""
+    Revision.objects.filter(pk=revision.pk, state=State.VERIFYING).update(verification_heartbeat_at=None)
+
+
+def stored_files(revision: Revision, report: Report) -> list[CheckpointFile]:
+    """The revision's files as they are in storage now, opened as streams: no local copy needed."""
+    storage = get_storage(revision.storage_backend)
+    if isinstance(storage, LocalStorage):
+        return directory_files(storage.path(revision.storage_prefix), report)
+    return [
+        CheckpointFile(
+            path, size, lambda key=f"{revision.storage_prefix}/{path}": contextlib.closing(storage.open(key))
+        )
+        for path, size in sorted(storage.list_prefix(revision.storage_prefix).items())
+    ]
+
+
+@contextlib.contextmanager
 def staged_checkpoint(revision: Revision):
-    """A local directory holding the revision's files: the storage folder itself, or a temporary copy."""
+    """A local directory holding the revision's files, for the smoke pass: the folder itself, or a copy."""
     storage = get_storage(revision.storage_backend)
     if isinstance(storage, LocalStorage):
         yield storage.path(revision.storage_prefix)
         return
-    with tempfile.TemporaryDirectory(prefix="weightgate-verify-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="weightgate-smoke-") as scratch:
         root = Path(scratch)
         for stored in revision.files.all():
             target = root / stored.path
@@ -54,55 +110,193 @@ def staged_checkpoint(revision: Revision):
 
 
 def check_against_record(revision: Revision, report: Report) -> None:
-    """The stored files must be exactly those published: none missing, none added, same sizes."""
-    recorded = {stored.path: stored.size for stored in revision.files.all()}
+    """The stored files must be exactly those published (and, once known, with the same sha256)."""
+    recorded = {stored.path: stored for stored in revision.files.all()}
     for path, digest in report.files.items():
-        if path not in recorded:
+        stored = recorded.get(path)
+        if stored is None:
             report.fail("files", "UnexpectedFile", f"{path} is in storage but was not published", path)
-        elif digest.size != recorded[path]:
+        elif digest.size != stored.size:
+            report.fail("files", "SizeChanged", f"{path} has {digest.size} bytes, {stored.size} were published", path)
+        elif stored.sha256 and digest.sha256 != stored.sha256:
             report.fail(
-                "files", "SizeChanged", f"{path} has {digest.size} bytes, {recorded[path]} were published", path
+                "files",
+                "ContentChanged",
+                f"{path} no longer has the sha256 it was verified with ({stored.sha256[:16]}…)",
+                path,
             )
     for path in recorded.keys() - report.files.keys():
         report.fail("files", "FileMissing", f"{path} was published but is not in storage", path)
 
 
-def record_report(revision: Revision, report: Report) -> Revision:
-    with transaction.atomic():
-        CheckResult.objects.filter(revision=revision).delete()
-        CheckResult.objects.bulk_create(
-            CheckResult(revision=revision, name=c.name, status=c.status, code=c.code, file=c.file, message=c.message)
-            for c in report.checks
+def save_checks(run: VerificationRun, report: Report, *, names: tuple[str, ...] | None = None) -> None:
+    checks = [c for c in report.checks if names is None or c.name in names]
+    CheckResult.objects.bulk_create(
+        CheckResult(
+            revision=run.revision, run=run, name=c.name, status=c.status, code=c.code, file=c.file, message=c.message
         )
+        for c in checks
+    )
+
+
+def summary(report: Report) -> str:
+    reasons = "; ".join(f"{c.file or c.name}: {c.message}" for c in report.failures[:5])
+    more = len(report.failures) - 5
+    return reasons + (f"; and {more} more" if more > 0 else "")
+
+
+def cpu_checks(revision: Revision) -> Report:
+    report = Report()
+    files = stored_files(revision, report)
+    try:
+        check_files(files, report, smoke=False)
+    except UnreadableCheckpoint as error:
+        report.fail("files", "Unreadable", str(error))
+    check_against_record(revision, report)
+    return report
+
+
+def smoke_checks(revision: Revision, report: Report) -> None:
+    scans = [FileScan(d.path, d.size, d.sha256, b"") for d in report.files.values()]
+    with staged_checkpoint(revision) as root:
+        run_smoke(root, scans, report)
+
+
+def run_checks_stage(revision_id: int) -> Revision | None:
+    """Stage one, on a CPU worker: every check but the smoke pass, streamed from storage."""
+    revision = claim(revision_id, Stage.CHECKS)
+    if revision is None:
+        return None
+    try:
+        with heartbeat(revision):
+            report = cpu_checks(revision)
+    except StorageError:
+        release_claim(revision)
+        raise
+    with transaction.atomic():
+        run = VerificationRun.objects.create(revision=revision, report=report.as_dict())
+        save_checks(run, report)
         for stored in revision.files.all():
             digest = report.files.get(stored.path)
             if digest is not None and stored.sha256 != digest.sha256:
                 stored.sha256 = digest.sha256
                 stored.save(update_fields=["sha256"])
-        if report.ok:
-            revision.move(Revision.State.VERIFIED, verified_at=timezone.now(), failure_reason="")
+        if not report.ok:
+            run.ok, run.finished_at = False, timezone.now()
+            run.save(update_fields=["ok", "finished_at"])
+            revision.move(State.FAILED, failure_reason=summary(report), verification_stage=Stage.NONE)
         else:
-            reasons = "; ".join(f"{c.file or c.name}: {c.message}" for c in report.failures[:5])
-            more = len(report.failures) - 5
-            revision.move(Revision.State.FAILED, failure_reason=reasons + (f"; and {more} more" if more > 0 else ""))
+            Revision.objects.filter(pk=revision.pk).update(verification_stage=Stage.SMOKE_QUEUED)
+            from workers.tasks import smoke_revision
+
+            transaction.on_commit(lambda: smoke_revision.delay(revision.pk))
+    log.info("revision %s: checks %s", revision, "passed" if report.ok else "failed")
+    return revision
+
+
+def run_smoke_stage(revision_id: int) -> Revision | None:
+    """Stage two, on a GPU worker when there is one: the smoke pass; then verified or failed."""
+    revision = claim(revision_id, Stage.SMOKE)
+    if revision is None:
+        return None
+    run = revision.runs.filter(kind=VerificationRun.Kind.PUBLISH).first()
+    report = Report()
+    report.files = {d["path"]: FileDigest(**d) for d in run.report.get("files", [])}
+    try:
+        with heartbeat(revision):
+            smoke_checks(revision, report)
+    except StorageError:
+        release_claim(revision)
+        raise
+    with transaction.atomic():
+        run.checks.filter(name="smoke").delete()
+        save_checks(run, report, names=("smoke",))
+        run.report = {**run.report, "smoke": report.smoke}
+        run.ok, run.finished_at = report.ok, timezone.now()
+        run.save(update_fields=["report", "ok", "finished_at"])
+        if report.ok:
+            revision.move(State.VERIFIED, verified_at=timezone.now(), failure_reason="", verification_stage=Stage.NONE)
+        else:
+            revision.move(State.FAILED, failure_reason=summary(report), verification_stage=Stage.NONE)
     log.info("revision %s: %s", revision, revision.state)
     return revision
 
 
-def verify_revision(revision_id: int) -> Revision | None:
-    revision = claim_for_verification(revision_id)
-    if revision is None:
-        return None
-    try:
-        with staged_checkpoint(revision) as root:
-            try:
-                report = check_directory(root)
-            except UnreadableCheckpoint as error:
-                report = Report()
-                report.fail("files", "Unreadable", str(error))
-    except StorageError:
-        # Let the retry claim it again: the revision stays `verifying`, held by nobody.
-        Revision.objects.filter(pk=revision.pk, state=Revision.State.VERIFYING).update(verification_started_at=None)
-        raise
-    check_against_record(revision, report)
-    return record_report(revision, report)
+def missing_or_failed_checks(revision: Revision) -> list[str]:
+    """What stands between a revision and its release: required checks that failed or never ran."""
+    run = revision.runs.filter(finished_at__isnull=False).first()
+    if run is None:
+        return ["no finished verification run"]
+    statuses = {}
+    for check in run.checks.all():
+        statuses.setdefault(check.name, set()).add(check.status)
+    problems = [f"{name} failed" for name, found in statuses.items() if CheckResult.Status.FAIL in found]
+    problems += [f"{name} never ran" for name in REQUIRED_CHECKS if name not in statuses]
+    return sorted(problems)
+
+
+def reverify(revision: Revision) -> VerificationRun:
+    """Check a verified or released revision's stored bytes again, in this process.
+
+    A failure withdraws a released revision (downloads stop at once) and fails a verified one.
+    """
+    if revision.state not in (State.VERIFIED, State.RELEASED):
+        raise ValueError(
+            f"revision {revision.commit} is {revision.state}: only verified or released revisions "
+            "are re-verified (publish a new revision instead)"
+        )
+    run = VerificationRun.objects.create(revision=revision, kind=VerificationRun.Kind.REVERIFY)
+    report = cpu_checks(revision)
+    if report.ok:
+        smoke_checks(revision, report)
+    with transaction.atomic():
+        save_checks(run, report)
+        run.report, run.ok, run.finished_at = report.as_dict(), report.ok, timezone.now()
+        run.save(update_fields=["report", "ok", "finished_at"])
+        if not report.ok:
+            reason = f"re-verification failed: {summary(report)}"
+            if revision.state == State.RELEASED:
+                revision.move(State.WITHDRAWN, withdrawn_at=timezone.now(), failure_reason=reason)
+            else:
+                revision.move(State.FAILED, failure_reason=reason)
+    return run
+
+
+def requeue_stuck() -> list[tuple[Revision, str]]:
+    """Send again the task of every revision whose verification stalled: lost message or dead worker."""
+    from workers.tasks import smoke_revision, verify_revision
+
+    close_old_connections()
+    stale = stale_before()
+    # A queued stage waits for a free worker, which may take long: only a lost message is re-sent.
+    lost = timezone.now() - timedelta(seconds=settings.VERIFY_TIME_LIMIT_SECONDS)
+    silent = Q(verification_heartbeat_at__isnull=True) | Q(verification_heartbeat_at__lt=stale)
+    # For each stalled stage: which revisions, the task to send again, and how to free the claim for it.
+    stuck = [
+        (
+            "checks",
+            Q(state=State.UPLOADED, created_at__lt=stale)
+            | (Q(state=State.VERIFYING, verification_stage=Stage.CHECKS) & silent),
+            verify_revision,
+            {"verification_heartbeat_at": None},
+        ),
+        (
+            "smoke",
+            Q(state=State.VERIFYING)
+            & (
+                (Q(verification_stage=Stage.SMOKE) & silent)
+                | Q(verification_stage=Stage.SMOKE_QUEUED, verification_heartbeat_at__lt=lost)
+            ),
+            smoke_revision,
+            # queued again, with a fresh time so this job does not send it twice before it is taken
+            {"verification_stage": Stage.SMOKE_QUEUED, "verification_heartbeat_at": timezone.now()},
+        ),
+    ]
+    sent = []
+    for what, condition, task, reset in stuck:
+        for revision in Revision.objects.filter(condition):
+            Revision.objects.filter(pk=revision.pk).update(**reset)
+            task.delay(revision.pk)
+            log.warning("re-queued the %s of %s, which stalled", what, revision)
+            sent.append((revision, what))
+    return sent

@@ -5,18 +5,38 @@ from django.conf import settings
 
 from distribution.storage import StorageError
 
+# Every verification task: redelivered if its worker dies, limited in time, retried only on storage trouble.
+RELIABLE = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "soft_time_limit": settings.VERIFY_TIME_LIMIT_SECONDS,
+    "time_limit": settings.VERIFY_TIME_LIMIT_SECONDS + 60,
+    "autoretry_for": (StorageError,),
+    "retry_backoff": True,
+    "retry_backoff_max": 600,
+    "max_retries": 5,
+}
 
-@shared_task(
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=settings.VERIFY_TIME_LIMIT_SECONDS,
-    time_limit=settings.VERIFY_TIME_LIMIT_SECONDS + 60,
-    autoretry_for=(StorageError,),
-    retry_backoff=True,
-    retry_backoff_max=600,
-    max_retries=5,
-)
+
+@shared_task(**RELIABLE)
 def verify_revision(revision_id: int) -> None:
-    from verification.services import verify_revision as run_verification
+    """Every check but the smoke pass (queue `verify`); queues the smoke pass when they pass."""
+    from verification.services import run_checks_stage
 
-    run_verification(revision_id)
+    run_checks_stage(revision_id)
+
+
+@shared_task(**RELIABLE)
+def smoke_revision(revision_id: int) -> None:
+    """The smoke pass (queue `gpu`): a forward pass on the best device the worker has."""
+    from verification.services import run_smoke_stage
+
+    run_smoke_stage(revision_id)
+
+
+@shared_task(ignore_result=True)
+def requeue_stuck_verifications() -> int:
+    """Periodic: hand revisions whose worker died or whose message was lost to a live worker."""
+    from verification.services import requeue_stuck
+
+    return len(requeue_stuck())

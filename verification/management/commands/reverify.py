@@ -1,0 +1,48 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from distribution.models import Repo, Revision
+from verification.services import reverify
+
+
+class Command(BaseCommand):
+    help = (
+        "Check the stored bytes of a verified or released revision again (hashes, headers, tensors, smoke pass). "
+        "A failure withdraws a released revision at once."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("repo", help="ORG/NAME")
+        parser.add_argument(
+            "--revision",
+            help="the commit id or a prefix of 7+ characters (default: every released revision of the repo)",
+        )
+
+    def handle(self, *args, repo, revision, **options):
+        org, _, name = repo.partition("/")
+        found = Repo.objects.filter(org=org, name=name).first()
+        if found is None:
+            raise CommandError(f"no repo {repo}")
+        if revision:
+            if len(revision) < 7:
+                raise CommandError("give at least 7 characters of the revision id")
+            targets = list(found.revisions.filter(commit__startswith=revision.lower()))
+            if len(targets) != 1:
+                raise CommandError(f"{repo} has {'no' if not targets else 'more than one'} revision {revision}")
+        else:
+            targets = list(found.revisions.filter(state=Revision.State.RELEASED))
+            if not targets:
+                raise CommandError(f"{repo} has no released revision; name one with --revision")
+        failed = 0
+        for target in targets:
+            try:
+                run = reverify(target)
+            except ValueError as error:
+                raise CommandError(str(error)) from None
+            target.refresh_from_db()
+            if run.ok:
+                self.stdout.write(f"{repo}@{target.commit}: every check passed ({target.state})")
+            else:
+                failed += 1
+                self.stdout.write(f"{repo}@{target.commit}: FAILED, now {target.state}: {target.failure_reason}")
+        if failed:
+            raise CommandError(f"{failed} revision(s) failed re-verification")
