@@ -32,4 +32,5 @@ urlpatterns = [
     re_path(rf"^{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$", distribution_hf.resolve, name="hf-resolve"),
     path("files/<str:ticket>/<str:filename>", distribution_hf.ticket_download, name="download-ticket"),
     re_path(rf"^{REPO}$", views.repo_page, name="repo"),
+    re_path(rf"^{REPO}/revisions/(?P<commit>[0-9a-f]{{40}})$", views.revision_page, name="revision"),
 ]

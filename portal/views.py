@@ -4,10 +4,12 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from access.gate import AccessDenied, find_repo, visible_repos
+from access.gate import AccessDenied, find_repo, is_reviewer, visible_repos
 from access.models import AccessRequest, GatingPolicy, Grant
 from access.services import RequestRefused, submit_request
 from distribution.models import Revision
+
+TENSOR_ROWS = 200  # a page, not a dump: the full statistics are in the run's JSON report
 
 
 def home(request):
@@ -20,6 +22,30 @@ def health(request):
     with connection.cursor() as cursor:
         cursor.execute("select 1")
     return JsonResponse({"ok": True})
+
+
+def revision_page(request, org, name, commit):
+    """The verification of one revision, check by check: for staff, reviewers and its publisher."""
+    try:
+        repo = find_repo(request.user, org, name)
+    except AccessDenied:
+        raise Http404("no such repo") from None
+    revision = repo.revisions.filter(commit=commit).first()
+    user = request.user
+    allowed = user.is_authenticated and (is_reviewer(user, repo) or (revision and revision.published_by_id == user.pk))
+    if revision is None or not allowed:
+        raise Http404("no such revision")
+    run = revision.runs.first()
+    context = {
+        "repo": repo,
+        "revision": revision,
+        "run": run,
+        "checks": run.checks.all() if run else [],
+        "tensors": (run.report.get("tensors") or [])[:TENSOR_ROWS] if run else [],
+        "tensor_count": len(run.report.get("tensors") or []) if run else 0,
+        "smoke": run.report.get("smoke") if run else None,
+    }
+    return render(request, "portal/revision.html", context)
 
 
 @require_http_methods(["GET", "POST"])
@@ -44,7 +70,10 @@ def repo_page(request, org, name):
         "release": repo.latest_released(),
         "grant": Grant.active().filter(user=user, repo=repo).first() if user.is_authenticated else None,
         "my_request": AccessRequest.objects.filter(user=user, repo=repo).first() if user.is_authenticated else None,
-        "revisions": repo.revisions.all() if user.is_staff else repo.revisions.filter(state=Revision.State.RELEASED),
+        "revisions": repo.revisions.all()
+        if is_reviewer(user, repo)
+        else repo.revisions.filter(state=Revision.State.RELEASED),
+        "can_see_checks": is_reviewer(user, repo),
         "base_url": request.build_absolute_uri("/").rstrip("/"),
     }
     return render(request, "portal/repo.html", context)

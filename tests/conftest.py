@@ -51,19 +51,13 @@ def s3_endpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def worker(django_db_setup, django_db_blocker, s3_endpoint, tmp_path_factory):
-    """A real Celery worker process on the configured broker, sharing the test database and storage."""
+def worker_env(django_db_setup, django_db_blocker, s3_endpoint) -> dict[str, str]:
+    """The environment a worker process needs to share this run's database, broker and storage."""
     from django.db import connection
-
-    from workers.celery import app
 
     with django_db_blocker.unblock():
         url = services.database_url(connection.settings_dict)
-    try:
-        app.control.purge()  # messages left by an earlier, interrupted run
-    except Exception as error:
-        services.unavailable("redis" if settings.CELERY_BROKER_URL.startswith("redis") else "broker", str(error))
-    env = {
+    return {
         **os.environ,
         **s3_endpoint.env(),
         "DATABASE_URL": url,
@@ -72,9 +66,20 @@ def worker(django_db_setup, django_db_blocker, s3_endpoint, tmp_path_factory):
         "LOCAL_STORAGE_ROOT": str(settings.LOCAL_STORAGE_ROOT),
         "SECRET_KEY": settings.SECRET_KEY,
     }
+
+
+@pytest.fixture(scope="session")
+def worker(worker_env, tmp_path_factory):
+    """A real Celery worker process on the configured broker, sharing the test database and storage."""
+    from workers.celery import app
+
+    try:
+        app.control.purge()  # messages left by an earlier, interrupted run
+    except Exception as error:  # any broker failure means the broker is unusable
+        services.unavailable("redis" if settings.CELERY_BROKER_URL.startswith("redis") else "broker", str(error))
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     try:
-        process = services.start_worker(env, log)
+        process = services.start_worker(worker_env, log)
     except (RuntimeError, TimeoutError) as error:
         services.unavailable("worker", str(error))
     yield process

@@ -6,7 +6,6 @@ Custom model code shipped with a checkpoint is never run (no trust_remote_code).
 """
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -30,16 +29,25 @@ class ConfigUnbuildable(Exception):
     pass
 
 
+def quiet_transformers() -> None:
+    """Reports carry what matters; transformers' progress bars and advice would only bury it in logs."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
 def build_config(config_dict: dict):
     from transformers import AutoConfig
 
+    quiet_transformers()
     if not isinstance(config_dict, dict) or "model_type" not in config_dict:
         raise ConfigUnbuildable("config.json has no model_type")
     values = dict(config_dict)
     model_type = values.pop("model_type")
     try:
         return AutoConfig.for_model(model_type, **values)
-    except (ValueError, KeyError, TypeError) as error:
+    except Exception as error:  # transformers raises many kinds here; each means the config is unusable
         raise ConfigUnbuildable(f"transformers cannot build a {model_type!r} config: {error}") from None
 
 
@@ -218,8 +226,9 @@ def run_smoke(root: Path, scans, report: Report) -> None:
                 SMOKE_REFERENCE_NAME,
             )
             return
-    message = f"{len(SMOKE_TOKEN_IDS) if reference is None else ids.numel()} tokens on {device}, finite logits"
-    if reference is not None:
+    message = f"{ids.numel()} tokens on {device}, finite logits"
+    if reference is None:
+        report.add("smoke", PASS, "LogitsFinite", message)
+    else:
         message += f", within {report.smoke['logits_max_abs_diff']:.3g} of the reference"
-    report.add("smoke", PASS, "LogitsFinite" if reference is None else "LogitsMatchReference", message)
-    assert math.isfinite(float(logits.abs().max()))
+        report.add("smoke", PASS, "LogitsMatchReference", message)

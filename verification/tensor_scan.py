@@ -139,6 +139,7 @@ class TensorStats:
             self.std = math.sqrt(variance)
 
 
+@np.errstate(over="ignore", invalid="ignore")  # overflow and NaN are expected here, and handled
 def _scan_ieee(stats: TensorStats, values: np.ndarray) -> None:
     total = float(values.sum())
     squares = float(np.dot(values, values))

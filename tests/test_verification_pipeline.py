@@ -1,0 +1,172 @@
+"""The verification pipeline around the checks: stages, claims, dead workers, release rules, re-verification."""
+
+import io
+import os
+import signal
+import time
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import override_settings
+from django.utils import timezone
+
+from access.services import grant_access
+from distribution.models import DownloadEvent, Revision
+from distribution.publishing import PublishError, release_revision
+from distribution.storage import get_storage
+from tests import services
+from tests.flows import publish, published_tiny_llama, wait_for_verdict
+from tests.personas import person, token_for
+from verification import services as verification_services
+from verification.checks import REQUIRED_CHECKS
+from verification.services import requeue_stuck, run_checks_stage
+from verification.tiny_llama import write_tiny_llama
+from workers import tasks
+
+SHARD = "model-00001-of-00002.safetensors"
+# Big enough (about 1 GB) that checking it takes a few seconds, in which the worker is killed.
+LARGE = {
+    "hidden_size": 1024,
+    "intermediate_size": 2816,
+    "num_hidden_layers": 10,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 4,
+    "vocab_size": 32000,
+}
+
+
+def passed_checks(revision) -> set[str]:
+    run = revision.runs.filter(finished_at__isnull=False).first()
+    return {check.name for check in run.checks.all()} if run else set()
+
+
+def publish_undispatched(directory, repo_id: str) -> Revision:
+    """Publish without sending the verification task: the test decides where it goes, or loses it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tasks.verify_revision, "delay", lambda *args, **kwargs: None)
+        return publish(directory, repo_id, "local")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_verification_leaves_no_half_done_revision(worker, worker_env, tmp_path, tmp_path_factory):
+    checkpoint = write_tiny_llama(tmp_path / "large", shards=4, config_overrides=LARGE)
+    revision = publish_undispatched(checkpoint, "acme/large")
+    env = {**worker_env, "VERIFY_HEARTBEAT_SECONDS": "1", "VERIFY_STALE_SECONDS": "3"}
+    # Its own queue, so the task is sure to reach the worker about to be killed.
+    doomed = services.start_worker(env, tmp_path_factory.mktemp("doomed") / "worker.log", queues="killtest")
+    tasks.verify_revision.apply_async(args=[revision.pk], queue="killtest")
+
+    def held():
+        revision.refresh_from_db()
+        return revision.state == Revision.State.VERIFYING
+
+    services.wait_until(held, timeout=60, interval=0.01, what="the doomed worker to claim the revision")
+    os.killpg(doomed.pid, signal.SIGKILL)
+    doomed.wait()
+    revision.refresh_from_db()
+    assert revision.state == Revision.State.VERIFYING, "the kill came too late to test anything"
+    with pytest.raises(PublishError):
+        release_revision(revision)
+
+    time.sleep(4)  # the heartbeat goes silent
+    with override_settings(VERIFY_STALE_SECONDS=3):
+        assert [r.pk for r, _ in requeue_stuck()] == [revision.pk]
+    revision = wait_for_verdict(revision, timeout=180)
+    assert revision.state == Revision.State.VERIFIED
+    assert passed_checks(revision) >= set(REQUIRED_CHECKS)
+    release_revision(revision)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_periodic_job_resends_an_upload_whose_message_was_lost(worker, tmp_path):
+    revision = publish_undispatched(write_tiny_llama(tmp_path / "ckpt"), "acme/lost")
+    Revision.objects.filter(pk=revision.pk).update(created_at=timezone.now() - timezone.timedelta(hours=1))
+    assert [(r.pk, what) for r, what in requeue_stuck()] == [(revision.pk, "checks")]
+    assert wait_for_verdict(revision).state == Revision.State.VERIFIED
+
+
+@pytest.mark.django_db
+def test_release_refuses_a_revision_with_a_check_that_never_ran(tmp_path):
+    revision = publish(write_tiny_llama(tmp_path / "ckpt"), "acme/halfway", "local")
+    run_checks_stage(revision.pk)  # the smoke pass never runs
+    revision.refresh_from_db()
+    assert revision.verification_stage == Revision.Stage.SMOKE_QUEUED
+    Revision.objects.filter(pk=revision.pk).update(state=Revision.State.VERIFIED)  # as a careless edit would
+    revision.refresh_from_db()
+    with pytest.raises(CommandError, match="smoke never ran"):
+        call_command("release", "acme/halfway", stdout=io.StringIO())
+    revision.refresh_from_db()
+    assert revision.state == Revision.State.VERIFIED
+
+
+@pytest.mark.django_db
+def test_a_claimed_stage_is_not_taken_twice(tmp_path):
+    revision = publish(write_tiny_llama(tmp_path / "ckpt"), "acme/claimed", "local")
+    assert verification_services.claim(revision.pk, Revision.Stage.CHECKS) is not None
+    assert verification_services.claim(revision.pk, Revision.Stage.CHECKS) is None
+    assert run_checks_stage(revision.pk) is None
+
+
+@pytest.mark.django_db
+def test_reverify_withdraws_a_released_revision_whose_stored_bytes_changed(client, tmp_path):
+    revision, _ = published_tiny_llama(tmp_path, "acme/tampered", verify_here=True)
+    out = io.StringIO()
+    call_command("reverify", "acme/tampered", stdout=out)
+    assert "every check passed" in out.getvalue()
+
+    stored = get_storage("local").path(f"{revision.storage_prefix}/{SHARD}")
+    data = bytearray(stored.read_bytes())
+    data[-1] ^= 0x01  # one flipped bit, same size
+    stored.write_bytes(bytes(data))
+    with pytest.raises(CommandError, match="failed re-verification"):
+        call_command("reverify", "acme/tampered", stdout=io.StringIO())
+    revision.refresh_from_db()
+    assert revision.state == Revision.State.WITHDRAWN
+    assert "ContentChanged" in set(revision.checks.values_list("code", flat=True))
+    assert SHARD in revision.failure_reason
+    alice = person("alice")
+    grant_access(alice, revision.repo, granted_by=None)
+    response = client.get(
+        f"/acme/tampered/resolve/{revision.commit}/{SHARD}", HTTP_AUTHORIZATION=f"Bearer {token_for(alice)}"
+    )
+    assert response.status_code == 404 and response["X-Error-Code"] == "RevisionNotFound"
+    assert not DownloadEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_reverify_refuses_revisions_that_were_never_verified(tmp_path):
+    publish(write_tiny_llama(tmp_path / "ckpt"), "acme/fresh", "local")
+    with pytest.raises(CommandError, match="only verified or released revisions"):
+        call_command("reverify", "acme/fresh", "--revision", Revision.objects.get().commit, stdout=io.StringIO())
+
+
+@pytest.mark.django_db
+def test_s3_checks_stream_the_objects_without_a_local_copy(s3_endpoint, monkeypatch, tmp_path):
+    revision = publish(write_tiny_llama(tmp_path / "ckpt"), "acme/streamed", "s3")
+
+    def no_copies(*args, **kwargs):
+        raise AssertionError("the CPU checks made a local copy")
+
+    monkeypatch.setattr(verification_services.tempfile, "TemporaryDirectory", no_copies)
+    run_checks_stage(revision.pk)
+    revision.refresh_from_db()
+    assert revision.verification_stage == Revision.Stage.SMOKE_QUEUED
+    assert {"files", "safetensors", "index", "config", "tensors"} <= passed_checks_any(revision)
+
+
+def passed_checks_any(revision) -> set[str]:
+    return set(revision.checks.exclude(status="fail").values_list("name", flat=True))
+
+
+@pytest.mark.django_db
+def test_the_revision_page_shows_each_check_to_reviewers_and_nobody_else(client, tmp_path):
+    revision, _ = published_tiny_llama(tmp_path, "acme/shown", verify_here=True)
+    url = f"/acme/shown/revisions/{revision.commit}"
+    assert client.get(url).status_code == 404
+    client.force_login(person("alice"))
+    assert client.get(url).status_code == 404
+    client.force_login(person("bob", reviews=[revision.repo]))
+    page = client.get(url).content.decode()
+    for code in ("HeaderValid", "IndexConsistent", "ConfigMatches", "AllFinite", "LogitsFinite"):
+        assert code in page
+    assert "model.embed_tokens.weight" in page and "greedy next tokens" in page
