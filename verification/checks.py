@@ -231,8 +231,9 @@ def check_files(
         with item.open() as stream:
             return scan_stream(item.path, item.size, stream, progress=progress)
 
-    # Hashing and numpy release the GIL, so threads spread the files over the cores.
-    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+    # Hashing and numpy release the GIL, so threads spread the files over the cores; two per core
+    # keep every core busy to the end when shard sizes are uneven.
+    with ThreadPoolExecutor(max_workers=workers or min(8, 2 * (os.cpu_count() or 1))) as pool:
         scans = list(pool.map(scan, files))
     for result in scans:
         report.files[result.path] = FileDigest(result.path, result.size, result.sha256)

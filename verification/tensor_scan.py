@@ -3,7 +3,8 @@
 The scanner is fed the data area of a safetensors file in order, chunk by chunk (the same chunks
 that are being hashed), and keeps only running sums per tensor. NaN and Inf are counted exactly;
 the absolute maximum is exact; mean and std are exact for tensors up to a million elements and
-taken over every 16th element above that, which is enough to compare one revision with the next.
+taken over a fixed sixteenth above that (the first 65,536 elements of every 1,048,576: contiguous
+runs keep the sampling cheap), which is enough to compare one revision with the next.
 """
 
 import math
@@ -15,6 +16,21 @@ from verification.safetensors_format import SafetensorsHeader, TensorEntry
 
 SAMPLE_ABOVE_ELEMENTS = 1 << 20
 SAMPLE_STRIDE = 16
+SAMPLE_PERIOD = 1 << 20  # elements; the first PERIOD // STRIDE of each period are sampled
+
+
+def sampled(values: np.ndarray, first_index: int, stride: int) -> list[np.ndarray]:
+    """The parts of `values` (elements first_index...) that fall in the sample; all of it at stride 1."""
+    if stride == 1:
+        return [values]
+    block = SAMPLE_PERIOD // stride
+    end = first_index + len(values)
+    parts = []
+    for period in range(first_index - first_index % SAMPLE_PERIOD, end, SAMPLE_PERIOD):
+        low, high = max(period, first_index), min(period + block, end)
+        if low < high:
+            parts.append(values[low - first_index : high - first_index])
+    return parts
 
 
 def _f8_e4m3_table() -> np.ndarray:
@@ -53,7 +69,7 @@ BF16 = SignMagnitude(
     0x8000,
     0x7F80,
     0x7F80,
-    lambda codes: (codes.astype(np.uint32) << 16).view(np.float32),
+    lambda codes: np.left_shift(codes, 16, dtype=np.uint32).view(np.float32),
 )
 F16 = SignMagnitude(
     np.uint16, np.int16, 0x8000, 0x7C00, 0x7C00, lambda codes: codes.view(np.float16).astype(np.float32)
@@ -123,11 +139,11 @@ class TensorStats:
         }
 
     def add_finite(self, values: np.ndarray) -> None:
-        """Accumulate finite float32/float64 values into the sums for mean and std."""
+        """Accumulate finite values into the sums for mean and std (sums per chunk, totals in float64)."""
         if values.size:
             self._count += values.size
-            self._sum += float(values.sum(dtype=np.float64))
-            self._sumsq += float(np.dot(values.astype(np.float64, copy=False), values.astype(np.float64, copy=False)))
+            self._sum += float(values.sum())  # pairwise in float32: accurate enough per chunk
+            self._sumsq += float(np.dot(values, values))
 
     def finish(self) -> None:
         if not self.scanned:
@@ -170,7 +186,8 @@ def _scan_sign_magnitude(stats: TensorStats, codes: np.ndarray, fmt: SignMagnitu
         positive_max if positive_max > 0 else 0, unsigned_max - fmt.sign_bit if unsigned_max >= fmt.sign_bit else 0
     )
     nonfinite_from = fmt.inf_bits if fmt.inf_bits is not None else fmt.nan_above
-    if magnitude >= nonfinite_from:
+    magnitude_was_finite = magnitude < nonfinite_from
+    if not magnitude_was_finite:
         magnitudes = codes & (fmt.sign_bit - 1)
         if fmt.inf_bits is not None:
             stats.inf += int((magnitudes == fmt.inf_bits).sum())
@@ -181,9 +198,9 @@ def _scan_sign_magnitude(stats: TensorStats, codes: np.ndarray, fmt: SignMagnitu
         magnitude = int((finite_codes & (fmt.sign_bit - 1)).max()) if finite_codes.size else 0
     if magnitude:
         stats._max_magnitude = max(stats._max_magnitude, float(fmt.to_float32(np.array([magnitude], codes.dtype))[0]))
-    start = (-first_index) % stats.sample_stride
-    sample = fmt.to_float32(codes[start :: stats.sample_stride])
-    stats.add_finite(sample[np.isfinite(sample)])
+    for part in sampled(codes, first_index, stats.sample_stride):
+        sample = fmt.to_float32(part)
+        stats.add_finite(sample if magnitude_was_finite else sample[np.isfinite(sample)])
 
 
 def _scan_e8m0(stats: TensorStats, codes: np.ndarray, first_index: int) -> None:
@@ -193,14 +210,15 @@ def _scan_e8m0(stats: TensorStats, codes: np.ndarray, first_index: int) -> None:
     finite = codes[~nan]
     if finite.size:
         stats._max_magnitude = max(stats._max_magnitude, math.ldexp(1.0, int(finite.max()) - 127))
-        start = (-first_index) % stats.sample_stride
-        stats.add_finite(np.ldexp(np.float64(1.0), finite[start :: stats.sample_stride].astype(np.int32) - 127))
+    for part in sampled(codes, first_index, stats.sample_stride):
+        exponents = part[part != 0xFF].astype(np.int32)
+        stats.add_finite(np.ldexp(np.float64(1.0), exponents - 127))
 
 
 def _scan_integers(stats: TensorStats, values: np.ndarray, first_index: int) -> None:
     stats._max_magnitude = max(stats._max_magnitude, abs(float(values.max())), abs(float(values.min())))
-    start = (-first_index) % stats.sample_stride
-    stats.add_finite(values[start :: stats.sample_stride].astype(np.float64))
+    for part in sampled(values, first_index, stats.sample_stride):
+        stats.add_finite(part.astype(np.float64))
 
 
 class TensorScanner:
