@@ -13,13 +13,13 @@ from django.utils import timezone
 from access.services import grant_access
 from distribution.models import DownloadEvent, Revision
 from distribution.publishing import PublishError, release_revision
-from distribution.storage import get_storage
+from distribution.storage import S3Storage, get_storage
 from tests import services
 from tests.flows import publish, published_tiny_llama, wait_for_verdict
 from tests.personas import person, token_for
 from verification import services as verification_services
 from verification.checks import REQUIRED_CHECKS
-from verification.services import requeue_stuck, run_checks_stage
+from verification.services import requeue_stuck, run_checks_stage, run_smoke_stage
 from verification.tiny_llama import write_tiny_llama
 from workers import tasks
 
@@ -141,17 +141,18 @@ def test_reverify_refuses_revisions_that_were_never_verified(tmp_path):
 
 
 @pytest.mark.django_db
-def test_s3_checks_stream_the_objects_without_a_local_copy(s3_endpoint, monkeypatch, tmp_path):
+def test_s3_revisions_are_verified_from_streams_without_a_local_copy(s3_endpoint, monkeypatch, tmp_path):
     revision = publish(write_tiny_llama(tmp_path / "ckpt"), "acme/streamed", "s3")
 
     def no_copies(*args, **kwargs):
-        raise AssertionError("the CPU checks made a local copy")
+        raise AssertionError("verification copied an object to local disk")
 
-    monkeypatch.setattr(verification_services.tempfile, "TemporaryDirectory", no_copies)
+    monkeypatch.setattr(S3Storage, "fetch_to", no_copies)
     run_checks_stage(revision.pk)
+    run_smoke_stage(revision.pk)
     revision.refresh_from_db()
-    assert revision.verification_stage == Revision.Stage.SMOKE_QUEUED
-    assert {"files", "safetensors", "index", "config", "tensors"} <= passed_checks_any(revision)
+    assert revision.state == Revision.State.VERIFIED, revision.failure_reason
+    assert set(REQUIRED_CHECKS) <= passed_checks_any(revision)
 
 
 def passed_checks_any(revision) -> set[str]:

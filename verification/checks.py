@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from verification.model_checks import check_config, run_smoke
+from verification.model_checks import check_config, run_smoke, smoke_sink
 from verification.report import PASS, WARN, FileDigest, Report
 from verification.scan import FileScan, scan_stream
 
@@ -214,30 +214,40 @@ def check_tensors(scans: list[FileScan], report: Report) -> None:
         report.add("tensors", PASS, "AllFinite", f"{count} tensors scanned: no NaN, no Inf")
 
 
+def scan_files(files: list[CheckpointFile], *, sink=None, workers: int | None = None, progress=None) -> list[FileScan]:
+    """Read every file once, in parallel: digests, headers, tensor statistics (and tensors, into `sink`)."""
+
+    def scan(item: CheckpointFile) -> FileScan:
+        with item.open() as stream:
+            shard_sink = sink if is_weight_shard(item.path) else None
+            return scan_stream(item.path, item.size, stream, progress=progress, sink=shard_sink)
+
+    # Hashing and numpy release the GIL, so threads spread the files over the cores; two per core
+    # keep every core busy to the end when shard sizes are uneven.
+    with ThreadPoolExecutor(max_workers=workers or min(8, 2 * (os.cpu_count() or 1))) as pool:
+        return list(pool.map(scan, files))
+
+
 def check_files(
     files: list[CheckpointFile],
     report: Report | None = None,
     *,
     smoke: bool = True,
-    smoke_root: Path | None = None,
     workers: int | None = None,
     progress=None,
 ) -> Report:
-    """Run every check on a checkpoint given as files; the smoke pass needs the files on disk (`smoke_root`)."""
+    """Run every check on a checkpoint given as files, reading each file once.
+
+    With `smoke`, the tensors are loaded onto the smoke device during that same read, and the
+    forward pass runs once every other check has passed.
+    """
     report = report or Report()
     check_paths(files, report)
-
-    def scan(item: CheckpointFile) -> FileScan:
-        with item.open() as stream:
-            return scan_stream(item.path, item.size, stream, progress=progress)
-
-    # Hashing and numpy release the GIL, so threads spread the files over the cores; two per core
-    # keep every core busy to the end when shard sizes are uneven.
-    with ThreadPoolExecutor(max_workers=workers or min(8, 2 * (os.cpu_count() or 1))) as pool:
-        scans = list(pool.map(scan, files))
+    by_path = {item.path: item for item in files}
+    sink = smoke_sink(files, report) if smoke else None
+    scans = scan_files(files, sink=sink, workers=workers, progress=progress)
     for result in scans:
         report.files[result.path] = FileDigest(result.path, result.size, result.sha256)
-    by_path = {item.path: item for item in files}
     check_file_kinds(scans, report)
     check_safetensors_headers(scans, report)
     check_index(by_path, scans, report)
@@ -245,8 +255,8 @@ def check_files(
     if not any(check.name == "files" for check in report.failures):
         report.add("files", PASS, "FilesSafe", f"{len(files)} regular files, no links, no pickle")
     check_config(by_path, scans, report)
-    if smoke and report.ok and smoke_root is not None:
-        run_smoke(smoke_root, scans, report)
+    if sink is not None and report.ok:
+        run_smoke(by_path, sink, report)
     return report
 
 
@@ -260,4 +270,4 @@ def check_directory(root: Path | str, *, smoke: bool = True, workers: int | None
         files = directory_files(root, report)
     except OSError as error:
         raise UnreadableCheckpoint(f"{root} cannot be read: {error}") from error
-    return check_files(files, report, smoke=smoke, smoke_root=root, workers=workers)
+    return check_files(files, report, smoke=smoke, workers=workers)

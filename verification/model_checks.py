@@ -5,10 +5,8 @@ torch and transformers are imported inside the functions: the rest of the checks
 Custom model code shipped with a checkpoint is never run (no trust_remote_code).
 """
 
-import json
 import os
 import time
-from pathlib import Path
 
 from verification.report import PASS, Report
 
@@ -147,17 +145,17 @@ def available_bytes(device) -> int | None:
     return None
 
 
-def run_smoke(root: Path, scans, report: Report) -> None:
-    """Load the verified weights on the best device, run a fixed forward pass, judge the logits."""
+def smoke_sink(files, report: Report):
+    """A sink on the best device for the smoke pass, or None (with the reason reported) if the model won't fit."""
     import torch
 
-    from verification.checks import SMOKE_REFERENCE_NAME, is_weight_shard
+    from verification.checks import is_weight_shard
+    from verification.loading import TensorSink
 
-    started = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    weight_bytes = sum(scan.size for scan in scans if is_weight_shard(scan.path))
+    weight_bytes = sum(item.size for item in files if is_weight_shard(item.path))
     free = available_bytes(device)
-    limit = os.environ.get("WEIGHTGATE_SMOKE_MAX_BYTES")
+    limit = os.environ.get("WEIGHTGATE_SMOKE_MAX_BYTES")  # an operator's cap on what the smoke pass may take
     if limit:
         free = min(free or int(limit), int(limit))
     if free is not None and weight_bytes * MEMORY_HEADROOM > free:
@@ -167,37 +165,41 @@ def run_smoke(root: Path, scans, report: Report) -> None:
             f"the weights take {weight_bytes / 2**30:.1f} GiB and {device.type} has "
             f"{free / 2**30:.1f} GiB free; run smoke inference on a worker with a larger GPU (queue gpu)",
         )
-        return
-    try:
-        from transformers import AutoModelForCausalLM
+        return None
+    return TensorSink(device)
 
-        config = build_config(json.loads((root / "config.json").read_text()))
-        model_class(config)  # refuses architectures outside transformers before anything loads
-        model = AutoModelForCausalLM.from_pretrained(
-            root,
-            config=config,
-            dtype="auto",
-            device_map=str(device),
-            use_safetensors=True,
-            local_files_only=True,
-            trust_remote_code=False,
+
+def run_smoke(files: dict, sink, report: Report) -> None:
+    """Build the model around the tensors already on the device, run a fixed forward pass, judge the logits."""
+    import torch
+
+    from verification.checks import CONFIG_NAME, SMOKE_REFERENCE_NAME, read_json
+
+    started = time.perf_counter()
+    device = sink.device
+    try:
+        config = build_config(read_json(files, CONFIG_NAME))
+        model = (
+            model_class(config)
+            .from_pretrained(None, config=config, state_dict=sink.tensors(), dtype="auto", trust_remote_code=False)
+            .to(device)
         )
         model.eval()
-        vocab = config.vocab_size
         reference = None
-        if (root / SMOKE_REFERENCE_NAME).exists():
-            from safetensors.torch import load_file
+        if SMOKE_REFERENCE_NAME in files:
+            from safetensors.torch import load as load_safetensors
 
-            reference = load_file(root / SMOKE_REFERENCE_NAME)
+            with files[SMOKE_REFERENCE_NAME].open() as stream:
+                reference = load_safetensors(stream.read())
             ids = reference["input_ids"].to(torch.long).reshape(1, -1)
         else:
-            ids = torch.tensor([[token % vocab for token in SMOKE_TOKEN_IDS]], dtype=torch.long)
+            ids = torch.tensor([[token % config.vocab_size for token in SMOKE_TOKEN_IDS]], dtype=torch.long)
         with torch.inference_mode():
             logits = model(ids.to(device)).logits[0].float().cpu()
     except torch.cuda.OutOfMemoryError as error:
         report.fail("smoke", "ModelTooLargeForDevice", f"out of memory on {device}: {error}")
         return
-    except Exception as error:
+    except Exception as error:  # whatever breaks the model fails the check, not the worker
         report.fail("smoke", "SmokeFailed", f"the model could not run: {type(error).__name__}: {error}")
         return
     weights_dtype = dtype_name(next(model.parameters()).dtype) or "F32"
@@ -212,23 +214,21 @@ def run_smoke(root: Path, scans, report: Report) -> None:
     if nonfinite:
         report.fail("smoke", "NonFiniteLogits", f"the forward pass gave {nonfinite} NaN or Inf logits")
         return
-    if reference is not None:
-        want = reference["logits"].float().reshape(logits.shape)
-        atol, rtol = LOGIT_TOLERANCE.get(weights_dtype, LOGIT_TOLERANCE["BF16"])
-        difference = float((logits - want).abs().max())
-        report.smoke.update(logits_max_abs_diff=difference, atol=atol, rtol=rtol)
-        if not torch.allclose(logits, want, atol=atol, rtol=rtol):
-            report.fail(
-                "smoke",
-                "LogitsDiffer",
-                f"logits differ from the publisher's reference by up to {difference:.4g} "
-                f"(allowed {atol} + {rtol} x |reference| for {weights_dtype})",
-                SMOKE_REFERENCE_NAME,
-            )
-            return
     message = f"{ids.numel()} tokens on {device}, finite logits"
     if reference is None:
         report.add("smoke", PASS, "LogitsFinite", message)
-    else:
-        message += f", within {report.smoke['logits_max_abs_diff']:.3g} of the reference"
-        report.add("smoke", PASS, "LogitsMatchReference", message)
+        return
+    want = reference["logits"].float().reshape(logits.shape)
+    atol, rtol = LOGIT_TOLERANCE.get(weights_dtype, LOGIT_TOLERANCE["BF16"])
+    difference = float((logits - want).abs().max())
+    report.smoke.update(logits_max_abs_diff=difference, atol=atol, rtol=rtol)
+    if not torch.allclose(logits, want, atol=atol, rtol=rtol):
+        report.fail(
+            "smoke",
+            "LogitsDiffer",
+            f"logits differ from the publisher's reference by up to {difference:.4g} "
+            f"(allowed {atol} + {rtol} x |reference| for {weights_dtype})",
+            SMOKE_REFERENCE_NAME,
+        )
+        return
+    report.add("smoke", PASS, "LogitsMatchReference", f"{message}, within {difference:.3g} of the reference")

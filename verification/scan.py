@@ -110,10 +110,11 @@ class HeaderCollector:
             self.error = error
 
 
-def scan_stream(path: str, size: int, stream: BinaryIO, *, progress=None) -> FileScan:
+def scan_stream(path: str, size: int, stream: BinaryIO, *, progress=None, sink=None) -> FileScan:
     """Hash a file and, for safetensors, check its header and scan its tensors, reading it once.
 
-    `progress(bytes)` is called after each chunk, so a caller can show liveness.
+    `progress(bytes)` is called after each chunk, so a caller can show liveness; `sink`, when given,
+    receives the tensors' bytes from the same pass (to load them for the smoke pass).
     """
     digest, head, read = hashlib.sha256(), b"", 0
     collector = HeaderCollector(size) if path.endswith(".safetensors") else None
@@ -126,7 +127,7 @@ def scan_stream(path: str, size: int, stream: BinaryIO, *, progress=None) -> Fil
         if collector is not None and not collector.done:
             chunk = collector.feed(chunk)
             if collector.header is not None:
-                scanner = TensorScanner(collector.header)
+                scanner = TensorScanner(collector.header, sink)
         if scanner is not None and len(chunk):
             scanner.feed(chunk)
         if progress is not None:

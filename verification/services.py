@@ -8,10 +8,8 @@ worker, and the periodic job hands it to another.
 
 import contextlib
 import logging
-import tempfile
 import threading
 from datetime import timedelta
-from pathlib import Path
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -20,11 +18,17 @@ from django.utils import timezone
 
 from distribution.models import Revision
 from distribution.storage import LocalStorage, StorageError, get_storage
-from verification.checks import REQUIRED_CHECKS, CheckpointFile, UnreadableCheckpoint, check_files, directory_files
-from verification.model_checks import run_smoke
+from verification.checks import (
+    REQUIRED_CHECKS,
+    CheckpointFile,
+    UnreadableCheckpoint,
+    check_files,
+    directory_files,
+    scan_files,
+)
+from verification.model_checks import run_smoke, smoke_sink
 from verification.models import CheckResult, VerificationRun
 from verification.report import FileDigest, Report
-from verification.scan import FileScan
 
 log = logging.getLogger(__name__)
 Stage = Revision.Stage
@@ -93,22 +97,6 @@ def stored_files(revision: Revision, report: Report) -> list[CheckpointFile]:
     ]
 
 
-@contextlib.contextmanager
-def staged_checkpoint(revision: Revision):
-    """A local directory holding the revision's files, for the smoke pass: the folder itself, or a copy."""
-    storage = get_storage(revision.storage_backend)
-    if isinstance(storage, LocalStorage):
-        yield storage.path(revision.storage_prefix)
-        return
-    with tempfile.TemporaryDirectory(prefix="weightgate-smoke-") as scratch:
-        root = Path(scratch)
-        for stored in revision.files.all():
-            target = root / stored.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            storage.fetch_to(stored.storage_key, target)
-        yield root
-
-
 def check_against_record(revision: Revision, report: Report) -> None:
     """The stored files must be exactly those published (and, once known, with the same sha256)."""
     recorded = {stored.path: stored for stored in revision.files.all()}
@@ -145,11 +133,12 @@ def summary(report: Report) -> str:
     return reasons + (f"; and {more} more" if more > 0 else "")
 
 
-def cpu_checks(revision: Revision) -> Report:
+def checks_on_storage(revision: Revision, *, smoke: bool) -> Report:
+    """Every check on the stored bytes, streamed: one read per file, with the smoke pass when asked."""
     report = Report()
     files = stored_files(revision, report)
     try:
-        check_files(files, report, smoke=False)
+        check_files(files, report, smoke=smoke)
     except UnreadableCheckpoint as error:
         report.fail("files", "Unreadable", str(error))
     check_against_record(revision, report)
@@ -157,9 +146,18 @@ def cpu_checks(revision: Revision) -> Report:
 
 
 def smoke_checks(revision: Revision, report: Report) -> None:
-    scans = [FileScan(d.path, d.size, d.sha256, b"") for d in report.files.values()]
-    with staged_checkpoint(revision) as root:
-        run_smoke(root, scans, report)
+    """The smoke pass on the GPU worker: load the stored bytes while hashing them again, so the model
+    runs on exactly the bytes the checks verified, then the forward pass."""
+    files = stored_files(revision, report)
+    sink = smoke_sink(files, report)
+    if sink is None:
+        return
+    for scan in scan_files(files, sink=sink):
+        verified = report.files.get(scan.path)
+        if verified is None or verified.sha256 != scan.sha256:
+            report.fail("smoke", "ContentChanged", f"{scan.path} changed after it was verified", scan.path)
+    if report.ok:
+        run_smoke({item.path: item for item in files}, sink, report)
 
 
 def run_checks_stage(revision_id: int) -> Revision | None:
@@ -169,7 +167,7 @@ def run_checks_stage(revision_id: int) -> Revision | None:
         return None
     try:
         with heartbeat(revision):
-            report = cpu_checks(revision)
+            report = checks_on_storage(revision, smoke=False)
     except StorageError:
         release_claim(revision)
         raise
@@ -246,9 +244,7 @@ def reverify(revision: Revision) -> VerificationRun:
             "are re-verified (publish a new revision instead)"
         )
     run = VerificationRun.objects.create(revision=revision, kind=VerificationRun.Kind.REVERIFY)
-    report = cpu_checks(revision)
-    if report.ok:
-        smoke_checks(revision, report)
+    report = checks_on_storage(revision, smoke=True)
     with transaction.atomic():
         save_checks(run, report)
         run.report, run.ok, run.finished_at = report.as_dict(), report.ok, timezone.now()

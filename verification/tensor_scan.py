@@ -224,7 +224,10 @@ def _scan_integers(stats: TensorStats, values: np.ndarray, first_index: int) -> 
 class TensorScanner:
     """Feed it the data area of one safetensors file in order; read `stats` when done."""
 
-    def __init__(self, header: SafetensorsHeader):
+    def __init__(self, header: SafetensorsHeader, sink=None):
+        self.sink = sink  # optional: receives every tensor's bytes as they pass (see verification.loading)
+        if sink is not None:
+            sink.begin(header)
         self.entries: list[TensorEntry] = [e for e in header.by_offset() if e.nbytes]
         self.stats = {
             e.name: TensorStats(e.name, e.dtype, e.numel, scanned=e.dtype in ITEM_BYTES) for e in header.by_offset()
@@ -240,7 +243,10 @@ class TensorScanner:
         while offset < len(chunk) and self.current < len(self.entries):
             entry = self.entries[self.current]
             take = min(entry.end - self.position, len(chunk) - offset)
-            self._consume(entry, chunk[offset : offset + take])
+            piece = chunk[offset : offset + take]
+            if self.sink is not None:
+                self.sink.write(entry.name, self.position - entry.start, piece)
+            self._consume(entry, piece)
             offset += take
             self.position += take
             if self.position == entry.end:
