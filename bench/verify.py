@@ -42,12 +42,18 @@ BASE_CONFIG = {
 
 
 def generate(directory: Path, gigabytes: float) -> None:
-    """A LLaMA-shaped bf16 checkpoint of about `gigabytes` GB, written shard by shard from one random block."""
-    from verification.tiny_llama import llama_parameter_shapes
-
+    """A LLaMA-shaped bf16 checkpoint of about `gigabytes` GB."""
     per_layer = 4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096
     fixed = 2 * 32000 * 4096 + 4096
-    config = {**BASE_CONFIG, "num_hidden_layers": max(1, round((gigabytes * 1e9 / 2 - fixed) / per_layer))}
+    write_checkpoint(
+        directory, {**BASE_CONFIG, "num_hidden_layers": max(1, round((gigabytes * 1e9 / 2 - fixed) / per_layer))}
+    )
+
+
+def write_checkpoint(directory: Path, config: dict) -> None:
+    """The bf16 checkpoint `config` describes, written shard by shard from one reused random block."""
+    from verification.tiny_llama import llama_parameter_shapes
+
     shapes = llama_parameter_shapes(config)
     block = np.random.default_rng(0).standard_normal(64 * 1024 * 1024, dtype=np.float32) * 0.02
     block = (block.view(np.uint32) >> 16).astype(np.uint16).tobytes()  # bf16 bits

@@ -131,3 +131,30 @@ def test_the_worker_fails_a_corrupt_revision_and_release_refuses_it(worker, tmp_
         call_command("release", "acme/broken", "--revision", revision.commit, stdout=io.StringIO())
     revision.refresh_from_db()
     assert revision.state == Revision.State.FAILED
+
+
+def test_a_zip_of_a_pickle_under_any_name_fails_unopened(tmp_path):
+    import torch
+
+    checkpoint = write_tiny_llama(tmp_path / "ckpt")
+    torch.save({"weights": torch.zeros(3)}, checkpoint / "extra_state.data")  # torch.save writes a zip of pickles
+    failures = [c for c in check_directory(checkpoint, smoke=False).failures if c.code == "PickleWeights"]
+    assert [c.file for c in failures] == ["extra_state.data"]
+
+
+def test_paths_that_escape_the_checkpoint_fail(tmp_path):
+    import io as _io
+
+    from verification.checks import CheckpointFile, check_files
+
+    def opener():
+        return _io.BytesIO(b"{}")
+
+    files = [
+        CheckpointFile("../outside.json", 2, opener),
+        CheckpointFile("/etc/passwd", 2, opener),
+        CheckpointFile("a/./b.json", 2, opener),
+    ]
+    report = check_files(files, smoke=False)
+    escaped = sorted(c.file for c in report.failures if c.code == "PathEscapes")
+    assert escaped == ["../outside.json", "/etc/passwd", "a/./b.json"]

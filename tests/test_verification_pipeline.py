@@ -171,3 +171,16 @@ def test_the_revision_page_shows_each_check_to_reviewers_and_nobody_else(client,
     for code in ("HeaderValid", "IndexConsistent", "ConfigMatches", "AllFinite", "LogitsFinite"):
         assert code in page
     assert "model.embed_tokens.weight" in page and "greedy next tokens" in page
+
+
+@pytest.mark.django_db
+def test_a_stage_past_its_soft_time_limit_fails_the_revision_instead_of_looping(tmp_path):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    revision = publish(write_tiny_llama(tmp_path / "ckpt"), "acme/slow", "local")
+    verification_services.claim(revision.pk, Revision.Stage.CHECKS)
+    with tasks.failing_when_out_of_time(revision.pk):
+        raise SoftTimeLimitExceeded()
+    revision.refresh_from_db()
+    assert revision.state == Revision.State.FAILED
+    assert "VERIFY_TIME_LIMIT_SECONDS" in revision.failure_reason

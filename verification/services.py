@@ -220,6 +220,12 @@ def run_smoke_stage(revision_id: int) -> Revision | None:
     return revision
 
 
+def fail_verification(revision_id: int, reason: str) -> None:
+    revision = Revision.objects.filter(pk=revision_id, state=State.VERIFYING).first()
+    if revision is not None:
+        revision.move(State.FAILED, failure_reason=reason, verification_stage=Stage.NONE)
+
+
 def missing_or_failed_checks(revision: Revision) -> list[str]:
     """What stands between a revision and its release: required checks that failed or never ran."""
     run = revision.runs.first()

@@ -1,6 +1,9 @@
 """Thin tasks: take ids, call the services, leave retries and limits to the decorator."""
 
+import contextlib
+
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from distribution.storage import StorageError
@@ -23,7 +26,8 @@ def verify_revision(revision_id: int) -> None:
     """Every check but the smoke pass (queue `verify`); queues the smoke pass when they pass."""
     from verification.services import run_checks_stage
 
-    run_checks_stage(revision_id)
+    with failing_when_out_of_time(revision_id):
+        run_checks_stage(revision_id)
 
 
 @shared_task(**RELIABLE)
@@ -31,7 +35,23 @@ def smoke_revision(revision_id: int) -> None:
     """The smoke pass (queue `gpu`): a forward pass on the best device the worker has."""
     from verification.services import run_smoke_stage
 
-    run_smoke_stage(revision_id)
+    with failing_when_out_of_time(revision_id):
+        run_smoke_stage(revision_id)
+
+
+@contextlib.contextmanager
+def failing_when_out_of_time(revision_id: int):
+    """A stage that runs past its soft limit fails the revision, instead of being retried forever."""
+    try:
+        yield
+    except SoftTimeLimitExceeded:
+        from verification.services import fail_verification
+
+        fail_verification(
+            revision_id,
+            f"verification took longer than {settings.VERIFY_TIME_LIMIT_SECONDS} s "
+            "(VERIFY_TIME_LIMIT_SECONDS); raise the limit or verify on a faster worker",
+        )
 
 
 @shared_task(ignore_result=True)
