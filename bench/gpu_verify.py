@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.verify import RESULTS, files_of, write_checkpoint
+from bench.verify import files_of, publish_results, write_checkpoint
 
 CONFIG_3_6B = {
     "architectures": ["LlamaForCausalLM"],
@@ -142,10 +142,7 @@ def main() -> None:
         "",
         f"weightgate / floor = {results['weightgate'] / floor:.2f}x (target <= 1.2x)",
     ]
-    text = "\n".join(lines)
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "gpu-verify.md").write_text(text + "\n")
+    publish_results("gpu-verify.md", lines)
 
 
 if __name__ == "__main__":

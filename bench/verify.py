@@ -217,10 +217,15 @@ def main(argv=None) -> None:
         f"weightgate / model-signing = {weightgate / best['model-signing']['seconds']:.2f}x (target < 1); "
         f"peak {best['weightgate']['peak_rss_mb']:.0f} MB (target < 512 MB)",
     ]
+    publish_results("verify-cpu.md", lines)
+
+
+def publish_results(filename: str, lines: list[str]) -> None:
+    """Print the result and keep it in bench/results/ beside the earlier ones."""
     text = "\n".join(lines)
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "verify-cpu.md").write_text(text + "\n")
+    (RESULTS / filename).write_text(text + "\n")
 
 
 if __name__ == "__main__":

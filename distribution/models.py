@@ -51,6 +51,24 @@ class Repo(models.Model):
     def repo_id(self) -> str:
         return f"{self.org}/{self.name}"
 
+    @classmethod
+    def by_id(cls, repo_id: str) -> "Repo":
+        """The repo named ORG/NAME; LookupError (with what to do) when there is none."""
+        org, _, name = repo_id.partition("/")
+        repo = cls.objects.filter(org=org, name=name).first()
+        if repo is None:
+            raise LookupError(f"no repo {repo_id}: publish a checkpoint to it first")
+        return repo
+
+    def revision_by_prefix(self, prefix: str) -> "Revision":
+        """The one revision whose commit starts with `prefix` (7 characters at least)."""
+        if len(prefix) < 7:
+            raise LookupError("give at least 7 characters of the revision id")
+        matches = list(self.revisions.filter(commit__startswith=prefix.lower())[:2])
+        if len(matches) != 1:
+            raise LookupError(f"{self.repo_id} has {'no' if not matches else 'more than one'} revision {prefix}")
+        return matches[0]
+
     def latest_released(self):
         return self.revisions.filter(state=Revision.State.RELEASED).order_by("-released_at", "-id").first()
 

@@ -28,13 +28,10 @@ class Command(BaseCommand):
             raise CommandError(f"the username {username!r} is taken")
         if User.objects.filter(email__iexact=email).exists():
             raise CommandError(f"an account already uses {email}")
-        repos = []
-        for repo_id in reviewer_of:
-            org, _, name = repo_id.partition("/")
-            repo = Repo.objects.filter(org=org, name=name).first()
-            if repo is None:
-                raise CommandError(f"no repo {repo_id}: publish it first, then make reviewers")
-            repos.append(repo)
+        try:
+            repos = [Repo.by_id(repo_id) for repo_id in reviewer_of]
+        except LookupError as error:
+            raise CommandError(str(error)) from None
         with transaction.atomic():
             user = User.objects.create_user(
                 username=username, email=email, password=password, is_staff=staff, is_superuser=staff

@@ -12,18 +12,12 @@ class Command(BaseCommand):
         parser.add_argument("--revision", help="the commit id (or a unique prefix of at least 7 characters)")
 
     def handle(self, *args, repo, revision, **options):
-        org, _, name = repo.partition("/")
-        found = Repo.objects.filter(org=org, name=name).first()
-        if found is None:
-            raise CommandError(f"no repo {repo}: publish a checkpoint to it first")
-        if revision:
-            if len(revision) < 7:
-                raise CommandError("give at least 7 characters of the revision id")
-            matches = list(found.revisions.filter(commit__startswith=revision.lower())[:2])
-            if len(matches) != 1:
-                raise CommandError(f"{repo} has {'no' if not matches else 'more than one'} revision {revision}")
-            target = matches[0]
-        else:
+        try:
+            found = Repo.by_id(repo)
+            target = found.revision_by_prefix(revision) if revision else None
+        except LookupError as error:
+            raise CommandError(str(error)) from None
+        if target is None:
             target = found.revisions.filter(state=Revision.State.VERIFIED).order_by("-verified_at", "-id").first()
             if target is None:
                 states = ", ".join(f"{r.commit[:12]} {r.state}" for r in found.revisions.all()[:5]) or "none"

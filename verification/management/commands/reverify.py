@@ -18,17 +18,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, repo, revision, **options):
-        org, _, name = repo.partition("/")
-        found = Repo.objects.filter(org=org, name=name).first()
-        if found is None:
-            raise CommandError(f"no repo {repo}")
-        if revision:
-            if len(revision) < 7:
-                raise CommandError("give at least 7 characters of the revision id")
-            targets = list(found.revisions.filter(commit__startswith=revision.lower()))
-            if len(targets) != 1:
-                raise CommandError(f"{repo} has {'no' if not targets else 'more than one'} revision {revision}")
-        else:
+        try:
+            found = Repo.by_id(repo)
+            targets = [found.revision_by_prefix(revision)] if revision else []
+        except LookupError as error:
+            raise CommandError(str(error)) from None
+        if not targets:
             targets = list(found.revisions.filter(state=Revision.State.RELEASED))
             if not targets:
                 raise CommandError(f"{repo} has no released revision; name one with --revision")
