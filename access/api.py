@@ -1,14 +1,32 @@
-"""The REST API under /api/v1/ for access: requests without a browser."""
+"""The REST API under /api/v1/ for access: requests without a browser, licenses, counts to monitor."""
 
 from django.core.exceptions import ValidationError
+from django.db.models import Count
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
 from access.gate import AccessDenied, find_repo
 from access.models import AccessRequest
-from access.services import RequestRefused, submit_request
-from distribution.models import parse_repo_id
+from access.services import RequestRefused, accept_current_license, submit_request
+from distribution.models import Repo, parse_repo_id
+
+
+class AccessRequestUserThrottle(UserRateThrottle):
+    scope = "access-request-user"
+
+
+class AccessRequestIpThrottle(AnonRateThrottle):
+    """Per client address, signed in or not."""
+
+    scope = "access-request-ip"
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
 
 class AccessRequestSerializer(serializers.ModelSerializer):
@@ -32,11 +50,27 @@ class NewAccessRequestSerializer(serializers.Serializer):
             raise serializers.ValidationError(error.messages[0]) from None
 
 
+def refusal(error) -> Response:
+    body = {"detail": error.message}
+    if getattr(error, "errors", None):
+        body["fields"] = error.errors
+    return Response(body, status=error.status)
+
+
 class AccessRequestList(APIView):
+    """GET: my requests. POST: ask for access to a repo (answers to its form, license accepted)."""
+
+    def get_throttles(self):
+        if self.request.method == "POST":
+            return [AccessRequestUserThrottle(), AccessRequestIpThrottle()]
+        return super().get_throttles()
+
+    @extend_schema(responses=AccessRequestSerializer(many=True))
     def get(self, request):
         mine = AccessRequest.objects.filter(user=request.user).select_related("repo")
         return Response(AccessRequestSerializer(mine, many=True).data)
 
+    @extend_schema(request=NewAccessRequestSerializer, responses={201: AccessRequestSerializer})
     def post(self, request):
         incoming = NewAccessRequestSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
@@ -48,10 +82,49 @@ class AccessRequestList(APIView):
                 repo,
                 fields=incoming.validated_data["fields"],
                 accept_license=incoming.validated_data["accept_license"],
+                request=request._request,
             )
-        except AccessDenied as denied:
-            return Response({"detail": denied.message}, status=denied.status)
-        except RequestRefused as refused:
-            return Response({"detail": refused.message}, status=refused.status)
-        created.refresh_from_db()
+        except (AccessDenied, RequestRefused) as error:
+            return refusal(error)
         return Response(AccessRequestSerializer(created).data, status=status.HTTP_201_CREATED)
+
+
+class LicenseAcceptanceSerializer(serializers.Serializer):
+    license_version = serializers.CharField()
+
+
+class LicenseAcceptance(APIView):
+    """POST: a grantee accepts the repo's current license version, which their downloads wait for."""
+
+    @extend_schema(request=LicenseAcceptanceSerializer, responses=LicenseAcceptanceSerializer)
+    def post(self, request, org, name):
+        incoming = LicenseAcceptanceSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        try:
+            repo = find_repo(request.user, org, name)
+            grant = accept_current_license(
+                request.user, repo, version=incoming.validated_data["license_version"], request=request._request
+            )
+        except (AccessDenied, RequestRefused) as error:
+            return refusal(error)
+        return Response({"repo": repo.repo_id, "license_version": grant.license_version})
+
+
+class RequestCounts(APIView):
+    """GET: how many requests each repo you review has in each state, for monitoring."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, description="{repo id: {state: count}}")
+    def get(self, request):
+        user = request.user
+        repos = Repo.objects.all() if user.is_staff else Repo.objects.filter(reviewers__user=user)
+        if not repos.exists():
+            raise PermissionDenied("you review no repo")
+        counts = {repo.repo_id: {state: 0 for state in AccessRequest.State.values} for repo in repos}
+        rows = (
+            AccessRequest.objects.filter(repo__in=repos)
+            .values("repo__org", "repo__name", "state")
+            .annotate(total=Count("id"))
+        )
+        for row in rows:
+            counts[f"{row['repo__org']}/{row['repo__name']}"][row["state"]] = row["total"]
+        return Response(counts)

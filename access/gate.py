@@ -6,7 +6,7 @@ code the client understands, and one place per protocol turns that into a respon
 
 from django.db.models import Q
 
-from access.models import Grant, Reviewer
+from access.models import GatingPolicy, Grant, Reviewer
 from distribution.models import Repo
 
 
@@ -60,6 +60,11 @@ def visible_repos(user):
     ).distinct()
 
 
+def current_license_version(repo: Repo) -> str:
+    version = GatingPolicy.objects.filter(repo=repo).values_list("license_version", flat=True).first()
+    return version or GatingPolicy._meta.get_field("license_version").default
+
+
 def permit_download(user, repo: Repo) -> Grant | None:
     """The grant that lets `user` download from `repo`; None when no grant is needed (staff, ungated)."""
     if user is not None and user.is_authenticated and user.is_staff:
@@ -67,6 +72,14 @@ def permit_download(user, repo: Repo) -> Grant | None:
     if user is not None and user.is_authenticated:
         grant = Grant.active().filter(user=user, repo=repo).first()
         if grant is not None:
+            version = current_license_version(repo)
+            if grant.license_version and grant.license_version != version:
+                raise AccessDenied(
+                    "GatedRepo",
+                    f"The license of {repo.repo_id} changed to version {version}. Accept it on the repo page, "
+                    f"/{repo.repo_id}, then download again.",
+                    403,
+                )
             return grant
     if not repo.gated:
         return None

@@ -10,11 +10,41 @@ from django.utils import timezone
 
 class User(AbstractUser):
     email = models.EmailField(unique=True)
-    email_verified_at = models.DateTimeField(null=True, blank=True)
 
     @property
     def email_verified(self) -> bool:
-        return self.email_verified_at is not None
+        """Whether the person opened the link sent to their address (allauth keeps that record)."""
+        from allauth.account.models import EmailAddress
+
+        return EmailAddress.objects.filter(user=self, email__iexact=self.email, verified=True).exists()
+
+    def mark_email_verified(self) -> None:
+        """For accounts made by operators (`create_account --verified`) rather than by sign-up."""
+        from allauth.account.models import EmailAddress
+
+        EmailAddress.objects.update_or_create(user=self, email=self.email, defaults={"verified": True, "primary": True})
+
+
+FIELD_TYPES = ("text", "long_text", "checkbox", "date", "country", "select")
+
+
+def validate_form_fields(value) -> None:
+    """The request form: a list of {"name", "label", "type", "required", "options"} entries."""
+    from django.core.exceptions import ValidationError
+
+    if not isinstance(value, list):
+        raise ValidationError("the form must be a list of fields")
+    names = set()
+    for field in value:
+        if not isinstance(field, dict) or not isinstance(field.get("name"), str) or not field["name"].isidentifier():
+            raise ValidationError(f"each field needs a name made of letters, digits and _: {field!r}")
+        if field["name"] in names:
+            raise ValidationError(f"two fields are named {field['name']!r}")
+        names.add(field["name"])
+        if field.get("type") not in FIELD_TYPES:
+            raise ValidationError(f"field {field['name']!r}: type must be one of {', '.join(FIELD_TYPES)}")
+        if field["type"] == "select" and not (isinstance(field.get("options"), list) and field["options"]):
+            raise ValidationError(f"field {field['name']!r}: a select needs a list of options")
 
 
 class GatingPolicy(models.Model):
@@ -23,11 +53,17 @@ class GatingPolicy(models.Model):
     class Mode(models.TextChoices):
         MANUAL = "manual", "a reviewer decides"
         AUTOMATIC = "automatic", "every complete request is accepted"
+        RULES = "rules", "rules decide; what no rule settles goes to a reviewer"
 
     repo = models.OneToOneField("distribution.Repo", on_delete=models.CASCADE, related_name="policy")
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.MANUAL)
+    form_fields = models.JSONField(default=list, blank=True, validators=[validate_form_fields])
     license_text = models.TextField(blank=True)
+    # A new version makes every grantee accept the license again before their next download.
     license_version = models.CharField(max_length=32, default="1")
+    acceptable_use = models.TextField(blank=True)
+    # How long a rejected applicant waits before asking again.
+    reapply_cooldown_days = models.PositiveIntegerField(default=30)
 
     def __str__(self):
         return f"{self.repo} ({self.mode})"
@@ -36,6 +72,34 @@ class GatingPolicy(models.Model):
     def for_repo(cls, repo) -> "GatingPolicy":
         policy, _ = cls.objects.get_or_create(repo=repo)
         return policy
+
+
+class AccessRule(models.Model):
+    """One rule of a repo in `rules` mode, tried in order on each new request; the first match decides."""
+
+    class Kind(models.TextChoices):
+        EMAIL_DOMAIN_IN = "email_domain_in", "the applicant's email domain is one of"
+        COUNTRY_IN = "country_in", "the answered country is one of"
+        FIELD_MISSING = "field_missing", "this field is left empty"
+
+    class Action(models.TextChoices):
+        ACCEPT = "accept"
+        REJECT = "reject"
+        REVIEW = "review", "leave it to a reviewer"
+
+    policy = models.ForeignKey(GatingPolicy, on_delete=models.CASCADE, related_name="rules")
+    position = models.PositiveIntegerField(default=0)
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    # Domains or ISO 3166 codes for the *_in kinds, one field name for field_missing.
+    values = models.JSONField(default=list)
+    action = models.CharField(max_length=8, choices=Action.choices)
+    reason = models.CharField(max_length=300, blank=True, help_text="shown to the applicant on rejection")
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.values} -> {self.action}"
 
 
 class AccessRequest(models.Model):
@@ -79,6 +143,7 @@ class Grant(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    license_version = models.CharField(max_length=32, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -98,8 +163,14 @@ class Grant(models.Model):
 
 
 class Reviewer(models.Model):
+    class Notify(models.TextChoices):
+        IMMEDIATELY = "immediately", "an email for each new request"
+        DAILY = "daily", "one digest a day"
+        NEVER = "never"
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reviewer_of")
     repo = models.ForeignKey("distribution.Repo", on_delete=models.CASCADE, related_name="reviewers")
+    notify = models.CharField(max_length=12, choices=Notify.choices, default=Notify.IMMEDIATELY)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "repo"], name="reviewer_unique")]

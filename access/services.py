@@ -1,19 +1,65 @@
-"""Access requests and grants: every change goes through here."""
+"""Access requests, grants and licenses: every change goes through here, and each is one audit event."""
 
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from access.models import AccessRequest, GatingPolicy, Grant
+from access.forms import clean_answers
+from access.models import AccessRequest, AccessRule, GatingPolicy, Grant, Reviewer
+from portal.audit import record
+
+State = AccessRequest.State
 
 
 class RequestRefused(Exception):
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, errors: dict | None = None):
         super().__init__(message)
         self.message = message
         self.status = status
+        self.errors = errors or {}
 
 
-def submit_request(user, repo, *, fields: dict, accept_license: bool) -> AccessRequest:
+def portal_url(path: str) -> str:
+    return f"{settings.PUBLIC_URL or 'http://localhost:8000'}{path}"
+
+
+def email_domain(user) -> str:
+    return user.email.rpartition("@")[2].lower()
+
+
+def rule_decision(policy: GatingPolicy, user, answers: dict) -> tuple[str, str]:
+    """(action, reason) of the first matching rule; review when none matches."""
+    for rule in policy.rules.all():
+        values = {str(v).lower() for v in rule.values}
+        if rule.kind == AccessRule.Kind.EMAIL_DOMAIN_IN:
+            matched = email_domain(user) in values
+        elif rule.kind == AccessRule.Kind.COUNTRY_IN:
+            matched = any(
+                str(answers.get(f["name"], "")).lower() in values for f in policy.form_fields if f["type"] == "country"
+            )
+        else:
+            matched = any(answers.get(name) in (None, "", False) for name in rule.values)
+        if matched:
+            return rule.action, rule.reason or "your request does not meet this repo's access rules"
+    return AccessRule.Action.REVIEW, ""
+
+
+def check_cooldown(user, repo, policy: GatingPolicy) -> None:
+    last = AccessRequest.objects.filter(user=user, repo=repo).order_by("-created_at", "-id").first()
+    if last is not None and last.state == State.REJECTED and last.decided_at:
+        again = last.decided_at + timedelta(days=policy.reapply_cooldown_days)
+        if timezone.now() < again:
+            raise RequestRefused(
+                f"your last request was rejected ({last.rejection_reason}); you may ask again from "
+                f"{again:%Y-%m-%d %H:%M} UTC",
+                429,
+            )
+
+
+def submit_request(user, repo, *, fields: dict, accept_license: bool, request=None) -> AccessRequest:
     policy = GatingPolicy.for_repo(repo)
     if not user.email_verified:
         raise RequestRefused(
@@ -21,67 +67,207 @@ def submit_request(user, repo, *, fields: dict, accept_license: bool) -> AccessR
         )
     if not repo.gated:
         raise RequestRefused(f"{repo.repo_id} is not gated: you can download it without asking", 409)
-    if not accept_license:
-        raise RequestRefused(
-            f"accept the license of {repo.repo_id} (version {policy.license_version}) to ask for access"
-        )
     if Grant.active().filter(user=user, repo=repo).exists():
         raise RequestRefused(f"you already have access to {repo.repo_id}", 409)
+    answers, errors = clean_answers(policy.form_fields, fields)
+    if not accept_license:
+        errors["accept_license"] = f"accept the license of {repo.repo_id} (version {policy.license_version})"
+    if errors:
+        raise RequestRefused(
+            "the request is incomplete: " + "; ".join(f"{k}: {v}" for k, v in errors.items()), 400, errors
+        )
+    check_cooldown(user, repo, policy)
     try:
         with transaction.atomic():
-            request = AccessRequest.objects.create(
-                user=user, repo=repo, fields=fields, license_version=policy.license_version
+            access_request = AccessRequest.objects.create(
+                user=user, repo=repo, fields=answers, license_version=policy.license_version
+            )
+            record(
+                "access:request:submitted",
+                actor=user,
+                subject=user,
+                repo=repo,
+                request=request,
+                license_version=policy.license_version,
             )
     except IntegrityError:
         raise RequestRefused(
             f"you already have a pending request for {repo.repo_id}; a reviewer will answer it", 409
         ) from None
+    action, reason = AccessRule.Action.REVIEW, ""
     if policy.mode == GatingPolicy.Mode.AUTOMATIC:
-        decide(request, status=AccessRequest.State.ACCEPTED, reviewer=None)
-    return request
+        action = AccessRule.Action.ACCEPT
+    elif policy.mode == GatingPolicy.Mode.RULES:
+        action, reason = rule_decision(policy, user, answers)
+    if action == AccessRule.Action.ACCEPT:
+        decide(access_request, status=State.ACCEPTED, reviewer=None)
+    elif action == AccessRule.Action.REJECT:
+        decide(access_request, status=State.REJECTED, reviewer=None, reason=reason)
+    else:
+        notify_reviewers(access_request)
+    access_request.refresh_from_db()
+    return access_request
+
+
+def notify_reviewers(access_request: AccessRequest) -> None:
+    reviewers = Reviewer.objects.filter(repo=access_request.repo, notify=Reviewer.Notify.IMMEDIATELY)
+    recipients = [r.user.email for r in reviewers.select_related("user") if r.user.email]
+    if recipients:
+        repo = access_request.repo
+        send_mail(
+            f"[Weightgate] {access_request.user.get_username()} asks for access to {repo.repo_id}",
+            f"{access_request.user.get_username()} <{access_request.user.email}> asked for access to "
+            f"{repo.repo_id}.\n\nAnswers: {access_request.fields}\n\nDecide in the review queue: "
+            f"{portal_url('/review/?repo=' + repo.repo_id)}\n",
+            None,
+            recipients,
+        )
+
+
+def tell_applicant(access_request: AccessRequest) -> None:
+    repo, user = access_request.repo, access_request.user
+    if access_request.state == State.ACCEPTED:
+        body = (
+            f"Your request for {repo.repo_id} was accepted.\n\nDownload with the Hugging Face client:\n"
+            f'  snapshot_download("{repo.repo_id}", endpoint="{portal_url("")}", token="<your token>")\n'
+            f"Create a token on your account page: {portal_url('/account/')}\n"
+        )
+    elif access_request.state == State.REJECTED:
+        body = (
+            f"Your request for {repo.repo_id} was rejected: {access_request.rejection_reason}\n\n"
+            f"You may ask again after the repo's waiting period: {portal_url('/' + repo.repo_id)}\n"
+        )
+    else:
+        return
+    send_mail(f"[Weightgate] Your request for {repo.repo_id} was {access_request.state}", body, None, [user.email])
 
 
 @transaction.atomic
-def decide(request: AccessRequest, *, status: str, reviewer, reason: str = "") -> AccessRequest:
+def decide(access_request: AccessRequest, *, status: str, reviewer, reason: str = "", request=None) -> AccessRequest:
     """Move a request to accepted, rejected or back to pending; grants follow the decision.
 
     As on the Hub, rejecting someone whose request was accepted revokes their grant.
     """
     now = timezone.now()
-    if status not in AccessRequest.State.values:
-        raise RequestRefused(f"status must be one of {', '.join(AccessRequest.State.values)}")
-    if status == AccessRequest.State.REJECTED and not reason.strip():
+    if status not in State.values:
+        raise RequestRefused(f"status must be one of {', '.join(State.values)}")
+    if status == State.REJECTED and not reason.strip():
         reason = "rejected by a reviewer"
-    request.state = status
-    request.decided_at = None if status == AccessRequest.State.PENDING else now
-    request.decided_by = reviewer
-    request.rejection_reason = reason if status == AccessRequest.State.REJECTED else ""
-    request.save()
-    live = Grant.objects.filter(user=request.user, repo=request.repo, revoked_at__isnull=True)
-    if status == AccessRequest.State.ACCEPTED:
+    access_request.state = status
+    access_request.decided_at = None if status == State.PENDING else now
+    access_request.decided_by = reviewer
+    access_request.rejection_reason = reason if status == State.REJECTED else ""
+    access_request.save()
+    live = Grant.objects.filter(user=access_request.user, repo=access_request.repo, revoked_at__isnull=True)
+    if status == State.ACCEPTED:
         if not live.exists():
-            Grant.objects.create(user=request.user, repo=request.repo, request=request, granted_by=reviewer)
-    else:
-        live.update(revoked_at=now)
-    return request
+            Grant.objects.create(
+                user=access_request.user,
+                repo=access_request.repo,
+                request=access_request,
+                granted_by=reviewer,
+                license_version=access_request.license_version,
+            )
+    elif live.update(revoked_at=now):
+        record(
+            "access:grant:revoked",
+            actor=reviewer,
+            subject=access_request.user,
+            repo=access_request.repo,
+            request=request,
+            reason=reason,
+        )
+    record(
+        f"access:request:{status}",
+        actor=reviewer,
+        subject=access_request.user,
+        repo=access_request.repo,
+        request=request,
+        reason=reason,
+        by_rule=reviewer is None,
+    )
+    transaction.on_commit(lambda: tell_applicant(access_request))
+    return access_request
 
 
 @transaction.atomic
-def grant_access(user, repo, *, granted_by) -> Grant:
+def grant_access(user, repo, *, granted_by, expires_at=None, request=None) -> Grant:
     """Give access to someone who may never have asked (the Hub's "grant access")."""
     existing = Grant.objects.filter(user=user, repo=repo, revoked_at__isnull=True).first()
     if existing is not None:
         return existing
-    request = AccessRequest.objects.filter(user=user, repo=repo, state=AccessRequest.State.PENDING).first()
-    if request is not None:
-        decide(request, status=AccessRequest.State.ACCEPTED, reviewer=granted_by)
-        return Grant.objects.get(user=user, repo=repo, revoked_at__isnull=True)
-    request = AccessRequest.objects.create(
+    pending = AccessRequest.objects.filter(user=user, repo=repo, state=State.PENDING).first()
+    if pending is not None:
+        decide(pending, status=State.ACCEPTED, reviewer=granted_by, request=request)
+        grant = Grant.objects.get(user=user, repo=repo, revoked_at__isnull=True)
+        if expires_at:
+            Grant.objects.filter(pk=grant.pk).update(expires_at=expires_at)
+        return grant
+    version = GatingPolicy.for_repo(repo).license_version
+    access_request = AccessRequest.objects.create(
         user=user,
         repo=repo,
-        state=AccessRequest.State.ACCEPTED,
+        state=State.ACCEPTED,
         decided_at=timezone.now(),
         decided_by=granted_by,
-        license_version=GatingPolicy.for_repo(repo).license_version,
+        license_version=version,
     )
-    return Grant.objects.create(user=user, repo=repo, request=request, granted_by=granted_by)
+    grant = Grant.objects.create(
+        user=user,
+        repo=repo,
+        request=access_request,
+        granted_by=granted_by,
+        expires_at=expires_at,
+        license_version=version,
+    )
+    record(
+        "access:grant:created",
+        actor=granted_by,
+        subject=user,
+        repo=repo,
+        request=request,
+        expires_at=expires_at.isoformat() if expires_at else None,
+    )
+    return grant
+
+
+def accept_current_license(user, repo, *, version: str, request=None) -> Grant:
+    """A grantee accepts a new license version, which their downloads wait for."""
+    policy = GatingPolicy.for_repo(repo)
+    if version != policy.license_version:
+        raise RequestRefused(f"the current license of {repo.repo_id} is version {policy.license_version}", 409)
+    grant = Grant.active().filter(user=user, repo=repo).first()
+    if grant is None:
+        raise RequestRefused(f"you have no access to {repo.repo_id} yet: ask for it first", 404)
+    Grant.objects.filter(pk=grant.pk).update(license_version=version)
+    record("access:license:accepted", actor=user, subject=user, repo=repo, request=request, license_version=version)
+    grant.refresh_from_db()
+    return grant
+
+
+def send_review_digests(now=None) -> int:
+    """One email per reviewer who chose the daily digest: the requests still pending from the last day."""
+    now = now or timezone.now()
+    since = now - timedelta(days=1)
+    sent = 0
+    reviewers = Reviewer.objects.filter(notify=Reviewer.Notify.DAILY).select_related("user", "repo")
+    by_user = {}
+    for reviewer in reviewers:
+        by_user.setdefault(reviewer.user, []).append(reviewer.repo)
+    for user, repos in by_user.items():
+        pending = AccessRequest.objects.filter(repo__in=repos, state=State.PENDING, created_at__gte=since)
+        pending = list(pending.select_related("user", "repo").order_by("repo__org", "repo__name", "created_at"))
+        if not pending or not user.email:
+            continue
+        lines = [
+            f"- {r.repo.repo_id}: {r.user.get_username()} <{r.user.email}>, {r.created_at:%Y-%m-%d %H:%M} UTC"
+            for r in pending
+        ]
+        send_mail(
+            f"[Weightgate] {len(pending)} access request(s) await you",
+            "\n".join(lines) + f"\n\nDecide in the review queue: {portal_url('/review/')}\n",
+            None,
+            [user.email],
+        )
+        sent += 1
+    return sent

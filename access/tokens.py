@@ -1,6 +1,7 @@
 """Bearer tokens, as the Hugging Face client sends them: `Authorization: Bearer <token>`."""
 
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from access.models import ApiToken, hash_token
@@ -61,3 +62,13 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return "Bearer"
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """How the OpenAPI schema describes the tokens: HTTP bearer, as the Hugging Face client sends them."""
+
+    target_class = "access.tokens.BearerTokenAuthentication"
+    name = "bearerToken"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "A portal API token (wg_...)."}

@@ -48,7 +48,12 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    # portal first: its templates (the allauth layout among them) take precedence
     "portal.apps.PortalConfig",
+    "allauth",
+    "allauth.account",
+    "django_countries",
     "access.apps.AccessConfig",
     "distribution.apps.DistributionConfig",
     "verification.apps.VerificationConfig",
@@ -64,14 +69,38 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+]
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
 ]
 
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
 AUTH_USER_MODEL = "access.User"
-LOGIN_URL = "login"
+LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "home"
+
+# --- Accounts (django-allauth) ----------------------------------------------------------------
+ACCOUNT_LOGIN_METHODS = {"username", "email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]
+ACCOUNT_UNIQUE_EMAIL = True
+# No access request before the address is verified: a sign-up must open the link it is sent.
+ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+ACCOUNT_CONFIRM_EMAIL_ON_GET = False
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Weightgate] "
+# Per IP and per account: sign-up, password reset, and a lock-out after repeated failed logins.
+ACCOUNT_RATE_LIMITS = {
+    "signup": env_str("RATE_LIMIT_SIGNUP", "10/m/ip"),
+    "login_failed": env_str("RATE_LIMIT_LOGIN_FAILED", "10/m/ip,5/5m/key"),
+    "reset_password": env_str("RATE_LIMIT_RESET_PASSWORD", "10/m/ip,3/m/key"),
+    "reset_password_from_key": "20/m/ip",
+    "confirm_email": "1/3m/key",
+}
+ACCOUNT_EMAIL_CONFIRMATION_EXPIRE_DAYS = 3
 
 TEMPLATES = [
     {
@@ -148,6 +177,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "workers.tasks.requeue_stuck_verifications",
         "schedule": REQUEUE_STUCK_EVERY_SECONDS,
     },
+    "review-digests": {"task": "workers.tasks.send_review_digests", "schedule": 24 * 3600},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -178,6 +208,19 @@ if HTTPS:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 
+# --- Cache (rate limits, throttles): shared by every process ---------------------------------------
+CACHE_URL = env_url("CACHE_URL", schemes=("redis", "rediss"))
+if CACHE_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+else:
+    # Files, so the web server's processes and the worker count the same attempts.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
+
 # --- API -----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -186,6 +229,17 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_RATES": {
+        "access-request-user": env_str("RATE_LIMIT_ACCESS_REQUEST_USER", "10/hour"),
+        "access-request-ip": env_str("RATE_LIMIT_ACCESS_REQUEST_IP", "30/hour"),
+    },
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Weightgate API",
+    "DESCRIPTION": "Access requests, grants and monitoring for a self-hosted model-weights portal.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
 }
 
 # --- The rest ------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
-from django.urls import path, re_path
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView
 
 from access import api as access_api
 from access import hf_views as access_hf
+from access import views as access_views
 from distribution import hf_views as distribution_hf
 from portal import views
 
@@ -13,10 +14,19 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("health", views.health, name="health"),
     path("admin/", admin.site.urls),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/", include("allauth.urls")),
+    path("account/", access_views.account, name="account"),
+    path("requests/", access_views.my_requests, name="my-requests"),
+    path("review/", access_views.review_queue, name="review-queue"),
+    path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # REST API
     path("api/v1/access-requests/", access_api.AccessRequestList.as_view(), name="api-access-requests"),
+    path("api/v1/counts/", access_api.RequestCounts.as_view(), name="api-counts"),
+    re_path(
+        rf"^api/v1/repos/{REPO}/license-acceptance/$",
+        access_api.LicenseAcceptance.as_view(),
+        name="api-license-acceptance",
+    ),
     # Hugging Face Hub protocol
     path("api/whoami-v2", distribution_hf.whoami, name="hf-whoami"),
     re_path(rf"^api/models/{REPO}$", distribution_hf.model_info, name="hf-model-info"),

@@ -4,9 +4,10 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
+from access.forms import request_form
 from access.gate import AccessDenied, find_repo, is_reviewer, visible_repos
 from access.models import AccessRequest, GatingPolicy, Grant
-from access.services import RequestRefused, submit_request
+from access.services import RequestRefused, accept_current_license, submit_request
 from distribution.models import Revision
 
 TENSOR_ROWS = 200  # a page, not a dump: the full statistics are in the run's JSON report
@@ -55,20 +56,44 @@ def repo_page(request, org, name):
     except AccessDenied:
         raise Http404("no such repo") from None
     user = request.user
+    policy = GatingPolicy.for_repo(repo)
+    form = request_form(policy.form_fields)
     if request.method == "POST":
         if not user.is_authenticated:
             return redirect(f"/accounts/login/?next=/{repo.repo_id}")
+        if request.POST.get("action") == "accept-license":
+            try:
+                accept_current_license(user, repo, version=request.POST.get("license_version", ""), request=request)
+                messages.success(request, f"You accepted version {policy.license_version} of the license.")
+            except RequestRefused as refused:
+                messages.error(request, refused.message)
+            return redirect("repo", org=repo.org, name=repo.name)
+        form = request_form(policy.form_fields, request.POST)
+        answers = {name: request.POST.get(name) for name in form.fields if name != "accept_license"}
         try:
-            submit_request(user, repo, fields={}, accept_license=request.POST.get("accept_license") == "on")
-            messages.success(request, f"Your request for {repo.repo_id} was sent.")
+            sent = submit_request(
+                user, repo, fields=answers, accept_license=request.POST.get("accept_license") == "on", request=request
+            )
+            messages.success(
+                request,
+                f"Your request for {repo.repo_id} was sent."
+                if sent.state == "pending"
+                else f"Your request for {repo.repo_id} was {sent.state}.",
+            )
+            return redirect("repo", org=repo.org, name=repo.name)
         except RequestRefused as refused:
             messages.error(request, refused.message)
-        return redirect("repo", org=repo.org, name=repo.name)
+            for name, message in refused.errors.items():
+                if name in form.fields:
+                    form.add_error(name, message)
+    grant = Grant.active().filter(user=user, repo=repo).first() if user.is_authenticated else None
     context = {
         "repo": repo,
-        "policy": GatingPolicy.for_repo(repo),
+        "policy": policy,
+        "form": form,
+        "license_outdated": bool(grant and grant.license_version and grant.license_version != policy.license_version),
         "release": repo.latest_released(),
-        "grant": Grant.active().filter(user=user, repo=repo).first() if user.is_authenticated else None,
+        "grant": grant,
         "my_request": AccessRequest.objects.filter(user=user, repo=repo).first() if user.is_authenticated else None,
         "revisions": repo.revisions.all()
         if is_reviewer(user, repo)

@@ -19,6 +19,14 @@ def pytest_report_header(config):
     return [f"weightgate: database={engine} broker={broker} storage=local+s3(SeaweedFS) required={required}"]
 
 
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """Throttles and lock-outs count in the cache; each test starts with none spent."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def required_database():
     """CI runs on PostgreSQL; a suite that fell back to SQLite there would prove nothing about it."""

@@ -4,8 +4,6 @@ alice applies for access, bob reviews acme's repos, carol is staff, dave is a st
 is not verified yet.
 """
 
-from django.utils import timezone
-
 from access.models import ApiToken, Reviewer, User
 
 
@@ -18,8 +16,7 @@ def person(username: str, *, verified: bool = True, staff: bool = False, reviews
         is_superuser=staff,
     )
     if verified:
-        user.email_verified_at = timezone.now()
-        user.save(update_fields=["email_verified_at"])
+        user.mark_email_verified()
     for repo in reviews:
         Reviewer.objects.create(user=user, repo=repo)
     return user

@@ -35,9 +35,9 @@ def handle(client, token, body):
 
 
 def test_a_verified_applicant_files_a_pending_request(client, repo):
-    response = ask(
-        client, token_for(person("alice")), {"repo": "acme/tiny", "fields": {"org": "Lab"}, "accept_license": True}
-    )
+    GatingPolicy.objects.create(repo=repo, form_fields=[{"name": "org", "type": "text", "required": True}])
+    body = {"repo": "acme/tiny", "fields": {"org": "Lab", "unknown": 1}, "accept_license": True}
+    response = ask(client, token_for(person("alice")), body)
     assert response.status_code == 201
     assert response.json()["state"] == "pending"
     stored = AccessRequest.objects.get()

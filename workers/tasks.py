@@ -60,3 +60,11 @@ def requeue_stuck_verifications() -> int:
     from verification.services import requeue_stuck
 
     return len(requeue_stuck())
+
+
+@shared_task(ignore_result=True)
+def send_review_digests() -> int:
+    """Daily: the digest email for reviewers who asked for one."""
+    from access.services import send_review_digests as send
+
+    return send()

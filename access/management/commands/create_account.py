@@ -1,7 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.core.validators import validate_email
 from django.db import transaction
-from django.utils import timezone
 
 from access.models import ApiToken, Reviewer, User
 from distribution.models import Repo
@@ -37,8 +36,7 @@ class Command(BaseCommand):
                 username=username, email=email, password=password, is_staff=staff, is_superuser=staff
             )
             if verified:
-                user.email_verified_at = timezone.now()
-                user.save(update_fields=["email_verified_at"])
+                user.mark_email_verified()
             for repo in repos:
                 Reviewer.objects.create(user=user, repo=repo)
             raw = ApiToken.issue(user, "created by create_account")[1] if print_token else None
