@@ -90,7 +90,13 @@ def handle_request(request, org, name):
             return hf_error(404, f"{user.get_username()} has not asked for access to {repo.repo_id}.")
         if access_request.state == status:
             return hf_error(400, f"The access request of {user.get_username()} is already {status}.")
-        decide(access_request, status=status, reviewer=request.hf_user, reason=body.get("rejectionReason") or "")
+        decide(
+            access_request,
+            status=status,
+            reviewer=request.hf_user,
+            reason=body.get("rejectionReason") or "",
+            request=request,
+        )
     except RequestRefused as refused:
         return hf_error(refused.status, refused.message)
     return JsonResponse({})
@@ -112,5 +118,5 @@ def grant(request, org, name):
         return hf_error(404, f"User {body.get('user')!r} not found.")
     if Grant.active().filter(user=user, repo=repo).exists():
         return hf_error(400, f"{user.get_username()} already has access to {repo.repo_id}.")
-    grant_access(user, repo, granted_by=request.hf_user)
+    grant_access(user, repo, granted_by=request.hf_user, request=request)
     return JsonResponse({"user": user.get_username(), "status": "accepted"})

@@ -22,6 +22,7 @@ class User(AbstractUser):
         """For accounts made by operators (`create_account --verified`) rather than by sign-up."""
         from allauth.account.models import EmailAddress
 
+        EmailAddress.objects.filter(user=self).exclude(email__iexact=self.email).update(primary=False)
         EmailAddress.objects.update_or_create(user=self, email=self.email, defaults={"verified": True, "primary": True})
 
 

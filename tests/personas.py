@@ -7,10 +7,10 @@ is not verified yet.
 from access.models import ApiToken, Reviewer, User
 
 
-def person(username: str, *, verified: bool = True, staff: bool = False, reviews=()) -> User:
+def person(username: str, *, verified: bool = True, staff: bool = False, reviews=(), email: str = "") -> User:
     user = User.objects.create_user(
         username=username,
-        email=f"{username}@example.org",
+        email=email or f"{username}@example.org",
         password=f"{username}-password",
         is_staff=staff,
         is_superuser=staff,

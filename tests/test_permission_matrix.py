@@ -1,0 +1,160 @@
+"""Every endpoint and page against every role, on a public gated repo and on a private one.
+
+Roles: anonymous, an unverified account, an applicant with a pending request, a grantee, a revoked
+grantee, a rejected applicant, a reviewer of another repo, a reviewer of this repo, staff. On the
+private repo, whoever may not see it gets exactly what they would get for a repo that does not exist.
+"""
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from access.models import AccessRequest, Grant
+from access.services import decide, grant_access
+from distribution.models import Repo, Revision, RevisionFile
+from tests.personas import person, token_for
+
+pytestmark = pytest.mark.django_db
+ROLES = ["anonymous", "unverified", "pending", "grantee", "revoked", "rejected", "other_reviewer", "reviewer", "staff"]
+COMMIT = "c" * 40
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def build(private: bool, role: str):
+    repo = Repo.objects.create(org="acme", name="tiny", private=private)
+    other = Repo.objects.create(org="acme", name="other")
+    revision = Revision.objects.create(
+        repo=repo, commit=COMMIT, state=Revision.State.RELEASED, storage_backend="local", released_at=timezone.now()
+    )
+    RevisionFile.objects.create(revision=revision, path="config.json", size=2, sha256="ab" * 32)
+    person("target")  # someone reviewers can act on
+    AccessRequest.objects.create(user=person("waiting"), repo=repo, license_version="1")
+    if role == "anonymous":
+        return None
+    user = {
+        "unverified": lambda: person("user", verified=False),
+        "other_reviewer": lambda: person("user", reviews=[other]),
+        "reviewer": lambda: person("user", reviews=[repo]),
+        "staff": lambda: person("user", staff=True),
+    }.get(role, lambda: person("user"))()
+    if role == "pending":
+        AccessRequest.objects.create(user=user, repo=repo, license_version="1")
+    elif role in ("grantee", "revoked"):
+        grant_access(user, repo, granted_by=None)
+        if role == "revoked":
+            Grant.objects.filter(user=user).update(revoked_at=timezone.now())
+    elif role == "rejected":
+        decide(
+            AccessRequest.objects.create(user=user, repo=repo, license_version="1"),
+            status="rejected",
+            reviewer=None,
+            reason="no",
+        )
+    return user
+
+
+def call(client: Client, user, method: str, path: str, body=None, api=True):
+    headers = {}
+    if user is not None:
+        if api:
+            headers["HTTP_AUTHORIZATION"] = f"Bearer {token_for(user)}"
+        else:
+            client.force_login(user)
+    if body is not None:
+        return getattr(client, method)(path, data=body, content_type="application/json", **headers)
+    return getattr(client, method)(path, **headers)
+
+
+OK, CREATED = 200, 201
+ANON, DENIED, HIDDEN, CONFLICT, LATER, LOGIN = 401, 403, 404, 409, 429, 302
+
+
+def roles(default: int, **exceptions: int) -> dict[str, int]:
+    return {role: exceptions.get(role, default) for role in ROLES}
+
+
+# (method, path, JSON body, is a page) and the status each role gets on the public repo.
+ENDPOINTS = {
+    ("get", "/", None, True): roles(OK),
+    ("get", "/acme/tiny", None, True): roles(OK),
+    ("get", f"/acme/tiny/revisions/{COMMIT}", None, True): roles(HIDDEN, reviewer=OK, staff=OK),
+    ("get", "/requests/", None, True): roles(OK, anonymous=LOGIN),
+    ("get", "/account/", None, True): roles(OK, anonymous=LOGIN),
+    ("get", "/review/", None, True): roles(DENIED, anonymous=LOGIN, other_reviewer=OK, reviewer=OK, staff=OK),
+    ("get", "/api/v1/access-requests/", None, False): roles(OK, anonymous=ANON),
+    ("post", "/api/v1/access-requests/", '{"repo": "acme/tiny", "accept_license": true}', False): roles(
+        CREATED, anonymous=ANON, unverified=DENIED, pending=CONFLICT, grantee=CONFLICT, rejected=LATER
+    ),
+    ("get", "/api/v1/counts/", None, False): roles(DENIED, anonymous=ANON, other_reviewer=OK, reviewer=OK, staff=OK),
+    ("post", "/api/v1/repos/acme/tiny/license-acceptance/", '{"license_version": "1"}', False): roles(
+        HIDDEN, anonymous=ANON, grantee=OK
+    ),
+    ("get", "/api/whoami-v2", None, False): roles(OK, anonymous=ANON),
+    ("get", "/api/models/acme/tiny/revision/main", None, False): roles(OK),
+    ("get", f"/api/models/acme/tiny/tree/{COMMIT}", None, False): roles(OK),
+    ("head", "/acme/tiny/resolve/main/config.json", None, False): roles(DENIED, anonymous=ANON, grantee=OK, staff=OK),
+    ("get", "/api/models/acme/tiny/user-access-request/pending", None, False): roles(
+        DENIED, anonymous=ANON, reviewer=OK, staff=OK
+    ),
+    ("post", "/api/models/acme/tiny/user-access-request/handle", '{"user": "waiting", "status": "accepted"}', False): (
+        roles(DENIED, anonymous=ANON, reviewer=OK, staff=OK)
+    ),
+    ("post", "/api/models/acme/tiny/user-access-request/grant", '{"user": "target"}', False): roles(
+        DENIED, anonymous=ANON, reviewer=OK, staff=OK
+    ),
+}
+SEES_PRIVATE = {"grantee", "reviewer", "staff"}
+# Pages and calls about no repo in particular answer the same whatever the private repo is.
+SITE_WIDE = {
+    ("get", path)
+    for path in (
+        "/",
+        "/requests/",
+        "/account/",
+        "/review/",
+        "/api/v1/access-requests/",
+        "/api/v1/counts/",
+        "/api/whoami-v2",
+    )
+}
+
+
+def expected(endpoint, role: str, private: bool) -> int:
+    status = ENDPOINTS[endpoint][role]
+    method, path = endpoint[0], endpoint[1]
+    if not private or role in SEES_PRIVATE or (method, path) in SITE_WIDE or status == LOGIN:
+        return status
+    # Calls that need an account refuse the anonymous before looking at any repo; download calls,
+    # open to the anonymous on public repos, answer as for a repo that does not exist.
+    if status == ANON and "/resolve/" not in path:
+        return ANON
+    return HIDDEN
+
+
+@pytest.mark.parametrize("private", [False, True], ids=["public", "private"])
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("endpoint", list(ENDPOINTS), ids=[f"{m} {p}" for m, p, _, _ in ENDPOINTS])
+def test_each_role_gets_exactly_what_it_may(endpoint, role, private):
+    user = build(private, role)
+    method, path, body, page = endpoint
+    response = call(Client(), user, method, path, body, api=not page)
+    assert response.status_code == expected(endpoint, role, private), response.content[:300]
+
+
+@pytest.mark.parametrize("role", [r for r in ROLES if r not in SEES_PRIVATE])
+@pytest.mark.parametrize(
+    "endpoint", [e for e in ENDPOINTS if (e[0], e[1]) not in SITE_WIDE], ids=lambda e: f"{e[0]} {e[1]}"
+)
+def test_a_private_repo_answers_like_a_missing_one(endpoint, role):
+    user = build(True, role)
+    method, path, body, page = endpoint
+    hidden = call(Client(), user, method, path, body, api=not page)
+    elsewhere = body.replace("acme/tiny", "acme/nothing") if body else body
+    missing = call(Client(), user, method, path.replace("acme/tiny", "acme/nothing"), elsewhere, api=not page)
+    assert hidden.status_code == missing.status_code
+    assert hidden.content.replace(b"tiny", b"X") == missing.content.replace(b"nothing", b"X")
+    assert hidden.get("X-Error-Code") == missing.get("X-Error-Code")
