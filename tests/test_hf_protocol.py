@@ -173,3 +173,23 @@ def test_reviewers_of_another_repo_cannot_handle_requests(live_server, released)
     with pytest.raises(HfHubHTTPError) as raised:
         list(hub.list_pending_access_requests(REPO_ID))
     assert raised.value.response.status_code == 403
+
+
+def test_reviewers_reject_with_a_reason_cancel_and_grant_through_the_hub_client(live_server, released):
+    repo = released[0].repo
+    from access.models import AccessRequest
+
+    for name in ("erin", "frank"):
+        AccessRequest.objects.create(user=person(name), repo=repo, license_version="1")
+    person("gina")
+    hub = HfApi(endpoint=live_server.url, token=token_for(person("bob", reviews=[repo])))
+    hub.reject_access_request(REPO_ID, user="erin", rejection_reason="please tell us more")
+    rejected = list(hub.list_rejected_access_requests(REPO_ID))
+    assert [r.username for r in rejected] == ["erin"]
+    hub.accept_access_request(REPO_ID, user="frank")
+    hub.cancel_access_request(REPO_ID, user="frank")  # back to pending: the grant goes
+    assert [r.username for r in hub.list_pending_access_requests(REPO_ID)] == ["frank"]
+    assert not Grant.active().filter(user__username="frank").exists()
+    assert hub.grant_access(REPO_ID, user="gina") == {"user": "gina", "status": "accepted"}
+    assert Grant.active().filter(user__username="gina").exists()
+    assert AccessRequest.objects.get(user__username="erin").rejection_reason == "please tell us more"

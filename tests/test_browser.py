@@ -1,0 +1,113 @@
+"""A person in a real browser (Debian's Chromium driven by Playwright): sign up, open the emailed
+link, ask for access; a reviewer accepts in the queue; the applicant sees the decision and how to
+download. Screenshots of each page go to tests/artifacts/ (ignored by git)."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from django.core import mail
+
+from access.models import AccessRequest, GatingPolicy, Grant
+from tests.flows import published_tiny_llama
+from tests.personas import person
+from tests.services import unavailable
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ARTIFACTS = Path(__file__).parent / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    # Playwright's sync API keeps an event loop in this thread; the test's own database reads are
+    # still synchronous, which Django would otherwise refuse there.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        unavailable("chromium", "Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield chromium
+        chromium.close()
+
+
+def snap(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_sign_up_verify_ask_get_accepted_and_see_how_to_download(browser, live_server, tmp_path):
+    revision, _ = published_tiny_llama(tmp_path, "acme/tiny", verify_here=True)
+    GatingPolicy.objects.update_or_create(
+        repo=revision.repo,
+        defaults={
+            "license_text": "Research use only.",
+            "license_version": "2",
+            "form_fields": [
+                {"name": "affiliation", "label": "Affiliation", "type": "text", "required": True},
+                {"name": "country", "label": "Country", "type": "country", "required": True},
+            ],
+        },
+    )
+    person("bob", reviews=[revision.repo])
+    applicant = browser.new_page()
+
+    applicant.goto(f"{live_server.url}/accounts/signup/")
+    applicant.fill("input[name=email]", "alice@lab.example")
+    applicant.fill("input[name=username]", "alice")
+    applicant.fill("input[name=password1]", "a long and unusual passphrase 42")
+    applicant.fill("input[name=password2]", "a long and unusual passphrase 42")
+    snap(applicant, "01-sign-up")
+    applicant.click("form button[type=submit]")
+    applicant.wait_for_load_state()
+    snap(applicant, "02-check-your-email")
+    assert "alice@lab.example" in mail.outbox[-1].to
+    link = re.search(r"https?://\S+/accounts/confirm-email/\S+", mail.outbox[-1].body).group(0)
+
+    applicant.goto(link)
+    snap(applicant, "03-confirm-email")
+    applicant.click("form button[type=submit]")
+    applicant.wait_for_load_state()
+
+    applicant.goto(f"{live_server.url}/acme/tiny")
+    snap(applicant, "04-repo-page")
+    applicant.fill("#id_affiliation", "Lab of Examples")
+    applicant.select_option("#id_country", "NO")
+    applicant.check("#accept_license")
+    snap(applicant, "05-access-form")
+    applicant.click("#access-form button")
+    applicant.wait_for_load_state()
+    snap(applicant, "06-pending")
+    assert "awaits a reviewer" in applicant.content()
+    assert AccessRequest.objects.get().fields == {"affiliation": "Lab of Examples", "country": "NO"}
+
+    reviewer = browser.new_context().new_page()
+    reviewer.goto(f"{live_server.url}/accounts/login/")
+    reviewer.fill("input[name=login]", "bob")
+    reviewer.fill("input[name=password]", "bob-password")
+    reviewer.click("form button[type=submit]")
+    reviewer.wait_for_load_state()
+    reviewer.goto(f"{live_server.url}/review/")
+    assert "Lab of Examples" in reviewer.content() and "lab.example" in reviewer.content()
+    reviewer.check("input[name=request]")
+    snap(reviewer, "07-review-queue")
+    reviewer.click("button[value=accepted]")
+    reviewer.wait_for_load_state()
+    snap(reviewer, "08-accepted")
+    assert Grant.active().filter(user__username="alice").exists()
+
+    applicant.goto(f"{live_server.url}/acme/tiny")
+    snap(applicant, "09-download-instructions")
+    content = applicant.content()
+    assert "You may download this model" in content and "snapshot_download" in content
+    applicant.goto(f"{live_server.url}/requests/")
+    snap(applicant, "10-my-requests")
+    assert "accepted" in applicant.content()
+    assert any("accepted" in message.subject for message in mail.outbox if "alice@lab.example" in message.to)
