@@ -29,6 +29,14 @@ class AccessRequestIpThrottle(AnonRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
 
+def submission_throttled(request) -> int | None:
+    """Seconds to wait when this person or address asked too often (shared by the API and the repo page)."""
+    for throttle in (AccessRequestUserThrottle(), AccessRequestIpThrottle()):
+        if not throttle.allow_request(request, None):
+            return int(throttle.wait() or 1)
+    return None
+
+
 class AccessRequestSerializer(serializers.ModelSerializer):
     repo = serializers.CharField(source="repo.repo_id", read_only=True)
 

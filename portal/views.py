@@ -4,6 +4,7 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
+from access.api import submission_throttled
 from access.forms import request_form
 from access.gate import AccessDenied, find_repo, is_reviewer, visible_repos
 from access.models import AccessRequest, GatingPolicy, Grant
@@ -67,6 +68,10 @@ def repo_page(request, org, name):
                 messages.success(request, f"You accepted version {policy.license_version} of the license.")
             except RequestRefused as refused:
                 messages.error(request, refused.message)
+            return redirect("repo", org=repo.org, name=repo.name)
+        wait = submission_throttled(request)
+        if wait is not None:
+            messages.error(request, f"Too many requests from you; try again in {wait} seconds.")
             return redirect("repo", org=repo.org, name=repo.name)
         form = request_form(policy.form_fields, request.POST)
         answers = {name: request.POST.get(name) for name in form.fields if name != "accept_license"}

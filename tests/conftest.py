@@ -77,7 +77,7 @@ def worker_env(django_db_setup, django_db_blocker, s3_endpoint) -> dict[str, str
 
 
 @pytest.fixture(scope="session")
-def worker(worker_env, tmp_path_factory):
+def worker(worker_env, django_db_blocker, tmp_path_factory):
     """A real Celery worker process on the configured broker, sharing the test database and storage."""
     from workers.celery import app
 
@@ -92,3 +92,5 @@ def worker(worker_env, tmp_path_factory):
         services.unavailable("worker", str(error))
     yield process
     services.stop_process(process)
+    with django_db_blocker.unblock():
+        services.close_other_sessions()

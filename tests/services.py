@@ -203,3 +203,16 @@ def start_worker(env: dict[str, str], log_path: Path, queues: str = "verify,gpu,
 
     wait_until(ready, timeout=90, interval=0.2, what="the Celery worker to start")
     return process
+
+
+def close_other_sessions() -> None:
+    """Worker processes (one of them killed on purpose) may leave a PostgreSQL session behind for a
+    moment; the test database can only be dropped once they are gone."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )

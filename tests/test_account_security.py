@@ -1,0 +1,68 @@
+"""Sign-up, login and request submission are throttled; repeated login failures lock the account out."""
+
+import json
+
+import pytest
+from django.test import Client
+
+from access.models import GatingPolicy
+from distribution.models import Repo
+from tests.personas import person, token_for
+
+pytestmark = pytest.mark.django_db
+
+
+def login(client, username, password):
+    return client.post("/accounts/login/", {"login": username, "password": password})
+
+
+def test_repeated_login_failures_lock_the_account_even_for_the_right_password():
+    person("alice")
+    for _ in range(5):
+        assert login(Client(), "alice", "wrong").status_code == 200  # the form again, with an error
+    locked = login(Client(), "alice", "alice-password")
+    assert locked.status_code in (200, 429)
+    assert "_auth_user_id" not in locked.client.session
+    assert "Too many" in locked.content.decode()
+
+
+def test_a_good_password_signs_in_before_any_failure():
+    person("alice")
+    client = Client()
+    login(client, "alice", "alice-password")
+    assert client.session.get("_auth_user_id")
+
+
+def test_sign_ups_from_one_address_are_throttled():
+    statuses = []
+    for number in range(12):
+        response = Client().post(
+            "/accounts/signup/",
+            {
+                "email": f"user{number}@example.org",
+                "username": f"user{number}",
+                "password1": "a long and unusual passphrase 42",
+                "password2": "a long and unusual passphrase 42",
+            },
+        )
+        statuses.append(response.status_code)
+    assert statuses[:10] == [302] * 10
+    assert statuses[10] == 429
+
+
+def test_request_submission_is_throttled_per_account(settings):
+    repo = Repo.objects.create(org="acme", name="tiny")
+    GatingPolicy.objects.create(repo=repo)
+    token = token_for(person("alice"))
+    statuses = [
+        Client()
+        .post(
+            "/api/v1/access-requests/",
+            data=json.dumps({"repo": "acme/tiny", "accept_license": False}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+        )
+        .status_code
+        for _ in range(11)
+    ]
+    assert statuses[:10] == [400] * 10 and statuses[10] == 429
