@@ -5,6 +5,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from portal.models import Recorded
+
 # Hugging Face's rule for the two halves of a repo id, so every id we accept works in its client.
 REPO_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
 # First path segments the portal uses itself; a repo org may not take one of them.
@@ -165,7 +167,7 @@ class RevisionFile(models.Model):
         return self.path.rsplit("/", 1)[-1]
 
 
-class DownloadEvent(models.Model):
+class DownloadEvent(Recorded):
     """One request that served bytes or redirected to them: who obtained which file, when, from where."""
 
     class Channel(models.TextChoices):
@@ -188,12 +190,6 @@ class DownloadEvent(models.Model):
     bytes_expected = models.BigIntegerField(null=True)
     # Null until known: a redirected download never passes through the portal.
     bytes_served = models.BigIntegerField(null=True)
-    ip = models.GenericIPAddressField(null=True)
-    user_agent = models.CharField(max_length=512, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
 
     def __str__(self):
         return f"{self.username or 'anonymous'} {self.status} {self.repo_id}@{self.commit[:12]}/{self.path}"

@@ -72,10 +72,6 @@ class CountingFile:
             self._on_close(self.bytes_sent)
 
 
-def client_ip(request) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
-
-
 def record_event(request, stored: RevisionFile, *, user, grant, token, channel, status, expected) -> DownloadEvent:
     revision = stored.revision
     return DownloadEvent.objects.create(
@@ -92,8 +88,7 @@ def record_event(request, stored: RevisionFile, *, user, grant, token, channel, 
         range_requested=request.headers.get("Range", "")[:200],
         status=status,
         bytes_expected=expected,
-        ip=client_ip(request),
-        user_agent=request.headers.get("User-Agent", "")[:512],
+        **DownloadEvent.origin(request),
     )
 
 

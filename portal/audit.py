@@ -12,6 +12,5 @@ def record(tag: str, *, actor=None, subject=None, repo=None, request=None, **dat
         subject_username=subject.get_username() if subject is not None else "",
         repo_id=repo.repo_id if repo is not None else "",
         data=data,
-        ip=(request.META.get("REMOTE_ADDR") or None) if request is not None else None,
-        user_agent=request.headers.get("User-Agent", "")[:512] if request is not None else "",
+        **AuditEvent.origin(request),
     )

@@ -3,7 +3,28 @@ from django.db import models
 from django.utils import timezone
 
 
-class AuditEvent(models.Model):
+class Recorded(models.Model):
+    """Where and when a recorded request came from: shared by audit and download events."""
+
+    ip = models.GenericIPAddressField(null=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at", "-id"]
+
+    @staticmethod
+    def origin(request) -> dict:
+        if request is None:
+            return {}
+        return {
+            "ip": request.META.get("REMOTE_ADDR") or None,
+            "user_agent": request.headers.get("User-Agent", "")[:512],
+        }
+
+
+class AuditEvent(Recorded):
     """One change, append-only: who did what to whom, when and from where.
 
     Tags read `subject:object:action` (`access:request:accepted`). Copies of names beside the
@@ -16,12 +37,6 @@ class AuditEvent(models.Model):
     subject_username = models.CharField(max_length=150, blank=True)
     repo_id = models.CharField(max_length=200, blank=True, db_index=True)
     data = models.JSONField(default=dict, blank=True)
-    ip = models.GenericIPAddressField(null=True)
-    user_agent = models.CharField(max_length=512, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
 
     def __str__(self):
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.tag} by {self.actor_username or 'system'}"

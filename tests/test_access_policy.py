@@ -71,25 +71,15 @@ def ruled(repo):
     policy = repo.policy
     policy.mode = GatingPolicy.Mode.RULES
     policy.save()
-    AccessRule.objects.create(
-        policy=policy,
-        position=1,
-        kind="country_in",
-        values=["KP"],
-        action="reject",
-        reason="export rules forbid this country",
-    )
-    AccessRule.objects.create(
-        policy=policy, position=2, kind="email_domain_in", values=["lab.example"], action="accept"
-    )
-    AccessRule.objects.create(
-        policy=policy,
-        position=3,
-        kind="field_missing",
-        values=["sector"],
-        action="reject",
-        reason="tell us your sector",
-    )
+    rules = [
+        ("country_in", ["KP"], "reject", "export rules forbid this country"),
+        ("email_domain_in", ["lab.example"], "accept", ""),
+        ("field_missing", ["sector"], "reject", "tell us your sector"),
+    ]
+    for position, (kind, values, action, reason) in enumerate(rules, start=1):
+        AccessRule.objects.create(
+            policy=policy, position=position, kind=kind, values=values, action=action, reason=reason
+        )
     return repo
 
 
