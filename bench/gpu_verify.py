@@ -13,7 +13,6 @@ Prints the ratios and writes them to bench/results/gpu-verify.md. Needs root for
 """
 
 import argparse
-import hashlib
 import os
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.verify import files_of, publish_results, write_checkpoint
+from bench.verify import files_of, publish_results, sha256_of, write_checkpoint
 
 CONFIG_3_6B = {
     "architectures": ["LlamaForCausalLM"],
@@ -58,15 +57,6 @@ def read_once(path: Path) -> int:
         while count := handle.readinto(buffer):
             total += count
     return total
-
-
-def sha256_of(path: Path) -> str:
-    digest, buffer = hashlib.sha256(), bytearray(1024 * 1024)
-    view = memoryview(buffer)
-    with open(path, "rb") as handle:
-        while count := handle.readinto(buffer):
-            digest.update(view[:count])
-    return digest.hexdigest()
 
 
 def arm_floor(directory: Path) -> dict:

@@ -43,6 +43,16 @@ def ask(client, user, fields, accept=True):
     )
 
 
+def handle(client, reviewer, body: dict, user_agent: str = ""):
+    return client.post(
+        "/api/models/acme/tiny/user-access-request/handle",
+        content_type="application/json",
+        data=json.dumps(body),
+        HTTP_AUTHORIZATION=f"Bearer {token_for(reviewer)}",
+        HTTP_USER_AGENT=user_agent,
+    )
+
+
 def test_answers_are_checked_against_the_form_and_kept_clean(client, repo):
     response = ask(client, person("alice"), GOOD)
     assert response.status_code == 201
@@ -104,12 +114,7 @@ def test_a_rejected_applicant_may_ask_again_after_the_cooldown(client, repo):
     alice = person("alice")
     bob = person("bob", reviews=[repo])
     ask(client, alice, GOOD)
-    client.post(
-        "/api/models/acme/tiny/user-access-request/handle",
-        content_type="application/json",
-        data=json.dumps({"user": "alice", "status": "rejected", "rejectionReason": "too vague"}),
-        HTTP_AUTHORIZATION=f"Bearer {token_for(bob)}",
-    )
+    handle(client, bob, {"user": "alice", "status": "rejected", "rejectionReason": "too vague"})
     again = ask(client, alice, GOOD)
     assert again.status_code == 429 and "you may ask again from" in again.json()["detail"]
     AccessRequest.objects.update(decided_at=timezone.now() - timedelta(days=31))
@@ -128,19 +133,17 @@ def test_a_new_license_version_must_be_accepted_before_the_next_download(client,
     refused = client.head(url, HTTP_AUTHORIZATION=f"Bearer {token}")
     assert refused.status_code == 403 and refused["X-Error-Code"] == "GatedRepo"
     assert "changed to version 2" in refused["X-Error-Message"]
-    stale = client.post(
-        "/api/v1/repos/acme/licensed/license-acceptance/",
-        content_type="application/json",
-        data=json.dumps({"license_version": "1"}),
-        HTTP_AUTHORIZATION=f"Bearer {token}",
-    )
-    assert stale.status_code == 409
-    accepted = client.post(
-        "/api/v1/repos/acme/licensed/license-acceptance/",
-        content_type="application/json",
-        data=json.dumps({"license_version": "2"}),
-        HTTP_AUTHORIZATION=f"Bearer {token}",
-    )
+
+    def accept(version: str):
+        return client.post(
+            "/api/v1/repos/acme/licensed/license-acceptance/",
+            content_type="application/json",
+            data=json.dumps({"license_version": version}),
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+        )
+
+    assert accept("1").status_code == 409  # not the current version
+    accepted = accept("2")
     assert accepted.status_code == 200
     assert client.head(url, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
     assert AuditEvent.objects.filter(tag="access:license:accepted", subject_username="alice").count() == 1
@@ -168,14 +171,8 @@ def test_reviewers_hear_of_new_requests_and_applicants_of_decisions(client, repo
     assert send_review_digests() == 1
     assert mail.outbox[-1].to == ["carol@example.org"] and "acme/tiny: alice" in mail.outbox[-1].body
     mail.outbox.clear()
-    bob_token = token_for(person("dave", reviews=[repo]))
     with django_capture_on_commit_callbacks(execute=True):
-        client.post(
-            "/api/models/acme/tiny/user-access-request/handle",
-            content_type="application/json",
-            data=json.dumps({"user": "alice", "status": "accepted"}),
-            HTTP_AUTHORIZATION=f"Bearer {bob_token}",
-        )
+        handle(client, person("dave", reviews=[repo]), {"user": "alice", "status": "accepted"})
     assert mail.outbox[-1].to == ["alice@example.org"]
     assert "accepted" in mail.outbox[-1].subject and "snapshot_download" in mail.outbox[-1].body
 
@@ -184,13 +181,7 @@ def test_every_change_leaves_one_audit_event(client, repo):
     alice = person("alice")
     bob = person("bob", reviews=[repo])
     ask(client, alice, GOOD)
-    client.post(
-        "/api/models/acme/tiny/user-access-request/handle",
-        content_type="application/json",
-        data=json.dumps({"user": "alice", "status": "accepted"}),
-        HTTP_AUTHORIZATION=f"Bearer {token_for(bob)}",
-        HTTP_USER_AGENT="hf-cli-test",
-    )
+    handle(client, bob, {"user": "alice", "status": "accepted"}, user_agent="hf-cli-test")
     events = list(AuditEvent.objects.order_by("id").values_list("tag", "actor_username", "subject_username"))
     assert events == [("access:request:submitted", "alice", "alice"), ("access:request:accepted", "bob", "alice")]
     accepted = AuditEvent.objects.get(tag="access:request:accepted")
