@@ -3,6 +3,7 @@ import secrets
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -14,7 +15,7 @@ class User(AbstractUser):
     @property
     def email_verified(self) -> bool:
         """Whether the person opened the link sent to their address (allauth keeps that record)."""
-        from allauth.account.models import EmailAddress
+        from allauth.account.models import EmailAddress  # allauth's models need this user model loaded first
 
         return EmailAddress.objects.filter(user=self, email__iexact=self.email, verified=True).exists()
 
@@ -31,8 +32,6 @@ FIELD_TYPES = ("text", "long_text", "checkbox", "date", "country", "select")
 
 def validate_form_fields(value) -> None:
     """The request form: a list of {"name", "label", "type", "required", "options"} entries."""
-    from django.core.exceptions import ValidationError
-
     if not isinstance(value, list):
         raise ValidationError("the form must be a list of fields")
     names = set()

@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from access.gate import AccessDenied, find_repo, permit_download
+from access.models import ApiToken, User
 from distribution.models import Repo, Revision, RevisionFile
 from distribution.serving import serve_file
 from distribution.tickets import TicketRefused, issue_ticket, read_ticket
@@ -152,8 +153,6 @@ def ticket_download(request, ticket, filename):
     except TicketRefused as refused:
         return hf_error(refused.status, refused.message)
     stored = RevisionFile.objects.select_related("revision__repo").filter(pk=claim.file_id).first()
-    from access.models import ApiToken, User
-
     user = User.objects.filter(pk=claim.user_id, is_active=True).first() if claim.user_id else None
     if stored is None or stored.filename != filename or (claim.user_id and user is None):
         return hf_error(403, "this download link is not valid any more; ask for the file again")

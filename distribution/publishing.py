@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from distribution.models import Repo, Revision, RevisionFile, parse_repo_id
 from distribution.storage import StorageError, get_storage
+from verification.services import missing_or_failed_checks
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,6 @@ def release_revision(revision: Revision) -> Revision:
     """Release a verified revision whose every required check ran and passed."""
     if revision.state == Revision.State.RELEASED:
         return revision
-    from verification.services import missing_or_failed_checks
-
     problems = missing_or_failed_checks(revision) if revision.state == Revision.State.VERIFIED else []
     if problems:
         raise PublishError(

@@ -8,7 +8,8 @@ import torch
 from safetensors.numpy import load_file, save_file
 from safetensors.torch import save_file as save_torch_file
 
-from verification.checks import SMOKE_REFERENCE_NAME, check_directory
+from verification.checks import check_directory
+from verification.layout import SMOKE_REFERENCE_NAME
 from verification.tiny_llama import write_tiny_llama
 
 SHARD = "model-00001-of-00002.safetensors"

@@ -4,7 +4,6 @@ A checkpoint is a list of `CheckpointFile`s (a path, a size, a way to open it), 
 run on a local directory and on objects streamed from S3.
 """
 
-import json
 import os
 import stat
 from collections.abc import Callable
@@ -13,14 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from verification.layout import INDEX_NAME, is_weight_shard, read_json
 from verification.model_checks import check_config, run_smoke, smoke_sink
 from verification.report import PASS, WARN, FileDigest, Report
 from verification.scan import FileScan, scan_stream
 
-INDEX_NAME = "model.safetensors.index.json"
-CONFIG_NAME = "config.json"
-# Reference logits a publisher may ship for the smoke pass: tensors "input_ids" and "logits".
-SMOKE_REFERENCE_NAME = "smoke_reference.safetensors"
 # Weight formats that run code when loaded; they are refused, never opened.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz")
 PICKLE_PROTOCOL_MARKS = tuple(bytes([0x80, protocol]) for protocol in range(2, 6))
@@ -81,10 +77,6 @@ def directory_files(root: Path, report: Report) -> list[CheckpointFile]:
     return files
 
 
-def is_weight_shard(path: str) -> bool:
-    return path.endswith(".safetensors") and path != SMOKE_REFERENCE_NAME
-
-
 def check_paths(files: list[CheckpointFile], report: Report) -> None:
     for item in files:
         parts = item.path.split("/")
@@ -126,11 +118,6 @@ def check_safetensors_headers(scans: list[FileScan], report: Report) -> None:
                 f"{count} tensors, header of {scan.header.header_length} bytes",
                 scan.path,
             )
-
-
-def read_json(files: dict[str, CheckpointFile], name: str):
-    with files[name].open() as stream:
-        return json.loads(stream.read().decode("utf-8"))
 
 
 def check_index(files: dict[str, CheckpointFile], scans: list[FileScan], report: Report) -> None:

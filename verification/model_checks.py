@@ -8,6 +8,8 @@ Custom model code shipped with a checkpoint is never run (no trust_remote_code).
 import os
 import time
 
+from verification.layout import CONFIG_NAME, SMOKE_REFERENCE_NAME, is_weight_shard, read_json
+from verification.loading import TensorSink
 from verification.report import PASS, Report
 
 # Fixed token ids for the smoke pass (taken modulo the vocabulary size).
@@ -84,8 +86,6 @@ def expected_parameters(config_dict: dict) -> dict[str, tuple[tuple[int, ...], s
 
 
 def check_config(files: dict, scans, report: Report) -> None:
-    from verification.checks import CONFIG_NAME, is_weight_shard, read_json
-
     if CONFIG_NAME not in files:
         report.fail("config", "ConfigMissing", "the checkpoint has no config.json to build the model from")
         return
@@ -149,9 +149,6 @@ def smoke_sink(files, report: Report):
     """A sink on the best device for the smoke pass, or None (with the reason reported) if the model won't fit."""
     import torch
 
-    from verification.checks import is_weight_shard
-    from verification.loading import TensorSink
-
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     weight_bytes = sum(item.size for item in files if is_weight_shard(item.path))
     free = available_bytes(device)
@@ -172,8 +169,6 @@ def smoke_sink(files, report: Report):
 def run_smoke(files: dict, sink, report: Report) -> None:
     """Build the model around the tensors already on the device, run a fixed forward pass, judge the logits."""
     import torch
-
-    from verification.checks import CONFIG_NAME, SMOKE_REFERENCE_NAME, read_json
 
     started = time.perf_counter()
     device = sink.device

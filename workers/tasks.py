@@ -6,7 +6,9 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
+from access import services as access_services
 from distribution.storage import StorageError
+from verification import services as verification_services
 
 # Every verification task: redelivered if its worker dies, limited in time, retried only on storage trouble.
 RELIABLE = {
@@ -24,19 +26,15 @@ RELIABLE = {
 @shared_task(**RELIABLE)
 def verify_revision(revision_id: int) -> None:
     """Every check but the smoke pass (queue `verify`); queues the smoke pass when they pass."""
-    from verification.services import run_checks_stage
-
     with failing_when_out_of_time(revision_id):
-        run_checks_stage(revision_id)
+        verification_services.run_checks_stage(revision_id)
 
 
 @shared_task(**RELIABLE)
 def smoke_revision(revision_id: int) -> None:
     """The smoke pass (queue `gpu`): a forward pass on the best device the worker has."""
-    from verification.services import run_smoke_stage
-
     with failing_when_out_of_time(revision_id):
-        run_smoke_stage(revision_id)
+        verification_services.run_smoke_stage(revision_id)
 
 
 @contextlib.contextmanager
@@ -45,9 +43,7 @@ def failing_when_out_of_time(revision_id: int):
     try:
         yield
     except SoftTimeLimitExceeded:
-        from verification.services import fail_verification
-
-        fail_verification(
+        verification_services.fail_verification(
             revision_id,
             f"verification took longer than {settings.VERIFY_TIME_LIMIT_SECONDS} s "
             "(VERIFY_TIME_LIMIT_SECONDS); raise the limit or verify on a faster worker",
@@ -57,14 +53,10 @@ def failing_when_out_of_time(revision_id: int):
 @shared_task(ignore_result=True)
 def requeue_stuck_verifications() -> int:
     """Periodic: hand revisions whose worker died or whose message was lost to a live worker."""
-    from verification.services import requeue_stuck
-
-    return len(requeue_stuck())
+    return len(verification_services.requeue_stuck())
 
 
 @shared_task(ignore_result=True)
 def send_review_digests() -> int:
     """Daily: the digest email for reviewers who asked for one."""
-    from access.services import send_review_digests as send
-
-    return send()
+    return access_services.send_review_digests()
