@@ -41,6 +41,9 @@ class Repo(models.Model):
     gated = models.BooleanField(default=True)
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Download links (manifest, download.sh): how long they live and how many requests they serve.
+    link_lifetime_hours = models.PositiveIntegerField(default=24)
+    link_max_uses = models.PositiveIntegerField(default=100)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["org", "name"], name="repo_unique_id")]
@@ -167,6 +170,28 @@ class RevisionFile(models.Model):
         return self.path.rsplit("/", 1)[-1]
 
 
+class DownloadTicket(models.Model):
+    """A download link a grantee can hand to curl or wget: signed, expiring, limited in uses, and
+    good only while the grant is active and the revision released."""
+
+    key = models.CharField(max_length=43, unique=True)  # random; the link carries it signed
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    grant = models.ForeignKey("access.Grant", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    revision = models.ForeignKey(Revision, on_delete=models.CASCADE, related_name="tickets")
+    file = models.ForeignKey(RevisionFile, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    max_uses = models.PositiveIntegerField()
+    uses = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        scope = self.file.path if self.file_id else "every file"
+        return f"link for {self.user} to {self.revision} ({scope}) until {self.expires_at:%Y-%m-%d %H:%M}"
+
+
 class DownloadEvent(Recorded):
     """One request that served bytes or redirected to them: who obtained which file, when, from where."""
 
@@ -180,6 +205,7 @@ class DownloadEvent(Recorded):
     repo_id = models.CharField(max_length=200)
     grant = models.ForeignKey("access.Grant", null=True, on_delete=models.SET_NULL, related_name="+")
     token = models.ForeignKey("access.ApiToken", null=True, on_delete=models.SET_NULL, related_name="+")
+    ticket = models.ForeignKey(DownloadTicket, null=True, on_delete=models.SET_NULL, related_name="+")
     revision = models.ForeignKey(Revision, null=True, on_delete=models.SET_NULL, related_name="+")
     commit = models.CharField(max_length=40)
     file = models.ForeignKey(RevisionFile, null=True, on_delete=models.SET_NULL, related_name="+")

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
@@ -29,6 +30,10 @@ def discard_copies(storage, prefix: str) -> None:
         log.warning("could not remove %s from %s storage after a failed publish: %s", prefix, storage.name, error)
 
 
+# File names that travel unchanged through URLs, shell scripts and SHA256SUMS lines.
+SAFE_PATH = re.compile(r"^[A-Za-z0-9._+=@-]+(/[A-Za-z0-9._+=@-]+)*$")
+
+
 def checkpoint_files(directory: Path) -> list[tuple[str, Path]]:
     """(relative POSIX path, absolute path) for every file, refusing links and special files."""
     files = []
@@ -40,6 +45,11 @@ def checkpoint_files(directory: Path) -> list[tuple[str, Path]]:
             if stat.S_ISLNK(mode):
                 raise PublishError(f"{relative} is a symbolic link: copy the file itself into {directory}")
             if stat.S_ISREG(mode):
+                if not SAFE_PATH.match(relative) or relative.startswith("-"):
+                    raise PublishError(
+                        f"{relative!r} has characters a download URL or script could misread; rename it using "
+                        "letters, digits and . _ - + = @"
+                    )
                 files.append((relative, path))
             elif not stat.S_ISDIR(mode):
                 raise PublishError(f"{relative} is not a regular file")

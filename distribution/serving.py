@@ -72,7 +72,7 @@ class CountingFile:
             self._on_close(self.bytes_sent)
 
 
-def record_event(request, stored: RevisionFile, *, user, grant, token, channel, status, expected) -> DownloadEvent:
+def record_event(request, stored: RevisionFile, *, user, grant, token, ticket=None, channel, status, expected):
     revision = stored.revision
     return DownloadEvent.objects.create(
         user=user if user is not None and user.is_authenticated else None,
@@ -80,6 +80,7 @@ def record_event(request, stored: RevisionFile, *, user, grant, token, channel, 
         repo_id=revision.repo.repo_id,
         grant=grant,
         token=token,
+        ticket=ticket,
         revision=revision,
         commit=revision.commit,
         file=stored,
@@ -100,10 +101,10 @@ def common_headers(response: HttpResponse, stored: RevisionFile) -> HttpResponse
     return response
 
 
-def serve_file(request, stored: RevisionFile, *, user, grant, token) -> HttpResponse:
+def serve_file(request, stored: RevisionFile, *, user, grant, token, ticket=None) -> HttpResponse:
     """Answer a GET or HEAD for a stored file: the bytes (local) or a presigned redirect (S3)."""
     storage = get_storage(stored.revision.storage_backend)
-    record = functools.partial(record_event, request, stored, user=user, grant=grant, token=token)
+    record = functools.partial(record_event, request, stored, user=user, grant=grant, token=token, ticket=ticket)
     if not isinstance(storage, LocalStorage):
         url = storage.presigned_get(
             stored.storage_key, filename=stored.filename, expires_in=settings.DOWNLOAD_REDIRECT_SECONDS

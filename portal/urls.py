@@ -6,6 +6,7 @@ from access import api as access_api
 from access import hf_views as access_hf
 from access import views as access_views
 from distribution import hf_views as distribution_hf
+from distribution import link_views
 from portal import views
 
 REPO = r"(?P<org>[A-Za-z0-9][A-Za-z0-9._-]*)/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)"
@@ -41,6 +42,16 @@ urlpatterns = [
     re_path(rf"^api/models/{REPO}/user-access-request/grant$", access_hf.grant, name="hf-access-grant"),
     re_path(rf"^{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$", distribution_hf.resolve, name="hf-resolve"),
     path("files/<str:ticket>/<str:filename>", distribution_hf.ticket_download, name="download-ticket"),
+    path("dl/<str:signed>/<path:path>", link_views.link_download, name="download-link"),
+    re_path(rf"^api/v1/repos/{REPO}/revisions/(?P<rev>[^/]+)/manifest$", link_views.manifest, name="api-manifest"),
+    re_path(
+        rf"^api/v1/repos/{REPO}/revisions/(?P<rev>[^/]+)/SHA256SUMS$", link_views.sha256sums, name="api-sha256sums"
+    ),
+    re_path(
+        rf"^api/v1/repos/{REPO}/revisions/(?P<rev>[^/]+)/download\.sh$",
+        link_views.download_script,
+        name="api-download-script",
+    ),
     re_path(rf"^{REPO}$", views.repo_page, name="repo"),
     re_path(rf"^{REPO}/revisions/(?P<commit>[0-9a-f]{{40}})$", views.revision_page, name="revision"),
 ]

@@ -110,3 +110,17 @@ def test_reviewers_choose_how_they_are_notified(client, repo):
     client.force_login(bob)
     client.post("/account/", {"action": "notify", "notify": "daily"})
     assert Reviewer.objects.get(user=bob).notify == "daily"
+
+
+def test_a_grantee_finds_the_download_script_on_the_repo_page(client, tmp_path):
+    from access.services import grant_access
+    from tests.flows import published_tiny_llama
+
+    revision, _ = published_tiny_llama(tmp_path, "acme/scripted", verify_here=True)
+    alice = person("alice")
+    grant_access(alice, revision.repo, granted_by=None)
+    client.force_login(alice)
+    page = client.get("/acme/scripted").content.decode()
+    assert "download.sh" in page and "24 hours" in page
+    script = client.get("/api/v1/repos/acme/scripted/revisions/main/download.sh")
+    assert script.status_code == 200 and script.content.startswith(b"#!/usr/bin/env bash")

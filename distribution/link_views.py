@@ -1,0 +1,83 @@
+"""Download links, the manifest, SHA256SUMS and download.sh: for people who fetch with curl or wget."""
+
+import functools
+
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.http import require_GET, require_http_methods
+
+from access.gate import AccessDenied, find_repo, permit_download
+from access.tokens import InvalidToken, authenticate
+from distribution import links
+from distribution.hf_views import resolve_revision
+from distribution.serving import serve_file
+
+
+def refusal(status: int, message: str) -> HttpResponse:
+    response = JsonResponse({"detail": message}, status=status)
+    response["X-Error-Message"] = message
+    return response
+
+
+def grantee_endpoint(view):
+    """Authenticate (token or session), find the repo and revision the caller may download, or refuse."""
+
+    @functools.wraps(view)
+    def wrapper(request, org, name, rev):
+        try:
+            user, _ = authenticate(request)
+        except InvalidToken as error:
+            return refusal(401, str(error))
+        if user is None:
+            return refusal(401, "sign in, or send a token: Authorization: Bearer <token>")
+        try:
+            repo = find_repo(user, org, name)
+            grant = permit_download(user, repo)
+            revision = resolve_revision(user, repo, rev)
+        except AccessDenied as denied:
+            return refusal(denied.status, denied.message)
+        return view(request, user, grant, revision)
+
+    return wrapper
+
+
+def base_url(request) -> str:
+    return request.build_absolute_uri("/").rstrip("/")
+
+
+@require_GET
+@grantee_endpoint
+def manifest(request, user, grant, revision):
+    """Every file with its size, sha256 and a fresh link (asking again renews the links)."""
+    return JsonResponse(links.manifest(links.issue_link(user, grant, revision), base_url(request)))
+
+
+@require_GET
+@grantee_endpoint
+def sha256sums(request, user, grant, revision):
+    response = HttpResponse(links.sha256sums(revision), content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="SHA256SUMS"'
+    return response
+
+
+@require_GET
+@grantee_endpoint
+def download_script(request, user, grant, revision):
+    script = links.download_script(links.issue_link(user, grant, revision), base_url(request))
+    response = HttpResponse(script, content_type="text/x-shellscript; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="download.sh"'
+    return response
+
+
+@require_http_methods(["GET", "HEAD"])
+def link_download(request, signed, path):
+    try:
+        requester, token = authenticate(request)
+    except InvalidToken as error:
+        return refusal(401, str(error))
+    try:
+        ticket, stored = links.redeem(signed, path, requester=requester, count_use=request.method != "HEAD")
+    except links.LinkRefused as refused:
+        response = refusal(refused.status, refused.message)
+        response.reason_phrase = refused.message.encode("latin-1", "replace").decode("latin-1")[:200]
+        return response
+    return serve_file(request, stored, user=ticket.user, grant=ticket.grant, token=token, ticket=ticket)
