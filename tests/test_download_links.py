@@ -97,7 +97,7 @@ def test_a_download_cut_half_way_resumes_where_it_stopped(live_server, release, 
 
 
 def test_a_file_whose_bytes_do_not_match_is_named_and_the_script_fails(live_server, tmp_path):
-    revision, checkpoint = published_tiny_llama(tmp_path, "acme/bitrot", verify_here=True)
+    revision, _checkpoint = published_tiny_llama(tmp_path, "acme/bitrot", verify_here=True)
     alice = person("alice")
     grant_access(alice, revision.repo, granted_by=None)
     stored = get_storage("local").path(f"{revision.storage_prefix}/config.json")
@@ -154,7 +154,7 @@ def url_of(listing: dict, path: str) -> str:
 
 
 def refused_without_bytes(url: str, **kwargs) -> tuple[int, str]:
-    status, headers, body = http("GET", url, **kwargs)
+    status, headers, _body = http("GET", url, **kwargs)
     assert not DownloadEvent.objects.exists()
     return status, headers.get("X-Error-Message", "") if headers else ""
 
