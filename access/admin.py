@@ -4,6 +4,38 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
 from access.models import AccessRequest, AccessRule, ApiToken, GatingPolicy, Grant, Reviewer, User
+from portal.audit import record
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Changes staff make here are audited like those made through the portal's own pages."""
+
+    def audit(self, request, obj, action: str, changed=()):
+        repo = getattr(obj, "repo", None)
+        subject = getattr(obj, "user", None)
+        record(
+            f"admin:{obj._meta.model_name}:{action}",
+            actor=request.user,
+            subject=subject,
+            repo=repo,
+            request=request,
+            object=str(obj),
+            changed=sorted(changed),
+        )
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        self.audit(request, obj, "changed" if change else "created", form.changed_data)
+
+    def delete_model(self, request, obj):
+        self.audit(request, obj, "deleted")
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.audit(request, obj, "deleted")
+        super().delete_queryset(request, queryset)
+
 
 admin.site.register(User, UserAdmin)
 
@@ -14,13 +46,13 @@ class AccessRuleInline(admin.TabularInline):
 
 
 @admin.register(GatingPolicy)
-class GatingPolicyAdmin(admin.ModelAdmin):
+class GatingPolicyAdmin(AuditedAdmin):
     list_display = ["repo", "mode", "license_version", "reapply_cooldown_days"]
     inlines = [AccessRuleInline]
 
 
 @admin.register(AccessRequest)
-class AccessRequestAdmin(admin.ModelAdmin):
+class AccessRequestAdmin(AuditedAdmin):
     list_display = ["user", "repo", "state", "created_at", "decided_at"]
     list_filter = ["state", "repo"]
     search_fields = ["user__username", "user__email"]
@@ -28,18 +60,18 @@ class AccessRequestAdmin(admin.ModelAdmin):
 
 
 @admin.register(Grant)
-class GrantAdmin(admin.ModelAdmin):
+class GrantAdmin(AuditedAdmin):
     list_display = ["user", "repo", "created_at", "expires_at", "revoked_at", "license_version"]
     list_filter = ["repo"]
     search_fields = ["user__username"]
 
 
 @admin.register(Reviewer)
-class ReviewerAdmin(admin.ModelAdmin):
+class ReviewerAdmin(AuditedAdmin):
     list_display = ["user", "repo", "notify"]
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(AuditedAdmin):
     list_display = ["user", "name", "hint", "created_at", "last_used_at", "revoked_at"]
     readonly_fields = ["digest", "hint"]

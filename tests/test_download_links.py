@@ -200,3 +200,19 @@ def test_links_need_access_to_be_made(live_server, release):
     status, _, _ = http("GET", f"{live_server.url}/api/v1/repos/{revision.repo.repo_id}/revisions/main/download.sh")
     assert status == 401
     assert not DownloadTicket.objects.exists()
+
+
+def test_links_survive_a_key_rotation_and_only_the_new_key_signs(client, settings, tmp_path):
+    from distribution.links import issue_link, link_prefix
+
+    revision, _ = published_tiny_llama(tmp_path, "acme/rotated", verify_here=True)
+    alice = person("alice")
+    grant = grant_access(alice, revision.repo, granted_by=None)
+    old_link = link_prefix(issue_link(alice, grant, revision)) + "/config.json"
+    old_key = settings.SECRET_KEY
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "a-brand-new-secret-key-" + "x" * 40, [old_key]
+    assert client.get(old_link).status_code == 200  # the old key still verifies
+    new_prefix = link_prefix(issue_link(alice, grant, revision))
+    settings.SECRET_KEY_FALLBACKS = []
+    assert client.get(new_prefix + "/config.json").status_code == 200  # signed with the newest key
+    assert client.get(old_link).status_code == 403  # its key retired, the old link stops
