@@ -10,6 +10,7 @@ from access.tokens import InvalidToken, authenticate
 from distribution import links
 from distribution.hf_views import resolve_revision
 from distribution.serving import serve_file
+from portal.rate_limits import rate_limited
 
 
 def refusal(status: int, message: str) -> HttpResponse:
@@ -69,6 +70,7 @@ def download_script(request, user, grant, revision):
 
 
 @require_http_methods(["GET", "HEAD"])
+@rate_limited(lambda request, signed, path: f"link:{signed}")
 def link_download(request, signed, path):
     try:
         requester, token = authenticate(request)

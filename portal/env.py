@@ -64,6 +64,15 @@ def env_url(name: str, default: str = "", *, schemes: tuple[str, ...]) -> str:
     return value
 
 
+def env_rate(name: str, default: str) -> tuple[int, int]:
+    """A rate written COUNT/SECONDS, such as 600/60."""
+    raw = env_str(name, default).strip()
+    count, slash, seconds = raw.partition("/")
+    if not (slash and count.isdigit() and seconds.isdigit() and int(count) > 0 and int(seconds) > 0):
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a rate: write COUNT/SECONDS, such as 600/60")
+    return int(count), int(seconds)
+
+
 def env_choice(name: str, default: str, *, choices: tuple[str, ...]) -> str:
     value = env_str(name, default).strip().lower()
     if value not in choices:

@@ -10,6 +10,7 @@ from django.http import JsonResponse
 
 from access.gate import AccessDenied
 from access.tokens import InvalidToken, authenticate
+from portal.rate_limits import caller_key, rate_limited
 
 
 def hf_error(status: int, message: str, code: str | None = None, **headers) -> JsonResponse:
@@ -31,6 +32,10 @@ def hf_endpoint(view):
             request.hf_user, request.hf_token = authenticate(request)
         except InvalidToken as error:
             return hf_error(401, f"Invalid credentials in Authorization header: {error}")
+        return limited_view(request, *args, **kwargs)
+
+    @rate_limited(lambda request, *args, **kwargs: caller_key(request))
+    def limited_view(request, *args, **kwargs):
         try:
             return view(request, *args, **kwargs)
         except AccessDenied as denied:

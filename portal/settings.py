@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from portal.env import env_bool, env_choice, env_int, env_list, env_str, env_url
+from portal.env import env_bool, env_choice, env_int, env_list, env_rate, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # pytest sets PYTEST_VERSION: the suite keeps its database, files and broker apart from `make run`'s.
@@ -142,6 +142,8 @@ S3_ADDRESSING_STYLE = env_choice("S3_ADDRESSING_STYLE", "path", choices=("path",
 # Files at least this large go up in parts, so a failed part is retried instead of the file.
 S3_MULTIPART_THRESHOLD = env_int("S3_MULTIPART_THRESHOLD", 64 * 1024 * 1024, minimum=5 * 1024 * 1024)
 STORAGE_BACKEND = env_choice("STORAGE_BACKEND", "s3" if S3_BUCKET else "local", choices=("local", "s3"))
+# Requests per token (or account, or address) on the download endpoints: "COUNT/SECONDS".
+DOWNLOAD_RATE_LIMIT = env_rate("DOWNLOAD_RATE_LIMIT", "600/60")
 # How long the URL a download is redirected to stays valid (presigned S3 URL or local ticket).
 DOWNLOAD_REDIRECT_SECONDS = env_int("DOWNLOAD_REDIRECT_SECONDS", 600, minimum=1, maximum=7 * 24 * 3600)
 

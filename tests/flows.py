@@ -29,14 +29,20 @@ def wait_for_verdict(revision: Revision, timeout: float = 120) -> Revision:
 
 
 def published_tiny_llama(
-    tmp_path, repo_id: str, storage: str = "local", *, release: bool = True, verify_here: bool = False
+    tmp_path,
+    repo_id: str,
+    storage: str = "local",
+    *,
+    release: bool = True,
+    verify_here: bool = False,
+    config_overrides: dict | None = None,
 ) -> tuple[Revision, object]:
     """Publish a tiny checkpoint and wait until it is verified (and released, by default).
 
     `verify_here` runs the verification in this process, for tests that need no worker; a worker
     that is running anyway may take it first, which the claim makes harmless.
     """
-    checkpoint = write_tiny_llama(tmp_path / "checkpoint", shards=2)
+    checkpoint = write_tiny_llama(tmp_path / "checkpoint", shards=2, config_overrides=config_overrides)
     revision = publish(checkpoint, repo_id, storage)
     if verify_here:
         run_checks_stage(revision.pk)

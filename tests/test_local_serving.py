@@ -148,3 +148,19 @@ def test_an_invalid_token_is_refused_not_treated_as_anonymous(client, setup):
     response = client.get(f"/acme/tiny/resolve/main/{SHARD}", HTTP_AUTHORIZATION="Bearer wg_forged")
     assert response.status_code == 401
     assert "Invalid credentials" in response["X-Error-Message"]
+
+
+def test_a_token_past_its_request_rate_gets_429_with_when_to_retry(client, setup, settings):
+    from huggingface_hub.utils import parse_ratelimit_headers
+
+    settings.DOWNLOAD_RATE_LIMIT = (3, 60)
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {setup['token']}"}
+    answers = [client.head(f"/acme/tiny/resolve/main/{SHARD}", **auth) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    refused = answers[-1]
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    info = parse_ratelimit_headers(refused.headers)
+    assert (info.resource_type, info.remaining, info.limit, info.window_seconds) == ("downloads", 0, 3, 60)
+    assert parse_ratelimit_headers(answers[0].headers).remaining == 2
+    other = token_for(person("bob"))  # another token has its own count
+    assert client.head("/api/whoami-v2", HTTP_AUTHORIZATION=f"Bearer {other}").status_code != 429

@@ -8,7 +8,7 @@ import sys
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.env import env_bool, env_choice, env_int, env_str, env_url
+from portal.env import env_bool, env_choice, env_int, env_rate, env_str, env_url
 from tests.services import REPO_ROOT
 
 
@@ -20,6 +20,7 @@ from tests.services import REPO_ROOT
         (lambda: env_int("WG_TEST", 1, minimum=5), "3", "below the minimum of 5"),
         (lambda: env_url("WG_TEST", schemes=("postgres",)), "mysql://x/y", "must start with one of postgres://"),
         (lambda: env_choice("WG_TEST", "a", choices=("a", "b")), "c", "is not one of: a, b"),
+        (lambda: env_rate("WG_TEST", "1/1"), "600 per minute", "write COUNT/SECONDS"),
     ],
 )
 def test_readers_refuse_bad_values_naming_the_variable(monkeypatch, reader, value, message):
