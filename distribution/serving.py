@@ -48,7 +48,12 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 
 
 class CountingFile:
-    """A read-only window [start, end] of a file that counts what it hands out and reports on close."""
+    """A read-only window [start, end] of a file that counts what it hands out and reports on close.
+
+    A WSGI server with sendfile (gunicorn) takes `fileno()` and sends the window itself, from the
+    current position for Content-Length bytes, without a copy through Python; the count is then
+    unknown and reported as None.
+    """
 
     def __init__(self, path, start: int, end: int, on_close):
         self._handle = open(path, "rb")  # noqa: SIM115  (closed by close(), called by the server)
@@ -56,11 +61,16 @@ class CountingFile:
         self._remaining = end - start + 1
         self._on_close = on_close
         self.bytes_sent = 0
+        self._read = False
+
+    def fileno(self) -> int:
+        return self._handle.fileno()
 
     def read(self, size: int = -1) -> bytes:
         if self._remaining <= 0:
             return b""
         size = self._remaining if size is None or size < 0 else min(size, self._remaining)
+        self._read = True
         data = self._handle.read(size)
         self._remaining -= len(data)
         self.bytes_sent += len(data)
@@ -69,7 +79,7 @@ class CountingFile:
     def close(self) -> None:
         if not self._handle.closed:
             self._handle.close()
-            self._on_close(self.bytes_sent)
+            self._on_close(self.bytes_sent if self._read or self._remaining <= 0 else None)
 
 
 def record_event(request, stored: RevisionFile, *, user, grant, token, ticket=None, channel, status, expected):

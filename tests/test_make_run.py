@@ -3,7 +3,9 @@
 import os
 import re
 import signal
+import sqlite3
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -67,7 +69,58 @@ def test_make_run_serves_the_released_demo_and_stops_everything_on_ctrl_c(demo):
         html = page.read().decode()
     assert "demo/tiny-llama" in html and "Latest release" in html
     assert len(processes_using(marker)) >= 3  # make's child, the web server and the worker
+    fetch_a_range_through_gunicorn(port, marker)
 
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     process.wait(timeout=60)
     wait_until(lambda: not processes_using(marker), timeout=30, what="every process make run started to stop")
+
+
+def fetch_a_range_through_gunicorn(port: int, var_dir: str) -> None:
+    """A staff token, a byte range with curl, served by gunicorn with sendfile (no count in Python)."""
+    env = {**os.environ, "WEIGHTGATE_VAR_DIR": var_dir}
+    for name in [k for k in env if k.startswith(("DATABASE_URL", "CELERY_", "S3_", "PYTEST"))]:
+        env.pop(name)
+    token = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "create_account",
+            "operator",
+            "--email",
+            "operator@example.org",
+            "--staff",
+            "--print-token",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    shard = "model-00001-of-00002.safetensors"
+    result = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-L",
+            "-r",
+            "100-199",
+            "-H",
+            f"Authorization: Bearer {token}",
+            "-w",
+            "%{http_code}",
+            f"http://127.0.0.1:{port}/demo/tiny-llama/resolve/main/{shard}",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    body, status = result.stdout[:-3], result.stdout[-3:]
+    assert status == b"206"
+    assert body == (Path(var_dir) / "demo-checkpoint" / shard).read_bytes()[100:200]
+    with sqlite3.connect(Path(var_dir) / "weightgate.sqlite3") as database:
+        rows = database.execute(
+            "select status, bytes_expected, bytes_served from distribution_downloadevent"
+        ).fetchall()
+    assert rows == [(206, 100, None)]  # sent by sendfile: the portal never counted the bytes itself
