@@ -144,6 +144,9 @@ S3_MULTIPART_THRESHOLD = env_int("S3_MULTIPART_THRESHOLD", 64 * 1024 * 1024, min
 STORAGE_BACKEND = env_choice("STORAGE_BACKEND", "s3" if S3_BUCKET else "local", choices=("local", "s3"))
 # Requests per token (or account, or address) on the download endpoints: "COUNT/SECONDS".
 DOWNLOAD_RATE_LIMIT = env_rate("DOWNLOAD_RATE_LIMIT", "600/60")
+# With a front server (nginx) in front of local storage, the portal checks access and the front
+# server sends the bytes: the internal location that maps to LOCAL_STORAGE_ROOT, e.g. /protected/.
+X_ACCEL_REDIRECT_PREFIX = env_str("X_ACCEL_REDIRECT_PREFIX")
 # How long the URL a download is redirected to stays valid (presigned S3 URL or local ticket).
 DOWNLOAD_REDIRECT_SECONDS = env_int("DOWNLOAD_REDIRECT_SECONDS", 600, minimum=1, maximum=7 * 24 * 3600)
 

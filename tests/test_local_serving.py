@@ -164,3 +164,12 @@ def test_a_token_past_its_request_rate_gets_429_with_when_to_retry(client, setup
     assert parse_ratelimit_headers(answers[0].headers).remaining == 2
     other = token_for(person("bob"))  # another token has its own count
     assert client.head("/api/whoami-v2", HTTP_AUTHORIZATION=f"Bearer {other}").status_code != 429
+
+
+def test_with_a_front_server_the_portal_hands_the_file_over_by_x_accel_redirect(client, setup, settings):
+    settings.X_ACCEL_REDIRECT_PREFIX = "/protected/"
+    response = client.get(ticket_url(client, setup))
+    assert response["X-Accel-Redirect"] == f"/protected/{setup['stored'].storage_key}"
+    assert response.content == b"" and response["ETag"] == f'"{setup["stored"].sha256}"'
+    event = DownloadEvent.objects.get()
+    assert (event.channel, event.bytes_served) == ("local", None)
