@@ -144,6 +144,9 @@ class Grant(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     license_version = models.CharField(max_length=32, blank=True)
+    # Optional caps: how many times each file of a revision may be fetched whole, and bytes a day.
+    max_complete_downloads = models.PositiveIntegerField(null=True, blank=True)
+    max_bytes_per_day = models.PositiveBigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -4,3 +4,5 @@ from bench import verify
 
 if __name__ == "__main__":
     verify.main([])
+    # bench.download needs nginx and wrk (Debian packages) and runs best against PostgreSQL and Redis:
+    #   python -m bench.download --database-url postgres://... --cache-url redis://...

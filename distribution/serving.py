@@ -9,7 +9,9 @@ import functools
 import re
 
 from django.conf import settings
+from django.db.models import Sum
 from django.http import FileResponse, HttpResponse, HttpResponseRedirect
+from django.utils import timezone
 
 from distribution.models import DownloadEvent, RevisionFile
 from distribution.storage import LocalStorage, get_storage
@@ -103,6 +105,32 @@ def record_event(request, stored: RevisionFile, *, user, grant, token, ticket=No
     )
 
 
+class LimitReached(Exception):
+    pass
+
+
+def check_caps(grant, stored: RevisionFile, *, whole: bool, expected: int) -> None:
+    """Refuse a request past the grant's optional caps, before any byte goes out."""
+    if grant is None:
+        return
+    events = DownloadEvent.objects.filter(grant=grant, status__in=(200, 206, 302))
+    if grant.max_complete_downloads is not None and whole:
+        fetched = events.filter(file=stored, range_requested="").count()
+        if fetched >= grant.max_complete_downloads:
+            raise LimitReached(
+                f"your access allows {grant.max_complete_downloads} complete download(s) of "
+                f"{stored.path}; ask the repo's reviewers to raise it"
+            )
+    if grant.max_bytes_per_day is not None:
+        midnight = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+        today = events.filter(created_at__gte=midnight).aggregate(total=Sum("bytes_expected"))["total"] or 0
+        if today + expected > grant.max_bytes_per_day:
+            raise LimitReached(
+                f"your access allows {grant.max_bytes_per_day} bytes a day and {today} were "
+                "served today; the count starts again at 00:00 UTC"
+            )
+
+
 def common_headers(response: HttpResponse, stored: RevisionFile) -> HttpResponse:
     response["ETag"] = f'"{stored.sha256}"'
     response["Accept-Ranges"] = "bytes"
@@ -115,24 +143,32 @@ def serve_file(request, stored: RevisionFile, *, user, grant, token, ticket=None
     """Answer a GET or HEAD for a stored file: the bytes (local) or a presigned redirect (S3)."""
     storage = get_storage(stored.revision.storage_backend)
     record = functools.partial(record_event, request, stored, user=user, grant=grant, token=token, ticket=ticket)
+    wanted = request.headers.get("Range", "")
+    if request.method != "HEAD":
+        try:
+            check_caps(grant, stored, whole=not wanted, expected=stored.size)
+        except LimitReached as limit:
+            response = HttpResponse(str(limit), status=429, content_type="text/plain; charset=utf-8")
+            response["X-Error-Message"] = str(limit)
+            return response
     if not isinstance(storage, LocalStorage):
         url = storage.presigned_get(
             stored.storage_key, filename=stored.filename, expires_in=settings.DOWNLOAD_REDIRECT_SECONDS
         )
         if request.method != "HEAD":
-            record(channel=DownloadEvent.Channel.S3_REDIRECT, status=302, expected=None)
+            # What the link allows, counted against the daily cap; the bytes themselves go unseen.
+            record(channel=DownloadEvent.Channel.S3_REDIRECT, status=302, expected=stored.size)
         return common_headers(HttpResponseRedirect(url), stored)
 
     if settings.X_ACCEL_REDIRECT_PREFIX:
         # The front server answers ranges and sends the file; the portal only decided who may have it.
         if request.method != "HEAD":
-            record(channel=DownloadEvent.Channel.LOCAL, status=200, expected=None)
+            record(channel=DownloadEvent.Channel.LOCAL, status=200, expected=stored.size)
         response = HttpResponse(content_type="application/octet-stream")
         response["X-Accel-Redirect"] = settings.X_ACCEL_REDIRECT_PREFIX.rstrip("/") + "/" + stored.storage_key
         return common_headers(response, stored)
 
     size = stored.size
-    wanted = request.headers.get("Range", "")
     if_range = request.headers.get("If-Range", "")
     # A range applies only to the version the client started with.
     if if_range and if_range.strip() != f'"{stored.sha256}"':

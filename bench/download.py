@@ -1,0 +1,269 @@
+"""Serving downloads, side by side with plain baselines in one run:
+
+  (a) throughput of a large file: the portal (gunicorn, sendfile) against nginx serving the same
+      file (Python's static server when nginx is not installed), one stream and 16 at once
+  (b) authorized, audited redirects: GET /ORG/NAME/resolve/main/FILE on S3 storage (token checked,
+      grant checked, a DownloadEvent written, a presigned URL signed) against a bare Django view
+      answering 302, both under the same gunicorn, 64 concurrent clients (wrk)
+
+Usage: python -m bench.download [--gigabytes 1] [--database-url postgres://...]
+Targets: (a) at least 0.9 of the static server; (b) at least half the bare view's rate.
+"""
+
+import argparse
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bench.verify import publish_results
+from tests.services import free_port, start_seaweedfs, stop_process, wait_for_bucket, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = ["--workers=2", "--threads=4", "--graceful-timeout=5", "--no-control-socket"]
+SETUP = """
+import hashlib, os
+from access.models import User
+from access.services import grant_access
+from distribution.models import Repo, Revision, RevisionFile
+from distribution.storage import get_storage
+from django.utils import timezone
+alice = User.objects.get(username="alice")
+for name, backend, source in (("big", "local", os.environ["BENCH_BIG"]), ("small", "s3", os.environ["BENCH_SMALL"])):
+    repo = Repo.objects.create(org="bench", name=name)
+    revision = Revision.objects.create(repo=repo, commit=("a" if backend == "local" else "b") * 40,
+                                       state="released", storage_backend=backend, released_at=timezone.now())
+    digest = hashlib.sha256(open(source, "rb").read()).hexdigest()
+    stored = RevisionFile.objects.create(revision=revision, path="weights.bin", size=os.path.getsize(source),
+                                         sha256=digest)
+    get_storage(backend).put_file(stored.storage_key, source)
+    grant_access(alice, repo, granted_by=None)
+"""
+
+
+def manage(env, *args, stdin=None) -> str:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, input=stdin, text=True, capture_output=True, check=True
+    ).stdout.strip()
+
+
+def serve(command, env, port, log: Path):
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+    def up():
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        try:
+            connection.request("GET", "/")
+            return connection.getresponse().status > 0  # any answer, redirects not followed
+        except OSError:
+            return False
+        finally:
+            connection.close()
+
+    wait_until(up, timeout=60, what=f"{command[0]} on port {port}")
+    return process
+
+
+def curl_seconds(url: str, size: int) -> float:
+    """Seconds for one whole download, which must arrive whole."""
+    command = ["curl", "-s", "-o", "/dev/null", "-w", "%{size_download} %{time_total}", url]
+    received, seconds = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+    if int(received) != size:
+        raise RuntimeError(f"{url} sent {received} bytes, not {size}")
+    return float(seconds)
+
+
+def throughput(url: str, size: int, streams: int) -> float:
+    """GB/s over `streams` whole-file downloads at once; best of three."""
+    best = 0.0
+    for _ in range(3):
+        started = time.perf_counter()
+        with ThreadPoolExecutor(streams) as pool:
+            list(pool.map(lambda _: curl_seconds(url, size), range(streams)))
+        best = max(best, streams * size / (time.perf_counter() - started) / 1e9)
+    return best
+
+
+def wrk(url: str, token: str | None) -> dict:
+    command = ["wrk", "-t2", "-c64", "-d10s", "--latency", url]
+    if token:
+        command[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+    def latency(percent: str) -> float:
+        found = re.search(rf"^\s*{percent}(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+        if found is None:
+            raise RuntimeError(f"cannot read the {percent}th percentile from wrk:\n{output}")
+        value, unit = found.groups()
+        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50": latency("50"),
+        "p99": latency("99"),
+        "errors": int(non_2xx.group(1)) if non_2xx else 0,
+    }
+
+
+def static_server(folder: Path, port: int, scratch: Path, env):
+    if shutil.which("nginx"):
+        conf = scratch / "nginx.conf"
+        conf.write_text(f"""daemon off; user root; worker_processes 2;
+pid {scratch}/nginx.pid; error_log {scratch}/nginx.err;
+events {{ worker_connections 1024; }}
+http {{ access_log off; sendfile on; tcp_nopush on; client_body_temp_path {scratch}/body;
+  proxy_temp_path {scratch}/proxy; fastcgi_temp_path {scratch}/fcgi; uwsgi_temp_path {scratch}/uwsgi;
+  scgi_temp_path {scratch}/scgi;
+  server {{ listen 127.0.0.1:{port}; root {folder}; }} }}
+""")
+        return "nginx", serve(["nginx", "-c", str(conf), "-p", str(scratch)], env, port, scratch / "nginx.log")
+    command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)]
+    return "python http.server", serve(command, env, port, scratch / "static.log")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.download")
+    parser.add_argument("--gigabytes", type=float, default=1.0)
+    parser.add_argument("--database-url", default="", help="PostgreSQL for (b); SQLite serialises the event writes")
+    parser.add_argument("--cache-url", default="", help="Redis for the rate-limit counters, as in production")
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="weightgate-bench-"))
+    processes = []
+    try:
+        weed_dir = scratch / "weed"
+        weed_dir.mkdir()
+        weed, endpoint = start_seaweedfs(weed_dir)
+        processes.append(weed)
+        wait_for_bucket(weed, endpoint, weed_dir)
+        big, small = scratch / "static" / "weights.bin", scratch / "small.bin"
+        big.parent.mkdir()
+        with open(big, "wb") as out:
+            block = os.urandom(64 * 1024 * 1024)
+            for _ in range(max(1, round(args.gigabytes * 1e9 / len(block)))):
+                out.write(block)
+        small.write_bytes(os.urandom(1024 * 1024))
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "WEIGHTGATE_REQUIRE"))},
+            **endpoint.env(),
+            "WEIGHTGATE_VAR_DIR": str(scratch / "var"),
+            "BENCH_BIG": str(big),
+            "BENCH_SMALL": str(small),
+            "DOWNLOAD_RATE_LIMIT": "1000000000/60",
+            "STORAGE_BACKEND": "local",
+        }
+        if args.database_url:
+            # As a deployment would run: persistent connections, and the rate-limit counters in Redis.
+            env.update(DATABASE_URL=args.database_url, DATABASE_CONN_MAX_AGE="60")
+        if args.cache_url:
+            env["CACHE_URL"] = args.cache_url
+        manage(env, "migrate", "--verbosity=0")
+        token = manage(env, "create_account", "alice", "--email", "alice@example.org", "--verified", "--print-token")
+        manage(env, "shell", stdin=SETUP)
+        portal_port, bare_port, static_port = free_port(), free_port(), free_port()
+        processes.append(
+            serve(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "portal.wsgi:application",
+                    f"--bind=127.0.0.1:{portal_port}",
+                    *GUNICORN,
+                ],
+                env,
+                portal_port,
+                scratch / "portal.log",
+            )
+        )
+        processes.append(
+            serve(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "bench.bare_redirect:application",
+                    f"--bind=127.0.0.1:{bare_port}",
+                    *GUNICORN,
+                ],
+                env,
+                bare_port,
+                scratch / "bare.log",
+            )
+        )
+        static_name, static = static_server(big.parent, static_port, scratch, env)
+        processes.append(static)
+
+        ticket = subprocess.run(
+            [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{redirect_url}",
+                "-H",
+                f"Authorization: Bearer {token}",
+                f"http://127.0.0.1:{portal_port}/bench/big/resolve/main/weights.bin",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        size = big.stat().st_size
+        portal_bytes = subprocess.run(["curl", "-s", ticket], capture_output=True, check=True).stdout
+        assert hashlib.sha256(portal_bytes).digest() == hashlib.sha256(big.read_bytes()).digest()
+        del portal_bytes
+        rows = []
+        for streams in (1, 16):
+            ours = throughput(ticket, size, streams)
+            theirs = throughput(f"http://127.0.0.1:{static_port}/weights.bin", size, streams)
+            rows.append(
+                f"| (a) {size / 1e9:.1f} GB file, {streams} stream(s) | {ours:.2f} GB/s | {static_name} "
+                f"{theirs:.2f} GB/s | {ours / theirs:.2f} |"
+            )
+        audited = wrk(f"http://127.0.0.1:{portal_port}/bench/small/resolve/main/weights.bin", token)
+        bare = wrk(f"http://127.0.0.1:{bare_port}/bench/small/resolve/main/weights.bin", None)
+        rows.append(
+            f"| (b) redirects/s, 64 clients | {audited['rps']:.0f} (p50 {audited['p50']:.1f} ms, p99 "
+            f"{audited['p99']:.1f} ms) | bare view {bare['rps']:.0f} (p50 {bare['p50']:.1f} ms, p99 "
+            f"{bare['p99']:.1f} ms) | {audited['rps'] / bare['rps']:.2f} |"
+        )
+        database = "PostgreSQL" if args.database_url else "SQLite"
+        publish_results(
+            "download.md",
+            [
+                "# Serving downloads",
+                f"machine: {os.cpu_count()} cores, client and servers on the same machine (loopback); gunicorn "
+                f"{' '.join(GUNICORN)}; database {database}; cache {'Redis' if args.cache_url else 'files'}; "
+                "S3 is SeaweedFS",
+                "",
+                "| measure | Weightgate | baseline | ratio |",
+                "| --- | --- | --- | --- |",
+                *rows,
+                "",
+                f"audited redirects answered with errors: {audited['errors']} (must be 0)",
+                "targets: (a) >= 0.9, (b) >= 0.5",
+            ],
+        )
+    except Exception:
+        print(f"the benchmark failed; its logs are in {scratch}", file=sys.stderr)
+        raise
+    else:
+        shutil.rmtree(scratch, ignore_errors=True)
+    finally:
+        for process in reversed(processes):
+            stop_process(process)
+
+
+if __name__ == "__main__":
+    main()
