@@ -28,7 +28,7 @@ def resolve_revision(user, repo: Repo, rev: str) -> Revision:
     elif COMMIT_PATTERN.match(rev):
         revision = revisions.filter(commit=rev).first()
     else:
-        revision = None
+        revision = revisions.filter(tag=rev).first()
     if revision is None:
         raise AccessDenied(
             "RevisionNotFound", f"Invalid rev id: {rev} (no released revision of {repo.repo_id} has it)", 404

@@ -21,6 +21,16 @@ def validate_repo_part(value: str) -> None:
         )
 
 
+TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def validate_tag(tag: str) -> None:
+    if not TAG_PATTERN.match(tag) or tag == "main" or re.fullmatch(r"[0-9a-f]{40}", tag):
+        raise ValidationError(
+            f"{tag!r} cannot name a revision: use up to 64 letters, digits, '.', '_' or '-', not 'main' nor a commit id"
+        )
+
+
 def parse_repo_id(repo_id: str) -> tuple[str, str]:
     """Split 'org/name', refusing anything the Hugging Face client could not address."""
     org, slash, name = repo_id.partition("/")
@@ -124,9 +134,14 @@ class Revision(models.Model):
     released_at = models.DateTimeField(null=True, blank=True)
     withdrawn_at = models.DateTimeField(null=True, blank=True)
     failure_reason = models.TextField(blank=True)
+    # A name people can ask for instead of the commit (revision="v1.0" in the Hugging Face client).
+    tag = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["repo", "tag"], condition=~models.Q(tag=""), name="revision_unique_tag")
+        ]
 
     def __str__(self):
         return f"{self.repo.repo_id}@{self.commit[:12]}"

@@ -18,7 +18,7 @@ from huggingface_hub.errors import (
 
 from access.models import Grant
 from access.services import grant_access
-from distribution.models import Repo
+from distribution.models import Repo, Revision
 from tests.flows import http, published_tiny_llama
 from tests.personas import person, token_for
 
@@ -193,3 +193,32 @@ def test_reviewers_reject_with_a_reason_cancel_and_grant_through_the_hub_client(
     assert hub.grant_access(REPO_ID, user="gina") == {"user": "gina", "status": "accepted"}
     assert Grant.active().filter(user__username="gina").exists()
     assert AccessRequest.objects.get(user__username="erin").rejection_reason == "please tell us more"
+
+
+def test_a_revision_named_by_its_tag_downloads_that_revision(live_server, alice_token, tmp_path):
+    import io
+
+    from django.core.management import call_command
+
+    older = Revision.objects.get(repo__name="tiny")
+    call_command("release", REPO_ID, "--revision", older.commit, "--tag", "v1.0", stdout=io.StringIO())
+    newer, _ = published_tiny_llama(tmp_path / "newer", REPO_ID, verify_here=True)
+    assert HfApi(endpoint=live_server.url).model_info(REPO_ID, revision="main", token=alice_token).sha == newer.commit
+    path = hf_hub_download(
+        REPO_ID,
+        "config.json",
+        revision="v1.0",
+        endpoint=live_server.url,
+        token=alice_token,
+        cache_dir=tmp_path / "cache",
+    )
+    assert Path(path).parent.name == older.commit
+    with pytest.raises(RevisionNotFoundError):
+        hf_hub_download(
+            REPO_ID,
+            "config.json",
+            revision="v9.9",
+            endpoint=live_server.url,
+            token=alice_token,
+            cache_dir=tmp_path / "cache2",
+        )

@@ -116,3 +116,13 @@ def test_a_failing_command_exits_non_zero_with_one_line(tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0
     assert "is not a directory" in result.stderr
+
+
+@pytest.mark.parametrize("tag", ["main", "a" * 40, "-x", "two words", "x" * 65])
+def test_release_refuses_a_tag_that_could_not_name_a_revision(tmp_path, tag):
+    revision = publish(write_tiny_llama(tmp_path / "ckpt"), "acme/tagged", "local")
+    Revision.objects.filter(pk=revision.pk).update(state=Revision.State.RELEASED)
+    with pytest.raises(CommandError, match="cannot name a revision"):
+        run("release", "acme/tagged", "--revision", revision.commit, f"--tag={tag}")
+    revision.refresh_from_db()
+    assert revision.tag == ""

@@ -103,6 +103,15 @@ ENDPOINTS = {
     ("post", "/api/models/acme/tiny/user-access-request/handle", '{"user": "waiting", "status": "accepted"}', False): (
         roles(DENIED, anonymous=ANON, reviewer=OK, staff=OK)
     ),
+    ("get", "/api/v1/repos/acme/tiny/revisions/main/manifest", None, False): roles(
+        DENIED, anonymous=ANON, grantee=OK, staff=OK
+    ),
+    ("get", "/api/v1/repos/acme/tiny/revisions/main/SHA256SUMS", None, False): roles(
+        DENIED, anonymous=ANON, grantee=OK, staff=OK
+    ),
+    ("get", "/api/v1/repos/acme/tiny/revisions/main/download.sh", None, False): roles(
+        DENIED, anonymous=ANON, grantee=OK, staff=OK
+    ),
     ("post", "/api/models/acme/tiny/user-access-request/grant", '{"user": "target"}', False): roles(
         DENIED, anonymous=ANON, reviewer=OK, staff=OK
     ),

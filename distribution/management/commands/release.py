@@ -1,6 +1,7 @@
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from distribution.models import Repo, Revision
+from distribution.models import Repo, Revision, validate_tag
 from distribution.publishing import PublishError, release_revision
 
 
@@ -10,8 +11,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("repo", help="ORG/NAME")
         parser.add_argument("--revision", help="the commit id (or a unique prefix of at least 7 characters)")
+        parser.add_argument("--tag", help="a name for the revision, usable instead of the commit (e.g. v1.0)")
 
-    def handle(self, *args, repo, revision, **options):
+    def handle(self, *args, repo, revision, tag, **options):
         try:
             found = Repo.by_id(repo)
             target = found.revision_by_prefix(revision) if revision else None
@@ -22,8 +24,17 @@ class Command(BaseCommand):
             if target is None:
                 states = ", ".join(f"{r.commit[:12]} {r.state}" for r in found.revisions.all()[:5]) or "none"
                 raise CommandError(f"{repo} has no verified revision to release (revisions: {states})")
+        if tag:
+            try:
+                validate_tag(tag)
+            except ValidationError as error:
+                raise CommandError(error.messages[0]) from None
+            if found.revisions.filter(tag=tag).exclude(pk=target.pk).exists():
+                raise CommandError(f"{repo} already has a revision tagged {tag}")
         try:
             release_revision(target)
         except PublishError as error:
             raise CommandError(str(error)) from None
+        if tag:
+            Revision.objects.filter(pk=target.pk).update(tag=tag)
         self.stdout.write(f"released {repo}@{target.commit}")
