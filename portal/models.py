@@ -1,6 +1,12 @@
+import hashlib
+import hmac
+import json
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+GENESIS = "0" * 64
 
 
 class Recorded(models.Model):
@@ -31,6 +37,13 @@ class AuditEvent(Recorded):
     foreign keys keep the history readable after a user or repo is deleted.
     """
 
+    # Tamper evidence: each event's hash covers the previous event's hash and its own content.
+    sequence = models.BigIntegerField(unique=True)
+    previous_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+    # The chain covers a keyed hash of the address and agent, so they can be erased after the
+    # retention period without breaking it.
+    origin_digest = models.CharField(max_length=64, blank=True)
     tag = models.CharField(max_length=80, db_index=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     actor_username = models.CharField(max_length=150, blank=True)  # empty: the system (a rule, a job)
@@ -48,3 +61,36 @@ class AuditEvent(Recorded):
 
     def delete(self, *args, **kwargs):
         raise ValueError("audit events are append-only")
+
+    def canonical(self) -> bytes:
+        content = {
+            "sequence": self.sequence,
+            "tag": self.tag,
+            "actor": self.actor_username,
+            "subject": self.subject_username,
+            "repo": self.repo_id,
+            "data": self.data,
+            "origin": self.origin_digest,
+            "at": self.created_at.isoformat(),
+        }
+        return json.dumps(content, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+    def compute_hash(self) -> str:
+        return hashlib.sha256(self.previous_hash.encode() + self.canonical()).hexdigest()
+
+    @staticmethod
+    def digest_origin(ip, user_agent) -> str:
+        if not ip and not user_agent:
+            return ""
+        message = f"{ip or ''}\n{user_agent or ''}".encode()
+        return hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).hexdigest()
+
+
+class AuditChainHead(models.Model):
+    """The one row every writer locks to append, so concurrent writers never fork the chain."""
+
+    sequence = models.BigIntegerField(default=0)
+    last_hash = models.CharField(max_length=64, default=GENESIS)
+
+    def __str__(self):
+        return f"audit chain at {self.sequence}"
