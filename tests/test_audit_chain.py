@@ -85,8 +85,14 @@ for number in range(25):
 @pytest.mark.django_db(transaction=True)
 def test_writers_in_several_processes_never_fork_the_chain(worker_env):
     writers = [
-        subprocess.Popen([sys.executable, "manage.py", "shell", "-c", WRITER.format(writer=n)], cwd=REPO_ROOT,
-                         env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "manage.py", "shell", "-c", WRITER.format(writer=n)],
+            cwd=REPO_ROOT,
+            env=worker_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for n in range(4)
     ]
     for writer in writers:
