@@ -4,7 +4,7 @@ Views call `find_repo` and `permit_download`; each raises `AccessDenied` with th
 code the client understands, and one place per protocol turns that into a response.
 """
 
-from django.db.models import Q
+from django.db.models import F, Q
 
 from access.models import GatingPolicy, Grant, Reviewer
 from distribution.models import Repo
@@ -60,19 +60,17 @@ def visible_repos(user):
     ).distinct()
 
 
-def current_license_version(repo: Repo) -> str:
-    version = GatingPolicy.objects.filter(repo=repo).values_list("license_version", flat=True).first()
-    return version or GatingPolicy._meta.get_field("license_version").default
-
-
 def permit_download(user, repo: Repo) -> Grant | None:
     """The grant that lets `user` download from `repo`; None when no grant is needed (staff, ungated)."""
     if user is not None and user.is_authenticated and user.is_staff:
         return None
     if user is not None and user.is_authenticated:
-        grant = Grant.active().filter(user=user, repo=repo).first()
+        # One query on the download path: the grant, with the repo's current license version beside it.
+        grant = (
+            Grant.active().filter(user=user, repo=repo).annotate(current_license=F("repo__policy__license_version"))
+        ).first()
         if grant is not None:
-            version = current_license_version(repo)
+            version = grant.current_license or GatingPolicy._meta.get_field("license_version").default
             if grant.license_version and grant.license_version != version:
                 raise AccessDenied(
                     "GatedRepo",

@@ -10,13 +10,8 @@ from access.tokens import InvalidToken, authenticate
 from distribution import links
 from distribution.hf_views import resolve_revision
 from distribution.serving import serve_file
+from portal.hf_protocol import hf_error
 from portal.rate_limits import rate_limited
-
-
-def refusal(status: int, message: str) -> HttpResponse:
-    response = JsonResponse({"detail": message}, status=status)
-    response["X-Error-Message"] = message
-    return response
 
 
 def grantee_endpoint(view):
@@ -27,15 +22,15 @@ def grantee_endpoint(view):
         try:
             user, _ = authenticate(request)
         except InvalidToken as error:
-            return refusal(401, str(error))
+            return hf_error(401, str(error))
         if user is None:
-            return refusal(401, "sign in, or send a token: Authorization: Bearer <token>")
+            return hf_error(401, "sign in, or send a token: Authorization: Bearer <token>")
         try:
             repo = find_repo(user, org, name)
             grant = permit_download(user, repo)
             revision = resolve_revision(user, repo, rev)
         except AccessDenied as denied:
-            return refusal(denied.status, denied.message)
+            return hf_error(denied.status, denied.message)
         return view(request, user, grant, revision)
 
     return wrapper
@@ -75,11 +70,11 @@ def link_download(request, signed, path):
     try:
         requester, token = authenticate(request)
     except InvalidToken as error:
-        return refusal(401, str(error))
+        return hf_error(401, str(error))
     try:
         ticket, stored = links.redeem(signed, path, requester=requester, count_use=request.method != "HEAD")
     except links.LinkRefused as refused:
-        response = refusal(refused.status, refused.message)
+        response = hf_error(refused.status, refused.message)
         response.reason_phrase = refused.message.encode("latin-1", "replace").decode("latin-1")[:200]
         return response
     return serve_file(request, stored, user=ticket.user, grant=ticket.grant, token=token, ticket=ticket)
