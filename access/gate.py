@@ -11,11 +11,12 @@ from distribution.models import Repo
 
 
 class AccessDenied(Exception):
-    def __init__(self, code: str, message: str, status: int):
+    def __init__(self, code: str, message: str, status: int, headers: dict | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.headers = headers or {}
 
 
 def repo_not_found(repo_id: str) -> AccessDenied:

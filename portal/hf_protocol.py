@@ -39,6 +39,6 @@ def hf_endpoint(view):
         try:
             return view(request, *args, **kwargs)
         except AccessDenied as denied:
-            return hf_error(denied.status, denied.message, denied.code)
+            return hf_error(denied.status, denied.message, denied.code, **denied.headers)
 
     return wrapper

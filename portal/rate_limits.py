@@ -8,9 +8,27 @@ import functools
 import time
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 
 POLICY = "downloads"
+
+
+def count_request(bucket: str, timeout: int) -> int:
+    """Add one to `bucket` and return the count; on Redis in one round trip, as it runs on every download."""
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        key = backend.make_and_validate_key(bucket)
+        pipeline = backend._cache.get_client(key, write=True).pipeline(transaction=False)
+        pipeline.set(key, 0, ex=timeout, nx=True)
+        pipeline.incr(key)
+        return pipeline.execute()[1]
+    cache.add(bucket, 0, timeout=timeout)
+    try:
+        return cache.incr(bucket)
+    except ValueError:  # expired between add and incr: this request opens a new window
+        cache.set(bucket, 1, timeout=timeout)
+        return 1
 
 
 def take(key: str) -> tuple[bool, int, int]:
@@ -18,12 +36,7 @@ def take(key: str) -> tuple[bool, int, int]:
     limit, window = settings.DOWNLOAD_RATE_LIMIT
     now = time.time()
     bucket = f"ratelimit:{key}:{int(now // window)}"
-    cache.add(bucket, 0, timeout=window + 1)
-    try:
-        count = cache.incr(bucket)
-    except ValueError:  # expired between add and incr: this request opens a new window
-        cache.set(bucket, 1, timeout=window + 1)
-        count = 1
+    count = count_request(bucket, window + 1)
     reset = max(1, int(window - now % window))
     return count <= limit, max(0, limit - count), reset
 

@@ -10,6 +10,7 @@ from access.models import Grant
 from access.services import grant_access
 from distribution.models import DownloadEvent
 from distribution.tickets import issue_ticket
+from tests import services
 from tests.flows import published_tiny_llama
 from tests.personas import person, token_for
 
@@ -150,7 +151,25 @@ def test_an_invalid_token_is_refused_not_treated_as_anonymous(client, setup):
     assert "Invalid credentials" in response["X-Error-Message"]
 
 
-def test_a_token_past_its_request_rate_gets_429_with_when_to_retry(client, setup, settings):
+@pytest.fixture(params=["file cache", "redis cache"])
+def rate_limit_cache(request, settings):
+    """The counters live in the shared cache: the embedded file cache, or Redis as in production."""
+    if request.param == "redis cache":
+        import redis
+
+        url = settings.CELERY_BROKER_URL if settings.CELERY_BROKER_URL.startswith("redis") else "redis://127.0.0.1:6379/15"
+        try:
+            redis.Redis.from_url(url).ping()
+        except redis.RedisError as error:
+            services.unavailable("redis", str(error))
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
+        from django.core.cache import cache
+
+        cache.clear()
+    return request.param
+
+
+def test_a_token_past_its_request_rate_gets_429_with_when_to_retry(client, setup, settings, rate_limit_cache):
     from huggingface_hub.utils import parse_ratelimit_headers
 
     settings.DOWNLOAD_RATE_LIMIT = (3, 60)
