@@ -10,22 +10,28 @@ from portal.audit import record
 class AuditedAdmin(admin.ModelAdmin):
     """Changes staff make here are audited like those made through the portal's own pages."""
 
+    # The tag every change here leaves; empty: admin:<model>:<action>.
+    audit_tag = ""
+
     def audit(self, request, obj, action: str, changed=()):
         repo = getattr(obj, "repo", None)
         subject = getattr(obj, "user", None)
         record(
-            f"admin:{obj._meta.model_name}:{action}",
+            self.audit_tag or f"admin:{obj._meta.model_name}:{action}",
             actor=request.user,
             subject=subject,
             repo=repo,
             request=request,
             object=str(obj),
+            action=action,
             changed=sorted(changed),
         )
 
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        self.audit(request, obj, "changed" if change else "created", form.changed_data)
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        # Recorded after the inlines are saved, so a change to a policy's rules is named too.
+        changed = form.changed_data + [formset.prefix for formset in formsets if formset.has_changed()]
+        self.audit(request, form.instance, "changed" if change else "created", changed)
 
     def delete_model(self, request, obj):
         self.audit(request, obj, "deleted")
@@ -47,6 +53,7 @@ class AccessRuleInline(admin.TabularInline):
 
 @admin.register(GatingPolicy)
 class GatingPolicyAdmin(AuditedAdmin):
+    audit_tag = "access:policy:changed"
     list_display = ["repo", "mode", "license_version", "reapply_cooldown_days"]
     inlines = [AccessRuleInline]
 

@@ -143,6 +143,8 @@ class Grant(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # When the periodic job recorded that expires_at passed, so each expiry is recorded once.
+    expiry_recorded_at = models.DateTimeField(null=True, blank=True, editable=False)
     license_version = models.CharField(max_length=32, blank=True)
     # Optional caps: how many times each file of a revision may be fetched whole, and bytes a day.
     max_complete_downloads = models.PositiveIntegerField(null=True, blank=True)

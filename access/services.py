@@ -5,6 +5,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from access.forms import clean_answers
@@ -47,8 +48,11 @@ def rule_decision(policy: GatingPolicy, user, answers: dict) -> tuple[str, str]:
     return AccessRule.Action.REVIEW, ""
 
 
-def check_cooldown(user, repo, policy: GatingPolicy) -> None:
-    last = AccessRequest.objects.filter(user=user, repo=repo).order_by("-created_at", "-id").first()
+def latest_request(user, repo) -> AccessRequest | None:
+    return AccessRequest.objects.filter(user=user, repo=repo).order_by("-created_at", "-id").first()
+
+
+def check_cooldown(last: AccessRequest | None, policy: GatingPolicy) -> None:
     if last is not None and last.state == State.REJECTED and last.decided_at:
         again = last.decided_at + timedelta(days=policy.reapply_cooldown_days)
         if timezone.now() < again:
@@ -76,19 +80,22 @@ def submit_request(user, repo, *, fields: dict, accept_license: bool, request=No
         raise RequestRefused(
             "the request is incomplete: " + "; ".join(f"{k}: {v}" for k, v in errors.items()), 400, errors
         )
-    check_cooldown(user, repo, policy)
+    # Any earlier request is decided here (a pending one makes the insert fail): asking again is a re-application.
+    previous = latest_request(user, repo)
+    check_cooldown(previous, policy)
     try:
         with transaction.atomic():
             access_request = AccessRequest.objects.create(
                 user=user, repo=repo, fields=answers, license_version=policy.license_version
             )
             record(
-                "access:request:submitted",
+                "access:request:reapplied" if previous is not None else "access:request:submitted",
                 actor=user,
                 subject=user,
                 repo=repo,
                 request=request,
                 license_version=policy.license_version,
+                **({"previous_request": previous.pk, "previous_state": previous.state} if previous else {}),
             )
     except IntegrityError:
         raise RequestRefused(
@@ -142,6 +149,15 @@ def tell_applicant(access_request: AccessRequest) -> None:
     send_mail(f"[Weightgate] Your request for {repo.repo_id} was {access_request.state}", body, None, [user.email])
 
 
+def end_expired_grant(user, repo) -> None:
+    """Close a grant whose time ran out, so a new acceptance makes a new grant instead of finding the old one.
+
+    Closed after its expiry, it still counts as expired (not revoked) for `record_expired_grants`.
+    """
+    now = timezone.now()
+    Grant.objects.filter(user=user, repo=repo, revoked_at__isnull=True, expires_at__lte=now).update(revoked_at=now)
+
+
 @transaction.atomic
 def decide(access_request: AccessRequest, *, status: str, reviewer, reason: str = "", request=None) -> AccessRequest:
     """Move a request to accepted, rejected or back to pending; grants follow the decision.
@@ -158,6 +174,7 @@ def decide(access_request: AccessRequest, *, status: str, reviewer, reason: str 
     access_request.decided_by = reviewer
     access_request.rejection_reason = reason if status == State.REJECTED else ""
     access_request.save()
+    end_expired_grant(access_request.user, access_request.repo)
     live = Grant.objects.filter(user=access_request.user, repo=access_request.repo, revoked_at__isnull=True)
     if status == State.ACCEPTED:
         if not live.exists():
@@ -193,6 +210,7 @@ def decide(access_request: AccessRequest, *, status: str, reviewer, reason: str 
 @transaction.atomic
 def grant_access(user, repo, *, granted_by, expires_at=None, request=None) -> Grant:
     """Give access to someone who may never have asked (the Hub's "grant access")."""
+    end_expired_grant(user, repo)
     existing = Grant.objects.filter(user=user, repo=repo, revoked_at__isnull=True).first()
     if existing is not None:
         return existing
@@ -243,6 +261,52 @@ def accept_current_license(user, repo, *, version: str, request=None) -> Grant:
     record("access:license:accepted", actor=user, subject=user, repo=repo, request=request, license_version=version)
     grant.refresh_from_db()
     return grant
+
+
+def record_expired_grants(now=None) -> int:
+    """Periodic: one access:grant:expired event per grant whose time ran out; running it again records nothing."""
+    now = now or timezone.now()
+    expired = Grant.objects.filter(expires_at__lte=now).filter(
+        # A grant extended after its expiry was recorded is recorded again when the new end passes.
+        Q(expiry_recorded_at__isnull=True) | Q(expiry_recorded_at__lt=F("expires_at")),
+        # A grant revoked before its end never expired.
+        Q(revoked_at__isnull=True) | Q(revoked_at__gt=F("expires_at")),
+    )
+    recorded = 0
+    for grant in expired.select_related("user", "repo"):
+        with transaction.atomic():
+            # Conditional on what was read, so two runs at once record each expiry once.
+            claimed = Grant.objects.filter(pk=grant.pk, expiry_recorded_at=grant.expiry_recorded_at).update(
+                expiry_recorded_at=now
+            )
+            if claimed:
+                record(
+                    "access:grant:expired",
+                    subject=grant.user,
+                    repo=grant.repo,
+                    grant=grant.pk,
+                    expires_at=grant.expires_at.isoformat(),
+                )
+                recorded += 1
+    return recorded
+
+
+def record_account_created(user, *, via: str, actor=None, request=None) -> None:
+    """One event per new account, whichever way it was made: the sign-up page or an operator's command."""
+    record("access:account:created", actor=actor, subject=user, request=request, via=via, email=user.email)
+
+
+def record_email_verified(user, *, email: str, via: str, actor=None, request=None) -> None:
+    record("access:email:verified", actor=actor, subject=user, request=request, via=via, email=email)
+
+
+def verify_email_address(user, *, via: str, actor=None, request=None) -> bool:
+    """Mark an operator-made account's address verified, with its event; False when it already was."""
+    if user.email_verified:
+        return False
+    user.mark_email_verified()
+    record_email_verified(user, email=user.email, via=via, actor=actor, request=request)
+    return True
 
 
 def send_review_digests(now=None) -> int:

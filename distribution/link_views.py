@@ -44,7 +44,7 @@ def base_url(request) -> str:
 @grantee_endpoint
 def manifest(request, user, grant, revision):
     """Every file with its size, sha256 and a fresh link (asking again renews the links)."""
-    return JsonResponse(links.manifest(links.issue_link(user, grant, revision), base_url(request)))
+    return JsonResponse(links.manifest(links.issue_link(user, grant, revision, request=request), base_url(request)))
 
 
 @require_GET
@@ -58,7 +58,7 @@ def sha256sums(request, user, grant, revision):
 @require_GET
 @grantee_endpoint
 def download_script(request, user, grant, revision):
-    script = links.download_script(links.issue_link(user, grant, revision), base_url(request))
+    script = links.download_script(links.issue_link(user, grant, revision, request=request), base_url(request))
     response = HttpResponse(script, content_type="text/x-shellscript; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="download.sh"'
     return response

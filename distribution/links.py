@@ -11,6 +11,7 @@ import shlex
 from datetime import timedelta
 
 from django.core import signing
+from django.db import transaction
 from django.db.models import F
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -18,6 +19,7 @@ from django.utils import timezone
 
 from access.gate import AccessDenied, permit_download
 from distribution.models import DownloadTicket, Revision, RevisionFile
+from portal.audit import record
 
 SALT = "weightgate.download-link"
 
@@ -33,17 +35,39 @@ def repo_page(revision: Revision) -> str:
     return f"/{revision.repo.repo_id}"
 
 
-def issue_link(user, grant, revision: Revision, file: RevisionFile | None = None) -> DownloadTicket:
+def issue_link(user, grant, revision: Revision, file: RevisionFile | None = None, *, request=None) -> DownloadTicket:
+    """A new link; asking again for the same files renews it (the older link works until it expires)."""
     repo = revision.repo
-    return DownloadTicket.objects.create(
-        key=secrets.token_urlsafe(24),
-        user=user,
-        grant=grant,
-        revision=revision,
-        file=file,
-        expires_at=timezone.now() + timedelta(hours=repo.link_lifetime_hours),
-        max_uses=repo.link_max_uses,
+    previous = (
+        DownloadTicket.objects.filter(user=user, revision=revision, file=file)
+        .order_by("-created_at", "-id")
+        .values_list("pk", flat=True)
+        .first()
     )
+    with transaction.atomic():
+        ticket = DownloadTicket.objects.create(
+            key=secrets.token_urlsafe(24),
+            user=user,
+            grant=grant,
+            revision=revision,
+            file=file,
+            expires_at=timezone.now() + timedelta(hours=repo.link_lifetime_hours),
+            max_uses=repo.link_max_uses,
+        )
+        record(
+            "distribution:ticket:renewed" if previous else "distribution:ticket:issued",
+            actor=user,
+            subject=user,
+            repo=repo,
+            request=request,
+            ticket=ticket.pk,
+            commit=revision.commit,
+            file=file.path if file else None,
+            expires_at=ticket.expires_at.isoformat(),
+            max_uses=ticket.max_uses,
+            **({"renews": previous} if previous else {}),
+        )
+    return ticket
 
 
 def link_prefix(ticket: DownloadTicket) -> str:

@@ -2,15 +2,16 @@ import re
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
+from portal.audit import record
 from portal.models import Recorded
 
 # Hugging Face's rule for the two halves of a repo id, so every id we accept works in its client.
 REPO_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
 # First path segments the portal uses itself; a repo org may not take one of them.
-RESERVED_ORGS = frozenset({"api", "admin", "accounts", "files", "static", "repos", "health"})
+RESERVED_ORGS = frozenset({"api", "admin", "accounts", "audit", "files", "static", "repos", "health"})
 
 
 def validate_repo_part(value: str) -> None:
@@ -115,6 +116,13 @@ class Revision(models.Model):
         State.RELEASED: {State.WITHDRAWN},
         State.WITHDRAWN: set(),
     }
+    # The audit event each move leaves; entering verification is a worker's claim, not a decision.
+    TRANSITION_TAGS = {
+        State.VERIFIED: "verification:revision:verified",
+        State.FAILED: "verification:revision:failed",
+        State.RELEASED: "distribution:revision:released",
+        State.WITHDRAWN: "distribution:revision:withdrawn",
+    }
 
     repo = models.ForeignKey(Repo, on_delete=models.PROTECT, related_name="revisions")
     # A 40-hex id, as the Hugging Face client expects a commit to look.
@@ -150,13 +158,18 @@ class Revision(models.Model):
     def storage_prefix(self) -> str:
         return f"repos/{self.repo.org}/{self.repo.name}/{self.commit}"
 
-    def move(self, to_state: str, **fields) -> bool:
+    def move(self, to_state: str, *, actor=None, **fields) -> bool:
         """Move to `to_state` only from a state that allows it; return whether this call did it.
 
-        The conditional update makes the move safe when several workers race for the same row.
+        The conditional update makes the move safe when several workers race for the same row, and
+        only the call that made the move writes its audit event.
         """
         sources = [state for state, targets in self.TRANSITIONS.items() if to_state in targets]
-        changed = Revision.objects.filter(pk=self.pk, state__in=sources).update(state=to_state, **fields)
+        with transaction.atomic():
+            changed = Revision.objects.filter(pk=self.pk, state__in=sources).update(state=to_state, **fields)
+            if changed and to_state in self.TRANSITION_TAGS:
+                reason = {"reason": fields["failure_reason"]} if fields.get("failure_reason") else {}
+                record(self.TRANSITION_TAGS[to_state], actor=actor, repo=self.repo, commit=self.commit, **reason)
         if changed:
             self.refresh_from_db()
         return bool(changed)
@@ -231,6 +244,18 @@ class DownloadEvent(Recorded):
     bytes_expected = models.BigIntegerField(null=True)
     # Null until known: a redirected download never passes through the portal.
     bytes_served = models.BigIntegerField(null=True)
+
+    class Meta(Recorded.Meta):
+        indexes = [
+            # The audit report (portal.reports) reads a repo's events from this index alone, in the
+            # order it groups them: no table access and no sort, even over millions of events.
+            models.Index(
+                fields=["repo_id", "username", "revision_id", "file_id"],
+                include=["status", "created_at", "range_requested", "bytes_served", "bytes_expected"],
+                name="download_audit_by_repo",
+            ),
+            models.Index(fields=["username", "created_at"], name="download_by_username"),
+        ]
 
     def __str__(self):
         return f"{self.username or 'anonymous'} {self.status} {self.repo_id}@{self.commit[:12]}/{self.path}"

@@ -13,7 +13,9 @@ from django.utils import timezone
 
 from distribution.models import Repo, Revision, RevisionFile, parse_repo_id
 from distribution.storage import StorageError, get_storage
+from portal.audit import record
 from verification.services import missing_or_failed_checks
+from verification.signing import SIGNATURE_PATH
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,11 @@ def checkpoint_files(directory: Path) -> list[tuple[str, Path]]:
                     raise PublishError(
                         f"{relative!r} has characters a download URL or script could misread; rename it using "
                         "letters, digits and . _ - + = @"
+                    )
+                if relative == SIGNATURE_PATH:
+                    raise PublishError(
+                        f"{relative} is where the portal puts its signature of each release: remove it from "
+                        f"{directory} (the portal signs the release once it is verified)"
                     )
                 files.append((relative, path))
             elif not stat.S_ISDIR(mode):
@@ -97,6 +104,15 @@ def publish_checkpoint(directory, repo_id: str, *, publisher=None, storage_backe
             RevisionFile.objects.bulk_create(
                 RevisionFile(revision=revision, path=relative, size=size) for relative, size in sizes.items()
             )
+            record(
+                "distribution:revision:published",
+                actor=publisher,
+                repo=repo,
+                commit=commit,
+                storage=storage.name,
+                files=len(sizes),
+                bytes=sum(sizes.values()),
+            )
             from workers.tasks import verify_revision
 
             transaction.on_commit(lambda: verify_revision.delay(revision.pk))
@@ -106,7 +122,7 @@ def publish_checkpoint(directory, repo_id: str, *, publisher=None, storage_backe
     return revision
 
 
-def release_revision(revision: Revision) -> Revision:
+def release_revision(revision: Revision, *, actor=None) -> Revision:
     """Release a verified revision whose every required check ran and passed."""
     if revision.state == Revision.State.RELEASED:
         return revision
@@ -116,7 +132,7 @@ def release_revision(revision: Revision) -> Revision:
             f"revision {revision.commit} of {revision.repo.repo_id} cannot be released: {', '.join(problems)}; "
             f"run `manage.py reverify {revision.repo.repo_id} --revision {revision.commit[:12]}`"
         )
-    if not revision.move(Revision.State.RELEASED, released_at=timezone.now()):
+    if not revision.move(Revision.State.RELEASED, actor=actor, released_at=timezone.now()):
         raise PublishError(
             f"revision {revision.commit} of {revision.repo.repo_id} is {revision.state}, not verified: "
             "only a verified revision can be released"

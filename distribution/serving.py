@@ -9,12 +9,14 @@ import functools
 import re
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Sum
 from django.http import FileResponse, HttpResponse, HttpResponseRedirect
 from django.utils import timezone
 
 from distribution.models import DownloadEvent, RevisionFile
 from distribution.storage import LocalStorage, get_storage
+from portal import audit
 
 RANGE_PATTERN = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -85,24 +87,41 @@ class CountingFile:
 
 
 def record_event(request, stored: RevisionFile, *, user, grant, token, ticket=None, channel, status, expected):
+    """The DownloadEvent and its audit event, together or neither."""
     revision = stored.revision
-    return DownloadEvent.objects.create(
-        user=user if user is not None and user.is_authenticated else None,
-        username=user.get_username() if user is not None and user.is_authenticated else "",
-        repo_id=revision.repo.repo_id,
-        grant=grant,
-        token=token,
-        ticket=ticket,
-        revision=revision,
-        commit=revision.commit,
-        file=stored,
-        path=stored.path,
-        channel=channel,
-        range_requested=request.headers.get("Range", "")[:200],
-        status=status,
-        bytes_expected=expected,
-        **DownloadEvent.origin(request),
-    )
+    downloader = user if user is not None and user.is_authenticated else None
+    with transaction.atomic():
+        event = DownloadEvent.objects.create(
+            user=downloader,
+            username=downloader.get_username() if downloader else "",
+            repo_id=revision.repo.repo_id,
+            grant=grant,
+            token=token,
+            ticket=ticket,
+            revision=revision,
+            commit=revision.commit,
+            file=stored,
+            path=stored.path,
+            channel=channel,
+            range_requested=request.headers.get("Range", "")[:200],
+            status=status,
+            bytes_expected=expected,
+            **DownloadEvent.origin(request),
+        )
+        audit.record(
+            "distribution:download:served",
+            actor=downloader,
+            subject=downloader,
+            repo=revision.repo,
+            request=request,
+            download_event=event.pk,
+            commit=revision.commit,
+            path=stored.path,
+            status=status,
+            range=event.range_requested,
+            channel=channel,
+        )
+    return event
 
 
 class LimitReached(Exception):

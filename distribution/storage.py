@@ -42,6 +42,16 @@ class LocalStorage:
         shutil.copyfile(source, partial)
         partial.replace(target)
 
+    def put_bytes(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(data)
+        partial.replace(target)
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
     def open(self, key: str) -> BinaryIO:
         return self.path(key).open("rb")
 
@@ -101,6 +111,12 @@ class S3Storage:
 
     def put_file(self, key: str, source: Path) -> None:
         self._call(self.client.upload_file, str(source), self.bucket, checked_key(key), Config=self.transfer)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._call(self.client.put_object, Bucket=self.bucket, Key=checked_key(key), Body=data)
+
+    def delete(self, key: str) -> None:
+        self._call(self.client.delete_object, Bucket=self.bucket, Key=checked_key(key))
 
     def open(self, key: str) -> BinaryIO:
         return self._call(self.client.get_object, Bucket=self.bucket, Key=checked_key(key))["Body"]

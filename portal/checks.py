@@ -39,6 +39,20 @@ def storage_is_configured(app_configs, **kwargs):
                 id="weightgate.E002",
             )
         )
+    if settings.SIGNING_KEY:
+        from verification.signing import SigningUnavailable, load_private_key
+
+        try:
+            load_private_key()
+        except SigningUnavailable as error:
+            problems.append(
+                Error(
+                    f"the release-signing key cannot be used: {error}",
+                    hint="Set SIGNING_KEY_FILE to an unencrypted PEM file holding an EC P-256 private key, or unset "
+                    "SIGNING_KEY and SIGNING_KEY_FILE to use a key generated under var/.",
+                    id="weightgate.E003",
+                )
+            )
     return problems
 
 

@@ -33,6 +33,9 @@ def _secret_key() -> tuple[str, bool]:
 
 
 SECRET_KEY, SECRET_KEY_IS_GENERATED = _secret_key()
+# The EC P-256 key that signs releases (PEM): SIGNING_KEY or SIGNING_KEY_FILE in production, else made once in var/.
+SIGNING_KEY = env_str("SIGNING_KEY")
+SIGNING_KEY_GENERATED_PATH = VAR_DIR / "signing-key.pem"
 # Old keys keep verifying signed links and sessions after a rotation; the first key signs.
 SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS")
 DEBUG = env_bool("DEBUG", False)
@@ -150,6 +153,10 @@ X_ACCEL_REDIRECT_PREFIX = env_str("X_ACCEL_REDIRECT_PREFIX")
 # How long the URL a download is redirected to stays valid (presigned S3 URL or local ticket).
 DOWNLOAD_REDIRECT_SECONDS = env_int("DOWNLOAD_REDIRECT_SECONDS", 600, minimum=1, maximum=7 * 24 * 3600)
 
+# --- Audit -------------------------------------------------------------------------------------
+# Days the address and user agent of audit and download events are kept; a daily job erases older ones.
+AUDIT_ORIGIN_RETENTION_DAYS = env_int("AUDIT_ORIGIN_RETENTION_DAYS", 90, minimum=1)
+
 # --- Celery ------------------------------------------------------------------------------------
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", "filesystem://", schemes=("filesystem", "redis", "rediss"))
@@ -183,6 +190,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": REQUEUE_STUCK_EVERY_SECONDS,
     },
     "review-digests": {"task": "workers.tasks.send_review_digests", "schedule": 24 * 3600},
+    "expired-grants": {"task": "workers.tasks.record_expired_grants", "schedule": 3600},
+    "erase-old-origins": {"task": "workers.tasks.erase_old_origins", "schedule": 24 * 3600},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -7,7 +7,8 @@ from access import hf_views as access_hf
 from access import views as access_views
 from distribution import hf_views as distribution_hf
 from distribution import link_views
-from portal import views
+from portal import audit_views, views
+from verification import views as verification_views
 
 REPO = r"(?P<org>[A-Za-z0-9][A-Za-z0-9._-]*)/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)"
 
@@ -19,10 +20,22 @@ urlpatterns = [
     path("account/", access_views.account, name="account"),
     path("requests/", access_views.my_requests, name="my-requests"),
     path("review/", access_views.review_queue, name="review-queue"),
+    path("audit/downloads/", audit_views.downloads, name="audit-downloads"),
+    re_path(r"^audit/downloads\.(?P<format>csv|json)$", audit_views.downloads, name="audit-downloads-export"),
+    re_path(r"^account/downloads\.(?P<format>csv|json)$", audit_views.my_downloads, name="my-downloads"),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # REST API
     path("api/v1/access-requests/", access_api.AccessRequestList.as_view(), name="api-access-requests"),
     path("api/v1/counts/", access_api.RequestCounts.as_view(), name="api-counts"),
+    path("api/v1/audit/downloads/", audit_views.DownloadAudit.as_view(), name="api-audit-downloads"),
+    path("api/v1/me/downloads/", audit_views.MyDownloads.as_view(), name="api-my-downloads"),
+    path("api/v1/signing-key.pem", verification_views.signing_key, name="signing-key"),
+    path("api/v1/signing-keys/", verification_views.signing_keys, name="signing-keys"),
+    re_path(
+        r"^api/v1/signing-keys/(?P<fingerprint>[0-9a-fA-F]{64})\.pem$",
+        verification_views.signing_key_by_fingerprint,
+        name="signing-key-by-fingerprint",
+    ),
     re_path(
         rf"^api/v1/repos/{REPO}/license-acceptance/$",
         access_api.LicenseAcceptance.as_view(),

@@ -8,8 +8,10 @@ import urllib.request
 from django.core.management import call_command
 
 from distribution.models import Revision
+from distribution.storage import get_storage
 from tests.services import wait_until
 from verification.services import run_checks_stage, run_smoke_stage
+from verification.signing import SIGNATURE_PATH
 from verification.tiny_llama import write_tiny_llama
 
 
@@ -53,6 +55,23 @@ def published_tiny_llama(
         call_command("release", repo_id, stdout=io.StringIO())
         revision.refresh_from_db()
     return revision, checkpoint
+
+
+def flip_one_bit(path, position: int = -1) -> None:
+    """Tamper with a file in place: one bit of the byte at `position`, same size."""
+    data = bytearray(path.read_bytes())
+    data[position] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def expected_release(revision: Revision, checkpoint) -> dict[str, bytes]:
+    """What a download of the release must hold: the published files, and the portal's signature of them."""
+    files = {f.path: (checkpoint / f.path).read_bytes() for f in revision.files.exclude(path=SIGNATURE_PATH)}
+    signature = revision.files.filter(path=SIGNATURE_PATH).first()
+    assert signature is not None, f"{revision} was verified but not signed"
+    with get_storage(revision.storage_backend).open(signature.storage_key) as stored:
+        files[SIGNATURE_PATH] = stored.read()
+    return files
 
 
 def http(method: str, url: str, *, token: str | None = None, body: dict | None = None, headers: dict | None = None):

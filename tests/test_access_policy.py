@@ -160,6 +160,19 @@ def test_an_expired_grant_stops_downloads(client, tmp_path):
     assert client.head(url, HTTP_AUTHORIZATION=f"Bearer {token}")["X-Error-Code"] == "GatedRepo"
 
 
+def test_access_granted_again_after_expiry_is_a_new_live_grant(client, tmp_path):
+    revision, _ = published_tiny_llama(tmp_path, "acme/expiring", verify_here=True)
+    alice = person("alice")
+    first = grant_access(alice, revision.repo, granted_by=None, expires_at=timezone.now() + timedelta(hours=1))
+    Grant.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    second = grant_access(alice, revision.repo, granted_by=person("bob"), expires_at=timezone.now() + timedelta(days=1))
+    assert second.pk != first.pk and second.expires_at > timezone.now()
+    first.refresh_from_db()
+    assert first.revoked_at is not None  # closed, so the one-live-grant rule leaves room for the new one
+    url = "/acme/expiring/resolve/main/config.json"
+    assert client.head(url, HTTP_AUTHORIZATION=f"Bearer {token_for(alice)}").status_code == 200
+
+
 def test_reviewers_hear_of_new_requests_and_applicants_of_decisions(client, repo, django_capture_on_commit_callbacks):
     person("bob", reviews=[repo])
     carol = person("carol", reviews=[repo])

@@ -16,7 +16,7 @@ from access.models import Grant
 from access.services import grant_access
 from distribution.models import DownloadEvent, DownloadTicket, Revision
 from distribution.storage import get_storage
-from tests.flows import http, published_tiny_llama
+from tests.flows import expected_release, http, published_tiny_llama
 from tests.personas import person, token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -63,7 +63,9 @@ def run(script: str, folder: Path, path_env: str | None = None) -> subprocess.Co
 
 
 def same_files(folder: Path, checkpoint: Path, revision) -> bool:
-    return all((folder / f.path).read_bytes() == (checkpoint / f.path).read_bytes() for f in revision.files.all())
+    return all(
+        (folder / path).read_bytes() == content for path, content in expected_release(revision, checkpoint).items()
+    )
 
 
 @pytest.mark.parametrize("client_tool", ["curl", "wget"])
@@ -124,8 +126,12 @@ def test_sha256sums_checks_with_sha256sum(live_server, release, tmp_path):
         "GET", f"{live_server.url}/api/v1/repos/{revision.repo.repo_id}/revisions/main/SHA256SUMS", token=token
     )
     assert status == 200
-    (checkpoint / "SHA256SUMS").write_bytes(body)
-    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=checkpoint, capture_output=True, text=True)
+    folder = tmp_path / "release"
+    for path, content in expected_release(revision, checkpoint).items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(content)
+    (folder / "SHA256SUMS").write_bytes(body)
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=folder, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.count(": OK") == revision.files.count()
 

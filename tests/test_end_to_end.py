@@ -10,14 +10,10 @@ from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import GatedRepoError
 
 from distribution.models import DownloadEvent, Revision
-from tests.flows import http, published_tiny_llama
+from tests.flows import expected_release, http, published_tiny_llama
 from tests.personas import person, token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def sha256(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize("storage", ["local", "s3"])
@@ -25,8 +21,10 @@ def test_a_checkpoint_travels_from_publish_to_recorded_download(storage, worker,
     repo_id = f"acme/tiny-llama-{storage}"
     revision, checkpoint = published_tiny_llama(tmp_path, repo_id, storage)
     assert revision.state == Revision.State.RELEASED
+    released_files = expected_release(revision, checkpoint)
+    assert {stored.path for stored in revision.files.all()} == set(released_files)
     for stored in revision.files.all():
-        assert stored.sha256 == sha256(checkpoint / stored.path)
+        assert stored.sha256 == hashlib.sha256(released_files[stored.path]).hexdigest()
     assert revision.checks.filter(status="fail").count() == 0
     assert revision.checks.filter(code="HeaderValid").count() == 2
 
@@ -58,7 +56,7 @@ def test_a_checkpoint_travels_from_publish_to_recorded_download(storage, worker,
     published = sorted(stored.path for stored in revision.files.all())
     assert downloaded == published
     for relative in published:
-        assert (checkpoint / relative).read_bytes() == (folder / relative).read_bytes()
+        assert released_files[relative] == (folder / relative).read_bytes()
 
     events = DownloadEvent.objects.filter(username="alice").order_by("path")
     assert [event.path for event in events] == published

@@ -19,7 +19,7 @@ from huggingface_hub.errors import (
 from access.models import Grant
 from access.services import grant_access
 from distribution.models import Repo, Revision
-from tests.flows import http, published_tiny_llama
+from tests.flows import expected_release, http, published_tiny_llama
 from tests.personas import person, token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -86,8 +86,8 @@ def test_the_hf_download_command_works_against_the_portal(live_server, released,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    for stored in revision.files.all():
-        assert (tmp_path / "out" / stored.path).read_bytes() == (checkpoint / stored.path).read_bytes()
+    for path, content in expected_release(revision, checkpoint).items():
+        assert (tmp_path / "out" / path).read_bytes() == content
 
 
 def test_without_a_grant_the_client_raises_gated_repo_error(live_server, released, tmp_path):

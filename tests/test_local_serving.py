@@ -157,7 +157,11 @@ def rate_limit_cache(request, settings):
     if request.param == "redis cache":
         import redis
 
-        url = settings.CELERY_BROKER_URL if settings.CELERY_BROKER_URL.startswith("redis") else "redis://127.0.0.1:6379/15"
+        url = (
+            settings.CELERY_BROKER_URL
+            if settings.CELERY_BROKER_URL.startswith("redis")
+            else "redis://127.0.0.1:6379/15"
+        )
         try:
             redis.Redis.from_url(url).ping()
         except redis.RedisError as error:

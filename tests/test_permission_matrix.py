@@ -90,6 +90,19 @@ ENDPOINTS = {
         CREATED, anonymous=ANON, unverified=DENIED, pending=CONFLICT, grantee=CONFLICT, rejected=LATER
     ),
     ("get", "/api/v1/counts/", None, False): roles(DENIED, anonymous=ANON, other_reviewer=OK, reviewer=OK, staff=OK),
+    ("get", "/audit/downloads/", None, True): roles(DENIED, anonymous=LOGIN, other_reviewer=OK, reviewer=OK, staff=OK),
+    ("get", "/audit/downloads/?repo=acme/tiny", None, True): roles(HIDDEN, anonymous=LOGIN, reviewer=OK, staff=OK),
+    ("get", "/audit/downloads.csv", None, True): roles(
+        DENIED, anonymous=LOGIN, other_reviewer=OK, reviewer=OK, staff=OK
+    ),
+    ("get", "/account/downloads.json", None, True): roles(OK, anonymous=LOGIN),
+    ("get", "/api/v1/audit/downloads/", None, False): roles(
+        DENIED, anonymous=ANON, other_reviewer=OK, reviewer=OK, staff=OK
+    ),
+    ("get", "/api/v1/audit/downloads/?repo=acme/tiny&format=csv", None, False): roles(
+        HIDDEN, anonymous=ANON, reviewer=OK, staff=OK
+    ),
+    ("get", "/api/v1/me/downloads/", None, False): roles(OK, anonymous=ANON),
     ("post", "/api/v1/repos/acme/tiny/license-acceptance/", '{"license_version": "1"}', False): roles(
         HIDDEN, anonymous=ANON, grantee=OK
     ),
@@ -128,6 +141,11 @@ SITE_WIDE = {
         "/api/v1/access-requests/",
         "/api/v1/counts/",
         "/api/whoami-v2",
+        "/audit/downloads/",
+        "/audit/downloads.csv",
+        "/account/downloads.json",
+        "/api/v1/audit/downloads/",
+        "/api/v1/me/downloads/",
     )
 }
 

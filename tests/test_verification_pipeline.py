@@ -15,7 +15,7 @@ from distribution.models import DownloadEvent, Revision
 from distribution.publishing import PublishError, release_revision
 from distribution.storage import S3Storage, get_storage
 from tests import services
-from tests.flows import publish, published_tiny_llama, wait_for_verdict
+from tests.flows import flip_one_bit, publish, published_tiny_llama, wait_for_verdict
 from tests.personas import person, token_for
 from verification import services as verification_services
 from verification.checks import REQUIRED_CHECKS
@@ -115,9 +115,7 @@ def test_reverify_withdraws_a_released_revision_whose_stored_bytes_changed(clien
     assert "every check passed" in out.getvalue()
 
     stored = get_storage("local").path(f"{revision.storage_prefix}/{SHARD}")
-    data = bytearray(stored.read_bytes())
-    data[-1] ^= 0x01  # one flipped bit, same size
-    stored.write_bytes(bytes(data))
+    flip_one_bit(stored)
     with pytest.raises(CommandError, match="failed re-verification"):
         call_command("reverify", "acme/tampered", stdout=io.StringIO())
     revision.refresh_from_db()

@@ -48,3 +48,19 @@ class CheckResult(models.Model):
 
     def __str__(self):
         return f"{self.status} {self.name}/{self.code} {self.file}"
+
+
+class SigningKey(models.Model):
+    """A public key that has signed releases. Kept after rotation so older signatures stay checkable."""
+
+    # sha256 of the public key's PEM: the `hint` model-signing writes into every signature.
+    fingerprint = models.CharField(max_length=64, unique=True)
+    public_pem = models.TextField()
+    first_used_at = models.DateTimeField(default=timezone.now)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-first_used_at", "-id"]
+
+    def __str__(self):
+        return f"signing key {self.fingerprint[:16]}{' (retired)' if self.retired_at else ''}"

@@ -7,6 +7,7 @@ worker, and the periodic job hands it to another.
 """
 
 import contextlib
+import hashlib
 import logging
 import threading
 from datetime import timedelta
@@ -16,7 +17,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from distribution.models import Revision
+from distribution.models import Revision, RevisionFile
 from distribution.storage import LocalStorage, StorageError, get_storage
 from verification.checks import (
     REQUIRED_CHECKS,
@@ -29,6 +30,7 @@ from verification.checks import (
 from verification.model_checks import run_smoke, smoke_sink
 from verification.models import CheckResult, VerificationRun
 from verification.report import FileDigest, Report
+from verification.signing import SIGNATURE_PATH, current_key, is_signed_path, sign_digests
 
 log = logging.getLogger(__name__)
 Stage = Revision.Stage
@@ -203,6 +205,7 @@ def run_smoke_stage(revision_id: int) -> Revision | None:
     try:
         with heartbeat(revision):
             smoke_checks(revision, report)
+            signature = store_signature(revision) if report.ok else None
     except StorageError:
         release_claim(revision)
         raise
@@ -213,11 +216,30 @@ def run_smoke_stage(revision_id: int) -> Revision | None:
         run.ok, run.finished_at = report.ok, timezone.now()
         run.save(update_fields=["report", "ok", "finished_at"])
         if report.ok:
-            revision.move(State.VERIFIED, verified_at=timezone.now(), failure_reason="", verification_stage=Stage.NONE)
+            if revision.move(
+                State.VERIFIED, verified_at=timezone.now(), failure_reason="", verification_stage=Stage.NONE
+            ):
+                RevisionFile.objects.update_or_create(
+                    revision=revision,
+                    path=SIGNATURE_PATH,
+                    defaults={"size": len(signature), "sha256": hashlib.sha256(signature).hexdigest()},
+                )
         else:
             revision.move(State.FAILED, failure_reason=summary(report), verification_stage=Stage.NONE)
     log.info("revision %s: %s", revision, revision.state)
     return revision
+
+
+def store_signature(revision: Revision) -> bytes:
+    """Sign the verified files' sha256 values (no second read) and store the bundle as the revision's model.sig."""
+    private_key, _ = current_key()
+    files = [stored for stored in revision.files.all() if is_signed_path(stored.path)]
+    unknown = [stored.path for stored in files if not stored.sha256]
+    if unknown:
+        raise ValueError(f"cannot sign {revision}: no sha256 recorded for {', '.join(unknown)}")
+    signature = sign_digests(revision.repo.repo_id, {stored.path: stored.sha256 for stored in files}, private_key)
+    get_storage(revision.storage_backend).put_bytes(f"{revision.storage_prefix}/{SIGNATURE_PATH}", signature)
+    return signature
 
 
 def fail_verification(revision_id: int, reason: str) -> None:

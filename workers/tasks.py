@@ -8,6 +8,7 @@ from django.conf import settings
 
 from access import services as access_services
 from distribution.storage import StorageError
+from portal import retention
 from verification import services as verification_services
 
 # Every verification task: redelivered if its worker dies, limited in time, retried only on storage trouble.
@@ -60,3 +61,15 @@ def requeue_stuck_verifications() -> int:
 def send_review_digests() -> int:
     """Daily: the digest email for reviewers who asked for one."""
     return access_services.send_review_digests()
+
+
+@shared_task(ignore_result=True)
+def record_expired_grants() -> int:
+    """Hourly: an audit event for each grant whose expiry passed since the last run."""
+    return access_services.record_expired_grants()
+
+
+@shared_task(ignore_result=True)
+def erase_old_origins() -> dict[str, int]:
+    """Daily: erase the address and user agent of events older than AUDIT_ORIGIN_RETENTION_DAYS."""
+    return retention.erase_old_origins()

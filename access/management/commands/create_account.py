@@ -3,6 +3,7 @@ from django.core.validators import validate_email
 from django.db import transaction
 
 from access.models import ApiToken, Reviewer, User
+from access.services import record_account_created, verify_email_address
 from distribution.models import Repo
 
 
@@ -35,8 +36,9 @@ class Command(BaseCommand):
             user = User.objects.create_user(
                 username=username, email=email, password=password, is_staff=staff, is_superuser=staff
             )
+            record_account_created(user, via="create_account")
             if verified:
-                user.mark_email_verified()
+                verify_email_address(user, via="create_account")
             for repo in repos:
                 Reviewer.objects.create(user=user, repo=repo)
             raw = ApiToken.issue(user, "created by create_account")[1] if print_token else None

@@ -1,9 +1,6 @@
-import csv
-import json
+from django.core.management.base import BaseCommand, CommandError
 
-from django.core.management.base import BaseCommand
-
-from portal.reports import as_rows, who_obtained
+from portal.reports import DownloadFilters, as_csv, as_json, as_rows, who_obtained
 
 
 class Command(BaseCommand):
@@ -11,25 +8,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--repo", help="ORG/NAME (default: every repo)")
+        parser.add_argument("--revision", help="a commit, or its first 7 characters at least")
         parser.add_argument("--user", help="one person's history")
+        parser.add_argument("--since", help="from this day (YYYY-MM-DD) or moment (ISO 8601) on")
+        parser.add_argument("--until", help="up to this day, included, or before this moment")
         parser.add_argument("--format", choices=["csv", "json"], default="csv")
 
-    def handle(self, *args, repo, user, format, **options):
-        rows = as_rows(who_obtained(repo, user))
-        if format == "json":
-            self.stdout.write(json.dumps(rows, indent=2))
-            return
-        fields = [
-            "username",
-            "repo",
-            "revision",
-            "first_download",
-            "last_download",
-            "files_served",
-            "files_in_revision",
-            "bytes_served",
-            "complete",
-        ]
-        writer = csv.DictWriter(self.stdout, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    def handle(self, *args, format, **options):
+        filters = DownloadFilters({name: options[name] or "" for name in DownloadFilters.base_fields})
+        if not filters.is_valid():
+            raise CommandError("; ".join(f"--{name}: {' '.join(errors)}" for name, errors in filters.errors.items()))
+        repo = filters.cleaned_data["repo"]
+        rows = as_rows(who_obtained(filters.query(repos=(repo,) if repo else None)))
+        self.stdout.write(as_json(rows) if format == "json" else as_csv(rows), ending="\n" if format == "json" else "")

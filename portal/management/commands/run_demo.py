@@ -14,6 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from access.models import ApiToken, Reviewer, User
+from access.services import record_account_created, verify_email_address
 from distribution.models import Repo, Revision
 from distribution.publishing import publish_checkpoint, release_revision
 from verification.tiny_llama import write_tiny_llama
@@ -40,7 +41,9 @@ def demo_account(username: str, *, staff: bool) -> tuple[User, str]:
     if created or not user.check_password(password):
         user.set_password(password)
     user.save()
-    user.mark_email_verified()
+    if created:
+        record_account_created(user, via="run_demo")
+    verify_email_address(user, via="run_demo")
     return user, password
 
 

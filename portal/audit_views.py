@@ -1,0 +1,140 @@
+"""Who obtained which model, for the people who answer for it: a page with CSV and JSON exports and
+an API for staff and reviewers (a reviewer sees the repos they review), and each person's own history."""
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import render
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from access.views import reviewed_repos
+from portal.reports import DownloadFilters, DownloadQuery, as_csv, as_json, as_rows, who_obtained
+
+PAGE_ROWS = 500  # a page, not a dump: the exports carry every row
+EXPORTS = {"csv": ("text/csv; charset=utf-8", as_csv), "json": ("application/json", as_json)}
+
+
+def audited_repos(user, wanted: str) -> tuple[str, ...] | None:
+    """The repo ids `user` may audit, narrowed to `wanted` when given; None is every repo (staff).
+
+    A repo they may not audit answers as one that does not exist; someone who audits none is refused.
+    """
+    if user.is_staff:
+        return (wanted,) if wanted else None
+    mine = tuple(repo.repo_id for repo in reviewed_repos(user))
+    if wanted:
+        if wanted not in mine:
+            raise Http404(f"no repo {wanted} among the repos you review")
+        return (wanted,)
+    if not mine:
+        raise PermissionDenied("you review no repo")
+    return mine
+
+
+def export(rows: list[dict], format: str, filename: str) -> HttpResponse:
+    content_type, serialise = EXPORTS[format]
+    response = HttpResponse(serialise(rows), content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}.{format}"'
+    return response
+
+
+@login_required
+def downloads(request, format=None):
+    """The page, or (with `format`) the same filtered rows as a file."""
+    filters = DownloadFilters(request.GET)
+    repos = audited_repos(request.user, request.GET.get("repo", "").strip())
+    if format and not filters.is_valid():
+        return HttpResponseBadRequest(filters.errors.as_text(), content_type="text/plain; charset=utf-8")
+    rows = as_rows(who_obtained(filters.query(repos))) if filters.is_valid() else []  # the page shows the errors
+    if format:
+        return export(rows, format, "downloads")
+    context = {
+        "filters": filters,
+        "repos": reviewed_repos(request.user),
+        "rows": rows[:PAGE_ROWS],
+        "total": len(rows),
+        "query_string": request.GET.urlencode(),
+    }
+    return render(request, "portal/audit_downloads.html", context)
+
+
+@login_required
+def my_downloads(request, format):
+    return export(as_rows(who_obtained(DownloadQuery(user_id=request.user.pk))), format, "my-downloads")
+
+
+class ObtainedSerializer(serializers.Serializer):
+    """One row of the report (documents the API; the rows come from portal.reports.as_rows)."""
+
+    username = serializers.CharField(help_text="as recorded with the downloads; (anonymous) for open repos")
+    repo = serializers.CharField(help_text="ORG/NAME")
+    revision = serializers.CharField(help_text="the commit")
+    first_download = serializers.DateTimeField()
+    last_download = serializers.DateTimeField()
+    files_served = serializers.IntegerField(help_text="files of the revision of which at least one byte was served")
+    files_in_revision = serializers.IntegerField()
+    bytes_served = serializers.IntegerField(help_text="the sum over requests: bytes sent twice count twice")
+    complete = serializers.BooleanField(
+        help_text="every file fully served, in one request or pieced together from byte ranges"
+    )
+
+
+class CsvRenderer(BaseRenderer):
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return as_csv(data)
+
+
+class ReportView(APIView):
+    renderer_classes = [JSONRenderer, CsvRenderer]
+
+    def handle_exception(self, exc):
+        # An error is a JSON object whatever format was asked for: a CSV of rows cannot carry it.
+        self.request.accepted_renderer, self.request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        return super().handle_exception(exc)
+
+
+FILTER_PARAMETERS = [
+    OpenApiParameter(name, OpenApiTypes.STR, description=text)
+    for name, text in (
+        ("repo", "ORG/NAME; without it, every repo you review (staff: every repo)"),
+        ("revision", "a commit, or at least its first 7 characters"),
+        ("user", "a username, as recorded with the downloads"),
+        ("since", "from this day (YYYY-MM-DD) or moment (ISO 8601) on"),
+        ("until", "up to this day, included, or before this moment"),
+    )
+]
+FORMAT_PARAMETER = OpenApiParameter("format", OpenApiTypes.STR, enum=["json", "csv"], description="default json")
+
+
+class DownloadAudit(ReportView):
+    """GET: who obtained which model, per person and revision, in the repos you review."""
+
+    @extend_schema(
+        parameters=[*FILTER_PARAMETERS, FORMAT_PARAMETER],
+        responses=ObtainedSerializer(many=True),
+        description="Staff see every repo, a reviewer the repos they review; 404 for a repo you may not audit.",
+    )
+    def get(self, request):
+        filters = DownloadFilters(request.query_params)
+        repos = audited_repos(request.user, request.query_params.get("repo", "").strip())
+        if not filters.is_valid():
+            raise ValidationError(filters.errors)
+        return Response(as_rows(who_obtained(filters.query(repos))))
+
+
+class MyDownloads(ReportView):
+    """GET: your own downloads, per revision, as the reviewers see them."""
+
+    @extend_schema(parameters=[FORMAT_PARAMETER], responses=ObtainedSerializer(many=True))
+    def get(self, request):
+        return Response(as_rows(who_obtained(DownloadQuery(user_id=request.user.pk))))
