@@ -9,7 +9,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from access.forms import clean_answers
-from access.models import AccessRequest, AccessRule, GatingPolicy, Grant, Reviewer
+from access.models import AccessRequest, AccessRule, ApiToken, GatingPolicy, Grant, Reviewer
 from portal.audit import record
 
 State = AccessRequest.State
@@ -289,6 +289,13 @@ def record_expired_grants(now=None) -> int:
                 )
                 recorded += 1
     return recorded
+
+
+def create_token(user, name: str, *, actor=None, request=None) -> tuple[ApiToken, str]:
+    """A new API token for `user` and its raw value (shown once), recorded whoever made it."""
+    token, raw = ApiToken.issue(user, name)
+    record("access:token:created", actor=actor, subject=user, request=request, name=name, hint=token.hint)
+    return token, raw
 
 
 def record_account_created(user, *, via: str, actor=None, request=None) -> None:

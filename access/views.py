@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from access.models import AccessRequest, ApiToken, Reviewer
-from access.services import RequestRefused, decide
+from access.services import RequestRefused, create_token, decide
 from distribution.models import Repo
 from portal.audit import record
 
@@ -103,15 +103,7 @@ def account(request):
         action = request.POST.get("action")
         if action == "create-token":
             name = request.POST.get("name", "").strip()[:100] or "token"
-            token, new_token = ApiToken.issue(request.user, name)
-            record(
-                "access:token:created",
-                actor=request.user,
-                subject=request.user,
-                request=request,
-                name=name,
-                hint=token.hint,
-            )
+            _token, new_token = create_token(request.user, name, actor=request.user, request=request)
         elif action == "revoke-token":
             revoked = ApiToken.objects.filter(
                 pk=request.POST.get("token"), user=request.user, revoked_at__isnull=True

@@ -168,8 +168,9 @@ class Revision(models.Model):
         with transaction.atomic():
             changed = Revision.objects.filter(pk=self.pk, state__in=sources).update(state=to_state, **fields)
             if changed and to_state in self.TRANSITION_TAGS:
-                reason = {"reason": fields["failure_reason"]} if fields.get("failure_reason") else {}
-                record(self.TRANSITION_TAGS[to_state], actor=actor, repo=self.repo, commit=self.commit, **reason)
+                details = {"reason": fields.get("failure_reason"), "revision_tag": fields.get("tag")}
+                details = {name: value for name, value in details.items() if value}
+                record(self.TRANSITION_TAGS[to_state], actor=actor, repo=self.repo, commit=self.commit, **details)
         if changed:
             self.refresh_from_db()
         return bool(changed)

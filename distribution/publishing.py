@@ -122,9 +122,19 @@ def publish_checkpoint(directory, repo_id: str, *, publisher=None, storage_backe
     return revision
 
 
-def release_revision(revision: Revision, *, actor=None) -> Revision:
-    """Release a verified revision whose every required check ran and passed."""
+def release_revision(revision: Revision, *, actor=None, tag: str = "") -> Revision:
+    """Release a verified revision whose every required check ran and passed; `tag` names it for clients."""
     if revision.state == Revision.State.RELEASED:
+        if tag and revision.tag != tag:
+            Revision.objects.filter(pk=revision.pk).update(tag=tag)
+            record(
+                "distribution:revision:tagged",
+                actor=actor,
+                repo=revision.repo,
+                commit=revision.commit,
+                revision_tag=tag,
+            )
+            revision.tag = tag
         return revision
     problems = missing_or_failed_checks(revision) if revision.state == Revision.State.VERIFIED else []
     if problems:
@@ -132,7 +142,8 @@ def release_revision(revision: Revision, *, actor=None) -> Revision:
             f"revision {revision.commit} of {revision.repo.repo_id} cannot be released: {', '.join(problems)}; "
             f"run `manage.py reverify {revision.repo.repo_id} --revision {revision.commit[:12]}`"
         )
-    if not revision.move(Revision.State.RELEASED, actor=actor, released_at=timezone.now()):
+    named = {"tag": tag} if tag else {}
+    if not revision.move(Revision.State.RELEASED, actor=actor, released_at=timezone.now(), **named):
         raise PublishError(
             f"revision {revision.commit} of {revision.repo.repo_id} is {revision.state}, not verified: "
             "only a verified revision can be released"

@@ -4,9 +4,9 @@ is made; a daily job erases where old requests came from without breaking the ch
 import io
 import json
 import re
-from concurrent.futures import ThreadPoolExecutor
+import subprocess
+import sys
 from datetime import timedelta
-from urllib.parse import urljoin
 
 import pytest
 from django.conf import settings
@@ -23,6 +23,7 @@ from distribution.storage import get_storage
 from portal import retention
 from portal.audit import first_break, record
 from portal.models import AuditEvent
+from tests import services
 from tests.flows import flip_one_bit, http, publish, published_tiny_llama
 from tests.personas import person, token_for
 from tests.test_settings import manage
@@ -33,6 +34,9 @@ from workers import tasks
 pytestmark = pytest.mark.django_db
 SHARD = "model-00001-of-00002.safetensors"
 AGENT = "audit-test/1.0"
+GUNICORN = ("--workers=3", "--threads=2", "--no-control-socket")  # several processes append to one chain
+CURL = ("curl", "-sSfL", "-o", "/dev/null", "-w", "%{http_code}")
+RESOLVE = f"acme/tiny/resolve/main/{SHARD}"
 
 
 def events(tag: str) -> list[AuditEvent]:
@@ -83,7 +87,8 @@ def test_signing_up_and_opening_the_link_record_the_account_and_the_verified_add
 
 def test_create_account_records_the_account_and_its_verified_address_once(chain_checked):
     call_command("create_account", "frank", "--email", "frank@lab.example", "--verified", stdout=io.StringIO())
-    call_command("create_account", "gina", "--email", "gina@lab.example", stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("create_account", "gina", "--email", "gina@lab.example", "--print-token", stdout=out)
     created = events("access:account:created")
     assert [(e.subject_username, e.actor_username, e.data["via"]) for e in created] == [
         ("frank", "", "create_account"),
@@ -92,6 +97,8 @@ def test_create_account_records_the_account_and_its_verified_address_once(chain_
     verified = only_event("access:email:verified")
     assert verified.subject_username == "frank"
     assert verified.data == {"via": "create_account", "email": "frank@lab.example"}
+    token = only_event("access:token:created")  # the printed token, and no token for frank
+    assert token.subject_username == "gina" and token.data["hint"] in out.getvalue()
 
 
 @pytest.mark.parametrize("login", ["alice", "alice@example.org", "nobody"])
@@ -276,23 +283,48 @@ def test_each_download_served_is_recorded_with_its_download_event(release, chain
 
 
 @pytest.mark.django_db(transaction=True)
-def test_downloads_served_at_once_keep_the_chain_whole(live_server, tmp_path):
+def test_downloads_served_by_several_processes_at_once_leave_one_event_each_and_one_chain(worker_env, tmp_path):
     revision, _ = published_tiny_llama(tmp_path, "acme/tiny", verify_here=True)
     alice = person("alice")
     grant_access(alice, revision.repo, granted_by=None)
     token = token_for(alice)
+    port = services.free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "portal.wsgi:application", f"--bind=127.0.0.1:{port}", *GUNICORN],
+        cwd=services.REPO_ROOT,
+        env=worker_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # stop_process ends the whole group: the arbiter and its workers
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
 
-    def fetch(offset: int) -> int:
-        status, headers, _ = http("GET", f"{live_server.url}/acme/tiny/resolve/main/{SHARD}", token=token)
-        assert status == 302
-        ticket_url = urljoin(live_server.url, headers["Location"])
-        return http("GET", ticket_url, headers={"Range": f"bytes={offset}-{offset + 9}"})[0]
+        def answers() -> bool:
+            assert server.poll() is None, server.stderr.read()
+            try:
+                return http("GET", f"{base}/health")[0] == 200
+            except OSError:
+                return False
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        statuses = list(pool.map(fetch, range(24)))
-    assert statuses == [206] * 24
+        services.wait_until(answers, timeout=60, what="gunicorn to answer")
+        # Each curl is a process of its own: the resolve redirect, then the ranged download it leads to.
+        clients = [
+            subprocess.Popen(
+                [*CURL, "-H", f"Authorization: Bearer {token}", "-r", f"{offset}-{offset + 9}", f"{base}/{RESOLVE}"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for offset in range(30)
+        ]
+        statuses = [client.communicate(timeout=120)[0] for client in clients]
+    finally:
+        services.stop_process(server)
+    assert statuses == ["206"] * 30
     served = events("distribution:download:served")
-    assert len(served) == DownloadEvent.objects.count() == 24
+    assert len(served) == DownloadEvent.objects.count() == 30
     assert {event.data["download_event"] for event in served} == set(DownloadEvent.objects.values_list("pk", flat=True))
     assert first_break() is None
 
@@ -403,3 +435,15 @@ def test_retention_run_by_the_job_keeps_recent_events_and_erases_nothing_twice()
     recent.refresh_from_db()
     assert recent.ip == "203.0.113.9" and recent.user_agent == AGENT
     assert first_break() is None
+
+
+def test_a_tag_given_at_release_is_in_the_release_event_and_a_later_tag_is_its_own_event(tmp_path, chain_checked):
+    revision, _ = published_tiny_llama(tmp_path, "acme/tiny", release=False, verify_here=True)
+    call_command("release", "acme/tiny", "--tag", "v1.0", stdout=io.StringIO())
+    released = only_event("distribution:revision:released")
+    assert released.data == {"commit": revision.commit, "revision_tag": "v1.0"}
+    call_command("release", "acme/tiny", "--revision", revision.commit, "--tag", "v1", stdout=io.StringIO())
+    retagged = only_event("distribution:revision:tagged")
+    assert retagged.data == {"commit": revision.commit, "revision_tag": "v1"}
+    revision.refresh_from_db()
+    assert revision.tag == "v1"

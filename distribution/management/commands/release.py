@@ -32,9 +32,7 @@ class Command(BaseCommand):
             if found.revisions.filter(tag=tag).exclude(pk=target.pk).exists():
                 raise CommandError(f"{repo} already has a revision tagged {tag}")
         try:
-            release_revision(target)
+            release_revision(target, tag=tag or "")
         except PublishError as error:
             raise CommandError(str(error)) from None
-        if tag:
-            Revision.objects.filter(pk=target.pk).update(tag=tag)
         self.stdout.write(f"released {repo}@{target.commit}")
