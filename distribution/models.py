@@ -11,7 +11,9 @@ from portal.models import Recorded
 # Hugging Face's rule for the two halves of a repo id, so every id we accept works in its client.
 REPO_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
 # First path segments the portal uses itself; a repo org may not take one of them.
-RESERVED_ORGS = frozenset({"api", "admin", "accounts", "audit", "files", "static", "repos", "health"})
+RESERVED_ORGS = frozenset(
+    {"api", "admin", "account", "accounts", "audit", "files", "static", "repos", "health", "review", "requests", "dl"}
+)
 
 
 def validate_repo_part(value: str) -> None:

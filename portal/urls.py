@@ -15,6 +15,7 @@ REPO = r"(?P<org>[A-Za-z0-9][A-Za-z0-9._-]*)/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*
 urlpatterns = [
     path("", views.home, name="home"),
     path("health", views.health, name="health"),
+    path("admin/login/", views.admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("account/", access_views.account, name="account"),

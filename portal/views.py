@@ -1,7 +1,9 @@
 from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
 from django.db import connection
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from access.api import submission_throttled
@@ -107,3 +109,8 @@ def repo_page(request, org, name):
         "base_url": request.build_absolute_uri("/").rstrip("/"),
     }
     return render(request, "portal/repo.html", context)
+
+
+def admin_login(request):
+    """Staff sign in through the account pages, so the login rate limits and lock-out cover them too."""
+    return redirect_to_login(request.GET.get("next") or reverse("admin:index"), login_url=reverse("account_login"))

@@ -26,6 +26,24 @@ def test_repeated_login_failures_lock_the_account_even_for_the_right_password():
     assert "Too many" in locked.content.decode()
 
 
+def test_staff_sign_in_to_the_admin_through_the_locked_out_account_pages():
+    person("root", staff=True)
+    client = Client()
+    to_admin_login = client.get("/admin/access/grant/")
+    assert to_admin_login.status_code == 302 and to_admin_login["Location"].startswith("/admin/login/")
+    to_accounts = client.get(to_admin_login["Location"])
+    assert to_accounts.status_code == 302
+    assert to_accounts["Location"] == "/accounts/login/?next=/admin/access/grant/"
+    # The admin's own form takes no password: a guess posted there signs nobody in and counts nowhere.
+    posted = client.post("/admin/login/", {"username": "root", "password": "root-password"})
+    assert posted.status_code == 302 and posted["Location"].startswith("/accounts/login/")
+    assert "_auth_user_id" not in client.session
+    for _ in range(5):
+        login(Client(), "root", "wrong")
+    assert "Too many" in login(client, "root", "root-password").content.decode()
+    assert client.get("/admin/").status_code == 302  # still locked out of the admin
+
+
 def test_a_good_password_signs_in_before_any_failure():
     person("alice")
     client = Client()

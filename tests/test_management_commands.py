@@ -44,6 +44,8 @@ def test_publish_creates_a_gated_manual_repo_and_prints_the_revision(tmp_path):
         (lambda tmp: write_tiny_llama(tmp / "ok"), "just-a-name", "ORG/NAME"),
         (lambda tmp: write_tiny_llama(tmp / "ok"), "acme/..sneaky", "not a valid repo name"),
         (lambda tmp: write_tiny_llama(tmp / "ok"), "api/model", "reserved"),
+        (lambda tmp: write_tiny_llama(tmp / "ok"), "account/downloads.csv", "reserved"),
+        (lambda tmp: write_tiny_llama(tmp / "ok"), "review/model", "reserved"),
     ],
 )
 def test_publish_refuses_bad_input_and_records_nothing(tmp_path, make_input, repo, message):
