@@ -14,6 +14,7 @@ from access.models import ApiToken, Grant, User
 from distribution.models import Repo, Revision, RevisionFile
 from distribution.serving import serve_file
 from distribution.tickets import TicketRefused, issue_ticket, read_ticket
+from portal.audit import record
 from portal.hf_protocol import hf_endpoint, hf_error
 
 COMMIT_PATTERN = re.compile(r"^[0-9a-f]{40}$")
@@ -177,6 +178,19 @@ def resolve(request, org, name, rev, path):
             user_id=user.pk if user and user.is_authenticated else None,
             grant_id=grant.pk if grant else None,
             token_id=token.pk if token else None,
+        )
+        downloader = user if user is not None and user.is_authenticated else None
+        # The ticket itself is a bearer credential: the log keeps what it allows, never its value.
+        record(
+            "distribution:ticket:issued",
+            actor=downloader,
+            subject=downloader,
+            repo=stored.revision.repo,
+            request=request,
+            channel="hf-redirect",
+            commit=stored.revision.commit,
+            file=stored.path,
+            expires_in_seconds=settings.DOWNLOAD_REDIRECT_SECONDS,
         )
         response = HttpResponseRedirect(reverse("download-ticket", args=[ticket, stored.filename]))
     else:

@@ -257,6 +257,17 @@ def test_asking_for_a_manifest_issues_a_link_and_asking_again_renews_it(release,
     assert len(events("distribution:ticket:issued")) == 1
 
 
+def test_the_hub_redirect_records_the_short_lived_ticket_it_issues_but_not_its_value(release, chain_checked):
+    revision, token = release
+    answer = Client(HTTP_USER_AGENT=AGENT).get(f"/acme/tiny/resolve/main/{SHARD}", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert answer.status_code == 302
+    issued = only_event("distribution:ticket:issued")
+    assert (issued.subject_username, issued.data["channel"], issued.data["file"]) == ("alice", "hf-redirect", SHARD)
+    assert issued.data["commit"] == revision.commit and issued.user_agent == AGENT
+    ticket = answer["Location"].split("/")[2]
+    assert ticket not in json.dumps(issued.data)
+
+
 def test_each_download_served_is_recorded_with_its_download_event(release, chain_checked):
     revision, token = release
     grantee = Client(HTTP_USER_AGENT=AGENT)

@@ -68,6 +68,10 @@ def test_make_run_serves_the_released_demo_and_stops_everything_on_ctrl_c(demo):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/demo/tiny-llama", timeout=10) as page:
         html = page.read().decode()
     assert "demo/tiny-llama" in html and "Latest release" in html
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/signing-key.pem", timeout=10) as key:
+        fingerprint = key.headers["X-Key-Fingerprint"]
+        assert key.read().startswith(b"-----BEGIN PUBLIC KEY-----")
+    assert f"(key {fingerprint[:16]}…)" in output  # the key printed at start is the one the portal publishes
     assert len(processes_using(marker)) >= 3  # make's child, the web server and the worker
     fetch_a_range_through_gunicorn(port, marker)
 

@@ -172,3 +172,49 @@ def test_rotation_is_refused_when_the_key_comes_from_the_environment(settings):
     )
     with pytest.raises(CommandError, match="put the new key there"):
         call_command("rotate_signing_key")
+
+
+def reverify_checks(revision) -> dict:
+    call_command("reverify", revision.repo.repo_id, "--revision", revision.commit, stdout=io.StringIO())
+    return {check.code: check for check in revision.runs.first().checks.filter(name="signature")}
+
+
+def test_reverify_confirms_the_signature_of_an_untouched_release(released):
+    revision, _checkpoint, _token = released
+    checks = reverify_checks(revision)
+    assert set(checks) == {"SignatureValid"}
+
+
+def test_bytes_changed_together_with_their_recorded_sha256_are_caught_by_the_signature(released):
+    from django.core.management.base import CommandError
+
+    from distribution.models import Revision
+
+    revision, _checkpoint, _token = released
+    shard = revision.files.get(path="model-00001-of-00002.safetensors")
+    stored = get_storage(revision.storage_backend).path(shard.storage_key)
+    flip_one_bit(stored)
+    # Someone with the database and the storage, but not the signing key, covers the change.
+    type(shard).objects.filter(pk=shard.pk).update(sha256=hashlib.sha256(stored.read_bytes()).hexdigest())
+    with pytest.raises(CommandError, match="failed re-verification"):
+        reverify_checks(revision)
+    mismatch = revision.runs.first().checks.get(name="signature")
+    assert mismatch.code == "SignatureMismatch" and shard.path in mismatch.message
+    revision.refresh_from_db()
+    assert revision.state == Revision.State.WITHDRAWN
+
+
+def test_an_edited_signature_fails_reverification(released):
+    from django.core.management.base import CommandError
+
+    revision, _checkpoint, _token = released
+    signature = revision.files.get(path=SIGNATURE_PATH)
+    storage = get_storage(revision.storage_backend)
+    bundle = json.loads(storage.open(signature.storage_key).read())
+    bundle["dsseEnvelope"]["signatures"][0]["sig"] = bundle["dsseEnvelope"]["signatures"][0]["sig"][::-1]
+    edited = json.dumps(bundle).encode()
+    storage.put_bytes(signature.storage_key, edited)
+    type(signature).objects.filter(pk=signature.pk).update(sha256=hashlib.sha256(edited).hexdigest(), size=len(edited))
+    with pytest.raises(CommandError, match="failed re-verification"):
+        reverify_checks(revision)
+    assert revision.runs.first().checks.get(name="signature").code == "SignatureInvalid"

@@ -8,6 +8,7 @@ worker, and the periodic job hands it to another.
 
 import contextlib
 import hashlib
+import json
 import logging
 import threading
 from datetime import timedelta
@@ -28,9 +29,9 @@ from verification.checks import (
     scan_files,
 )
 from verification.model_checks import run_smoke, smoke_sink
-from verification.models import CheckResult, VerificationRun
+from verification.models import CheckResult, SigningKey, VerificationRun
 from verification.report import FileDigest, Report
-from verification.signing import SIGNATURE_PATH, current_key, is_signed_path, sign_digests
+from verification.signing import SIGNATURE_PATH, current_key, is_signed_path, read_signature, sign_digests
 
 log = logging.getLogger(__name__)
 Stage = Revision.Stage
@@ -144,7 +145,41 @@ def checks_on_storage(revision: Revision, *, smoke: bool) -> Report:
     except UnreadableCheckpoint as error:
         report.fail("files", "Unreadable", str(error))
     check_against_record(revision, report)
+    check_signature(revision, report)
     return report
+
+
+def check_signature(revision: Revision, report: Report) -> None:
+    """model.sig must still be the portal's signature of exactly the bytes just hashed.
+
+    This catches what a matching database row would hide: bytes and recorded sha256 changed together.
+    """
+    stored = revision.files.filter(path=SIGNATURE_PATH).first()
+    if stored is None:
+        return  # verified before releases were signed
+    try:
+        with get_storage(revision.storage_backend).open(stored.storage_key) as handle:
+            bundle = handle.read()
+        hint = json.loads(bundle)["verificationMaterial"]["publicKey"]["hint"]
+        key = SigningKey.objects.filter(fingerprint=hint).first()
+        if key is None:
+            raise ValueError(f"it names a key the portal never signed with ({str(hint)[:16]}…)")
+        signed = read_signature(bundle, key.public_pem.encode())
+    except (ValueError, KeyError, TypeError) as error:
+        report.fail("signature", "SignatureInvalid", f"{SIGNATURE_PATH} cannot be trusted: {error}", SIGNATURE_PATH)
+        return
+    hashed = {path: digest.sha256 for path, digest in report.files.items() if is_signed_path(path)}
+    differing = sorted(
+        path for path in signed.digests.keys() | hashed.keys() if signed.digests.get(path) != hashed.get(path)
+    )
+    if differing:
+        report.fail(
+            "signature", "SignatureMismatch", f"the signed release differs in {', '.join(differing)}", differing[0]
+        )
+    else:
+        report.add(
+            "signature", "pass", "SignatureValid", f"every file matches {SIGNATURE_PATH} (key {key.fingerprint[:16]}…)"
+        )
 
 
 def smoke_checks(revision: Revision, report: Report) -> None:

@@ -17,6 +17,7 @@ from access.models import Reviewer, User
 from access.services import create_token, record_account_created, verify_email_address
 from distribution.models import Repo, Revision
 from distribution.publishing import publish_checkpoint, release_revision
+from verification.signing import current_key
 from verification.tiny_llama import write_tiny_llama
 from workers.celery import worker_command
 
@@ -58,6 +59,7 @@ class Command(BaseCommand):
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
+        _, signing_key = current_key()  # made under var/ on the first start, published before anything is signed
         admin, admin_password = demo_account("admin", staff=True)
         applicant, applicant_password = demo_account("alice", staff=False)
 
@@ -94,6 +96,7 @@ class Command(BaseCommand):
                 f"  Ask for access with it:  curl -H 'Authorization: Bearer {token}' "
                 f"-H 'Content-Type: application/json' "
                 f'-d \'{{"repo": "{DEMO_REPO}", "accept_license": true}}\' {url}/api/v1/access-requests/\n'
+                f"  Releases are signed:     {url}/api/v1/signing-key.pem (key {signing_key.fingerprint[:16]}…)\n"
                 "  Press Ctrl-C to stop the web server and the worker.\n"
             )
             while all(child.poll() is None for child in children):
