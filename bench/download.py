@@ -4,7 +4,8 @@
       file (Python's static server when nginx is not installed), one stream and 16 at once
   (b) authorized, audited redirects: GET /ORG/NAME/resolve/main/FILE on S3 storage (token checked,
       grant checked, a DownloadEvent written, a presigned URL signed) against a bare Django view
-      answering 302, both under the same gunicorn, 64 concurrent clients (wrk)
+      answering 302, both under the same gunicorn, 64 concurrent clients (wrk); and the floor of any
+      design (bench/redirect_floor.py: the rate-limit count and the presign, nothing else)
 
 Usage: python -m bench.download [--gigabytes 1] [--database-url postgres://...]
 Targets: (a) at least 0.9 of the static server; (b) at least half the bare view's rate.
@@ -169,37 +170,14 @@ def main() -> None:
         manage(env, "migrate", "--verbosity=0")
         token = manage(env, "create_account", "alice", "--email", "alice@example.org", "--verified", "--print-token")
         manage(env, "shell", stdin=SETUP)
-        portal_port, bare_port, static_port = free_port(), free_port(), free_port()
-        processes.append(
-            serve(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "portal.wsgi:application",
-                    f"--bind=127.0.0.1:{portal_port}",
-                    *GUNICORN,
-                ],
-                env,
-                portal_port,
-                scratch / "portal.log",
-            )
-        )
-        processes.append(
-            serve(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "bench.bare_redirect:application",
-                    f"--bind=127.0.0.1:{bare_port}",
-                    *GUNICORN,
-                ],
-                env,
-                bare_port,
-                scratch / "bare.log",
-            )
-        )
+        portal_port, bare_port, floor_port, static_port = free_port(), free_port(), free_port(), free_port()
+        for application, port in (
+            ("portal.wsgi:application", portal_port),
+            ("bench.bare_redirect:application", bare_port),
+            ("bench.redirect_floor:application", floor_port),
+        ):
+            command = [sys.executable, "-m", "gunicorn", application, f"--bind=127.0.0.1:{port}", *GUNICORN]
+            processes.append(serve(command, env, port, scratch / f"{application.split(':')[0]}.log"))
         static_name, static = static_server(big.parent, static_port, scratch, env)
         processes.append(static)
 
@@ -233,10 +211,15 @@ def main() -> None:
             )
         audited = wrk(f"http://127.0.0.1:{portal_port}/bench/small/resolve/main/weights.bin", token)
         bare = wrk(f"http://127.0.0.1:{bare_port}/bench/small/resolve/main/weights.bin", None)
+        floor = wrk(f"http://127.0.0.1:{floor_port}/bench/small/resolve/main/weights.bin", None)
         rows.append(
             f"| (b) redirects/s, 64 clients | {audited['rps']:.0f} (p50 {audited['p50']:.1f} ms, p99 "
             f"{audited['p99']:.1f} ms) | bare view {bare['rps']:.0f} (p50 {bare['p50']:.1f} ms, p99 "
             f"{bare['p99']:.1f} ms) | {audited['rps'] / bare['rps']:.2f} |"
+        )
+        rows.append(
+            f"| (b) floor of any design: rate-limit count + presign, nothing else | {floor['rps']:.0f} (p50 "
+            f"{floor['p50']:.1f} ms) | bare view {bare['rps']:.0f} | {floor['rps'] / bare['rps']:.2f} |"
         )
         database = "PostgreSQL" if args.database_url else "SQLite"
         publish_results(
