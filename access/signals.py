@@ -1,6 +1,10 @@
 """Audit events for what django-allauth and Django's authentication do on their own pages."""
 
+import hashlib
+import hmac
+
 from allauth.account.signals import email_confirmed, user_signed_up
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_login_failed
 from django.db.models import Q
@@ -30,4 +34,11 @@ def login_failed(sender, credentials, request=None, **kwargs):
     account = None
     if attempted:
         account = get_user_model().objects.filter(Q(username=attempted) | Q(email__iexact=attempted)).first()
-    record("access:login:failed", subject=account, request=request, username=attempted)
+    # A name that matches no account is often a password typed in the wrong box: keep only a keyed
+    # digest of it, enough to see the same guess repeated without storing what was typed.
+    tried = {"username": attempted} if account is not None else {"unknown_name_digest": keyed_digest(attempted)}
+    record("access:login:failed", subject=account, request=request, **tried)
+
+
+def keyed_digest(value: str) -> str:
+    return hmac.new(settings.SECRET_KEY.encode(), value.encode(), hashlib.sha256).hexdigest()[:16]

@@ -108,7 +108,13 @@ def test_a_failed_login_records_the_name_tried_and_never_the_password(login, cha
     response = Client(HTTP_USER_AGENT=AGENT).post("/accounts/login/", {"login": login, "password": password})
     assert response.status_code == 200  # the form again, with an error
     failed = only_event("access:login:failed")
-    assert failed.data == {"username": login}
+    if login == "nobody":  # perhaps a password in the wrong box: only a digest, the same for the same guess
+        assert set(failed.data) == {"unknown_name_digest"} and "nobody" not in json.dumps(failed.data)
+        Client().post("/accounts/login/", {"login": login, "password": password})
+        again = events("access:login:failed")[-1]
+        assert again.data == failed.data
+    else:
+        assert failed.data == {"username": login}
     assert failed.subject_username == ("" if login == "nobody" else "alice")
     assert failed.actor_username == "" and failed.user_agent == AGENT
     stored = json.dumps(list(AuditEvent.objects.values()), default=str)
