@@ -167,6 +167,11 @@ def resolve(request, org, name, rev, path):
     """HEAD answers the file's metadata; GET redirects to a short-lived link that serves the bytes."""
     user = request.hf_user
     stored, grant = locate_download(user, org, name, rev, path)
+    if request.method == "HEAD" and rev != stored.revision.commit:
+        # The client downloads from the URL its HEAD ended at: pinning `main` or a tag to the commit here
+        # keeps a release that lands between its HEAD and its GET from mixing two revisions in its cache.
+        pinned = reverse("hf-resolve", kwargs={"org": org, "name": name, "rev": stored.revision.commit, "path": path})
+        return file_headers(HttpResponseRedirect(pinned, preserve_request=True), stored)
     if request.method == "HEAD":
         response = HttpResponse(status=200, content_type="application/octet-stream")
         response["Content-Length"] = str(stored.size)

@@ -38,13 +38,14 @@ def published_tiny_llama(
     release: bool = True,
     verify_here: bool = False,
     config_overrides: dict | None = None,
+    seed: int = 0,
 ) -> tuple[Revision, object]:
     """Publish a tiny checkpoint and wait until it is verified (and released, by default).
 
     `verify_here` runs the verification in this process, for tests that need no worker; a worker
     that is running anyway may take it first, which the claim makes harmless.
     """
-    checkpoint = write_tiny_llama(tmp_path / "checkpoint", shards=2, config_overrides=config_overrides)
+    checkpoint = write_tiny_llama(tmp_path / "checkpoint", shards=2, seed=seed, config_overrides=config_overrides)
     revision = publish(checkpoint, repo_id, storage)
     if verify_here:
         run_checks_stage(revision.pk)

@@ -128,9 +128,9 @@ def test_a_new_license_version_must_be_accepted_before_the_next_download(client,
     grant_access(alice, revision.repo, granted_by=None)
     token = token_for(alice)
     url = "/acme/licensed/resolve/main/config.json"
-    assert client.head(url, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+    assert client.head(url, follow=True, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
     GatingPolicy.objects.filter(repo=revision.repo).update(license_version="2")
-    refused = client.head(url, HTTP_AUTHORIZATION=f"Bearer {token}")
+    refused = client.head(url, follow=True, HTTP_AUTHORIZATION=f"Bearer {token}")
     assert refused.status_code == 403 and refused["X-Error-Code"] == "GatedRepo"
     assert "changed to version 2" in refused["X-Error-Message"]
 
@@ -145,7 +145,7 @@ def test_a_new_license_version_must_be_accepted_before_the_next_download(client,
     assert accept("1").status_code == 409  # not the current version
     accepted = accept("2")
     assert accepted.status_code == 200
-    assert client.head(url, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+    assert client.head(url, follow=True, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
     assert AuditEvent.objects.filter(tag="access:license:accepted", subject_username="alice").count() == 1
 
 
@@ -155,9 +155,9 @@ def test_an_expired_grant_stops_downloads(client, tmp_path):
     grant_access(alice, revision.repo, granted_by=None, expires_at=timezone.now() + timedelta(hours=1))
     token = token_for(alice)
     url = "/acme/expiring/resolve/main/config.json"
-    assert client.head(url, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+    assert client.head(url, follow=True, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
     Grant.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
-    assert client.head(url, HTTP_AUTHORIZATION=f"Bearer {token}")["X-Error-Code"] == "GatedRepo"
+    assert client.head(url, follow=True, HTTP_AUTHORIZATION=f"Bearer {token}")["X-Error-Code"] == "GatedRepo"
 
 
 def test_access_granted_again_after_expiry_is_a_new_live_grant(client, tmp_path):
@@ -170,7 +170,7 @@ def test_access_granted_again_after_expiry_is_a_new_live_grant(client, tmp_path)
     first.refresh_from_db()
     assert first.revoked_at is not None  # closed, so the one-live-grant rule leaves room for the new one
     url = "/acme/expiring/resolve/main/config.json"
-    assert client.head(url, HTTP_AUTHORIZATION=f"Bearer {token_for(alice)}").status_code == 200
+    assert client.head(url, follow=True, HTTP_AUTHORIZATION=f"Bearer {token_for(alice)}").status_code == 200
 
 
 def test_reviewers_hear_of_new_requests_and_applicants_of_decisions(client, repo, django_capture_on_commit_callbacks):

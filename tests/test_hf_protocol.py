@@ -222,3 +222,30 @@ def test_a_revision_named_by_its_tag_downloads_that_revision(live_server, alice_
             token=alice_token,
             cache_dir=tmp_path / "cache2",
         )
+
+
+def test_a_release_landing_between_the_clients_head_and_get_does_not_mix_revisions(
+    live_server, released, alice_token, tmp_path, monkeypatch
+):
+    """The real client; only its metadata call is wrapped, to publish a new release at the worst moment."""
+    import huggingface_hub.file_download as file_download
+
+    first, checkpoint = released
+    shard = "model-00002-of-00002.safetensors"
+    original = file_download.get_hf_file_metadata
+
+    def head_then_release(*args, **kwargs):
+        metadata = original(*args, **kwargs)
+        if not Revision.objects.filter(repo=first.repo, state=Revision.State.RELEASED).exclude(pk=first.pk).exists():
+            published_tiny_llama(tmp_path / "second", REPO_ID, verify_here=True, seed=1)  # same sizes, new bytes
+        return metadata
+
+    monkeypatch.setattr(file_download, "get_hf_file_metadata", head_then_release)
+    path = Path(hf_hub_download(REPO_ID, shard, endpoint=live_server.url, token=alice_token, cache_dir=tmp_path / "c"))
+    second = Revision.objects.filter(repo=first.repo).exclude(pk=first.pk).get()
+    assert (
+        second.state == Revision.State.RELEASED
+        and second.files.get(path=shard).sha256 != first.files.get(path=shard).sha256
+    )
+    assert path.read_bytes() == (checkpoint / shard).read_bytes()  # the revision the HEAD named, whole
+    assert Path(os.path.realpath(path)).name == hashlib.sha256(path.read_bytes()).hexdigest()

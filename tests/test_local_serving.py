@@ -44,9 +44,15 @@ def body(response) -> bytes:
 
 
 def test_head_on_resolve_gives_the_metadata_the_hub_client_needs(client, setup):
-    response = client.head(f"/acme/tiny/resolve/main/{SHARD}", HTTP_AUTHORIZATION=f"Bearer {setup['token']}")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {setup['token']}"}
+    pinned = client.head(f"/acme/tiny/resolve/main/{SHARD}", **auth)
+    # `main` is pinned to its commit, where the client's GET then goes: a release landing in between changes nothing.
+    assert pinned.status_code == 307
+    assert pinned["Location"] == f"/acme/tiny/resolve/{setup['revision'].commit}/{SHARD}"
+    response = client.head(pinned["Location"], **auth)
     stored = setup["stored"]
     assert response.status_code == 200
+    assert pinned["X-Repo-Commit"] == response["X-Repo-Commit"] and pinned["X-Linked-Etag"] == response["X-Linked-Etag"]
     assert response["X-Repo-Commit"] == setup["revision"].commit
     assert response["X-Linked-Etag"] == f'"{stored.sha256}"'
     assert response["X-Linked-Size"] == str(len(setup["bytes"]))
@@ -178,7 +184,7 @@ def test_a_token_past_its_request_rate_gets_429_with_when_to_retry(client, setup
 
     settings.DOWNLOAD_RATE_LIMIT = (3, 60)
     auth = {"HTTP_AUTHORIZATION": f"Bearer {setup['token']}"}
-    answers = [client.head(f"/acme/tiny/resolve/main/{SHARD}", **auth) for _ in range(4)]
+    answers = [client.head(f"/acme/tiny/resolve/{setup['revision'].commit}/{SHARD}", **auth) for _ in range(4)]
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     refused = answers[-1]
     assert 1 <= int(refused["Retry-After"]) <= 60

@@ -69,7 +69,7 @@ def call(client: Client, user, method: str, path: str, body=None, api=True):
     return getattr(client, method)(path, **headers)
 
 
-OK, CREATED = 200, 201
+OK, CREATED, PINNED = 200, 201, 307  # PINNED: a HEAD of `main` redirected to the same file at its commit
 ANON, DENIED, HIDDEN, CONFLICT, LATER, LOGIN = 401, 403, 404, 409, 429, 302
 
 
@@ -109,7 +109,12 @@ ENDPOINTS = {
     ("get", "/api/whoami-v2", None, False): roles(OK, anonymous=ANON),
     ("get", "/api/models/acme/tiny/revision/main", None, False): roles(OK),
     ("get", f"/api/models/acme/tiny/tree/{COMMIT}", None, False): roles(OK),
-    ("head", "/acme/tiny/resolve/main/config.json", None, False): roles(DENIED, anonymous=ANON, grantee=OK, staff=OK),
+    ("head", "/acme/tiny/resolve/main/config.json", None, False): roles(
+        DENIED, anonymous=ANON, grantee=PINNED, staff=PINNED
+    ),
+    ("head", f"/acme/tiny/resolve/{COMMIT}/config.json", None, False): roles(
+        DENIED, anonymous=ANON, grantee=OK, staff=OK
+    ),
     ("get", "/api/models/acme/tiny/user-access-request/pending", None, False): roles(
         DENIED, anonymous=ANON, reviewer=OK, staff=OK
     ),
