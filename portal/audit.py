@@ -1,11 +1,14 @@
 """Writing the audit trail: one call per change, from the service that makes it, appended to a
 hash chain that `manage.py verify_audit_chain` checks."""
 
+import logging
+
 from django.db import IntegrityError, transaction
 
 from portal.models import GENESIS, AuditChainHead, AuditEvent
 
 HEAD = 1
+log = logging.getLogger(__name__)
 
 
 def locked_head() -> AuditChainHead:
@@ -62,3 +65,24 @@ def first_break() -> str | None:
     if head is not None and (head.sequence, head.last_hash) != (expected_sequence - 1, expected_previous):
         return f"the chain should end at event {head.sequence} but ends at {expected_sequence - 1}: events were deleted"
     return None
+
+
+def alert_if_broken() -> str | None:
+    """Periodic: check the whole chain and mail every active staff member the first break found, if any."""
+    from django.contrib.auth import get_user_model
+    from django.core.mail import send_mail
+
+    problem = first_break()
+    if problem is None:
+        return None
+    log.error("audit chain broken: %s", problem)
+    staff = get_user_model().objects.filter(is_staff=True, is_active=True).exclude(email="")
+    send_mail(
+        "Weightgate: the audit log was altered",
+        f"The daily check of the audit log's hash chain failed:\n\n  {problem}\n\n"
+        "Someone with access to the database edited, deleted or reordered events. Keep a copy of the "
+        "database as it is now, and run `python manage.py verify_audit_chain` to see the first altered event.",
+        None,
+        list(staff.values_list("email", flat=True)),
+    )
+    return problem

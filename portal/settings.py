@@ -192,6 +192,7 @@ CELERY_BEAT_SCHEDULE = {
     "review-digests": {"task": "workers.tasks.send_review_digests", "schedule": 24 * 3600},
     "expired-grants": {"task": "workers.tasks.record_expired_grants", "schedule": 3600},
     "erase-old-origins": {"task": "workers.tasks.erase_old_origins", "schedule": 24 * 3600},
+    "check-audit-chain": {"task": "workers.tasks.check_audit_chain", "schedule": 24 * 3600},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_ACCEPT_CONTENT = ["json"]

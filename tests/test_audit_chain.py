@@ -51,6 +51,18 @@ def test_deleting_the_newest_events_is_caught_too(chain):
     assert "should end at event 5 but ends at 3" in broken()
 
 
+def test_the_daily_check_mails_staff_only_when_the_chain_is_broken(chain, mailoutbox):
+    from workers.tasks import check_audit_chain
+
+    person("root", staff=True)
+    assert check_audit_chain.apply().get() is None and mailoutbox == []
+    AuditEvent.objects.filter(sequence=3).update(data={"number": 99})
+    problem = check_audit_chain.apply().get()
+    assert "event 3 (access:request:submitted) was edited" in problem
+    assert [message.to for message in mailoutbox] == [["root@example.org"]]  # staff only, not alice
+    assert problem in mailoutbox[0].body and "verify_audit_chain" in mailoutbox[0].body
+
+
 def test_swapped_events_are_caught(chain):
     AuditEvent.objects.filter(sequence=2).update(sequence=-2)
     AuditEvent.objects.filter(sequence=3).update(sequence=2)

@@ -8,7 +8,7 @@ from django.conf import settings
 
 from access import services as access_services
 from distribution.storage import StorageError
-from portal import retention
+from portal import audit, retention
 from verification import services as verification_services
 
 # Every verification task: redelivered if its worker dies, limited in time, retried only on storage trouble.
@@ -73,3 +73,9 @@ def record_expired_grants() -> int:
 def erase_old_origins() -> dict[str, int]:
     """Daily: erase the address and user agent of events older than AUDIT_ORIGIN_RETENTION_DAYS."""
     return retention.erase_old_origins()
+
+
+@shared_task(ignore_result=True)
+def check_audit_chain() -> str | None:
+    """Daily: verify the whole hash chain and mail staff if an event was altered."""
+    return audit.alert_if_broken()
