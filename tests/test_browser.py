@@ -2,6 +2,7 @@
 link, ask for access; a reviewer accepts in the queue; the applicant sees the decision and how to
 download. Screenshots of each page go to tests/artifacts/ (ignored by git)."""
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -107,6 +108,21 @@ def test_sign_up_verify_ask_get_accepted_and_see_how_to_download(browser, live_s
     snap(applicant, "09-download-instructions")
     content = applicant.content()
     assert "You may download this model" in content and "snapshot_download" in content
+    assert "model_signing verify key" in content and "/api/v1/signing-key.pem" in content
+    # The signed-in browser fetches a file (the session authorizes it, as a token would).
+    fetched = applicant.request.get(f"{live_server.url}/acme/tiny/resolve/main/config.json")
+    assert fetched.ok and json.loads(fetched.body())["model_type"] == "llama"
+
+    reviewer.goto(f"{live_server.url}/audit/downloads/?repo=acme/tiny")
+    snap(reviewer, "11-who-obtained")
+    row = reviewer.locator("table tr", has_text="alice")
+    assert row.count() == 1 and revision.commit[:12] in row.inner_text()
+    export = reviewer.get_attribute("a:text('CSV')", "href")
+    assert export.startswith("/audit/downloads.csv?") and "repo=acme%2Ftiny" in export
+    applicant.goto(f"{live_server.url}/account/")
+    snap(applicant, "12-account-downloads")
+    own = applicant.request.get(f"{live_server.url}/account/downloads.json")
+    assert [(r["username"], r["repo"]) for r in json.loads(own.body())] == [("alice", "acme/tiny")]
     applicant.goto(f"{live_server.url}/requests/")
     snap(applicant, "10-my-requests")
     assert "accepted" in applicant.content()
