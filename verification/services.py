@@ -169,9 +169,7 @@ def check_signature(revision: Revision, report: Report) -> None:
         report.fail("signature", "SignatureInvalid", f"{SIGNATURE_PATH} cannot be trusted: {error}", SIGNATURE_PATH)
         return
     hashed = {path: digest.sha256 for path, digest in report.files.items() if is_signed_path(path)}
-    differing = sorted(
-        path for path in signed.digests.keys() | hashed.keys() if signed.digests.get(path) != hashed.get(path)
-    )
+    differing = sorted(path for path in signed.keys() | hashed.keys() if signed.get(path) != hashed.get(path))
     if differing:
         report.fail(
             "signature", "SignatureMismatch", f"the signed release differs in {', '.join(differing)}", differing[0]

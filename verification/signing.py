@@ -9,7 +9,6 @@ import base64
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from cryptography.exceptions import InvalidSignature
@@ -150,14 +149,8 @@ def sign_digests(model_name: str, digests: dict[str, str], private_key: ec.Ellip
     return json.dumps(bundle, indent=2).encode()
 
 
-@dataclass
-class SignedContent:
-    key_fingerprint: str
-    digests: dict[str, str]
-
-
-def read_signature(bundle: bytes, public_key_pem: bytes) -> SignedContent:
-    """What a bundle signs, after checking its signature with `public_key_pem`; ValueError if it does not hold."""
+def read_signature(bundle: bytes, public_key_pem: bytes) -> dict[str, str]:
+    """The file -> sha256 a bundle signs, after checking it with `public_key_pem`; ValueError if it does not hold."""
     try:
         parsed = json.loads(bundle)
         envelope = parsed["dsseEnvelope"]
@@ -176,5 +169,4 @@ def read_signature(bundle: bytes, public_key_pem: bytes) -> SignedContent:
     content = json.loads(payload)
     if content.get("predicateType") != PREDICATE_TYPE:
         raise ValueError(f"predicate type {content.get('predicateType')!r}, expected {PREDICATE_TYPE}")
-    digests = {item["name"]: item["digest"] for item in content["predicate"]["resources"]}
-    return SignedContent(key_fingerprint=hint, digests=digests)
+    return {item["name"]: item["digest"] for item in content["predicate"]["resources"]}
