@@ -1,10 +1,6 @@
 """Audit events for what django-allauth and Django's authentication do on their own pages."""
 
-import hashlib
-import hmac
-
 from allauth.account.signals import email_confirmed, user_signed_up
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_login_failed
 from django.db.models import Q
@@ -12,6 +8,7 @@ from django.dispatch import receiver
 
 from access.services import record_account_created, record_email_verified
 from portal.audit import record
+from portal.models import keyed_digest
 
 
 @receiver(user_signed_up, dispatch_uid="access-audit-signed-up")
@@ -38,7 +35,3 @@ def login_failed(sender, credentials, request=None, **kwargs):
     # digest of it, enough to see the same guess repeated without storing what was typed.
     tried = {"username": attempted} if account is not None else {"unknown_name_digest": keyed_digest(attempted)}
     record("access:login:failed", subject=account, request=request, **tried)
-
-
-def keyed_digest(value: str) -> str:
-    return hmac.new(settings.SECRET_KEY.encode(), value.encode(), hashlib.sha256).hexdigest()[:16]

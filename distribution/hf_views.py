@@ -13,7 +13,7 @@ from access.gate import AccessDenied, find_repo, permit_download
 from access.models import ApiToken, Grant, User
 from distribution.models import Repo, Revision, RevisionFile
 from distribution.serving import serve_file
-from distribution.tickets import TicketRefused, issue_ticket, read_ticket
+from distribution.tickets import LinkRefused, issue_ticket, read_ticket
 from portal.audit import record
 from portal.hf_protocol import hf_endpoint, hf_error
 
@@ -208,7 +208,7 @@ def ticket_download(request, ticket, filename):
     """The link a download is redirected to: the ticket alone authorizes it, checked again now."""
     try:
         claim = read_ticket(ticket, max_age=settings.DOWNLOAD_REDIRECT_SECONDS)
-    except TicketRefused as refused:
+    except LinkRefused as refused:
         return hf_error(refused.status, refused.message)
     stored = RevisionFile.objects.select_related("revision__repo").filter(pk=claim.file_id).first()
     user = User.objects.filter(pk=claim.user_id, is_active=True).first() if claim.user_id else None

@@ -19,16 +19,10 @@ from django.utils import timezone
 
 from access.gate import AccessDenied, permit_download
 from distribution.models import DownloadTicket, Revision, RevisionFile
+from distribution.tickets import LinkRefused
 from portal.audit import record
 
 SALT = "weightgate.download-link"
-
-
-class LinkRefused(Exception):
-    def __init__(self, message: str, status: int = 403):
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 def repo_page(revision: Revision) -> str:

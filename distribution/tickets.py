@@ -11,7 +11,9 @@ from django.core import signing
 SALT = "weightgate.download-ticket"
 
 
-class TicketRefused(Exception):
+class LinkRefused(Exception):
+    """A download link (a Hub redirect ticket or a DownloadTicket) that must not serve; says why."""
+
     def __init__(self, message: str, status: int = 403):
         super().__init__(message)
         self.message = message
@@ -34,9 +36,7 @@ def read_ticket(value: str, *, max_age: int) -> Ticket:
     try:
         payload = signing.loads(value, salt=SALT, max_age=max_age)
     except signing.SignatureExpired as error:
-        raise TicketRefused(
-            f"this download link has expired ({error}); ask for the file again for a new link"
-        ) from None
+        raise LinkRefused(f"this download link has expired ({error}); ask for the file again for a new link") from None
     except signing.BadSignature:
-        raise TicketRefused("this download link is not valid: it was altered or cut; ask for the file again") from None
+        raise LinkRefused("this download link is not valid: it was altered or cut; ask for the file again") from None
     return Ticket(file_id=payload["f"], user_id=payload["u"], grant_id=payload["g"], token_id=payload["t"])

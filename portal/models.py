@@ -9,6 +9,11 @@ from django.utils import timezone
 GENESIS = "0" * 64
 
 
+def keyed_digest(text: str) -> str:
+    """HMAC-SHA256 under SECRET_KEY: tells equal values apart from others without keeping them."""
+    return hmac.new(settings.SECRET_KEY.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
 class Recorded(models.Model):
     """Where and when a recorded request came from: shared by audit and download events."""
 
@@ -82,8 +87,7 @@ class AuditEvent(Recorded):
     def digest_origin(ip, user_agent) -> str:
         if not ip and not user_agent:
             return ""
-        message = f"{ip or ''}\n{user_agent or ''}".encode()
-        return hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).hexdigest()
+        return keyed_digest(f"{ip or ''}\n{user_agent or ''}")
 
 
 class AuditChainHead(models.Model):
