@@ -124,3 +124,45 @@ def test_weights_that_overflow_in_the_forward_pass_give_non_finite_logits(checkp
     set_tensor(checkpoint, "lm_head.weight", 1e30)
     report = check_directory(checkpoint)
     assert report.failures and report.failures[0].code == "NonFiniteLogits"
+
+
+def tiny_model_tensors(checkpoint):
+    from safetensors.torch import load_file as load_torch_file
+
+    from verification.model_checks import build_config
+
+    config = build_config(json.loads((checkpoint / "config.json").read_text()))
+    tensors = {}
+    for shard in sorted(checkpoint.glob("model-*.safetensors")):
+        tensors.update(load_torch_file(shard))
+    return config, tensors
+
+
+def test_the_smoke_model_holds_the_verified_tensors_themselves_not_copies(checkpoint):
+    from verification.model_checks import model_around
+
+    config, tensors = tiny_model_tensors(checkpoint)
+    model = model_around(config, tensors, torch.device("cpu"))
+    received = {tensor.data_ptr() for tensor in tensors.values()}
+    assert {parameter.data_ptr() for parameter in model.parameters()} <= received
+    assert all(not buffer.is_meta for buffer in model.buffers())  # the rotary tables were computed
+
+
+def test_a_tied_head_shares_the_embedding_it_was_saved_without(tmp_path):
+    from verification.model_checks import model_around
+
+    checkpoint = write_tiny_llama(tmp_path / "tied", config_overrides={"tie_word_embeddings": True})
+    config, tensors = tiny_model_tensors(checkpoint)
+    assert "lm_head.weight" not in tensors
+    model = model_around(config, tensors, torch.device("cpu"))
+    assert model.lm_head.weight.data_ptr() == tensors["model.embed_tokens.weight"].data_ptr()
+    assert check_directory(checkpoint).ok
+
+
+def test_tensors_that_leave_a_parameter_unset_are_refused(checkpoint):
+    from verification.model_checks import ConfigUnbuildable, model_around
+
+    config, tensors = tiny_model_tensors(checkpoint)
+    del tensors["model.norm.weight"]
+    with pytest.raises(ConfigUnbuildable, match=r"missing \['model.norm.weight'\]"):
+        model_around(config, tensors, torch.device("cpu"))

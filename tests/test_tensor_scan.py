@@ -104,3 +104,93 @@ def test_an_all_zero_weight_is_flagged_but_not_failed(tmp_path):
     assert [c.status for c in flagged] == ["warn"] and name in flagged[0].message
     stats = {t["name"]: t for t in report.tensors}
     assert stats[name]["absmax"] == 0.0 and report.ok
+
+
+class CountedReads:
+    """Wraps os.preadv to tell the read-ahead thread's full reads from its one-byte cache probes."""
+
+    def __init__(self, monkeypatch):
+        import os
+
+        self.full, self.probes, original = 0, 0, os.preadv
+
+        def preadv(fd, buffers, offset, *flags):
+            if flags:
+                self.probes += 1
+            else:
+                self.full += 1
+            return original(fd, buffers, offset, *flags)
+
+        monkeypatch.setattr(os, "preadv", preadv)
+
+
+def evicted(path) -> bool:
+    """Drop the file's pages from the page cache; True when its last byte is really no longer cached."""
+    import os
+
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        try:
+            os.preadv(handle.fileno(), [bytearray(1)], path.stat().st_size - 1, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return True
+    return False
+
+
+@pytest.fixture
+def small_windows(monkeypatch, tmp_path):
+    monkeypatch.setattr(scan_module, "MAP_WINDOW_BYTES", 64 * 1024)
+    monkeypatch.setattr(scan_module, "CHUNK_BYTES", 16 * 1024)
+    data = save_numpy({"w": np.random.default_rng(3).standard_normal(300_000).astype(np.float32)})
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(data)
+    return path, data
+
+
+def test_a_file_not_in_the_page_cache_is_read_ahead_of_the_hashing_with_the_same_results(monkeypatch, small_windows):
+    import hashlib
+
+    path, data = small_windows
+    warm = {s.name: s for s in scan_stream(path.name, len(data), io.BytesIO(data)).tensors}["w"]
+    reads = CountedReads(monkeypatch)
+    assert evicted(path), "the page cache kept the file; this test needs POSIX_FADV_DONTNEED to work"
+    with open(path, "rb") as stream:
+        result = scan_stream(path.name, len(data), stream)
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    cold = {s.name: s for s in result.tensors}["w"]
+    assert (cold.absmax, cold.mean, cold.std) == (warm.absmax, warm.mean, warm.std)
+    assert reads.full > 0  # the thread read windows the consumer had not reached
+
+
+def test_a_file_in_the_page_cache_is_only_probed(monkeypatch, small_windows):
+    path, data = small_windows
+    path.read_bytes()  # cached now
+    reads = CountedReads(monkeypatch)
+    with open(path, "rb") as stream:
+        scan_stream(path.name, len(data), stream)
+    assert reads.full == 0 and reads.probes > 0
+
+
+def test_the_read_ahead_thread_ends_when_the_reader_stops_early(small_windows):
+    import threading
+
+    path, data = small_windows
+    with open(path, "rb") as stream:
+        chunks = scan_module.chunks_of(stream, len(data))
+        next(chunks)
+        assert any(thread.name == "read-ahead" for thread in threading.enumerate())
+        chunks.close()
+    for thread in threading.enumerate():
+        if thread.name == "read-ahead":
+            thread.join(timeout=5)
+            assert not thread.is_alive()
+
+
+def test_read_ahead_can_be_turned_off(monkeypatch, small_windows):
+    path, data = small_windows
+    monkeypatch.setattr(scan_module, "READ_AHEAD_WINDOWS", 0)
+    reads = CountedReads(monkeypatch)
+    with open(path, "rb") as stream:
+        scan_stream(path.name, len(data), stream)
+    assert reads.full == reads.probes == 0

@@ -40,6 +40,9 @@ def test_a_good_checkpoint_passes_and_the_cli_exits_zero(tmp_path):
     report = json.loads(result.stdout)
     assert report["ok"] is True
     assert {"name", "status", "code", "file", "message"} <= set(report["checks"][0])
+    assert "smoke" not in {check["name"] for check in report["checks"]}  # --no-smoke is honoured
+    with_smoke = json.loads(cli(checkpoint, "--json").stdout)
+    assert ("smoke", "LogitsFinite") in {(check["name"], check["code"]) for check in with_smoke["checks"]}
 
 
 def test_a_truncated_shard_fails_with_its_code_and_exit_one(tmp_path):

@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-smoke", action="store_true", help="skip the smoke inference")
     args = parser.parse_args(argv)
     try:
-        report = check_directory(args.directory)
+        report = check_directory(args.directory, smoke=not args.no_smoke)
     except UnreadableCheckpoint as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

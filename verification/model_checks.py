@@ -166,6 +166,24 @@ def smoke_sink(files, report: Report):
     return TensorSink(device)
 
 
+def model_around(config, tensors: dict, device):
+    """The model with `tensors` as its parameters, not copies of them, so the device holds the weights once.
+
+    Parameters are built on the meta device and then replaced by the tensors; buffers that are not
+    in a checkpoint (rotary tables) are computed as usual and moved to `device`.
+    """
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        model = model_class(config)._from_config(config)
+    _, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
+    model.tie_weights()  # a tied head shares the embedding it was not saved apart from
+    missing = sorted(name for name, parameter in model.named_parameters() if parameter.is_meta)
+    if missing or unexpected:
+        raise ConfigUnbuildable(f"the tensors do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.to(device)
+
+
 def run_smoke(files: dict, sink, report: Report) -> None:
     """Build the model around the tensors already on the device, run a fixed forward pass, judge the logits."""
     import torch
@@ -174,11 +192,7 @@ def run_smoke(files: dict, sink, report: Report) -> None:
     device = sink.device
     try:
         config = build_config(read_json(files, CONFIG_NAME))
-        model = (
-            model_class(config)
-            .from_pretrained(None, config=config, state_dict=sink.tensors(), dtype="auto", trust_remote_code=False)
-            .to(device)
-        )
+        model = model_around(config, sink.tensors(), device)
         model.eval()
         reference = None
         if SMOKE_REFERENCE_NAME in files:

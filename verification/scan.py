@@ -3,6 +3,8 @@
 Chunks come from a memory map of the file when it is local (no copy out of the page cache) or from
 a reused buffer when it is a stream (S3); each chunk is hashed, the first ones also give the header,
 and the rest go to the tensor scanner. Memory stays bounded by the window size whatever the shard size.
+When a local file is not in the page cache, a reader thread keeps a bounded distance ahead of the
+hashing, so the disk works while the cores hash (otherwise each page fault stalls the hashing).
 """
 
 import hashlib
@@ -11,6 +13,7 @@ import mmap
 import os
 import stat
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -20,6 +23,7 @@ from verification.tensor_scan import TensorScanner, TensorStats
 
 CHUNK_BYTES = 1024 * 1024  # stays in a core's cache between hashing and scanning
 MAP_WINDOW_BYTES = 16 * 1024 * 1024  # mapped at a time, so resident memory stays bounded
+READ_AHEAD_WINDOWS = 4  # how far the reader thread may run ahead of the hashing; 0 turns it off
 
 
 def stream_chunks(stream: BinaryIO) -> Iterator[memoryview]:
@@ -33,18 +37,78 @@ def stream_chunks(stream: BinaryIO) -> Iterator[memoryview]:
             yield memoryview(data)
 
 
+class ReadAhead:
+    """Brings a file's windows into the page cache just ahead of the consumer, from its own thread.
+
+    It skips windows already cached (a one-byte read of a window's end that must not wait), so a
+    warm file costs a system call per window and nothing more; the bytes it reads are discarded.
+    """
+
+    def __init__(self, descriptor: int, size: int):
+        self.descriptor, self.size = descriptor, size
+        self.consumed = 0  # windows the consumer has finished
+        self.budget = threading.Semaphore(READ_AHEAD_WINDOWS)
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, name="read-ahead", daemon=True)
+
+    @staticmethod
+    def available() -> bool:
+        return READ_AHEAD_WINDOWS > 0 and hasattr(os, "RWF_NOWAIT")  # Linux; elsewhere page faults read
+
+    def _cached(self, end: int, probe: bytearray) -> bool:
+        try:
+            return os.preadv(self.descriptor, [probe], end - 1, os.RWF_NOWAIT) == 1
+        except OSError:  # not cached (EAGAIN), or a file system without non-blocking reads
+            return False
+
+    def _run(self) -> None:
+        buffer, probe = bytearray(CHUNK_BYTES), bytearray(1)
+        window = 0
+        try:
+            while True:
+                self.budget.acquire()
+                window = max(window, self.consumed)  # never read what the consumer has passed
+                start = window * MAP_WINDOW_BYTES
+                if self.stopped or start >= self.size:
+                    return
+                end = min(start + MAP_WINDOW_BYTES, self.size)
+                if not self._cached(end, probe):
+                    for offset in range(start, end, CHUNK_BYTES):
+                        os.preadv(self.descriptor, [buffer], offset)
+                window += 1
+        except OSError:
+            return  # the consumer's own reads meet the error and report it
+
+    def took_window(self) -> None:
+        self.consumed += 1
+        self.budget.release()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.budget.release()
+
+
 def mapped_chunks(descriptor: int, size: int) -> Iterator[memoryview]:
     # Each window is unmapped when the last chunk taken from it is dropped (no explicit close, which
     # would fail while a consumer still holds a view).
-    for offset in range(0, size, MAP_WINDOW_BYTES):
-        length = min(MAP_WINDOW_BYTES, size - offset)
-        window = mmap.mmap(descriptor, length, access=mmap.ACCESS_READ, offset=offset)
-        window.madvise(mmap.MADV_SEQUENTIAL)
-        view = memoryview(window)
-        del window
-        for start in range(0, length, CHUNK_BYTES):
-            yield view[start : start + CHUNK_BYTES]
-        del view
+    ahead = ReadAhead(descriptor, size) if ReadAhead.available() else None
+    if ahead is not None:
+        ahead.thread.start()
+    try:
+        for offset in range(0, size, MAP_WINDOW_BYTES):
+            length = min(MAP_WINDOW_BYTES, size - offset)
+            window = mmap.mmap(descriptor, length, access=mmap.ACCESS_READ, offset=offset)
+            window.madvise(mmap.MADV_SEQUENTIAL)
+            view = memoryview(window)
+            del window
+            for start in range(0, length, CHUNK_BYTES):
+                yield view[start : start + CHUNK_BYTES]
+            del view
+            if ahead is not None:
+                ahead.took_window()
+    finally:
+        if ahead is not None:
+            ahead.stop()
 
 
 def chunks_of(stream: BinaryIO, size: int) -> Iterator[memoryview]:
