@@ -247,6 +247,8 @@ class DownloadEvent(Recorded):
     bytes_expected = models.BigIntegerField(null=True)
     # Null until known: a redirected download never passes through the portal.
     bytes_served = models.BigIntegerField(null=True)
+    # Set on events that went through the spool (distribution.event_spool), so shipping one twice stores it once.
+    spool_key = models.CharField(max_length=32, null=True, unique=True, editable=False)  # noqa: DJ001  (unique: "" would clash)
 
     class Meta(Recorded.Meta):
         indexes = [

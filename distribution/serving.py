@@ -17,6 +17,7 @@ from django.utils import timezone
 from distribution.models import DownloadEvent, RevisionFile
 from distribution.storage import LocalStorage, get_storage
 from portal import audit
+from portal.models import AuditEvent
 
 RANGE_PATTERN = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -86,42 +87,58 @@ class CountingFile:
             self._on_close(self.bytes_sent if self._read or self._remaining <= 0 else None)
 
 
-def record_event(request, stored: RevisionFile, *, user, grant, token, ticket=None, channel, status, expected):
-    """The DownloadEvent and its audit event, together or neither."""
+def event_fields(request, stored: RevisionFile, *, user, grant, token, ticket=None, channel, status, expected) -> dict:
+    """A DownloadEvent's values as ids and strings, so the event spool can keep them as JSON."""
     revision = stored.revision
     downloader = user if user is not None and user.is_authenticated else None
+    return {
+        "user_id": downloader.pk if downloader else None,
+        "username": downloader.get_username() if downloader else "",
+        "repo_id": revision.repo.repo_id,
+        "grant_id": grant.pk if grant else None,
+        "token_id": token.pk if token else None,
+        "ticket_id": ticket.pk if ticket else None,
+        "revision_id": revision.pk,
+        "commit": revision.commit,
+        "file_id": stored.pk,
+        "path": stored.path,
+        "channel": channel,
+        "range_requested": request.headers.get("Range", "")[:200],
+        "status": status,
+        "bytes_expected": expected,
+        **DownloadEvent.origin(request),
+    }
+
+
+def record_event(request, stored: RevisionFile, **details) -> DownloadEvent:
+    """The DownloadEvent and its audit event, together or neither."""
     with transaction.atomic():
-        event = DownloadEvent.objects.create(
-            user=downloader,
-            username=downloader.get_username() if downloader else "",
-            repo_id=revision.repo.repo_id,
-            grant=grant,
-            token=token,
-            ticket=ticket,
-            revision=revision,
-            commit=revision.commit,
-            file=stored,
-            path=stored.path,
-            channel=channel,
-            range_requested=request.headers.get("Range", "")[:200],
-            status=status,
-            bytes_expected=expected,
-            **DownloadEvent.origin(request),
-        )
-        audit.record(
-            "distribution:download:served",
-            actor=downloader,
-            subject=downloader,
-            repo=revision.repo,
-            request=request,
-            download_event=event.pk,
-            commit=revision.commit,
-            path=stored.path,
-            status=status,
-            range=event.range_requested,
-            channel=channel,
-        )
+        event = DownloadEvent.objects.create(**event_fields(request, stored, **details))
+        audit.append([served_event(event)])
     return event
+
+
+def served_event(event: DownloadEvent) -> AuditEvent:
+    """The audit event saying `event` was served, the same whether recorded at once or from the spool."""
+    return AuditEvent(
+        tag="distribution:download:served",
+        created_at=event.created_at,
+        actor_id=event.user_id,
+        actor_username=event.username,
+        subject_username=event.username,
+        repo_id=event.repo_id,
+        ip=event.ip,
+        user_agent=event.user_agent,
+        origin_digest=AuditEvent.digest_origin(event.ip, event.user_agent),
+        data={
+            "download_event": event.pk,
+            "commit": event.commit,
+            "path": event.path,
+            "status": event.status,
+            "range": event.range_requested,
+            "channel": event.channel,
+        },
+    )
 
 
 class LimitReached(Exception):

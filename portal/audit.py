@@ -4,10 +4,13 @@ hash chain that `manage.py verify_audit_chain` checks."""
 import logging
 
 from django.db import IntegrityError, transaction
+from django.dispatch import Signal
 
 from portal.models import GENESIS, AuditChainHead, AuditEvent
 
 HEAD = 1
+# Sent with `tags` once events are on the chain, so caches of who may do what can let go of them.
+appended = Signal()
 log = logging.getLogger(__name__)
 
 
@@ -24,27 +27,39 @@ def locked_head() -> AuditChainHead:
     return head
 
 
-def record(tag: str, *, actor=None, subject=None, repo=None, request=None, **data) -> AuditEvent:
+def new_event(tag: str, *, actor=None, subject=None, repo=None, request=None, **data) -> AuditEvent:
+    """An event not yet on the chain (see `append`)."""
     actor = actor if actor is not None and actor.is_authenticated else None
     origin = AuditEvent.origin(request)
+    return AuditEvent(
+        origin_digest=AuditEvent.digest_origin(origin.get("ip"), origin.get("user_agent")),
+        tag=tag,
+        actor=actor,
+        actor_username=actor.get_username() if actor else "",
+        subject_username=subject.get_username() if subject is not None else "",
+        repo_id=repo.repo_id if repo is not None else "",
+        data=data,
+        **origin,
+    )
+
+
+def append(events: list[AuditEvent]) -> list[AuditEvent]:
+    """Put `events` at the end of the chain, in order, under one lock of its head."""
     with transaction.atomic():
         head = locked_head()
-        event = AuditEvent(
-            sequence=head.sequence + 1,
-            previous_hash=head.last_hash,
-            origin_digest=AuditEvent.digest_origin(origin.get("ip"), origin.get("user_agent")),
-            tag=tag,
-            actor=actor,
-            actor_username=actor.get_username() if actor else "",
-            subject_username=subject.get_username() if subject is not None else "",
-            repo_id=repo.repo_id if repo is not None else "",
-            data=data,
-            **origin,
-        )
-        event.hash = event.compute_hash()
-        event.save()
-        AuditChainHead.objects.filter(pk=HEAD).update(sequence=event.sequence, last_hash=event.hash)
-    return event
+        sequence, previous = head.sequence, head.last_hash
+        for event in events:
+            sequence += 1
+            event.sequence, event.previous_hash = sequence, previous
+            event.hash = previous = event.compute_hash()
+        AuditEvent.objects.bulk_create(events)
+        AuditChainHead.objects.filter(pk=HEAD).update(sequence=sequence, last_hash=previous)
+    appended.send(sender=AuditEvent, tags=[event.tag for event in events])
+    return events
+
+
+def record(tag: str, *, actor=None, subject=None, repo=None, request=None, **data) -> AuditEvent:
+    return append([new_event(tag, actor=actor, subject=subject, repo=repo, request=request, **data)])[0]
 
 
 def first_break() -> str | None:

@@ -152,6 +152,18 @@ DOWNLOAD_RATE_LIMIT = env_rate("DOWNLOAD_RATE_LIMIT", "600/60")
 X_ACCEL_REDIRECT_PREFIX = env_str("X_ACCEL_REDIRECT_PREFIX")
 # How long the URL a download is redirected to stays valid (presigned S3 URL or local ticket).
 DOWNLOAD_REDIRECT_SECONDS = env_int("DOWNLOAD_REDIRECT_SECONDS", 600, minimum=1, maximum=7 * 24 * 3600)
+# How long a process answers a token's repeated redirect to object storage from the checks it made
+# the first time (distribution.fast_path); 0 checks everything on every request. A change to grants,
+# tokens, revisions or accounts clears it at once in the process that made it, in the others after
+# at most this long (links already handed out stay valid for DOWNLOAD_REDIRECT_SECONDS anyway).
+# The suite checks every request fully unless a test turns this on (tests/test_fast_path.py): most
+# tests count a download's events the moment it is answered, and the spool stores them a moment later.
+DOWNLOAD_DECISION_SECONDS = env_int(
+    "DOWNLOAD_DECISION_SECONDS", 0 if "PYTEST_VERSION" in os.environ else 2, minimum=0, maximum=60
+)
+# The fast path's download events go to a file per process first, stored in the database this often.
+DOWNLOAD_SPOOL_DIR = Path(env_str("DOWNLOAD_SPOOL_DIR", str(VAR_DIR / "spool")))
+DOWNLOAD_SPOOL_FLUSH_SECONDS = env_int("DOWNLOAD_SPOOL_FLUSH_MS", 250, minimum=10, maximum=60_000) / 1000
 
 # --- Audit -------------------------------------------------------------------------------------
 # Days the address and user agent of audit and download events are kept; a daily job erases older ones.
@@ -193,6 +205,7 @@ CELERY_BEAT_SCHEDULE = {
     "expired-grants": {"task": "workers.tasks.record_expired_grants", "schedule": 3600},
     "erase-old-origins": {"task": "workers.tasks.erase_old_origins", "schedule": 24 * 3600},
     "check-audit-chain": {"task": "workers.tasks.check_audit_chain", "schedule": 24 * 3600},
+    "spooled-downloads": {"task": "workers.tasks.store_spooled_downloads", "schedule": 60},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -94,3 +94,16 @@ def worker(worker_env, django_db_blocker, tmp_path_factory):
     services.stop_process(process)
     with django_db_blocker.unblock():
         services.close_other_sessions()
+
+
+@pytest.fixture
+def s3_release(s3_endpoint, tmp_path):
+    """acme/tiny released on S3, with alice granted access: (revision, checkpoint directory, her token)."""
+    from access.services import grant_access
+    from tests.flows import published_tiny_llama
+    from tests.personas import person, token_for
+
+    revision, checkpoint = published_tiny_llama(tmp_path, "acme/tiny", "s3", verify_here=True)
+    alice = person("alice")
+    grant_access(alice, revision.repo, granted_by=None)
+    return revision, checkpoint, token_for(alice)

@@ -9,12 +9,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pytest
 from django.test import override_settings
 
-from access.services import grant_access
 from distribution.models import DownloadEvent, Repo, Revision
 from distribution.publishing import PublishError, publish_checkpoint
 from distribution.storage import get_storage
-from tests.flows import published_tiny_llama
-from tests.personas import person, token_for
 from tests.services import s3_client
 from verification.tiny_llama import write_tiny_llama
 
@@ -27,14 +24,6 @@ def curl(url: str, *args: str, output=None) -> tuple[int, str]:
     command = ["curl", "-sS", "-D", "-", "-o", str(output or os.devnull), "-w", "%{http_code}", *args, url]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
     return int(result.stdout[-3:]), result.stdout[:-3]
-
-
-@pytest.fixture
-def s3_release(s3_endpoint, tmp_path):
-    revision, checkpoint = published_tiny_llama(tmp_path, "acme/tiny", "s3", verify_here=True)
-    alice = person("alice")
-    grant_access(alice, revision.repo, granted_by=None)
-    return revision, checkpoint, token_for(alice)
 
 
 def test_the_portal_redirects_to_a_presigned_url_that_curl_downloads_and_resumes(client, s3_release, tmp_path):

@@ -1,12 +1,14 @@
 """Thin tasks: take ids, call the services, leave retries and limits to the decorator."""
 
 import contextlib
+from pathlib import Path
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from access import services as access_services
+from distribution.event_spool import ship_orphans
 from distribution.storage import StorageError
 from portal import audit, retention
 from verification import services as verification_services
@@ -79,3 +81,9 @@ def erase_old_origins() -> dict[str, int]:
 def check_audit_chain() -> str | None:
     """Daily: verify the whole hash chain and mail staff if an event was altered."""
     return audit.alert_if_broken()
+
+
+@shared_task(ignore_result=True)
+def store_spooled_downloads() -> int:
+    """Every minute: store the spooled download events of web processes on this host that are gone."""
+    return ship_orphans(Path(settings.DOWNLOAD_SPOOL_DIR))

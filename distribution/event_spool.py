@@ -1,0 +1,217 @@
+"""Download events written to a local file on the request path, moved into the database in batches.
+
+The fast path (distribution.fast_path) must not wait for PostgreSQL, yet every redirect it answers
+must be recorded. Each web process appends one JSON line per event to its own file in
+DOWNLOAD_SPOOL_DIR before it answers, and a thread of that process stores what was appended every
+DOWNLOAD_SPOOL_FLUSH_SECONDS: the DownloadEvents and their audit events in one transaction, under
+one lock of the audit chain's head.
+
+Nothing is lost when a process dies: the lines are in the file (the kernel's page cache) as soon as
+the request is answered. A process holds an exclusive lock on its file for its life; a file whose
+lock is free belongs to a process that is gone, and the next process to start, or the periodic job,
+stores it and removes it. Each line carries a key, so a batch stored twice is stored once.
+"""
+
+import atexit
+import fcntl
+import json
+import logging
+import os
+import threading
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from access.models import ApiToken, Grant, User
+from distribution.models import DownloadEvent, DownloadTicket, Revision, RevisionFile
+from distribution.serving import event_fields, served_event
+from portal import audit
+
+log = logging.getLogger(__name__)
+
+ROTATE_BYTES = 8 * 1024 * 1024  # a file fully stored and this large starts again from empty
+REFERENCES = {
+    "user_id": User,
+    "grant_id": Grant,
+    "token_id": ApiToken,
+    "revision_id": Revision,
+    "file_id": RevisionFile,
+    "ticket_id": DownloadTicket,
+}
+COPIED = ("username", "repo_id", "commit", "path", "channel", "range_requested", "status", "bytes_expected")
+
+
+def spooled_line(request, stored: RevisionFile, **details) -> dict:
+    """What `serving.record_event` would store, as a line for the spool."""
+    return {"key": uuid.uuid4().hex, "at": timezone.now().isoformat(), **event_fields(request, stored, **details)}
+
+
+def readable(line: dict) -> bool:
+    """Whether a line can be stored; one that cannot is logged whole and set aside, so it never blocks the rest."""
+    try:
+        usable = all(name in line for name in (*REFERENCES, *COPIED)) and parse_datetime(line["at"]) is not None
+    except (KeyError, TypeError, ValueError):
+        usable = False
+    if not usable:
+        log.error("a spooled download event cannot be stored and was set aside: %s", json.dumps(line)[:2000])
+    return usable
+
+
+def store(lines: list[dict]) -> int:
+    """Store spooled events not stored before, each with its audit event; the number stored."""
+    lines = list({line.get("key"): line for line in lines if readable(line)}.values())
+    if not lines:
+        return 0
+    with transaction.atomic():
+        audit.locked_head()  # one writer at a time, so two shippers cannot both store a line
+        keys = [line["key"] for line in lines]
+        done = set(DownloadEvent.objects.filter(spool_key__in=keys).values_list("spool_key", flat=True))
+        fresh = [line for line in lines if line["key"] not in done]
+        if not fresh:
+            return 0
+        # A row deleted since the request (an account, a grant) leaves the event with a null reference.
+        present = {}
+        for field, model in REFERENCES.items():
+            wanted = {line[field] for line in fresh} - {None}
+            present[field] = set(model.objects.filter(pk__in=wanted).values_list("pk", flat=True))
+        events = DownloadEvent.objects.bulk_create(
+            [
+                DownloadEvent(
+                    spool_key=line["key"],
+                    created_at=parse_datetime(line["at"]),
+                    ip=line.get("ip"),  # absent when the request had no address
+                    user_agent=line.get("user_agent", ""),
+                    **{field: line[field] if line[field] in present[field] else None for field in REFERENCES},
+                    **{name: line[name] for name in COPIED},
+                )
+                for line in fresh
+            ]
+        )
+        audit.append([served_event(event) for event in events])
+    return len(fresh)
+
+
+def complete_lines(data: bytes) -> tuple[list[dict], int]:
+    """The JSON lines in `data` up to its last newline, and how many bytes they take."""
+    end = data.rfind(b"\n") + 1
+    lines = []
+    for raw in data[:end].splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:  # torn by a full disk, say: kept in the log, never in the way
+            log.error("a spooled download event is not JSON and was set aside: %r", raw[:2000])
+            continue
+        if isinstance(line, dict):
+            lines.append(line)
+    return lines, end
+
+
+class EventSpool:
+    """This process's spool file: `append` on the request path, `ship` from its own thread."""
+
+    def __init__(self, directory: Path, flush_seconds: float):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory, self.flush_seconds, self.pid = directory, flush_seconds, os.getpid()
+        self.path = directory / f"downloads-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held for life: the file is in use
+        self.lock = threading.Lock()  # appends, and the size they leave
+        self.shipping = threading.Lock()  # one `ship` at a time: each carries on from where the last ended
+        self.shipped = 0  # bytes of the file already stored
+        self.wake = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="download-event-spool", daemon=True)
+        self.thread.start()
+        atexit.register(self.close)
+
+    def append(self, line: dict) -> None:
+        data = (json.dumps(line, separators=(",", ":")) + "\n").encode()
+        with self.lock:
+            os.write(self.fd, data)
+
+    def ship(self) -> int:
+        """Store what was appended since the last call; the number of events stored."""
+        with self.shipping:
+            with self.lock:
+                size = os.fstat(self.fd).st_size if self.fd >= 0 else 0
+            if size <= self.shipped:
+                return 0
+            with open(self.path, "rb") as handle:
+                handle.seek(self.shipped)
+                lines, used = complete_lines(handle.read(size - self.shipped))
+            stored = store(lines)
+            self.shipped += used
+            with self.lock:
+                if self.shipped >= ROTATE_BYTES and os.fstat(self.fd).st_size == self.shipped:
+                    os.ftruncate(self.fd, 0)
+                    self.shipped = 0
+            return stored
+
+    def _run(self) -> None:
+        rounds = 0
+        while not self.wake.wait(self.flush_seconds):
+            try:
+                if rounds % 600 == 0:  # at start, then now and then: files of processes that died
+                    ship_orphans(self.directory)
+                rounds += 1
+                self.ship()
+                close_old_connections()  # as a request would: kept for CONN_MAX_AGE, else closed
+            except Exception:  # the lines stay in the file; the next round tries again
+                log.exception("storing spooled download events failed; will retry")
+                connection.close()  # a broken connection is replaced on the next try
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        atexit.unregister(self.close)
+        self.wake.set()
+        try:
+            self.ship()
+        except Exception:
+            log.exception("storing spooled download events at exit failed; the next process will")
+            return
+        with self.lock:
+            if os.fstat(self.fd).st_size == self.shipped:
+                self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = -1
+
+
+def ship_orphans(directory: Path) -> int:
+    """Store and remove the files of processes that are gone (their lock is free); the events stored."""
+    stored = 0
+    for path in sorted(directory.glob("downloads-*.jsonl")):
+        try:
+            handle = open(path, "rb")  # noqa: SIM115  (its lock lives as long as it is open)
+        except FileNotFoundError:
+            continue  # stored by another process meanwhile
+        with handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its process is alive and ships it
+            lines, _ = complete_lines(handle.read())
+            stored += store(lines)
+            path.unlink(missing_ok=True)
+    return stored
+
+
+_spool: EventSpool | None = None
+_spool_lock = threading.Lock()
+
+
+def spool() -> EventSpool:
+    """This process's spool, made on first use (after a server forks its workers)."""
+    global _spool
+
+    def usable() -> bool:
+        return _spool is not None and _spool.fd >= 0 and _spool.pid == os.getpid()
+
+    if not usable():
+        with _spool_lock:
+            if not usable():
+                _spool = EventSpool(Path(settings.DOWNLOAD_SPOOL_DIR), settings.DOWNLOAD_SPOOL_FLUSH_SECONDS)
+    return _spool

@@ -1,0 +1,213 @@
+"""Repeated redirects to S3 answered from the checks made a moment ago, with their events spooled.
+
+On a real SeaweedFS and PostgreSQL; the spool's thread and the killed process are real too.
+"""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from access.models import AccessRequest, Grant
+from access.services import decide
+from distribution import event_spool, fast_path
+from distribution.models import DownloadEvent
+from portal import rate_limits
+from portal.audit import first_break
+from portal.models import AuditEvent
+from tests.services import REPO_ROOT
+
+pytestmark = pytest.mark.django_db(transaction=True)
+SHARD = "model-00001-of-00002.safetensors"
+URL = f"/acme/tiny/resolve/main/{SHARD}"
+
+
+@pytest.fixture
+def fast(settings, tmp_path):
+    settings.DOWNLOAD_DECISION_SECONDS = 2
+    fast_path.decisions.clear()
+    fast_path.presigned_links.clear()
+    yield
+    event_spool.spool().ship()  # nothing of this test is left for the next one's database
+    fast_path.decisions.clear()
+
+
+def get(client, token, url=URL):
+    return client.get(url, HTTP_AUTHORIZATION=f"Bearer {token}")
+
+
+def queries_of(action):
+    with CaptureQueriesContext(connection) as queries:
+        response = action()
+    return response, len(queries)
+
+
+def test_a_repeated_redirect_is_answered_without_the_database_and_recorded(client, s3_release, fast):
+    revision, checkpoint, token = s3_release
+    first, checked = queries_of(lambda: get(client, token))
+    second, used = queries_of(lambda: get(client, token))
+    assert first.status_code == second.status_code == 302
+    assert checked > 0 and used == 0
+    for header in ("ETag", "X-Repo-Commit", "X-Linked-Size", "Content-Disposition", "RateLimit-Policy"):
+        assert first[header] == second[header]
+    assert first["RateLimit"] != second["RateLimit"]  # the second was counted too
+    import requests
+
+    assert requests.get(second["Location"], timeout=30).content == (checkpoint / SHARD).read_bytes()
+
+    assert DownloadEvent.objects.count() == 1  # the second is still in the spool
+    assert event_spool.spool().ship() == 1
+    events = list(DownloadEvent.objects.order_by("created_at"))
+    assert [(e.username, e.channel, e.status, e.path, e.commit) for e in events] == [
+        ("alice", "s3-redirect", 302, SHARD, revision.commit)
+    ] * 2
+    assert events[1].grant_id == events[0].grant_id and events[1].token_id == events[0].token_id
+    served = AuditEvent.objects.filter(tag="distribution:download:served").order_by("sequence")
+    assert [event.data["download_event"] for event in served] == [e.pk for e in events]
+    assert first_break() is None
+
+
+def test_revoking_the_grant_ends_the_fast_path_at_once(client, s3_release, fast):
+    _, _, token = s3_release
+    assert get(client, token).status_code == get(client, token).status_code == 302
+    # A reviewer rejects alice after accepting her, which revokes her grant (and is audited).
+    decide(Grant.objects.get().request, status=AccessRequest.State.REJECTED, reviewer=None, reason="ended")
+    refused = get(client, token)
+    assert refused.status_code == 403 and refused["X-Error-Code"] == "GatedRepo"
+
+
+def test_a_change_made_by_another_process_reaches_the_decision_within_its_lifetime(client, s3_release, fast, settings):
+    settings.DOWNLOAD_DECISION_SECONDS = 1
+    _, _, token = s3_release
+    assert get(client, token).status_code == 302
+    # What another process's revocation looks like from here: the row changes, no signal arrives.
+    Grant.objects.update(revoked_at=timezone.now())
+    assert get(client, token).status_code == 302  # the documented window
+    time.sleep(1.1)
+    assert get(client, token).status_code == 403
+
+
+def test_capped_grants_and_sessions_always_take_the_full_checks(client, s3_release, fast):
+    _, _, token = s3_release
+    Grant.objects.update(max_bytes_per_day=10**12)
+    get(client, token)
+    assert queries_of(lambda: get(client, token))[1] > 0
+    client.force_login(Grant.objects.get().user)
+    client.get(URL)
+    assert queries_of(lambda: client.get(URL))[1] > 0
+
+
+def test_the_rate_limit_applies_on_the_fast_path(client, s3_release, fast, settings):
+    settings.DOWNLOAD_RATE_LIMIT = (3, 60)
+    _, _, token = s3_release
+    answers = [get(client, token).status_code for _ in range(4)]
+    assert answers == [302, 302, 302, 429]
+
+
+def spooled(**changes) -> dict:
+    """A spool line for alice's download of the shard, as the fast path writes it."""
+    from django.test import RequestFactory
+
+    from distribution.models import RevisionFile
+
+    stored = RevisionFile.objects.select_related("revision__repo").get(path=SHARD)
+    grant = Grant.objects.get()
+    request = RequestFactory().get(URL, HTTP_USER_AGENT="curl/8", REMOTE_ADDR="192.0.2.7")
+    line = event_spool.spooled_line(
+        request, stored, user=grant.user, grant=grant, token=None, channel="s3-redirect", status=302, expected=10
+    )
+    return {**line, **changes}
+
+
+def test_a_batch_stored_twice_is_stored_once(s3_release):
+    lines = [spooled(), spooled()]
+    assert event_spool.store(lines) == 2
+    assert event_spool.store(lines) == 0
+    assert DownloadEvent.objects.count() == 2 and first_break() is None
+    event = DownloadEvent.objects.get(spool_key=lines[0]["key"])
+    assert (event.ip, event.user_agent, event.username) == ("192.0.2.7", "curl/8", "alice")
+
+
+def test_a_line_that_cannot_be_stored_is_set_aside_and_never_blocks_the_rest(s3_release, tmp_path, caplog):
+    good, bad = spooled(), spooled(at="not a time")
+    (tmp_path / "downloads-1-dead.jsonl").write_bytes(
+        b'{"torn line\n' + json.dumps(bad).encode() + b"\n" + json.dumps(good).encode() + b"\n"
+    )
+    assert event_spool.ship_orphans(tmp_path) == 1
+    assert DownloadEvent.objects.get().spool_key == good["key"]
+    assert "not JSON" in caplog.text and bad["key"] in caplog.text  # both kept in the log
+
+
+def test_a_row_deleted_before_the_events_were_stored_leaves_a_null_reference(s3_release):
+    line = spooled()
+    Grant.objects.all().delete()
+    assert event_spool.store([line]) == 1
+    assert DownloadEvent.objects.get().grant_id is None
+
+
+KILLED_WRITER = """
+import json, os, signal, sys
+import django
+django.setup()
+from pathlib import Path
+from distribution.event_spool import EventSpool
+spool = EventSpool(Path(sys.argv[1]), flush_seconds=3600)
+for line in json.loads(sys.argv[2]):
+    spool.append(line)
+print(spool.path, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_events_of_a_process_killed_before_storing_them_are_stored_once_by_the_next(s3_release, tmp_path, settings):
+    lines = [spooled(), spooled(), spooled()]
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, str(tmp_path), json.dumps(lines)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    assert DownloadEvent.objects.count() == 0
+    settings.DOWNLOAD_SPOOL_DIR = tmp_path
+    out = io.StringIO()
+    call_command("store_spooled_downloads", stdout=out)  # what the periodic job runs, too
+    assert out.getvalue().strip() == "3 spooled download event(s) stored"
+    assert event_spool.ship_orphans(tmp_path) == 0
+    assert sorted(DownloadEvent.objects.values_list("spool_key", flat=True)) == sorted(line["key"] for line in lines)
+    assert not list(tmp_path.glob("downloads-*.jsonl")) and first_break() is None
+
+
+def test_a_live_process_keeps_its_file(s3_release, tmp_path):
+    live = event_spool.EventSpool(tmp_path, flush_seconds=3600)
+    live.append(spooled())
+    assert event_spool.ship_orphans(tmp_path) == 0  # its lock is held: it ships the file itself
+    assert live.ship() == 1
+    live.close()
+    assert not live.path.exists()
+
+
+def test_processes_sharing_a_limit_never_allow_more_than_it(settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    limit = 100
+    processes = [rate_limits.Reservations(), rate_limits.Reservations(), rate_limits.Reservations()]
+    assert rate_limits.slice_size(limit) > 1  # a slice of several numbers is reserved at once
+    allowed = 0
+    for turn in range(400):
+        number = processes[turn % 3].number("token:7", 1, limit, 60)
+        allowed += number <= limit
+    assert allowed == limit
