@@ -2,6 +2,7 @@
 work against the portal with `endpoint=<portal URL>` and a portal token."""
 
 import functools
+import logging
 import re
 
 from django.conf import settings
@@ -23,6 +24,7 @@ from portal.hf_protocol import hf_endpoint, hf_error
 from portal.rate_limits import caller_key, take, too_many_requests, with_limit_headers
 
 COMMIT_PATTERN = re.compile(r"^[0-9a-f]{40}$")
+log = logging.getLogger(__name__)
 
 
 def resolve_revision(user, repo: Repo, rev: str) -> Revision:
@@ -180,19 +182,22 @@ def answered_from_decision(view):
         if not allowed:
             return with_limit_headers(too_many_requests(reset), remaining, reset)
         stored = decision.stored
-        url = fast_path.presigned_link(get_storage(stored.revision.storage_backend), stored)
-        spool().append(
-            spooled_line(
-                request,
-                stored,
-                user=decision.user,
-                grant=decision.grant,
-                token=decision.token,
-                channel=DownloadEvent.Channel.S3_REDIRECT,
-                status=302,
-                expected=stored.size,
-            )
+        line = spooled_line(
+            request,
+            stored,
+            user=decision.user,
+            grant=decision.grant,
+            token=decision.token,
+            channel=DownloadEvent.Channel.S3_REDIRECT,
+            status=302,
+            expected=stored.size,
         )
+        try:
+            spool().append(line)
+        except OSError:  # no spool (a full disk, an unwritable directory): record it the slow way
+            log.exception("the download event spool cannot be written; checking and recording in full")
+            return view(request, org=org, name=name, rev=rev, path=path)
+        url = fast_path.presigned_link(get_storage(stored.revision.storage_backend), stored)
         response = file_headers(common_headers(HttpResponseRedirect(url), stored), stored)
         return with_limit_headers(response, remaining, reset)
 

@@ -96,6 +96,19 @@ def test_a_change_made_by_another_process_reaches_the_decision_within_its_lifeti
     assert get(client, token).status_code == 403
 
 
+def test_without_a_writable_spool_the_request_is_checked_and_recorded_in_full(client, s3_release, fast, monkeypatch):
+    _, _, token = s3_release
+    assert get(client, token).status_code == 302
+
+    def full_disk(self, line):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(event_spool.EventSpool, "append", full_disk)
+    response, used = queries_of(lambda: get(client, token))
+    assert response.status_code == 302 and used > 0
+    assert DownloadEvent.objects.count() == 2  # both recorded, the second the slow way
+
+
 def test_capped_grants_and_sessions_always_take_the_full_checks(client, s3_release, fast):
     _, _, token = s3_release
     Grant.objects.update(max_bytes_per_day=10**12)
