@@ -26,6 +26,7 @@ from django.dispatch import receiver
 
 from access.models import ApiToken, Grant, User
 from distribution.models import Repo, Revision, RevisionFile
+from distribution.storage import get_storage
 from portal.audit import appended
 
 # Audit tags that change nobody's access: downloads and links being handed out.
@@ -42,7 +43,6 @@ class Decision:
     grant: Grant | None
     token: ApiToken
     caller_key: str
-    made_at: float
 
 
 class Remembered:
@@ -92,14 +92,14 @@ def remember(key: tuple, *, stored: RevisionFile, user, grant, token, caller_key
     capped = grant is not None and (grant.max_complete_downloads is not None or grant.max_bytes_per_day is not None)
     if user is None or not user.is_authenticated or user.is_staff or token is None or capped:
         return
-    decisions.put(key, Decision(stored, user, grant, token, caller_key, time.monotonic()))
+    decisions.put(key, Decision(stored, user, grant, token, caller_key))
 
 
-def presigned_link(storage, stored: RevisionFile) -> str:
+def presigned_link(stored: RevisionFile) -> str:
     key = (stored.revision.storage_backend, stored.storage_key, stored.filename)
     url = presigned_links.get(key)
     if url is None:
-        url = storage.presigned_get(
+        url = get_storage(stored.revision.storage_backend).presigned_get(
             stored.storage_key, filename=stored.filename, expires_in=settings.DOWNLOAD_REDIRECT_SECONDS
         )
         presigned_links.put(key, url)

@@ -17,7 +17,6 @@ from distribution import fast_path
 from distribution.event_spool import spool, spooled_line
 from distribution.models import DownloadEvent, Repo, Revision, RevisionFile
 from distribution.serving import common_headers, serve_file
-from distribution.storage import get_storage
 from distribution.tickets import LinkRefused, issue_ticket, read_ticket
 from portal.audit import record
 from portal.hf_protocol import hf_endpoint, hf_error
@@ -197,7 +196,7 @@ def answered_from_decision(view):
         except OSError:  # no spool (a full disk, an unwritable directory): record it the slow way
             log.exception("the download event spool cannot be written; checking and recording in full")
             return view(request, org=org, name=name, rev=rev, path=path)
-        url = fast_path.presigned_link(get_storage(stored.revision.storage_backend), stored)
+        url = fast_path.presigned_link(stored)
         response = file_headers(common_headers(HttpResponseRedirect(url), stored), stored)
         return with_limit_headers(response, remaining, reset)
 
