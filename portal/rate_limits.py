@@ -50,6 +50,11 @@ class Reservations:
         self.lock = threading.Lock()
         self.slices: dict[str, tuple[int, int, int]] = {}  # key -> (window, next number, last number)
 
+    def clear(self) -> None:
+        """Forget the slices, as when the shared counts are reset (they were reserved from them)."""
+        with self.lock:
+            self.slices = {}
+
     def number(self, key: str, window_index: int, limit: int, timeout: int) -> int:
         """This request's number in the window; above `limit` means refused."""
         with self.lock:
