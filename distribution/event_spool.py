@@ -14,9 +14,11 @@ stores it and removes it. Each line carries a key, so a batch stored twice is st
 
 import atexit
 import fcntl
+import itertools
 import json
 import logging
 import os
+import secrets
 import threading
 import uuid
 from pathlib import Path
@@ -30,6 +32,7 @@ from access.models import ApiToken, Grant, User
 from distribution.models import DownloadEvent, DownloadTicket, Revision, RevisionFile
 from distribution.serving import event_fields, served_event
 from portal import audit
+from portal.bulk_rows import insert_all
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +48,26 @@ REFERENCES = {
 COPIED = ("username", "repo_id", "commit", "path", "channel", "range_requested", "status", "bytes_expected")
 
 
+class SpoolKeys:
+    """Keys unique across processes without a system call each: a random tag per process, then a count."""
+
+    def __init__(self):
+        self.restart()
+        os.register_at_fork(after_in_child=self.restart)
+
+    def restart(self) -> None:
+        self.tag, self.count = secrets.token_hex(8), itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self.tag}{next(self.count):x}"  # at most 32 characters, as spool_key allows
+
+
+new_key = SpoolKeys()
+
+
 def spooled_line(request, stored: RevisionFile, **details) -> dict:
     """What `serving.record_event` would store, as a line for the spool."""
-    return {"key": uuid.uuid4().hex, "at": timezone.now().isoformat(), **event_fields(request, stored, **details)}
+    return {"key": new_key(), "at": timezone.now().isoformat(), **event_fields(request, stored, **details)}
 
 
 def readable(line: dict) -> bool:
@@ -78,7 +98,8 @@ def store(lines: list[dict]) -> int:
         for field, model in REFERENCES.items():
             wanted = {line[field] for line in fresh} - {None}
             present[field] = set(model.objects.filter(pk__in=wanted).values_list("pk", flat=True))
-        events = DownloadEvent.objects.bulk_create(
+        events = insert_all(
+            DownloadEvent,
             [
                 DownloadEvent(
                     spool_key=line["key"],
@@ -89,7 +110,7 @@ def store(lines: list[dict]) -> int:
                     **{name: line[name] for name in COPIED},
                 )
                 for line in fresh
-            ]
+            ],
         )
         audit.append([served_event(event) for event in events])
     return len(fresh)

@@ -3,35 +3,49 @@
 Download clients ask for the same file again and again (a retry, a resume, `snapshot_download` run
 twice, a cluster of nodes with one token). The first request for (token, repo, revision, file) goes
 through every check; when it ends in a redirect to object storage, its outcome is kept in the
-process for DOWNLOAD_DECISION_SECONDS. While it holds, the same request is answered from it: counted
-against the rate limit (from a slice reserved in the shared cache), redirected to a presigned link
-made for that file in the last half of its lifetime, and recorded through the event spool.
+process for DOWNLOAD_DECISION_SECONDS. While it holds, the same request is answered from it by
+RepeatedRedirectMiddleware, before sessions, CSRF and the URL resolver: counted against the rate
+limit (from a slice reserved in the shared cache), redirected to a presigned link made for that
+file in the last half of its lifetime, and recorded through the event spool. Once a decision has
+lived three quarters of its time, one request checks again in full while the rest go on using it,
+so a busy token's decision is renewed without every request of the moment going through the checks.
 
 What this trades: a change of access made in one process reaches the others' decisions within
 DOWNLOAD_DECISION_SECONDS (in the process that made it, at once). Links already handed out stay
 valid for DOWNLOAD_REDIRECT_SECONDS whatever happens, so the window is far inside the one that
 presigned links have always had. Grants with download caps, staff, browser sessions and local
-storage always take the full checks.
+storage always take the full checks; a grant's expiry is honoured to the second.
 """
 
 import hashlib
+import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
+from django.http import HttpResponseRedirect
+from django.utils import timezone
 
 from access.models import ApiToken, Grant, User
-from distribution.models import Repo, Revision, RevisionFile
+from distribution.event_spool import spool, spooled_line
+from distribution.models import DownloadEvent, Repo, Revision, RevisionFile
+from distribution.serving import common_headers, file_headers
 from distribution.storage import get_storage
 from portal.audit import appended
+from portal.hf_protocol import RESOLVE_ROUTE
+from portal.rate_limits import take, too_many_requests, with_limit_headers
 
 # Audit tags that change nobody's access: downloads and links being handed out.
 NEUTRAL_TAGS = ("distribution:download:", "distribution:ticket:")
 MAX_ENTRIES = 50_000
+RESOLVE = re.compile(RESOLVE_ROUTE)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,21 +60,53 @@ class Decision:
 
 
 class Remembered:
-    """A dictionary whose entries last `lifetime()` seconds, cleared as a whole when access changes."""
+    """A dictionary whose entries last `lifetime()` seconds, cleared as a whole when access changes.
+
+    `lookup` also hands out refreshes: once an entry has lived REFRESH_AFTER of its life, one caller
+    at a time is told to check again in full while the others go on using it, so a busy key never
+    expires under its callers and sends them all through the full checks at once.
+    """
+
+    REFRESH_AFTER = 0.75
 
     def __init__(self, lifetime):
         self.lifetime = lifetime
         self.entries: dict = {}
+        self.refreshing: set = set()
+        self.generation = 0  # counts the clears, so a check that began before one is not kept after it
         self.lock = threading.Lock()
 
     def get(self, key):
-        entry = self.entries.get(key)
-        if entry is None or time.monotonic() - entry[0] >= self.lifetime():
-            return None
-        return entry[1]
+        found = self.lookup(key, refresh=False)
+        return found[0] if found else None
 
-    def put(self, key, value) -> None:
+    def lookup(self, key, *, refresh: bool = True) -> tuple | None:
+        """(value, whether this caller should check again and `put` or `release`), or None."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        age, lifetime = time.monotonic() - entry[0], self.lifetime()
+        if age >= lifetime:
+            return None
+        if refresh and age >= lifetime * self.REFRESH_AFTER and key not in self.refreshing:
+            with self.lock:
+                if key not in self.refreshing:
+                    self.refreshing.add(key)
+                    return entry[1], True
+        return entry[1], False
+
+    def release(self, key, value) -> None:
+        """End a refresh; the entry goes unless the check that refreshed it put a new one."""
         with self.lock:
+            self.refreshing.discard(key)
+            entry = self.entries.get(key)
+            if entry is not None and entry[1] is value:
+                del self.entries[key]
+
+    def put(self, key, value, *, generation: int | None = None) -> None:
+        with self.lock:
+            if generation is not None and generation != self.generation:
+                return  # access changed while the value was being worked out
             if len(self.entries) >= MAX_ENTRIES:
                 self.entries = {}
             self.entries[key] = (time.monotonic(), value)
@@ -68,6 +114,7 @@ class Remembered:
     def clear(self) -> None:
         with self.lock:
             self.entries = {}
+            self.generation += 1
 
 
 decisions = Remembered(lambda: settings.DOWNLOAD_DECISION_SECONDS)
@@ -81,18 +128,19 @@ def enabled() -> bool:
 
 def decision_key(request, *parts: str) -> tuple | None:
     """The bearer token (as a digest) and what it asks for; None for anything but a bearer token."""
-    header = request.headers.get("Authorization", "")
+    header = request.META.get("HTTP_AUTHORIZATION", "")
     if not header.startswith("Bearer "):
         return None
     return (hashlib.sha256(header.encode()).digest(), *parts)
 
 
-def remember(key: tuple, *, stored: RevisionFile, user, grant, token, caller_key: str) -> None:
-    """Keep a full check's outcome for the next requests, when it is one the fast path may reuse."""
+def remember(key: tuple, *, stored: RevisionFile, user, grant, token, caller_key: str, generation: int) -> None:
+    """Keep a full check's outcome for the next requests, when it is one the fast path may reuse;
+    `generation` is `decisions.generation` from before the check read anything."""
     capped = grant is not None and (grant.max_complete_downloads is not None or grant.max_bytes_per_day is not None)
     if user is None or not user.is_authenticated or user.is_staff or token is None or capped:
         return
-    decisions.put(key, Decision(stored, user, grant, token, caller_key))
+    decisions.put(key, Decision(stored, user, grant, token, caller_key), generation=generation)
 
 
 def presigned_link(stored: RevisionFile) -> str:
@@ -104,6 +152,69 @@ def presigned_link(stored: RevisionFile) -> str:
         )
         presigned_links.put(key, url)
     return url
+
+
+def answer(request, decision: Decision):
+    """The redirect the full checks would give, from `decision`; None to send the request through them."""
+    grant = decision.grant
+    if grant is not None and grant.expires_at is not None and grant.expires_at <= timezone.now():
+        return None  # the full checks say so, and record the grant's end
+    allowed, remaining, reset = take(decision.caller_key)
+    if not allowed:
+        return with_limit_headers(too_many_requests(reset), remaining, reset)
+    stored = decision.stored
+    line = spooled_line(
+        request,
+        stored,
+        user=decision.user,
+        grant=grant,
+        token=decision.token,
+        channel=DownloadEvent.Channel.S3_REDIRECT,
+        status=302,
+        expected=stored.size,
+    )
+    try:
+        spool().append(line)
+    except OSError:  # no spool (a full disk, an unwritable directory): record it the slow way
+        log.exception("the download event spool cannot be written; checking and recording in full")
+        return None
+    response = file_headers(common_headers(HttpResponseRedirect(presigned_link(stored)), stored), stored)
+    return with_limit_headers(response, remaining, reset)
+
+
+class RepeatedRedirectMiddleware:
+    """Answers a repeated GET of /ORG/NAME/resolve/REV/PATH from its decision, before the rest of the
+    middleware and the URL resolver run, as WhiteNoise answers static files; all else passes through.
+
+    Sessions, CSRF, messages and the like have nothing to do with a bearer-token redirect, and skipping
+    them is most of what makes the repeat cheap. SecurityMiddleware, placed before this one, still
+    adds its headers.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        route = RESOLVE.match(request.path_info[1:]) if request.method == "GET" and enabled() else None
+        key = decision_key(request, *route.group("org", "name", "rev", "path")) if route else None
+        if key is None:
+            return self.get_response(request)
+        # For the view to remember its outcome by; the generation is taken before anything is read.
+        request.decision_key, request.decision_generation = key, decisions.generation
+        found = decisions.lookup(key)
+        if found is None:
+            return self.get_response(request)
+        decision, refresh = found
+        try:
+            request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware would check it
+        except DisallowedHost:
+            return self.get_response(request)  # which answers 400
+        if refresh:  # this request checks in full for everyone; the others go on using the decision
+            try:
+                return self.get_response(request)
+            finally:
+                decisions.release(key, decision)
+        return answer(request, decision) or self.get_response(request)
 
 
 def forget() -> None:

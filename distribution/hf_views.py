@@ -1,8 +1,6 @@
 """The Hugging Face Hub download protocol, so `snapshot_download`, `hf_hub_download` and `hf download`
 work against the portal with `endpoint=<portal URL>` and a portal token."""
 
-import functools
-import logging
 import re
 
 from django.conf import settings
@@ -14,16 +12,14 @@ from django.views.decorators.http import require_GET, require_http_methods
 from access.gate import AccessDenied, find_repo, permit_download
 from access.models import ApiToken, Grant, User
 from distribution import fast_path
-from distribution.event_spool import spool, spooled_line
-from distribution.models import DownloadEvent, Repo, Revision, RevisionFile
-from distribution.serving import common_headers, serve_file
+from distribution.models import Repo, Revision, RevisionFile
+from distribution.serving import file_headers, serve_file
 from distribution.tickets import LinkRefused, issue_ticket, read_ticket
 from portal.audit import record
 from portal.hf_protocol import hf_endpoint, hf_error
-from portal.rate_limits import caller_key, take, too_many_requests, with_limit_headers
+from portal.rate_limits import caller_key
 
 COMMIT_PATTERN = re.compile(r"^[0-9a-f]{40}$")
-log = logging.getLogger(__name__)
 
 
 def resolve_revision(user, repo: Repo, rev: str) -> Revision:
@@ -158,53 +154,7 @@ def tree(request, org, name, rev, path=""):
     return JsonResponse(entries, safe=False)
 
 
-def file_headers(response: HttpResponse, stored: RevisionFile) -> HttpResponse:
-    response["X-Repo-Commit"] = stored.revision.commit
-    response["X-Linked-Etag"] = f'"{stored.sha256}"'
-    response["X-Linked-Size"] = str(stored.size)
-    response["ETag"] = f'"{stored.sha256}"'
-    response["Accept-Ranges"] = "bytes"
-    return response
-
-
-def answered_from_decision(view):
-    """A GET the full checks already allowed a moment ago, answered without them (distribution.fast_path)."""
-
-    @functools.wraps(view)
-    def wrapper(request, org, name, rev, path):
-        wanted = request.method == "GET" and fast_path.enabled()
-        request.decision_key = fast_path.decision_key(request, org, name, rev, path) if wanted else None
-        decision = fast_path.decisions.get(request.decision_key) if request.decision_key else None
-        if decision is None:
-            return view(request, org=org, name=name, rev=rev, path=path)
-        allowed, remaining, reset = take(decision.caller_key)
-        if not allowed:
-            return with_limit_headers(too_many_requests(reset), remaining, reset)
-        stored = decision.stored
-        line = spooled_line(
-            request,
-            stored,
-            user=decision.user,
-            grant=decision.grant,
-            token=decision.token,
-            channel=DownloadEvent.Channel.S3_REDIRECT,
-            status=302,
-            expected=stored.size,
-        )
-        try:
-            spool().append(line)
-        except OSError:  # no spool (a full disk, an unwritable directory): record it the slow way
-            log.exception("the download event spool cannot be written; checking and recording in full")
-            return view(request, org=org, name=name, rev=rev, path=path)
-        url = fast_path.presigned_link(stored)
-        response = file_headers(common_headers(HttpResponseRedirect(url), stored), stored)
-        return with_limit_headers(response, remaining, reset)
-
-    return wrapper
-
-
 @require_http_methods(["GET", "HEAD"])
-@answered_from_decision
 @hf_endpoint
 def resolve(request, org, name, rev, path):
     """HEAD answers the file's metadata; GET redirects to a short-lived link that serves the bytes."""
@@ -243,9 +193,16 @@ def resolve(request, org, name, rev, path):
         response = HttpResponseRedirect(reverse("download-ticket", args=[ticket, stored.filename]))
     else:
         response = serve_file(request, stored, user=user, grant=grant, token=token)
-        if response.status_code == 302 and request.decision_key is not None:
+        key = getattr(request, "decision_key", None)  # set by fast_path.RepeatedRedirectMiddleware
+        if response.status_code == 302 and key is not None:
             fast_path.remember(
-                request.decision_key, stored=stored, user=user, grant=grant, token=token, caller_key=caller_key(request)
+                key,
+                stored=stored,
+                user=user,
+                grant=grant,
+                token=token,
+                caller_key=caller_key(request),
+                generation=request.decision_generation,
             )
     return file_headers(response, stored)
 

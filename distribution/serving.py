@@ -103,7 +103,7 @@ def event_fields(request, stored: RevisionFile, *, user, grant, token, ticket=No
         "file_id": stored.pk,
         "path": stored.path,
         "channel": channel,
-        "range_requested": request.headers.get("Range", "")[:200],
+        "range_requested": request.META.get("HTTP_RANGE", "")[:200],
         "status": status,
         "bytes_expected": expected,
         **DownloadEvent.origin(request),
@@ -172,6 +172,16 @@ def common_headers(response: HttpResponse, stored: RevisionFile) -> HttpResponse
     response["Accept-Ranges"] = "bytes"
     response["Content-Disposition"] = f'attachment; filename="{stored.filename}"'
     response["Cache-Control"] = "private, no-store"
+    return response
+
+
+def file_headers(response: HttpResponse, stored: RevisionFile) -> HttpResponse:
+    """What the Hugging Face client reads off any answer about a file: its commit, digest and size."""
+    response["X-Repo-Commit"] = stored.revision.commit
+    response["X-Linked-Etag"] = f'"{stored.sha256}"'
+    response["X-Linked-Size"] = str(stored.size)
+    response["ETag"] = f'"{stored.sha256}"'
+    response["Accept-Ranges"] = "bytes"
     return response
 
 

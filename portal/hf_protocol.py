@@ -12,6 +12,10 @@ from access.gate import AccessDenied
 from access.tokens import InvalidToken, authenticate
 from portal.rate_limits import caller_key, rate_limited
 
+# How a repo appears in URLs, and the download route that distribution.fast_path answers early.
+REPO = r"(?P<org>[A-Za-z0-9][A-Za-z0-9._-]*)/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)"
+RESOLVE_ROUTE = rf"^{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"
+
 
 def hf_error(status: int, message: str, code: str | None = None, **headers) -> JsonResponse:
     response = JsonResponse({"error": message}, status=status)

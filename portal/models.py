@@ -31,7 +31,7 @@ class Recorded(models.Model):
             return {}
         return {
             "ip": request.META.get("REMOTE_ADDR") or None,
-            "user_agent": request.headers.get("User-Agent", "")[:512],
+            "user_agent": request.META.get("HTTP_USER_AGENT", "")[:512],  # META: no headers dict built
         }
 
 

@@ -8,9 +8,8 @@ from access import views as access_views
 from distribution import hf_views as distribution_hf
 from distribution import link_views
 from portal import audit_views, views
+from portal.hf_protocol import REPO, RESOLVE_ROUTE
 from verification import views as verification_views
-
-REPO = r"(?P<org>[A-Za-z0-9][A-Za-z0-9._-]*)/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)"
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -54,7 +53,7 @@ urlpatterns = [
     ),
     re_path(rf"^api/models/{REPO}/user-access-request/handle$", access_hf.handle_request, name="hf-access-handle"),
     re_path(rf"^api/models/{REPO}/user-access-request/grant$", access_hf.grant, name="hf-access-grant"),
-    re_path(rf"^{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$", distribution_hf.resolve, name="hf-resolve"),
+    re_path(RESOLVE_ROUTE, distribution_hf.resolve, name="hf-resolve"),
     path("files/<str:ticket>/<str:filename>", distribution_hf.ticket_download, name="download-ticket"),
     path("dl/<str:signed>/<path:path>", link_views.link_download, name="download-link"),
     re_path(rf"^api/v1/repos/{REPO}/revisions/(?P<rev>[^/]+)/manifest$", link_views.manifest, name="api-manifest"),

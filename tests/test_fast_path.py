@@ -96,6 +96,102 @@ def test_a_change_made_by_another_process_reaches_the_decision_within_its_lifeti
     assert get(client, token).status_code == 403
 
 
+def test_a_repeat_is_answered_before_the_rest_of_the_middleware(client, s3_release, fast):
+    _, _, token = s3_release
+    first, second = get(client, token), get(client, token)
+    assert first.status_code == second.status_code == 302
+    assert first["X-Frame-Options"] == "DENY"  # the full path went through every middleware
+    assert "X-Frame-Options" not in second  # the repeat left before XFrameOptionsMiddleware...
+    assert second["X-Content-Type-Options"] == "nosniff"  # ...and after SecurityMiddleware
+    # A host this portal does not serve is refused as on the full path.
+    assert client.get(URL, HTTP_AUTHORIZATION=f"Bearer {token}", HTTP_HOST="evil.example").status_code == 400
+    # HEAD asks for metadata, never answered from a decision.
+    assert queries_of(lambda: client.head(URL, HTTP_AUTHORIZATION=f"Bearer {token}"))[1] > 0
+
+
+def age(key, seconds: float) -> None:
+    """Make the decision for `key` as old as `seconds`."""
+    born, decision = fast_path.decisions.entries[key]
+    fast_path.decisions.entries[key] = (born - seconds, decision)
+
+
+def only_key() -> tuple:
+    (key,) = fast_path.decisions.entries
+    return key
+
+
+def test_one_request_checks_again_before_the_decision_ends_while_the_others_use_it(client, s3_release, fast):
+    _, _, token = s3_release
+    get(client, token)
+    key, decision = only_key(), fast_path.decisions.entries[only_key()][1]
+    age(key, 1.6)  # of 2 s: past the point where a refresh is due
+    assert fast_path.decisions.lookup(key) == (decision, True)  # this caller checks again
+    assert fast_path.decisions.lookup(key) == (decision, False)  # meanwhile, the others use it
+    fast_path.decisions.release(key, decision)  # a check that did not confirm it: it goes
+    assert fast_path.decisions.lookup(key) is None
+
+    get(client, token)
+    age(only_key(), 1.6)
+    refreshed, checked = queries_of(lambda: get(client, token))
+    assert refreshed.status_code == 302 and checked > 0  # the request that refreshed it went through the checks
+    assert queries_of(lambda: get(client, token))[1] == 0  # and the next ones use the new decision
+    assert time.monotonic() - fast_path.decisions.entries[only_key()][0] < 1
+
+
+def test_a_refresh_that_is_refused_ends_the_decision(client, s3_release, fast):
+    _, _, token = s3_release
+    get(client, token)
+    Grant.objects.update(revoked_at=timezone.now())  # from "another process": no signal here
+    assert get(client, token).status_code == 302  # within the documented window
+    age(only_key(), 1.6)
+    assert get(client, token).status_code == 403  # the refresh saw the revocation
+    assert not fast_path.decisions.entries
+    assert get(client, token).status_code == 403
+
+
+def test_a_check_that_began_before_access_changed_is_not_remembered(client, s3_release, fast, monkeypatch):
+    from distribution import hf_views
+
+    _, _, token = s3_release
+    checked_in_full = hf_views.serve_file
+
+    def access_changes_meanwhile(*args, **kwargs):
+        fast_path.forget()  # what a revocation committed by another request now does here
+        return checked_in_full(*args, **kwargs)
+
+    monkeypatch.setattr(hf_views, "serve_file", access_changes_meanwhile)
+    assert get(client, token).status_code == 302
+    assert not fast_path.decisions.entries  # its outcome may predate the change: not kept
+    monkeypatch.setattr(hf_views, "serve_file", checked_in_full)
+    assert get(client, token).status_code == 302
+    assert len(fast_path.decisions.entries) == 1
+
+
+def test_a_grant_that_expires_is_not_used_past_its_end(client, s3_release, fast):
+    _, _, token = s3_release
+    Grant.objects.update(expires_at=timezone.now() + timezone.timedelta(seconds=1))
+    assert get(client, token).status_code == get(client, token).status_code == 302
+    time.sleep(1.1)  # the decision (2 s) outlives the grant
+    refused = get(client, token)
+    assert refused.status_code == 403 and refused["X-Error-Code"] == "GatedRepo"
+
+
+def test_spool_keys_differ_between_forked_processes():
+    parent = {event_spool.new_key() for _ in range(3)}
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.write(writer, event_spool.new_key().encode())
+        os._exit(0)
+    os.close(writer)
+    os.waitpid(child, 0)
+    key = os.read(reader, 64).decode()
+    os.close(reader)
+    assert len(parent) == 3 and key not in parent
+    assert key[:16] != next(iter(parent))[:16]  # the child drew a tag of its own
+    assert all(len(k) <= 32 for k in (*parent, key))
+
+
 def test_without_a_writable_spool_the_request_is_checked_and_recorded_in_full(client, s3_release, fast, monkeypatch):
     _, _, token = s3_release
     assert get(client, token).status_code == 302
