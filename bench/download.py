@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.verify import publish_results
-from tests.services import free_port, start_seaweedfs, stop_process, wait_for_bucket, wait_until
+from tests.services import free_ports, start_seaweedfs, stop_process, wait_for_bucket, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = ["--workers=2", "--threads=4", "--graceful-timeout=5", "--no-control-socket"]
@@ -137,16 +137,26 @@ def stored_redirects(env) -> int:
     return int(manage(env, "shell", "--no-imports", "-c", code))
 
 
-def static_server(folder: Path, port: int, scratch: Path, env):
+def static_server(folder: Path, port: int, scratch: Path, env, front: tuple[int, int, Path] | None = None):
+    """nginx serving `folder` on `port` (Python's static server without nginx); with `front` =
+    (port, portal's port, storage root), nginx also stands in front of the portal as the README's
+    X_ACCEL_REDIRECT_PREFIX deployment does: the portal decides, nginx sends the file."""
     if shutil.which("nginx"):
         conf = scratch / "nginx.conf"
+        front_server = ""
+        if front is not None:
+            front_port, portal_port, storage = front
+            front_server = f"""server {{ listen 127.0.0.1:{front_port};
+    location /protected/ {{ internal; alias {storage}/; }}
+    location / {{ proxy_pass http://127.0.0.1:{portal_port}; proxy_set_header Host $http_host; }} }}"""
         conf.write_text(f"""daemon off; user root; worker_processes 2;
 pid {scratch}/nginx.pid; error_log {scratch}/nginx.err;
 events {{ worker_connections 1024; }}
 http {{ access_log off; sendfile on; tcp_nopush on; client_body_temp_path {scratch}/body;
   proxy_temp_path {scratch}/proxy; fastcgi_temp_path {scratch}/fcgi; uwsgi_temp_path {scratch}/uwsgi;
   scgi_temp_path {scratch}/scgi;
-  server {{ listen 127.0.0.1:{port}; root {folder}; }} }}
+  server {{ listen 127.0.0.1:{port}; root {folder}; }}
+  {front_server} }}
 """)
         return "nginx", serve(["nginx", "-c", str(conf), "-p", str(scratch)], env, port, scratch / "nginx.log")
     command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)]
@@ -191,17 +201,19 @@ def main() -> None:
         manage(env, "migrate", "--verbosity=0")
         token = manage(env, "create_account", "alice", "--email", "alice@example.org", "--verified", "--print-token")
         manage(env, "shell", stdin=SETUP)
-        portal_port, strict_port, bare_port, static_port = free_port(), free_port(), free_port(), free_port()
+        portal_port, strict_port, bare_port, static_port, accel_port, front_port = free_ports(6)
         servers = {}
         for label, application, port, settings in (
             ("portal", "portal.wsgi:application", portal_port, {"DOWNLOAD_DECISION_SECONDS": "2"}),
             ("strict", "portal.wsgi:application", strict_port, {"DOWNLOAD_DECISION_SECONDS": "0"}),
             ("bare", "bench.bare_redirect:application", bare_port, {}),
+            ("accel", "portal.wsgi:application", accel_port, {"X_ACCEL_REDIRECT_PREFIX": "/protected/"}),
         ):
             command = [sys.executable, "-m", "gunicorn", application, f"--bind=127.0.0.1:{port}", *GUNICORN]
             servers[label] = serve(command, {**env, **settings}, port, scratch / f"{label}.log")
             processes.append(servers[label])
-        static_name, static = static_server(big.parent, static_port, scratch, env)
+        front = (front_port, accel_port, scratch / "var" / "storage")
+        static_name, static = static_server(big.parent, static_port, scratch, env, front=front)
         processes.append(static)
 
         ticket = subprocess.run(
@@ -226,15 +238,27 @@ def main() -> None:
         del portal_bytes
         rows = []
         os.kill(weed.pid, signal.SIGSTOP)  # idle, SeaweedFS still takes a fifth of a core; (a) needs no S3
+        # The same ticket through nginx in front of the portal (only where nginx is installed).
+        fronted = ticket.replace(f":{portal_port}/", f":{front_port}/") if static_name == "nginx" else None
+        if fronted:
+            fronted_bytes = subprocess.run(["curl", "-s", fronted], capture_output=True, check=True).stdout
+            assert hashlib.sha256(fronted_bytes).digest() == hashlib.sha256(big.read_bytes()).digest()
+            del fronted_bytes
         try:
             for streams in (1, 16):
-                ours, theirs = best_throughputs([ticket, f"http://127.0.0.1:{static_port}/weights.bin"], size, streams)
-                rows.append(
-                    f"| (a) {size / 1e9:.1f} GB file, {streams} stream(s) | {ours:.2f} GB/s | {static_name} "
-                    f"{theirs:.2f} GB/s | {ours / theirs:.2f} |"
-                )
+                urls = [ticket, f"http://127.0.0.1:{static_port}/weights.bin", *([fronted] if fronted else [])]
+                ours, theirs, *behind = best_throughputs(urls, size, streams)
+                for label, rate in (
+                    ("gunicorn sendfile", ours),
+                    *(("nginx front, X-Accel-Redirect", r) for r in behind),
+                ):
+                    rows.append(
+                        f"| (a) {size / 1e9:.1f} GB file, {streams} stream(s), {label} | {rate:.2f} GB/s | "
+                        f"{static_name} {theirs:.2f} GB/s | {rate / theirs:.2f} |"
+                    )
         finally:
             os.kill(weed.pid, signal.SIGCONT)
+        stop_process(servers["accel"])  # not part of (b)
         small = "/bench/small/resolve/main/weights.bin"
         for port in (bare_port, portal_port, strict_port):  # first connections, clients, imports: not measured
             wrk(f"http://127.0.0.1:{port}{small.replace('small', 'warm')}", token, seconds=3)
