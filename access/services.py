@@ -303,6 +303,14 @@ def record_account_created(user, *, via: str, actor=None, request=None) -> None:
     record("access:account:created", actor=actor, subject=user, request=request, via=via, email=user.email)
 
 
+def assign_reviewer(user, repo, *, via: str, actor=None, request=None) -> bool:
+    """Make `user` a reviewer of `repo`, with its event; False when they already were."""
+    _, created = Reviewer.objects.get_or_create(user=user, repo=repo)
+    if created:
+        record("access:reviewer:assigned", actor=actor, subject=user, repo=repo, request=request, via=via)
+    return created
+
+
 def record_email_verified(user, *, email: str, via: str, actor=None, request=None) -> None:
     record("access:email:verified", actor=actor, subject=user, request=request, via=via, email=email)
 

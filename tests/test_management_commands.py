@@ -10,6 +10,7 @@ from django.core.management import CommandError, call_command
 from access.models import ApiToken, GatingPolicy, Reviewer, User, hash_token
 from distribution.models import Repo, Revision
 from distribution.storage import get_storage
+from portal.models import AuditEvent
 from tests.flows import publish
 from tests.services import REPO_ROOT
 from verification.tiny_llama import write_tiny_llama
@@ -89,6 +90,8 @@ def test_create_account_makes_a_verified_reviewer_with_a_hashed_token(tmp_path):
     bob = User.objects.get(username="bob")
     assert bob.email_verified and not bob.has_usable_password()
     assert Reviewer.objects.filter(user=bob, repo__name="tiny").exists()
+    assigned = AuditEvent.objects.get(tag="access:reviewer:assigned")
+    assert (assigned.subject_username, assigned.repo_id, assigned.data["via"]) == ("bob", "acme/tiny", "create_account")
     stored = ApiToken.objects.get(user=bob)
     assert token.startswith("wg_") and stored.digest == hash_token(token)
     assert not ApiToken.objects.filter(digest=token).exists() and token not in stored.hint + stored.name

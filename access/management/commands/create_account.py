@@ -2,8 +2,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.core.validators import validate_email
 from django.db import transaction
 
-from access.models import Reviewer, User
-from access.services import create_token, record_account_created, verify_email_address
+from access.models import User
+from access.services import assign_reviewer, create_token, record_account_created, verify_email_address
 from distribution.models import Repo
 
 
@@ -40,6 +40,6 @@ class Command(BaseCommand):
             if verified:
                 verify_email_address(user, via="create_account")
             for repo in repos:
-                Reviewer.objects.create(user=user, repo=repo)
+                assign_reviewer(user, repo, via="create_account")
             raw = create_token(user, "created by create_account")[1] if print_token else None
         self.stdout.write(raw if raw else f"created {username}")

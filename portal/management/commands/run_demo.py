@@ -13,8 +13,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from access.models import Reviewer, User
-from access.services import create_token, record_account_created, verify_email_address
+from access.models import User
+from access.services import assign_reviewer, create_token, record_account_created, verify_email_address
 from distribution.models import Repo, Revision
 from distribution.publishing import publish_checkpoint, release_revision
 from verification.signing import current_key
@@ -84,7 +84,7 @@ class Command(BaseCommand):
             children.append(subprocess.Popen(web))
             revision = self.demo_revision(admin)
             self.wait_for_release(revision, children)
-            Reviewer.objects.get_or_create(user=admin, repo=revision.repo)
+            assign_reviewer(admin, revision.repo, via="make run")
             token = create_token(applicant, "make run demo")[1]
             url = f"http://{'localhost' if bind in ('127.0.0.1', '0.0.0.0') else bind}:{port}"  # noqa: S104
             self.stdout.write(self.style.SUCCESS(f"\nWeightgate is running at {url}/"))
