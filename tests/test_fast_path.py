@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.core.management import call_command
@@ -125,8 +126,11 @@ def test_one_request_checks_again_before_the_decision_ends_while_the_others_use_
     get(client, token)
     key, decision = only_key(), fast_path.decisions.entries[only_key()][1]
     age(key, 1.6)  # of 2 s: past the point where a refresh is due
-    assert fast_path.decisions.lookup(key) == (decision, True)  # this caller checks again
-    assert fast_path.decisions.lookup(key) == (decision, False)  # meanwhile, the others use it
+    with ThreadPoolExecutor(8) as pool:  # many requests at that moment: one of them checks again
+        found = list(pool.map(lambda _: fast_path.decisions.lookup(key), range(64)))
+    assert sorted(refresh for _, refresh in found) == [False] * 63 + [True]
+    assert all(value is decision for value, _ in found)
+    assert fast_path.decisions.lookup(key) == (decision, False)  # and until it is done, nobody else
     fast_path.decisions.release(key, decision)  # a check that did not confirm it: it goes
     assert fast_path.decisions.lookup(key) is None
 
