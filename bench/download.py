@@ -54,7 +54,28 @@ for name, backend, source in (("big", "local", os.environ["BENCH_BIG"]), ("small
                                          sha256=digest)
     get_storage(backend).put_file(stored.storage_key, source)
     grant_access(alice, repo, granted_by=None)
+# bench/many: a file for every request of the first-request runs (wrk thread T asks for fT000001.bin,
+# fT000002.bin, ...). Redirects are presigned without asking S3, so the objects need not exist.
+repo = Repo.objects.create(org="bench", name="many")
+revision = Revision.objects.create(repo=repo, commit="d" * 40, state="released", storage_backend="s3",
+                                   released_at=timezone.now())
+RevisionFile.objects.bulk_create((
+    RevisionFile(revision=revision, path=f"f{thread}{n:06d}.bin", size=1, sha256="0" * 64)
+    for thread in (0, 1) for n in range(1, int(os.environ["BENCH_FIRST_FILES"]) + 1)
+), batch_size=5000)
+grant_access(alice, repo, granted_by=None)
 """
+# Every request of the first-request runs names a file that wrk's thread has not asked for before.
+FIRST_REQUESTS = """
+local threads = 0
+function setup(thread) thread:set("id", threads); threads = threads + 1 end
+function init(args) n = 0 end
+function request()
+  n = n + 1
+  return wrk.format(nil, string.format("/bench/many/resolve/main/f%d%06d.bin", id, n))
+end
+"""
+FIRST_FILES = 60_000  # per wrk thread: more than it asks for in 10 s
 
 
 def manage(env, *args, stdin=None) -> str:
@@ -109,10 +130,12 @@ def best_throughputs(urls: list[str], size: int, streams: int, rounds: int = 5) 
     return best
 
 
-def wrk(url: str, token: str | None, seconds: int = 10) -> dict:
+def wrk(url: str, token: str | None, seconds: int = 10, script: Path | None = None) -> dict:
     command = ["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency", url]
     if token:
         command[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    if script:
+        command[1:1] = ["-s", str(script)]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
     def latency(percent: str) -> float:
@@ -132,8 +155,8 @@ def wrk(url: str, token: str | None, seconds: int = 10) -> dict:
     }
 
 
-def stored_redirects(env) -> int:
-    code = "from distribution.models import DownloadEvent as E; print(E.objects.filter(repo_id='bench/small').count())"
+def stored_redirects(env, repo_id: str) -> int:
+    code = f"from distribution.models import DownloadEvent as E; print(E.objects.filter(repo_id='{repo_id}').count())"
     return int(manage(env, "shell", "--no-imports", "-c", code))
 
 
@@ -190,6 +213,7 @@ def main() -> None:
             "WEIGHTGATE_VAR_DIR": str(scratch / "var"),
             "BENCH_BIG": str(big),
             "BENCH_SMALL": str(small),
+            "BENCH_FIRST_FILES": str(FIRST_FILES),
             "DOWNLOAD_RATE_LIMIT": "1000000000/60",
             "STORAGE_BACKEND": "local",
         }
@@ -263,20 +287,25 @@ def main() -> None:
         for port in (bare_port, portal_port, strict_port):  # first connections, clients, imports: not measured
             wrk(f"http://127.0.0.1:{port}{small.replace('small', 'warm')}", token, seconds=3)
         bare = wrk(f"http://127.0.0.1:{bare_port}{small}", None)
+        first_requests = scratch / "first_requests.lua"
+        first_requests.write_text(FIRST_REQUESTS)
         counts = []
         for label, port in (("portal", portal_port), ("strict", strict_port)):
-            before = stored_redirects(env)
-            measured = wrk(f"http://127.0.0.1:{port}{small}", token)
+            before = {repo: stored_redirects(env, repo) for repo in ("bench/small", "bench/many")}
+            repeated = wrk(f"http://127.0.0.1:{port}{small}", token)
+            first = wrk(f"http://127.0.0.1:{port}/", token, script=first_requests)
             stop_process(servers[label])  # its workers store what they spooled as they exit
             manage(env, "store_spooled_downloads")  # and whatever a worker that did not exit cleanly left
-            measured["events"] = stored_redirects(env) - before
-            counts.append(measured)
+            for measured, repo in ((repeated, "bench/small"), (first, "bench/many")):
+                measured["events"] = stored_redirects(env, repo) - before[repo]
             name = "as deployed" if label == "portal" else "strict: every request checked and written"
-            rows.append(
-                f"| (b) redirects/s, 64 clients, {name} | {measured['rps']:.0f} (p50 {measured['p50']:.1f} ms, "
-                f"p99 {measured['p99']:.1f} ms) | bare view {bare['rps']:.0f} (p50 {bare['p50']:.1f} ms, p99 "
-                f"{bare['p99']:.1f} ms) | {measured['rps'] / bare['rps']:.2f} |"
-            )
+            for measured, what in ((repeated, "the same file again and again"), (first, "a new file each time")):
+                counts.append((f"{name}, {what}", measured))
+                rows.append(
+                    f"| (b) redirects/s, 64 clients, {what}, {name} | {measured['rps']:.0f} (p50 "
+                    f"{measured['p50']:.1f} ms, p99 {measured['p99']:.1f} ms) | bare view {bare['rps']:.0f} (p50 "
+                    f"{bare['p50']:.1f} ms, p99 {bare['p99']:.1f} ms) | {measured['rps'] / bare['rps']:.2f} |"
+                )
         database = "PostgreSQL" if args.database_url else "SQLite"
         publish_results(
             "download.md",
@@ -294,9 +323,9 @@ def main() -> None:
                     f"{label}: {c['requests']} redirects received by wrk, {c['events']} download events stored "
                     f"(at least as many: a request in flight when wrk stops is answered and recorded, not "
                     f"counted), {c['errors']} answered with errors (must be 0)"
-                    for label, c in zip(("as deployed", "strict"), counts, strict=True)
+                    for label, c in counts
                 ),
-                "targets: (a) >= 0.9, (b) >= 0.5",
+                "targets: (a) >= 0.9, (b) >= 0.5 (the issue's (b) is the same file again and again)",
             ],
         )
     except Exception:

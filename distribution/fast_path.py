@@ -9,6 +9,8 @@ limit (from a slice reserved in the shared cache), redirected to a presigned lin
 file in the last half of its lifetime, and recorded through the event spool. Once a decision has
 lived three quarters of its time, one request checks again in full while the rest go on using it,
 so a busy token's decision is renewed without every request of the moment going through the checks.
+The full check's own event goes through the spool too, so no redirect of this kind waits on the
+audit chain's head.
 
 What this trades: a change of access made in one process reaches the others' decisions within
 DOWNLOAD_DECISION_SECONDS (in the process that made it, at once). Links already handed out stay
@@ -35,7 +37,7 @@ from django.utils import timezone
 from access.models import ApiToken, Grant, User
 from distribution.event_spool import spool, spooled_line
 from distribution.models import DownloadEvent, Repo, Revision, RevisionFile
-from distribution.serving import common_headers, file_headers
+from distribution.serving import common_headers, file_headers, record_event
 from distribution.storage import get_storage
 from portal.audit import appended
 from portal.hf_protocol import RESOLVE_ROUTE
@@ -134,13 +136,41 @@ def decision_key(request, *parts: str) -> tuple | None:
     return (hashlib.sha256(header.encode()).digest(), *parts)
 
 
-def remember(key: tuple, *, stored: RevisionFile, user, grant, token, caller_key: str, generation: int) -> None:
-    """Keep a full check's outcome for the next requests, when it is one the fast path may reuse;
-    `generation` is `decisions.generation` from before the check read anything."""
+def reusable(request, *, user, grant, token) -> bool:
+    """Whether a redirect for this caller may be answered again from its decision, and recorded
+    through the spool: a bearer token of an account that is not staff, under a grant without caps
+    (a cap counts the events already in the database)."""
     capped = grant is not None and (grant.max_complete_downloads is not None or grant.max_bytes_per_day is not None)
-    if user is None or not user.is_authenticated or user.is_staff or token is None or capped:
-        return
-    decisions.put(key, Decision(stored, user, grant, token, caller_key), generation=generation)
+    usable = user is not None and user.is_authenticated and not user.is_staff and token is not None
+    return usable and not capped and getattr(request, "decision_key", None) is not None
+
+
+def remember(request, *, stored: RevisionFile, user, grant, token, caller_key: str) -> None:
+    """Keep a full check's outcome for the next requests, when it is one the fast path may reuse."""
+    if reusable(request, user=user, grant=grant, token=token):
+        decision = Decision(stored, user, grant, token, caller_key)
+        decisions.put(request.decision_key, decision, generation=request.decision_generation)
+
+
+def spooled_recorder(request, stored: RevisionFile, *, user, grant, token):
+    """`record_redirect` for serving.serve_file: the event goes to the spool, or, when the spool
+    cannot be written, into the database at once."""
+
+    def record_redirect(**details) -> None:
+        if not spooled(request, stored, user=user, grant=grant, token=token, **details):
+            record_event(request, stored, user=user, grant=grant, token=token, **details)
+
+    return record_redirect
+
+
+def spooled(request, stored: RevisionFile, **details) -> bool:
+    """Append the download event to this process's spool; False when the spool cannot be written."""
+    try:
+        spool().append(spooled_line(request, stored, **details))
+    except OSError:  # a full disk, an unwritable directory
+        log.exception("the download event spool cannot be written; recording in the database at once")
+        return False
+    return True
 
 
 def presigned_link(stored: RevisionFile) -> str:
@@ -163,7 +193,7 @@ def answer(request, decision: Decision):
     if not allowed:
         return with_limit_headers(too_many_requests(reset), remaining, reset)
     stored = decision.stored
-    line = spooled_line(
+    if not spooled(
         request,
         stored,
         user=decision.user,
@@ -172,12 +202,8 @@ def answer(request, decision: Decision):
         channel=DownloadEvent.Channel.S3_REDIRECT,
         status=302,
         expected=stored.size,
-    )
-    try:
-        spool().append(line)
-    except OSError:  # no spool (a full disk, an unwritable directory): record it the slow way
-        log.exception("the download event spool cannot be written; checking and recording in full")
-        return None
+    ):
+        return None  # checked and recorded in full instead
     response = file_headers(common_headers(HttpResponseRedirect(presigned_link(stored)), stored), stored)
     return with_limit_headers(response, remaining, reset)
 

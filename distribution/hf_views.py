@@ -192,18 +192,14 @@ def resolve(request, org, name, rev, path):
         )
         response = HttpResponseRedirect(reverse("download-ticket", args=[ticket, stored.filename]))
     else:
-        response = serve_file(request, stored, user=user, grant=grant, token=token)
-        key = getattr(request, "decision_key", None)  # set by fast_path.RepeatedRedirectMiddleware
-        if response.status_code == 302 and key is not None:
-            fast_path.remember(
-                key,
-                stored=stored,
-                user=user,
-                grant=grant,
-                token=token,
-                caller_key=caller_key(request),
-                generation=request.decision_generation,
-            )
+        record_redirect = None
+        if fast_path.reusable(request, user=user, grant=grant, token=token):
+            # The checks above are the full ones; only the event's writing is deferred, as for repeats.
+            record_redirect = fast_path.spooled_recorder(request, stored, user=user, grant=grant, token=token)
+        response = serve_file(request, stored, user=user, grant=grant, token=token, record_redirect=record_redirect)
+        if response.status_code == 302:
+            caller = caller_key(request)
+            fast_path.remember(request, stored=stored, user=user, grant=grant, token=token, caller_key=caller)
     return file_headers(response, stored)
 
 

@@ -185,8 +185,11 @@ def file_headers(response: HttpResponse, stored: RevisionFile) -> HttpResponse:
     return response
 
 
-def serve_file(request, stored: RevisionFile, *, user, grant, token, ticket=None) -> HttpResponse:
-    """Answer a GET or HEAD for a stored file: the bytes (local) or a presigned redirect (S3)."""
+def serve_file(request, stored: RevisionFile, *, user, grant, token, ticket=None, record_redirect=None) -> HttpResponse:
+    """Answer a GET or HEAD for a stored file: the bytes (local) or a presigned redirect (S3).
+
+    `record_redirect(channel=, status=, expected=)` records an S3 redirect instead of `record_event`
+    (distribution.fast_path passes one that writes to the event spool)."""
     storage = get_storage(stored.revision.storage_backend)
     record = functools.partial(record_event, request, stored, user=user, grant=grant, token=token, ticket=ticket)
     wanted = request.headers.get("Range", "")
@@ -203,7 +206,7 @@ def serve_file(request, stored: RevisionFile, *, user, grant, token, ticket=None
         )
         if request.method != "HEAD":
             # What the link allows, counted against the daily cap; the bytes themselves go unseen.
-            record(channel=DownloadEvent.Channel.S3_REDIRECT, status=302, expected=stored.size)
+            (record_redirect or record)(channel=DownloadEvent.Channel.S3_REDIRECT, status=302, expected=stored.size)
         return common_headers(HttpResponseRedirect(url), stored)
 
     if settings.X_ACCEL_REDIRECT_PREFIX:
