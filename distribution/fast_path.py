@@ -45,7 +45,8 @@ from portal.rate_limits import take, too_many_requests, with_limit_headers
 
 # Audit tags that change nobody's access: downloads and links being handed out.
 NEUTRAL_TAGS = ("distribution:download:", "distribution:ticket:")
-MAX_ENTRIES = 50_000
+# Each decision holds its rows (a file, its revision and repo, the account, grant and token): a few KB.
+MAX_ENTRIES = 10_000
 RESOLVE = re.compile(RESOLVE_ROUTE)
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,11 @@ class Remembered:
         with self.lock:
             if generation is not None and generation != self.generation:
                 return  # access changed while the value was being worked out
-            if len(self.entries) >= MAX_ENTRIES:
-                self.entries = {}
+            if len(self.entries) >= MAX_ENTRIES:  # expired entries are not removed until here
+                now, lifetime = time.monotonic(), self.lifetime()
+                self.entries = {k: entry for k, entry in self.entries.items() if now - entry[0] < lifetime}
+                if len(self.entries) >= MAX_ENTRIES // 2:  # mostly live: start again rather than prune often
+                    self.entries = {}
             self.entries[key] = (time.monotonic(), value)
 
     def clear(self) -> None:

@@ -181,6 +181,20 @@ def test_a_grant_that_expires_is_not_used_past_its_end(client, s3_release, fast)
     assert refused.status_code == 403 and refused["X-Error-Code"] == "GatedRepo"
 
 
+def test_remembered_entries_stay_bounded_and_keep_the_live_ones():
+    remembered = fast_path.Remembered(lambda: 2)
+    for n in range(fast_path.MAX_ENTRIES - 1):
+        remembered.put(("old", n), n)
+    for key in list(remembered.entries):  # all but one have expired
+        remembered.entries[key] = (remembered.entries[key][0] - 3, remembered.entries[key][1])
+    remembered.put(("live",), "kept")
+    remembered.put(("new",), "added")  # the cap is reached: the expired ones go
+    assert set(remembered.entries) == {("live",), ("new",)}
+    for n in range(fast_path.MAX_ENTRIES):  # live ones filling it up: it starts again, bounded
+        remembered.put(("busy", n), n)
+    assert len(remembered.entries) <= fast_path.MAX_ENTRIES
+
+
 def test_spool_keys_differ_between_forked_processes():
     parent = {event_spool.new_key() for _ in range(3)}
     reader, writer = os.pipe()
