@@ -87,6 +87,27 @@ def test_a_single_range_answers_206_with_exactly_those_bytes(client, setup, head
     assert response["Content-Length"] == str(len(expected))
 
 
+def test_under_gunicorn_the_file_goes_out_corked_and_the_last_segment_is_let_go(client, setup):
+    """TCP_CORK on a real loopback connection, handed over as gunicorn does (environ["gunicorn.socket"])."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    downloader = socket.create_connection(listener.getsockname())
+    served, _ = listener.accept()
+
+    def corked() -> int:
+        return served.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK)
+
+    try:
+        response = client.get(ticket_url(client, setup), **{"gunicorn.socket": served})
+        assert response.status_code == 200 and corked() == 1  # while the file goes out
+        assert body(response) == setup["bytes"]  # the test client closes the response after the last byte
+        assert corked() == 0
+    finally:
+        for end in (served, downloader, listener):
+            end.close()
+
+
 def test_a_range_past_the_end_answers_416_with_the_size(client, setup):
     size = len(setup["bytes"])
     response = client.get(ticket_url(client, setup), HTTP_RANGE=f"bytes={size}-")
