@@ -261,7 +261,7 @@ def main() -> None:
         assert hashlib.sha256(portal_bytes).digest() == hashlib.sha256(big.read_bytes()).digest()
         del portal_bytes
         rows = []
-        os.kill(weed.pid, signal.SIGSTOP)  # idle, SeaweedFS still takes a fifth of a core; (a) needs no S3
+        os.kill(weed.pid, signal.SIGSTOP)  # (a) needs no S3: nothing else shares the cores meanwhile
         # The same ticket through nginx in front of the portal (only where nginx is installed).
         fronted = ticket.replace(f":{portal_port}/", f":{front_port}/") if static_name == "nginx" else None
         if fronted:
