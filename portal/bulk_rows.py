@@ -11,7 +11,8 @@ from django.db import connections, models, router
 # Below this many rows a plain INSERT is as quick, and is one round trip instead of two.
 COPY_FROM_ROWS = 8
 # Fields whose values psycopg sends exactly as the ORM's INSERT would, with nothing for the field to
-# convert; each other field (dates, JSON, anything custom) prepares its value as the ORM does.
+# convert; each other field (dates, JSON, addresses, where "" means NULL, anything custom) prepares
+# its value as the ORM does.
 SENT_AS_IS = (
     models.AutoField,
     models.BigAutoField,
@@ -19,7 +20,6 @@ SENT_AS_IS = (
     models.BooleanField,
     models.CharField,
     models.ForeignKey,
-    models.GenericIPAddressField,
     models.IntegerField,
     models.PositiveBigIntegerField,
     models.PositiveIntegerField,

@@ -30,7 +30,7 @@ def download_events(marker: str, at=AT) -> list[DownloadEvent]:
             range_requested="bytes=10-" if n % 2 else "",
             status=302,
             bytes_expected=None if n % 3 else 10**12 + n,
-            ip=("2001:db8::1", "192.0.2.7", None)[n % 3],
+            ip=("2001:db8::1", "192.0.2.7", None, "")[n % 4],  # "" is stored as NULL
             user_agent='tab\tquote" backslash\\ newline\n',
         )
         for n in range(COPY_FROM_ROWS + 3)
