@@ -149,11 +149,9 @@ def reusable(request, *, user, grant, token) -> bool:
     return usable and not capped and getattr(request, "decision_key", None) is not None
 
 
-def remember(request, *, stored: RevisionFile, user, grant, token, caller_key: str) -> None:
-    """Keep a full check's outcome for the next requests, when it is one the fast path may reuse."""
-    if reusable(request, user=user, grant=grant, token=token):
-        decision = Decision(stored, user, grant, token, caller_key)
-        decisions.put(request.decision_key, decision, generation=request.decision_generation)
+def remember(request, decision: Decision) -> None:
+    """Keep a full check's outcome for the next requests; only for a request that is `reusable`."""
+    decisions.put(request.decision_key, decision, generation=request.decision_generation)
 
 
 def spooled_recorder(request, stored: RevisionFile, *, user, grant, token):

@@ -192,14 +192,15 @@ def resolve(request, org, name, rev, path):
         )
         response = HttpResponseRedirect(reverse("download-ticket", args=[ticket, stored.filename]))
     else:
-        record_redirect = None
-        if fast_path.reusable(request, user=user, grant=grant, token=token):
-            # The checks above are the full ones; only the event's writing is deferred, as for repeats.
-            record_redirect = fast_path.spooled_recorder(request, stored, user=user, grant=grant, token=token)
-        response = serve_file(request, stored, user=user, grant=grant, token=token, record_redirect=record_redirect)
-        if response.status_code == 302:
-            caller = caller_key(request)
-            fast_path.remember(request, stored=stored, user=user, grant=grant, token=token, caller_key=caller)
+        reusable = fast_path.reusable(request, user=user, grant=grant, token=token)
+        # The checks above are the full ones; for a reusable outcome only the event's writing is deferred.
+        spooling = (
+            fast_path.spooled_recorder(request, stored, user=user, grant=grant, token=token) if reusable else None
+        )
+        response = serve_file(request, stored, user=user, grant=grant, token=token, record_redirect=spooling)
+        if reusable and response.status_code == 302:
+            decision = fast_path.Decision(stored, user, grant, token, caller_key(request))
+            fast_path.remember(request, decision)
     return file_headers(response, stored)
 
 
