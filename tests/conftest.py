@@ -9,13 +9,13 @@ import pytest
 from django.conf import settings
 from django.test.utils import override_settings
 
-from tests import services
+from tests.support import servers
 
 
 def pytest_report_header(config):
     engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
     broker = settings.CELERY_BROKER_URL.split(":", 1)[0]
-    required = ", ".join(sorted(services.required_services())) or "none (missing services skip their tests)"
+    required = ", ".join(sorted(servers.required_services())) or "none (missing services skip their tests)"
     return [f"weightgate: database={engine} broker={broker} storage=local+s3(SeaweedFS) required={required}"]
 
 
@@ -34,7 +34,7 @@ def fresh_rate_limits():
 def required_database():
     """CI runs on PostgreSQL; a suite that fell back to SQLite there would prove nothing about it."""
     engine = settings.DATABASES["default"]["ENGINE"]
-    if "postgres" in services.required_services() and "postgresql" not in engine:
+    if "postgres" in servers.required_services() and "postgresql" not in engine:
         pytest.fail(f"PostgreSQL is required but the suite is configured with {engine}: set DATABASE_URL")
 
 
@@ -42,12 +42,12 @@ def required_database():
 def s3_endpoint(tmp_path_factory):
     """A SeaweedFS server for the whole run, with the portal's S3 settings pointing at it."""
     workdir = tmp_path_factory.mktemp("seaweedfs")
-    process, endpoint = services.start_seaweedfs(workdir)
+    process, endpoint = servers.start_seaweedfs(workdir)
     try:
-        services.wait_for_bucket(process, endpoint, workdir)
+        servers.wait_for_bucket(process, endpoint, workdir)
     except (RuntimeError, TimeoutError) as error:
-        services.stop_process(process)
-        services.unavailable("s3", str(error))
+        servers.stop_process(process)
+        servers.unavailable("s3", str(error))
     override = override_settings(
         S3_ENDPOINT_URL=endpoint.url,
         S3_BUCKET=endpoint.bucket,
@@ -58,7 +58,7 @@ def s3_endpoint(tmp_path_factory):
     override.enable()
     yield endpoint
     override.disable()
-    services.stop_process(process)
+    servers.stop_process(process)
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +67,7 @@ def worker_env(django_db_setup, django_db_blocker, s3_endpoint) -> dict[str, str
     from django.db import connection
 
     with django_db_blocker.unblock():
-        url = services.database_url(connection.settings_dict)
+        url = servers.database_url(connection.settings_dict)
     return {
         **os.environ,
         **s3_endpoint.env(),
@@ -87,24 +87,24 @@ def worker(worker_env, django_db_blocker, tmp_path_factory):
     try:
         app.control.purge()  # messages left by an earlier, interrupted run
     except Exception as error:  # any broker failure means the broker is unusable
-        services.unavailable("redis" if settings.CELERY_BROKER_URL.startswith("redis") else "broker", str(error))
+        servers.unavailable("redis" if settings.CELERY_BROKER_URL.startswith("redis") else "broker", str(error))
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     try:
-        process = services.start_worker(worker_env, log)
+        process = servers.start_worker(worker_env, log)
     except (RuntimeError, TimeoutError) as error:
-        services.unavailable("worker", str(error))
+        servers.unavailable("worker", str(error))
     yield process
-    services.stop_process(process)
+    servers.stop_process(process)
     with django_db_blocker.unblock():
-        services.close_other_sessions()
+        servers.close_other_sessions()
 
 
 @pytest.fixture
 def s3_release(s3_endpoint, tmp_path):
     """acme/tiny released on S3, with alice granted access: (revision, checkpoint directory, her token)."""
     from access.services import grant_access
-    from tests.flows import published_tiny_llama
-    from tests.personas import person, token_for
+    from tests.support.flows import published_tiny_llama
+    from tests.support.personas import person, token_for
 
     revision, checkpoint = published_tiny_llama(tmp_path, "acme/tiny", "s3", verify_here=True)
     alice = person("alice")

@@ -23,10 +23,10 @@ from distribution.storage import get_storage
 from portal import retention
 from portal.audit import first_break, record
 from portal.models import AuditEvent
-from tests import services
-from tests.flows import flip_one_bit, http, publish, published_tiny_llama
-from tests.personas import person, token_for
-from tests.test_settings import manage
+from tests.portal.test_settings import manage
+from tests.support import servers
+from tests.support.flows import flip_one_bit, http, publish, published_tiny_llama
+from tests.support.personas import person, token_for
 from verification.services import run_checks_stage, run_smoke_stage
 from verification.tiny_llama import write_tiny_llama
 from workers import tasks
@@ -305,10 +305,10 @@ def test_downloads_served_by_several_processes_at_once_leave_one_event_each_and_
     alice = person("alice")
     grant_access(alice, revision.repo, granted_by=None)
     token = token_for(alice)
-    port = services.free_port()
+    port = servers.free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "portal.wsgi:application", f"--bind=127.0.0.1:{port}", *GUNICORN],
-        cwd=services.REPO_ROOT,
+        cwd=servers.REPO_ROOT,
         env=worker_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -325,7 +325,7 @@ def test_downloads_served_by_several_processes_at_once_leave_one_event_each_and_
             except OSError:
                 return False
 
-        services.wait_until(answers, timeout=60, what="gunicorn to answer")
+        servers.wait_until(answers, timeout=60, what="gunicorn to answer")
         # Each curl is a process of its own: the resolve redirect, then the ranged download it leads to.
         clients = [
             subprocess.Popen(
@@ -338,7 +338,7 @@ def test_downloads_served_by_several_processes_at_once_leave_one_event_each_and_
         ]
         statuses = [client.communicate(timeout=120)[0] for client in clients]
     finally:
-        services.stop_process(server)
+        servers.stop_process(server)
     assert statuses == ["206"] * 30
     served = events("distribution:download:served")
     assert len(served) == DownloadEvent.objects.count() == 30

@@ -7,7 +7,7 @@ from django.test import Client
 
 from access.models import GatingPolicy
 from distribution.models import Repo
-from tests.personas import person, token_for
+from tests.support.personas import person, token_for
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from django.test import Client
 
 from access.models import AccessRequest, ApiToken, GatingPolicy, Grant, Reviewer, hash_token
 from distribution.models import Repo
-from tests.personas import person
+from tests.support.personas import person
 
 pytestmark = pytest.mark.django_db
 
@@ -114,7 +114,7 @@ def test_reviewers_choose_how_they_are_notified(client, repo):
 
 def test_a_grantee_finds_the_download_script_on_the_repo_page(client, tmp_path):
     from access.services import grant_access
-    from tests.flows import published_tiny_llama
+    from tests.support.flows import published_tiny_llama
 
     revision, _ = published_tiny_llama(tmp_path, "acme/scripted", verify_here=True)
     alice = person("alice")

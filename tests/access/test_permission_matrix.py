@@ -12,7 +12,7 @@ from django.utils import timezone
 from access.models import AccessRequest, Grant
 from access.services import decide, grant_access
 from distribution.models import Repo, Revision, RevisionFile
-from tests.personas import person, token_for
+from tests.support.personas import person, token_for
 
 pytestmark = pytest.mark.django_db
 ROLES = ["anonymous", "unverified", "pending", "grantee", "revoked", "rejected", "other_reviewer", "reviewer", "staff"]

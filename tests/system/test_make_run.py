@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import REPO_ROOT, free_port, wait_until
+from tests.support.servers import REPO_ROOT, free_port, wait_until
 
 
 def processes_using(marker: str) -> list[int]:

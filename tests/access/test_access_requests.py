@@ -6,7 +6,7 @@ import pytest
 
 from access.models import AccessRequest, GatingPolicy, Grant
 from distribution.models import Repo
-from tests.personas import person, token_for
+from tests.support.personas import person, token_for
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from django.test import override_settings
 from distribution.models import DownloadEvent, Repo, Revision
 from distribution.publishing import PublishError, publish_checkpoint
 from distribution.storage import get_storage
-from tests.services import s3_client
+from tests.support.servers import s3_client
 from verification.tiny_llama import write_tiny_llama
 
 pytestmark = pytest.mark.django_db

@@ -25,7 +25,7 @@ from distribution.models import DownloadEvent
 from portal import rate_limits
 from portal.audit import first_break
 from portal.models import AuditEvent
-from tests.services import REPO_ROOT
+from tests.support.servers import REPO_ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SHARD = "model-00001-of-00002.safetensors"

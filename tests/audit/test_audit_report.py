@@ -8,8 +8,8 @@ import pytest
 from django.core.management import call_command
 
 from access.services import grant_access
-from tests.flows import published_tiny_llama
-from tests.personas import person, token_for
+from tests.support.flows import published_tiny_llama
+from tests.support.personas import person, token_for
 
 pytestmark = pytest.mark.django_db
 SHARD = "model-00001-of-00002.safetensors"

@@ -16,8 +16,8 @@ from access.models import Grant
 from access.services import grant_access
 from distribution.models import DownloadEvent, DownloadTicket, Revision
 from distribution.storage import get_storage
-from tests.flows import expected_release, http, published_tiny_llama
-from tests.personas import person, token_for
+from tests.support.flows import expected_release, http, published_tiny_llama
+from tests.support.personas import person, token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SHARD = "model-00001-of-00002.safetensors"

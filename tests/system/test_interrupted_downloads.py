@@ -12,9 +12,9 @@ from huggingface_hub import hf_hub_download
 
 from access.services import grant_access
 from distribution.models import DownloadEvent
-from tests.flows import http, published_tiny_llama
-from tests.personas import person, token_for
-from tests.services import wait_until
+from tests.support.flows import http, published_tiny_llama
+from tests.support.personas import person, token_for
+from tests.support.servers import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 BIG = {"vocab_size": 50000}  # embeddings of 12.8 MB per shard: past the client's 10 MiB write size

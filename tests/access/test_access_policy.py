@@ -12,8 +12,8 @@ from access.models import AccessRequest, AccessRule, GatingPolicy, Grant, Review
 from access.services import grant_access, send_review_digests
 from distribution.models import Repo
 from portal.models import AuditEvent
-from tests.flows import published_tiny_llama
-from tests.personas import person, token_for
+from tests.support.flows import published_tiny_llama
+from tests.support.personas import person, token_for
 
 pytestmark = pytest.mark.django_db
 FORM = [

@@ -11,12 +11,12 @@ import pytest
 from django.core import mail
 
 from access.models import AccessRequest, GatingPolicy, Grant
-from tests.flows import published_tiny_llama
-from tests.personas import person
-from tests.services import unavailable
+from tests.support.flows import published_tiny_llama
+from tests.support.personas import person
+from tests.support.servers import unavailable
 
 pytestmark = pytest.mark.django_db(transaction=True)
-ARTIFACTS = Path(__file__).parent / "artifacts"
+ARTIFACTS = Path(__file__).parent.parent / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 
 

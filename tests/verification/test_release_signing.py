@@ -15,8 +15,8 @@ from huggingface_hub import snapshot_download
 from access.services import grant_access
 from distribution.publishing import PublishError, publish_checkpoint
 from distribution.storage import get_storage
-from tests.flows import flip_one_bit, http, published_tiny_llama
-from tests.personas import person, token_for
+from tests.support.flows import flip_one_bit, http, published_tiny_llama
+from tests.support.personas import person, token_for
 from verification.models import SigningKey
 from verification.signing import SIGNATURE_PATH, fingerprint, read_signature
 

@@ -14,9 +14,9 @@ from access.services import grant_access
 from distribution.models import DownloadEvent, Revision
 from distribution.publishing import PublishError, release_revision
 from distribution.storage import S3Storage, get_storage
-from tests import services
-from tests.flows import flip_one_bit, publish, published_tiny_llama, wait_for_verdict
-from tests.personas import person, token_for
+from tests.support import servers
+from tests.support.flows import flip_one_bit, publish, published_tiny_llama, wait_for_verdict
+from tests.support.personas import person, token_for
 from verification import services as verification_services
 from verification.checks import REQUIRED_CHECKS
 from verification.services import requeue_stuck, run_checks_stage, run_smoke_stage
@@ -53,14 +53,14 @@ def test_a_worker_killed_mid_verification_leaves_no_half_done_revision(worker, w
     revision = publish_undispatched(checkpoint, "acme/large")
     env = {**worker_env, "VERIFY_HEARTBEAT_SECONDS": "1", "VERIFY_STALE_SECONDS": "3"}
     # Its own queue, so the task is sure to reach the worker about to be killed.
-    doomed = services.start_worker(env, tmp_path_factory.mktemp("doomed") / "worker.log", queues="killtest")
+    doomed = servers.start_worker(env, tmp_path_factory.mktemp("doomed") / "worker.log", queues="killtest")
     tasks.verify_revision.apply_async(args=[revision.pk], queue="killtest")
 
     def held():
         revision.refresh_from_db()
         return revision.state == Revision.State.VERIFYING
 
-    services.wait_until(held, timeout=60, interval=0.01, what="the doomed worker to claim the revision")
+    servers.wait_until(held, timeout=60, interval=0.01, what="the doomed worker to claim the revision")
     os.killpg(doomed.pid, signal.SIGKILL)
     doomed.wait()
     revision.refresh_from_db()

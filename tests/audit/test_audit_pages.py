@@ -16,7 +16,7 @@ from access.services import grant_access
 from distribution.models import DownloadEvent, Repo, Revision, RevisionFile
 from portal import reports
 from portal.reports import FIELDS, SERVED, DownloadQuery, as_csv, covered, served_window, who_obtained
-from tests.personas import person, token_for
+from tests.support.personas import person, token_for
 
 pytestmark = pytest.mark.django_db
 START = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)

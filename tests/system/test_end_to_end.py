@@ -10,8 +10,8 @@ from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import GatedRepoError
 
 from distribution.models import DownloadEvent, Revision
-from tests.flows import expected_release, http, published_tiny_llama
-from tests.personas import person, token_for
+from tests.support.flows import expected_release, http, published_tiny_llama
+from tests.support.personas import person, token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

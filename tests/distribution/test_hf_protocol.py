@@ -19,8 +19,8 @@ from huggingface_hub.errors import (
 from access.models import Grant
 from access.services import grant_access
 from distribution.models import Repo, Revision
-from tests.flows import expected_release, http, published_tiny_llama
-from tests.personas import person, token_for
+from tests.support.flows import expected_release, http, published_tiny_llama
+from tests.support.personas import person, token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 REPO_ID = "acme/tiny"

@@ -9,7 +9,7 @@ from django.core.management import call_command
 
 from distribution.models import Revision
 from distribution.storage import get_storage
-from tests.services import wait_until
+from tests.support.servers import wait_until
 from verification.services import run_checks_stage, run_smoke_stage
 from verification.signing import SIGNATURE_PATH
 from verification.tiny_llama import write_tiny_llama

@@ -19,7 +19,7 @@ import pytest
 
 from workers.celery import worker_command
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def required_services() -> set[str]:

@@ -9,7 +9,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from portal.env import env_bool, env_choice, env_int, env_rate, env_str, env_url
-from tests.services import REPO_ROOT
+from tests.support.servers import REPO_ROOT
 
 
 @pytest.mark.parametrize(

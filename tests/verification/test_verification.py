@@ -10,8 +10,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from distribution.models import Revision
-from tests.flows import publish, wait_for_verdict
-from tests.services import REPO_ROOT
+from tests.support.flows import publish, wait_for_verdict
+from tests.support.servers import REPO_ROOT
 from verification.checks import check_directory
 from verification.layout import INDEX_NAME
 from verification.tiny_llama import write_tiny_llama

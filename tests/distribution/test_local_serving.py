@@ -10,9 +10,9 @@ from access.models import Grant
 from access.services import grant_access
 from distribution.models import DownloadEvent
 from distribution.tickets import issue_ticket
-from tests import services
-from tests.flows import published_tiny_llama
-from tests.personas import person, token_for
+from tests.support import servers
+from tests.support.flows import published_tiny_llama
+from tests.support.personas import person, token_for
 
 pytestmark = pytest.mark.django_db
 SHARD = "model-00001-of-00002.safetensors"
@@ -192,7 +192,7 @@ def rate_limit_cache(request, settings):
         try:
             redis.Redis.from_url(url).ping()
         except redis.RedisError as error:
-            services.unavailable("redis", str(error))
+            servers.unavailable("redis", str(error))
         settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
         from django.core.cache import cache
 

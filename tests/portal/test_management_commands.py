@@ -11,8 +11,8 @@ from access.models import ApiToken, GatingPolicy, Reviewer, User, hash_token
 from distribution.models import Repo, Revision
 from distribution.storage import get_storage
 from portal.models import AuditEvent
-from tests.flows import publish
-from tests.services import REPO_ROOT
+from tests.support.flows import publish
+from tests.support.servers import REPO_ROOT
 from verification.tiny_llama import write_tiny_llama
 
 pytestmark = pytest.mark.django_db

@@ -9,8 +9,8 @@ from django.core.management import CommandError, call_command
 
 from portal.audit import record
 from portal.models import AuditEvent
-from tests.personas import person
-from tests.services import REPO_ROOT
+from tests.support.personas import person
+from tests.support.servers import REPO_ROOT
 
 
 def verify() -> str:
