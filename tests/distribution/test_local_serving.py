@@ -7,40 +7,12 @@ from django.test import override_settings
 from django.utils import timezone
 
 from access.models import Grant
-from access.services import grant_access
 from distribution.models import DownloadEvent
 from distribution.tickets import issue_ticket
-from tests.support import servers
-from tests.support.flows import published_tiny_llama
-from tests.support.personas import person, token_for
+from tests.support.downloads import body, ticket_url
+from tests.support.flows import SHARD
 
 pytestmark = pytest.mark.django_db
-SHARD = "model-00001-of-00002.safetensors"
-
-
-@pytest.fixture
-def setup(tmp_path):
-    revision, checkpoint = published_tiny_llama(tmp_path, "acme/tiny", verify_here=True)
-    alice = person("alice")
-    grant_access(alice, revision.repo, granted_by=None)
-    stored = revision.files.get(path=SHARD)
-    return {
-        "revision": revision,
-        "stored": stored,
-        "bytes": (checkpoint / SHARD).read_bytes(),
-        "token": token_for(alice),
-        "alice": alice,
-    }
-
-
-def ticket_url(client, setup) -> str:
-    response = client.get(f"/acme/tiny/resolve/main/{SHARD}", HTTP_AUTHORIZATION=f"Bearer {setup['token']}")
-    assert response.status_code == 302
-    return response["Location"]
-
-
-def body(response) -> bytes:
-    return b"".join(response.streaming_content) if response.streaming else response.content
 
 
 def test_head_on_resolve_gives_the_metadata_the_hub_client_needs(client, setup):
@@ -178,44 +150,6 @@ def test_an_invalid_token_is_refused_not_treated_as_anonymous(client, setup):
     assert "Invalid credentials" in response["X-Error-Message"]
 
 
-@pytest.fixture(params=["file cache", "redis cache"])
-def rate_limit_cache(request, settings):
-    """The counters live in the shared cache: the embedded file cache, or Redis as in production."""
-    if request.param == "redis cache":
-        import redis
-
-        url = (
-            settings.CELERY_BROKER_URL
-            if settings.CELERY_BROKER_URL.startswith("redis")
-            else "redis://127.0.0.1:6379/15"
-        )
-        try:
-            redis.Redis.from_url(url).ping()
-        except redis.RedisError as error:
-            servers.unavailable("redis", str(error))
-        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
-        from django.core.cache import cache
-
-        cache.clear()
-    return request.param
-
-
-def test_a_token_past_its_request_rate_gets_429_with_when_to_retry(client, setup, settings, rate_limit_cache):
-    from huggingface_hub.utils import parse_ratelimit_headers
-
-    settings.DOWNLOAD_RATE_LIMIT = (3, 60)
-    auth = {"HTTP_AUTHORIZATION": f"Bearer {setup['token']}"}
-    answers = [client.head(f"/acme/tiny/resolve/{setup['revision'].commit}/{SHARD}", **auth) for _ in range(4)]
-    assert [a.status_code for a in answers] == [200, 200, 200, 429]
-    refused = answers[-1]
-    assert 1 <= int(refused["Retry-After"]) <= 60
-    info = parse_ratelimit_headers(refused.headers)
-    assert (info.resource_type, info.remaining, info.limit, info.window_seconds) == ("downloads", 0, 3, 60)
-    assert parse_ratelimit_headers(answers[0].headers).remaining == 2
-    other = token_for(person("bob"))  # another token has its own count
-    assert client.head("/api/whoami-v2", HTTP_AUTHORIZATION=f"Bearer {other}").status_code != 429
-
-
 def test_with_a_front_server_the_portal_hands_the_file_over_by_x_accel_redirect(client, setup, settings):
     settings.X_ACCEL_REDIRECT_PREFIX = "/protected/"
     response = client.get(ticket_url(client, setup))
@@ -223,22 +157,3 @@ def test_with_a_front_server_the_portal_hands_the_file_over_by_x_accel_redirect(
     assert response.content == b"" and response["ETag"] == f'"{setup["stored"].sha256}"'
     event = DownloadEvent.objects.get()
     assert (event.channel, event.bytes_served) == ("local", None)
-
-
-def test_a_grant_capped_at_one_complete_download_refuses_a_second_but_lets_a_resume_through(client, setup):
-    Grant.objects.update(max_complete_downloads=1)
-    assert body(client.get(ticket_url(client, setup))) == setup["bytes"]
-    second = client.get(ticket_url(client, setup))
-    assert second.status_code == 429 and "1 complete download(s)" in second["X-Error-Message"]
-    resumed = client.get(ticket_url(client, setup), HTTP_RANGE="bytes=100-")
-    assert resumed.status_code == 206
-    assert DownloadEvent.objects.count() == 2
-
-
-def test_a_daily_byte_cap_stops_what_would_pass_it(client, setup):
-    size = len(setup["bytes"])
-    Grant.objects.update(max_bytes_per_day=size + size // 2)
-    assert client.get(ticket_url(client, setup)).status_code == 200
-    refused = client.get(ticket_url(client, setup))
-    assert refused.status_code == 429 and "bytes a day" in refused["X-Error-Message"]
-    assert DownloadEvent.objects.count() == 1

@@ -14,6 +14,8 @@ from verification.services import run_checks_stage, run_smoke_stage
 from verification.signing import SIGNATURE_PATH
 from verification.tiny_llama import write_tiny_llama
 
+SHARD = "model-00001-of-00002.safetensors"  # the first of the two shards published_tiny_llama writes
+
 
 def publish(directory, repo_id: str, storage: str) -> Revision:
     out = io.StringIO()

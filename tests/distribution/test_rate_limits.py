@@ -1,0 +1,47 @@
+"""A token past its download request rate is answered 429 with when to retry, counted in the shared cache."""
+
+import pytest
+
+from tests.support import servers
+from tests.support.flows import SHARD
+from tests.support.personas import person, token_for
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(params=["file cache", "redis cache"])
+def rate_limit_cache(request, settings):
+    """The counters live in the shared cache: the embedded file cache, or Redis as in production."""
+    if request.param == "redis cache":
+        import redis
+
+        url = (
+            settings.CELERY_BROKER_URL
+            if settings.CELERY_BROKER_URL.startswith("redis")
+            else "redis://127.0.0.1:6379/15"
+        )
+        try:
+            redis.Redis.from_url(url).ping()
+        except redis.RedisError as error:
+            servers.unavailable("redis", str(error))
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
+        from django.core.cache import cache
+
+        cache.clear()
+    return request.param
+
+
+def test_a_token_past_its_request_rate_gets_429_with_when_to_retry(client, setup, settings, rate_limit_cache):
+    from huggingface_hub.utils import parse_ratelimit_headers
+
+    settings.DOWNLOAD_RATE_LIMIT = (3, 60)
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {setup['token']}"}
+    answers = [client.head(f"/acme/tiny/resolve/{setup['revision'].commit}/{SHARD}", **auth) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    refused = answers[-1]
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    info = parse_ratelimit_headers(refused.headers)
+    assert (info.resource_type, info.remaining, info.limit, info.window_seconds) == ("downloads", 0, 3, 60)
+    assert parse_ratelimit_headers(answers[0].headers).remaining == 2
+    other = token_for(person("bob"))  # another token has its own count
+    assert client.head("/api/whoami-v2", HTTP_AUTHORIZATION=f"Bearer {other}").status_code != 429
