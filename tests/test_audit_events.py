@@ -23,8 +23,8 @@ from distribution.storage import get_storage
 from portal import retention
 from portal.audit import first_break, record
 from portal.models import AuditEvent
-from tests.portal.test_settings import manage
 from tests.support import servers
+from tests.support.commands import manage
 from tests.support.flows import flip_one_bit, http, publish, published_tiny_llama
 from tests.support.personas import person, token_for
 from verification.services import run_checks_stage, run_smoke_stage

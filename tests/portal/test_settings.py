@@ -1,15 +1,12 @@
 """Settings from the environment: bad values are refused by name, misconfiguration is explained."""
 
-import os
 import secrets
-import subprocess
-import sys
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from portal.env import env_bool, env_choice, env_int, env_rate, env_str, env_url
-from tests.support.servers import REPO_ROOT
+from tests.support.commands import manage
 
 
 @pytest.mark.parametrize(
@@ -41,14 +38,6 @@ def test_readers_accept_good_values_and_secrets_from_files(monkeypatch, tmp_path
     monkeypatch.setenv("WG_SECRET_FILE", str(tmp_path / "absent"))
     with pytest.raises(ImproperlyConfigured, match=r"WG_SECRET_FILE=.* cannot be read"):
         env_str("WG_SECRET")
-
-
-def manage(*args, env: dict, tmp_path) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("S3_", "DATABASE_URL", "CELERY_", "EMAIL_"))}
-    clean.update(WEIGHTGATE_VAR_DIR=str(tmp_path), **env)
-    return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=REPO_ROOT, env=clean, capture_output=True, text=True, timeout=120
-    )
 
 
 def test_a_half_configured_s3_is_an_error_that_says_what_is_missing(tmp_path):
@@ -89,10 +78,3 @@ def test_check_deploy_is_quiet_when_production_settings_are_set(tmp_path):
     result = manage("check", "--deploy", env=production, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout, result.stdout + result.stderr
-
-
-@pytest.mark.django_db
-def test_the_migrations_match_the_models():
-    from django.core.management import call_command
-
-    call_command("makemigrations", "--check", "--dry-run", verbosity=0)

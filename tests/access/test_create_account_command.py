@@ -1,0 +1,46 @@
+"""`create_account`: a verified reviewer with a hashed token, and a clear refusal of bad input."""
+
+import pytest
+from django.core.management import CommandError
+
+from access.models import ApiToken, Reviewer, User, hash_token
+from distribution.models import Repo
+from portal.models import AuditEvent
+from tests.support.commands import run
+
+pytestmark = pytest.mark.django_db
+
+
+def test_create_account_makes_a_verified_reviewer_with_a_hashed_token(tmp_path):
+    Repo.objects.create(org="acme", name="tiny")
+    token = run(
+        "create_account",
+        "bob",
+        "--email",
+        "bob@example.org",
+        "--verified",
+        "--reviewer-of",
+        "acme/tiny",
+        "--print-token",
+    )
+    bob = User.objects.get(username="bob")
+    assert bob.email_verified and not bob.has_usable_password()
+    assert Reviewer.objects.filter(user=bob, repo__name="tiny").exists()
+    assigned = AuditEvent.objects.get(tag="access:reviewer:assigned")
+    assert (assigned.subject_username, assigned.repo_id, assigned.data["via"]) == ("bob", "acme/tiny", "create_account")
+    stored = ApiToken.objects.get(user=bob)
+    assert token.startswith("wg_") and stored.digest == hash_token(token)
+    assert not ApiToken.objects.filter(digest=token).exists() and token not in stored.hint + stored.name
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["erin", "--email", "not-an-email"], "is not an email address"),
+        (["erin", "--email", "erin@example.org", "--reviewer-of", "acme/none"], "no repo acme/none"),
+    ],
+)
+def test_create_account_refuses_bad_input(args, message):
+    with pytest.raises(CommandError, match=message):
+        run("create_account", *args)
+    assert not User.objects.filter(username="erin").exists()
