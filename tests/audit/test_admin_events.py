@@ -1,0 +1,80 @@
+"""Audit events of changes staff make in the admin: a gating policy, a grant."""
+
+import pytest
+from django.test import Client
+
+from access.models import GatingPolicy
+from distribution.models import Repo
+from portal.models import AuditEvent
+from tests.support.audit import AGENT, only_event
+from tests.support.personas import person
+
+pytestmark = pytest.mark.django_db
+
+
+def test_staff_editing_a_gating_policy_records_a_policy_change(repo, chain_checked):
+    staff = Client(HTTP_USER_AGENT=AGENT)
+    staff.force_login(person("carol", staff=True))
+    policy = GatingPolicy.objects.get(repo=repo)
+    response = staff.post(
+        f"/admin/access/gatingpolicy/{policy.pk}/change/",
+        {
+            "repo": repo.pk,
+            "mode": "rules",
+            "form_fields": "[]",
+            "license_text": "Research use only.",
+            "license_version": "2",
+            "acceptable_use": "",
+            "reapply_cooldown_days": "0",
+            "rules-TOTAL_FORMS": "1",
+            "rules-INITIAL_FORMS": "0",
+            "rules-MIN_NUM_FORMS": "0",
+            "rules-MAX_NUM_FORMS": "1000",
+            "rules-0-position": "0",
+            "rules-0-kind": "email_domain_in",
+            "rules-0-values": '["lab.example"]',
+            "rules-0-action": "accept",
+            "rules-0-reason": "",
+        },
+    )
+    assert response.status_code == 302, response.content[:2000]
+    changed = only_event("access:policy:changed")
+    assert (changed.actor_username, changed.repo_id, changed.user_agent) == ("carol", "acme/tiny", AGENT)
+    assert changed.data["action"] == "changed"
+    assert {"mode", "license_text", "license_version", "rules"} <= set(changed.data["changed"])
+    assert not AuditEvent.objects.filter(tag__startswith="admin:gatingpolicy").exists()
+    assert GatingPolicy.objects.get().rules.count() == 1
+
+
+def test_staff_changes_in_the_admin_are_audited():
+    from django.utils import timezone
+
+    from access.models import Grant
+    from access.services import grant_access
+    from portal.models import AuditEvent
+
+    repo = Repo.objects.create(org="acme", name="tiny")
+    grant = grant_access(person("alice"), repo, granted_by=None)
+    staff = Client()
+    staff.force_login(person("carol", staff=True))
+    response = staff.post(
+        f"/admin/access/grant/{grant.pk}/change/",
+        {
+            "user": grant.user_id,
+            "repo": repo.pk,
+            "created_at_0": "2026-01-01",
+            "created_at_1": "00:00:00",
+            "expires_at_0": "2030-01-01",
+            "expires_at_1": "00:00:00",
+            "revoked_at_0": "",
+            "revoked_at_1": "",
+            "license_version": "1",
+        },
+    )
+    assert response.status_code == 302, response.content[:500]
+    event = AuditEvent.objects.get(tag="admin:grant:changed")
+    assert (
+        event.actor_username == "carol" and event.subject_username == "alice" and "expires_at" in event.data["changed"]
+    )
+    assert Grant.objects.get().expires_at.year == 2030
+    assert timezone.now().year < 2030

@@ -1,0 +1,92 @@
+"""Audit events of downloads: one for each download served, even from several processes at once."""
+
+import subprocess
+import sys
+
+import pytest
+from django.test import Client
+
+from access.services import grant_access
+from distribution.models import DownloadEvent
+from portal.audit import first_break
+from tests.support import servers
+from tests.support.audit import AGENT, events, only_event
+from tests.support.flows import SHARD, http, published_tiny_llama
+from tests.support.personas import person, token_for
+
+pytestmark = pytest.mark.django_db
+GUNICORN = ("--workers=3", "--threads=2", "--no-control-socket")  # several processes append to one chain
+CURL = ("curl", "-sSfL", "-o", "/dev/null", "-w", "%{http_code}")
+RESOLVE = f"acme/tiny/resolve/main/{SHARD}"
+
+
+def test_each_download_served_is_recorded_with_its_download_event(release, chain_checked):
+    revision, token = release
+    grantee = Client(HTTP_USER_AGENT=AGENT)
+    response = grantee.get(f"/acme/tiny/resolve/main/{SHARD}", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 302
+    ticket_url = response["Location"]
+    assert grantee.head(ticket_url).status_code == 200  # a HEAD serves no bytes and records nothing
+    assert not events("distribution:download:served")
+    response = grantee.get(ticket_url, HTTP_RANGE="bytes=0-9")
+    assert response.status_code == 206
+    b"".join(response.streaming_content)
+    served = only_event("distribution:download:served")
+    download = DownloadEvent.objects.get()
+    assert (served.actor_username, served.subject_username, served.repo_id) == ("alice", "alice", "acme/tiny")
+    assert served.data == {
+        "download_event": download.pk,
+        "commit": revision.commit,
+        "path": SHARD,
+        "status": 206,
+        "range": "bytes=0-9",
+        "channel": "local",
+    }
+    assert (served.ip, served.user_agent) == (download.ip, download.user_agent) == ("127.0.0.1", AGENT)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_downloads_served_by_several_processes_at_once_leave_one_event_each_and_one_chain(worker_env, tmp_path):
+    revision, _ = published_tiny_llama(tmp_path, "acme/tiny", verify_here=True)
+    alice = person("alice")
+    grant_access(alice, revision.repo, granted_by=None)
+    token = token_for(alice)
+    port = servers.free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "portal.wsgi:application", f"--bind=127.0.0.1:{port}", *GUNICORN],
+        cwd=servers.REPO_ROOT,
+        env=worker_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # stop_process ends the whole group: the arbiter and its workers
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            assert server.poll() is None, server.stderr.read()
+            try:
+                return http("GET", f"{base}/health")[0] == 200
+            except OSError:
+                return False
+
+        servers.wait_until(answers, timeout=60, what="gunicorn to answer")
+        # Each curl is a process of its own: the resolve redirect, then the ranged download it leads to.
+        clients = [
+            subprocess.Popen(
+                [*CURL, "-H", f"Authorization: Bearer {token}", "-r", f"{offset}-{offset + 9}", f"{base}/{RESOLVE}"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for offset in range(30)
+        ]
+        statuses = [client.communicate(timeout=120)[0] for client in clients]
+    finally:
+        servers.stop_process(server)
+    assert statuses == ["206"] * 30
+    served = events("distribution:download:served")
+    assert len(served) == DownloadEvent.objects.count() == 30
+    assert {event.data["download_event"] for event in served} == set(DownloadEvent.objects.values_list("pk", flat=True))
+    assert first_break() is None
