@@ -17,6 +17,7 @@ run: $(STAMP)
 	$(BIN)/python manage.py run_demo --port $${PORT:-8000}
 
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

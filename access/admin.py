@@ -4,20 +4,21 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
 from access.models import AccessRequest, AccessRule, ApiToken, GatingPolicy, Grant, Reviewer, User
-from portal.audit import record
+from audit.chain import record
+from audit.tags import Tag
 
 
 class AuditedAdmin(admin.ModelAdmin):
     """Changes staff make here are audited like those made through the portal's own pages."""
 
-    # The tag every change here leaves; empty: admin:<model>:<action>.
-    audit_tag = ""
+    # The tag each change here leaves, by action: created, changed or deleted.
+    audit_tags: dict[str, Tag] = {}
 
     def audit(self, request, obj, action: str, changed=()):
         repo = getattr(obj, "repo", None)
         subject = getattr(obj, "user", None)
         record(
-            self.audit_tag or f"admin:{obj._meta.model_name}:{action}",
+            self.audit_tags[action],
             actor=request.user,
             subject=subject,
             repo=repo,
@@ -53,13 +54,18 @@ class AccessRuleInline(admin.TabularInline):
 
 @admin.register(GatingPolicy)
 class GatingPolicyAdmin(AuditedAdmin):
-    audit_tag = "access:policy:changed"
+    audit_tags = {"created": Tag.POLICY_CHANGED, "changed": Tag.POLICY_CHANGED, "deleted": Tag.POLICY_CHANGED}
     list_display = ["repo", "mode", "license_version", "reapply_cooldown_days"]
     inlines = [AccessRuleInline]
 
 
 @admin.register(AccessRequest)
 class AccessRequestAdmin(AuditedAdmin):
+    audit_tags = {
+        "created": Tag.ADMIN_ACCESS_REQUEST_CREATED,
+        "changed": Tag.ADMIN_ACCESS_REQUEST_CHANGED,
+        "deleted": Tag.ADMIN_ACCESS_REQUEST_DELETED,
+    }
     list_display = ["user", "repo", "state", "created_at", "decided_at"]
     list_filter = ["state", "repo"]
     search_fields = ["user__username", "user__email"]
@@ -68,6 +74,11 @@ class AccessRequestAdmin(AuditedAdmin):
 
 @admin.register(Grant)
 class GrantAdmin(AuditedAdmin):
+    audit_tags = {
+        "created": Tag.ADMIN_GRANT_CREATED,
+        "changed": Tag.ADMIN_GRANT_CHANGED,
+        "deleted": Tag.ADMIN_GRANT_DELETED,
+    }
     list_display = ["user", "repo", "created_at", "expires_at", "revoked_at", "license_version"]
     list_filter = ["repo"]
     search_fields = ["user__username"]
@@ -75,10 +86,20 @@ class GrantAdmin(AuditedAdmin):
 
 @admin.register(Reviewer)
 class ReviewerAdmin(AuditedAdmin):
+    audit_tags = {
+        "created": Tag.ADMIN_REVIEWER_CREATED,
+        "changed": Tag.ADMIN_REVIEWER_CHANGED,
+        "deleted": Tag.ADMIN_REVIEWER_DELETED,
+    }
     list_display = ["user", "repo", "notify"]
 
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(AuditedAdmin):
+    audit_tags = {
+        "created": Tag.ADMIN_TOKEN_CREATED,
+        "changed": Tag.ADMIN_TOKEN_CHANGED,
+        "deleted": Tag.ADMIN_TOKEN_DELETED,
+    }
     list_display = ["user", "name", "hint", "created_at", "last_used_at", "revoked_at"]
     readonly_fields = ["digest", "hint"]

@@ -10,10 +10,10 @@ from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
-from access.gate import AccessDenied, find_repo
+from access.gate import AccessDenied, find_repo, reviewed_repos
 from access.models import AccessRequest
 from access.services import RequestRefused, accept_current_license, submit_request
-from distribution.models import Repo, parse_repo_id
+from distribution.models import parse_repo_id
 
 
 class AccessRequestUserThrottle(UserRateThrottle):
@@ -123,8 +123,7 @@ class RequestCounts(APIView):
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, description="{repo id: {state: count}}")
     def get(self, request):
-        user = request.user
-        repos = Repo.objects.all() if user.is_staff else Repo.objects.filter(reviewers__user=user)
+        repos = reviewed_repos(request.user)
         if not repos.exists():
             raise PermissionDenied("you review no repo")
         counts = {repo.repo_id: {state: 0 for state in AccessRequest.State.values} for repo in repos}

@@ -1,13 +1,15 @@
-"""Every rule about who may see a repo and who may download from it, in one place.
+"""Every rule about who may see, review and download a repo, in one place.
 
-Views call `find_repo` and `permit_download`; each raises `AccessDenied` with the Hugging Face error
-code the client understands, and one place per protocol turns that into a response.
+Each decision is a named function here; views and the download path call them and never work out
+visibility again. A refusal is `AccessDenied`, carrying the Hugging Face error code the client
+understands; one place per protocol turns it into a response.
 """
 
-from django.db.models import F, Q
+from django.db.models import F, Q, Sum
+from django.utils import timezone
 
 from access.models import GatingPolicy, Grant, Reviewer
-from distribution.models import Repo
+from distribution.models import DownloadEvent, Repo, Revision, RevisionFile
 
 
 class AccessDenied(Exception):
@@ -17,6 +19,18 @@ class AccessDenied(Exception):
         self.message = message
         self.status = status
         self.headers = headers or {}
+
+
+class LimitReached(Exception):
+    """A download past one of its grant's caps; says which, and when or how it lifts."""
+
+
+def signed_in(user) -> bool:
+    return user is not None and user.is_authenticated
+
+
+def is_staff(user) -> bool:
+    return signed_in(user) and user.is_staff
 
 
 def repo_not_found(repo_id: str) -> AccessDenied:
@@ -30,15 +44,29 @@ def repo_not_found(repo_id: str) -> AccessDenied:
 
 
 def is_reviewer(user, repo: Repo) -> bool:
-    if user is None or not user.is_authenticated:
+    if not signed_in(user):
         return False
     return user.is_staff or Reviewer.objects.filter(user=user, repo=repo).exists()
+
+
+def reviewed_repos(user):
+    """The repos whose requests and downloads `user` answers for: every repo for staff."""
+    if is_staff(user):
+        return Repo.objects.all()
+    if not signed_in(user):
+        return Repo.objects.none()
+    return Repo.objects.filter(reviewers__user=user)
+
+
+def needs_grant(repo: Repo) -> bool:
+    """Whether downloading from `repo` takes an accepted access request (a gated repo)."""
+    return repo.gated
 
 
 def can_see(user, repo: Repo) -> bool:
     if not repo.private:
         return True
-    if user is None or not user.is_authenticated:
+    if not signed_in(user):
         return False
     return is_reviewer(user, repo) or Grant.active().filter(user=user, repo=repo).exists()
 
@@ -51,21 +79,39 @@ def find_repo(user, org: str, name: str) -> Repo:
 
 
 def visible_repos(user):
-    repos = Repo.objects.all()
-    if user is not None and user.is_authenticated and user.is_staff:
-        return repos
-    if user is None or not user.is_authenticated:
-        return repos.filter(private=False)
-    return repos.filter(
+    if is_staff(user):
+        return Repo.objects.all()
+    if not signed_in(user):
+        return Repo.objects.filter(private=False)
+    return Repo.objects.filter(
         Q(private=False) | Q(reviewers__user=user) | Q(grants__user=user, grants__in=Grant.active().filter(user=user))
     ).distinct()
 
 
+def listed_revisions(user, repo: Repo):
+    """The revisions a repo page lists: every one for its reviewers, the released ones for everyone else."""
+    return repo.revisions.all() if is_reviewer(user, repo) else repo.revisions.filter(state=Revision.State.RELEASED)
+
+
+def downloadable_revisions(user, repo: Repo):
+    """The revisions `user` may name in a download: unreleased ones are staff-only."""
+    revisions = repo.revisions.all()
+    return revisions if is_staff(user) else revisions.filter(state=Revision.State.RELEASED)
+
+
+def may_see_verification(user, repo: Repo, revision: Revision) -> bool:
+    """The check-by-check verification of a revision is for its repo's reviewers and its publisher."""
+    return signed_in(user) and (is_reviewer(user, repo) or revision.published_by_id == user.pk)
+
+
 def permit_download(user, repo: Repo) -> Grant | None:
-    """The grant that lets `user` download from `repo`; None when no grant is needed (staff, ungated)."""
-    if user is not None and user.is_authenticated and user.is_staff:
+    """The grant that lets `user` download from `repo`; None when no grant is needed (staff, ungated).
+
+    A private repo the caller may not see is refused as not found, whatever else holds.
+    """
+    if is_staff(user):
         return None
-    if user is not None and user.is_authenticated:
+    if signed_in(user):
         # One query on the download path: the grant, with the repo's current license version beside it.
         grant = (
             Grant.active().filter(user=user, repo=repo).annotate(current_license=F("repo__policy__license_version"))
@@ -80,9 +126,11 @@ def permit_download(user, repo: Repo) -> Grant | None:
                     403,
                 )
             return grant
-    if not repo.gated:
+    if repo.private and not is_reviewer(user, repo):
+        raise repo_not_found(repo.repo_id)
+    if not needs_grant(repo):
         return None
-    if user is None or not user.is_authenticated:
+    if not signed_in(user):
         raise AccessDenied(
             "GatedRepo",
             f"Access to {repo.repo_id} is restricted. Sign in with a token (Authorization: Bearer ...) "
@@ -95,3 +143,41 @@ def permit_download(user, repo: Repo) -> Grant | None:
         f"Ask for access on the repo page, /{repo.repo_id}.",
         403,
     )
+
+
+def grant_in_force(grant: Grant | None) -> bool:
+    """Whether a grant a download was permitted under still holds at this second (None: none was needed)."""
+    return grant is None or grant.expires_at is None or grant.expires_at > timezone.now()
+
+
+def is_capped(grant: Grant | None) -> bool:
+    """Whether downloads under `grant` count against a cap, which reads the events already stored."""
+    return grant is not None and (grant.max_complete_downloads is not None or grant.max_bytes_per_day is not None)
+
+
+def check_caps(grant, stored: RevisionFile, *, whole: bool, expected: int) -> None:
+    """Refuse a request past the grant's optional caps, before any byte goes out."""
+    if grant is None:
+        return
+    events = DownloadEvent.objects.filter(grant=grant, status__in=(200, 206, 302))
+    if grant.max_complete_downloads is not None and whole:
+        fetched = events.filter(file=stored, range_requested="").count()
+        if fetched >= grant.max_complete_downloads:
+            raise LimitReached(
+                f"your access allows {grant.max_complete_downloads} complete download(s) of "
+                f"{stored.path}; ask the repo's reviewers to raise it"
+            )
+    if grant.max_bytes_per_day is not None:
+        midnight = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+        today = events.filter(created_at__gte=midnight).aggregate(total=Sum("bytes_expected"))["total"] or 0
+        if today + expected > grant.max_bytes_per_day:
+            raise LimitReached(
+                f"your access allows {grant.max_bytes_per_day} bytes a day and {today} were "
+                "served today; the count starts again at 00:00 UTC"
+            )
+
+
+def decision_reusable(user, grant: Grant | None, token) -> bool:
+    """Whether a download's permission may be reused for the same request for a few seconds (the fast
+    path): only for a bearer token of an account that is not staff, under a grant without caps."""
+    return signed_in(user) and not user.is_staff and token is not None and not is_capped(grant)

@@ -6,10 +6,11 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from access.gate import find_repo, is_reviewer
+from access.endpoints import hf_endpoint
+from access.gate import find_repo, is_reviewer, needs_grant
 from access.models import AccessRequest, Grant, User
 from access.services import RequestRefused, decide, grant_access
-from portal.hf_protocol import hf_endpoint, hf_error
+from hub.errors import hf_error
 
 
 def iso(moment) -> str:
@@ -41,7 +42,7 @@ def reviewed_repo(request, org, name):
     repo = find_repo(request.hf_user, org, name)
     if not is_reviewer(request.hf_user, repo):
         return None, hf_error(403, f"You are not a reviewer of {repo.repo_id}.")
-    if not repo.gated:
+    if not needs_grant(repo):
         return None, hf_error(400, f"{repo.repo_id} is not gated.")
     return repo, None
 

@@ -9,10 +9,18 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from access.forms import clean_answers
+from access.gate import needs_grant
 from access.models import AccessRequest, AccessRule, ApiToken, GatingPolicy, Grant, Reviewer
-from portal.audit import record
+from audit.chain import record
+from audit.tags import Tag
 
 State = AccessRequest.State
+# The event a decision leaves, by the state it moves the request to.
+DECIDED = {
+    State.PENDING: Tag.REQUEST_PENDING,
+    State.ACCEPTED: Tag.REQUEST_ACCEPTED,
+    State.REJECTED: Tag.REQUEST_REJECTED,
+}
 
 
 class RequestRefused(Exception):
@@ -69,7 +77,7 @@ def submit_request(user, repo, *, fields: dict, accept_license: bool, request=No
         raise RequestRefused(
             f"verify your email address ({user.email}) first: open the link we sent you, then ask again", 403
         )
-    if not repo.gated:
+    if not needs_grant(repo):
         raise RequestRefused(f"{repo.repo_id} is not gated: you can download it without asking", 409)
     if Grant.active().filter(user=user, repo=repo).exists():
         raise RequestRefused(f"you already have access to {repo.repo_id}", 409)
@@ -89,7 +97,7 @@ def submit_request(user, repo, *, fields: dict, accept_license: bool, request=No
                 user=user, repo=repo, fields=answers, license_version=policy.license_version
             )
             record(
-                "access:request:reapplied" if previous is not None else "access:request:submitted",
+                Tag.REQUEST_REAPPLIED if previous is not None else Tag.REQUEST_SUBMITTED,
                 actor=user,
                 subject=user,
                 repo=repo,
@@ -187,7 +195,7 @@ def decide(access_request: AccessRequest, *, status: str, reviewer, reason: str 
             )
     elif live.update(revoked_at=now):
         record(
-            "access:grant:revoked",
+            Tag.GRANT_REVOKED,
             actor=reviewer,
             subject=access_request.user,
             repo=access_request.repo,
@@ -195,7 +203,7 @@ def decide(access_request: AccessRequest, *, status: str, reviewer, reason: str 
             reason=reason,
         )
     record(
-        f"access:request:{status}",
+        DECIDED[status],
         actor=reviewer,
         subject=access_request.user,
         repo=access_request.repo,
@@ -239,7 +247,7 @@ def grant_access(user, repo, *, granted_by, expires_at=None, request=None) -> Gr
         license_version=version,
     )
     record(
-        "access:grant:created",
+        Tag.GRANT_CREATED,
         actor=granted_by,
         subject=user,
         repo=repo,
@@ -258,7 +266,7 @@ def accept_current_license(user, repo, *, version: str, request=None) -> Grant:
     if grant is None:
         raise RequestRefused(f"you have no access to {repo.repo_id} yet: ask for it first", 404)
     Grant.objects.filter(pk=grant.pk).update(license_version=version)
-    record("access:license:accepted", actor=user, subject=user, repo=repo, request=request, license_version=version)
+    record(Tag.LICENSE_ACCEPTED, actor=user, subject=user, repo=repo, request=request, license_version=version)
     grant.refresh_from_db()
     return grant
 
@@ -281,7 +289,7 @@ def record_expired_grants(now=None) -> int:
             )
             if claimed:
                 record(
-                    "access:grant:expired",
+                    Tag.GRANT_EXPIRED,
                     subject=grant.user,
                     repo=grant.repo,
                     grant=grant.pk,
@@ -294,25 +302,25 @@ def record_expired_grants(now=None) -> int:
 def create_token(user, name: str, *, actor=None, request=None) -> tuple[ApiToken, str]:
     """A new API token for `user` and its raw value (shown once), recorded whoever made it."""
     token, raw = ApiToken.issue(user, name)
-    record("access:token:created", actor=actor, subject=user, request=request, name=name, hint=token.hint)
+    record(Tag.TOKEN_CREATED, actor=actor, subject=user, request=request, name=name, hint=token.hint)
     return token, raw
 
 
 def record_account_created(user, *, via: str, actor=None, request=None) -> None:
     """One event per new account, whichever way it was made: the sign-up page or an operator's command."""
-    record("access:account:created", actor=actor, subject=user, request=request, via=via, email=user.email)
+    record(Tag.ACCOUNT_CREATED, actor=actor, subject=user, request=request, via=via, email=user.email)
 
 
 def assign_reviewer(user, repo, *, via: str, actor=None, request=None) -> bool:
     """Make `user` a reviewer of `repo`, with its event; False when they already were."""
     _, created = Reviewer.objects.get_or_create(user=user, repo=repo)
     if created:
-        record("access:reviewer:assigned", actor=actor, subject=user, repo=repo, request=request, via=via)
+        record(Tag.REVIEWER_ASSIGNED, actor=actor, subject=user, repo=repo, request=request, via=via)
     return created
 
 
 def record_email_verified(user, *, email: str, via: str, actor=None, request=None) -> None:
-    record("access:email:verified", actor=actor, subject=user, request=request, via=via, email=email)
+    record(Tag.EMAIL_VERIFIED, actor=actor, subject=user, request=request, via=via, email=email)
 
 
 def verify_email_address(user, *, via: str, actor=None, request=None) -> bool:

@@ -7,8 +7,9 @@ from django.db.models import Q
 from django.dispatch import receiver
 
 from access.services import record_account_created, record_email_verified
-from portal.audit import record
-from portal.models import keyed_digest
+from audit.chain import record
+from audit.models import keyed_digest
+from audit.tags import Tag
 
 
 @receiver(user_signed_up, dispatch_uid="access-audit-signed-up")
@@ -34,4 +35,4 @@ def login_failed(sender, credentials, request=None, **kwargs):
     # A name that matches no account is often a password typed in the wrong box: keep only a keyed
     # digest of it, enough to see the same guess repeated without storing what was typed.
     tried = {"username": attempted} if account is not None else {"unknown_name_digest": keyed_digest(attempted)}
-    record("access:login:failed", subject=account, request=request, **tried)
+    record(Tag.LOGIN_FAILED, subject=account, request=request, **tried)

@@ -10,10 +10,11 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
+from access.gate import reviewed_repos
 from access.models import AccessRequest, ApiToken, Reviewer
 from access.services import RequestRefused, create_token, decide
-from distribution.models import Repo
-from portal.audit import record
+from audit.chain import record
+from audit.tags import Tag
 
 QUEUE_PAGE = 200
 
@@ -22,12 +23,6 @@ QUEUE_PAGE = 200
 def my_requests(request):
     mine = AccessRequest.objects.filter(user=request.user).select_related("repo")
     return render(request, "access/my_requests.html", {"requests": mine})
-
-
-def reviewed_repos(user):
-    if user.is_staff:
-        return Repo.objects.all()
-    return Repo.objects.filter(reviewers__user=user)
 
 
 @login_required
@@ -110,7 +105,7 @@ def account(request):
             ).update(revoked_at=timezone.now())
             if revoked:
                 record(
-                    "access:token:revoked",
+                    Tag.TOKEN_REVOKED,
                     actor=request.user,
                     subject=request.user,
                     request=request,

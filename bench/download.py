@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.verify import publish_results
-from tests.services import free_ports, start_seaweedfs, stop_process, wait_for_bucket, wait_until
+from tests.support.servers import free_ports, start_seaweedfs, stop_process, wait_for_bucket, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = ["--workers=2", "--threads=4", "--graceful-timeout=5", "--no-control-socket"]

@@ -101,7 +101,7 @@ class PhaseTimer:
     """Times the two phases of `check_files` (the one-read scan, the smoke pass) by wrapping them."""
 
     def __init__(self):
-        import verification.checks as checks
+        import verification.core.checks as checks
 
         self.checks, self.seconds = checks, {}
 
@@ -130,8 +130,8 @@ class PhaseTimer:
 def weightgate(directory: Path, smoke: bool = True, read_ahead: bool = True) -> dict:
     import torch
 
-    from verification import scan
-    from verification.checks import check_directory
+    from verification.core import scan
+    from verification.core.checks import check_directory
 
     windows = scan.READ_AHEAD_WINDOWS
     scan.READ_AHEAD_WINDOWS = windows if read_ahead else 0
@@ -168,9 +168,9 @@ def check_gpu_path(scratch: Path) -> list[str]:
     import torch
     from safetensors.torch import save_file
 
-    from verification.checks import check_directory
-    from verification.layout import SMOKE_REFERENCE_NAME
-    from verification.tiny_llama import TINY_LLAMA_CONFIG, write_tiny_llama
+    from verification.core.checks import check_directory
+    from verification.core.layout import SMOKE_REFERENCE_NAME
+    from verification.core.tiny_llama import TINY_LLAMA_CONFIG, write_tiny_llama
 
     lines = []
     ids = torch.tensor([5, 17, 99, 3, 1200], dtype=torch.int64)
@@ -223,8 +223,8 @@ def main() -> None:
     import torch
     import transformers  # noqa: F401  (imports are start-up cost, not verification)
 
-    from verification.model_checks import expected_parameters
-    from verification.tiny_llama import TINY_LLAMA_CONFIG
+    from verification.core.model_checks import expected_parameters
+    from verification.core.tiny_llama import TINY_LLAMA_CONFIG
 
     assert torch.cuda.is_available(), "this benchmark needs an NVIDIA GPU"
     directory = disk_backed(args.dir)

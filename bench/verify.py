@@ -53,7 +53,7 @@ def generate(directory: Path, gigabytes: float) -> None:
 
 def write_checkpoint(directory: Path, config: dict) -> None:
     """The bf16 checkpoint `config` describes, written shard by shard from one reused random block."""
-    from verification.tiny_llama import llama_parameter_shapes
+    from verification.core.tiny_llama import llama_parameter_shapes
 
     shapes = llama_parameter_shapes(config)
     block = np.random.default_rng(0).standard_normal(64 * 1024 * 1024, dtype=np.float32) * 0.02
@@ -117,7 +117,7 @@ def arm_model_signing(directory: Path, key: Path, signature: Path) -> None:
 
 
 def arm_weightgate(directory: Path) -> None:
-    from verification.checks import check_directory
+    from verification.core.checks import check_directory
 
     report = check_directory(directory, smoke=False)
     assert report.ok, [c.message for c in report.failures]
@@ -140,8 +140,8 @@ def run_arm(name: str, directory: Path) -> dict:
 
         action = lambda: arm_model_signing(directory, key, scratch / "model.sig")  # noqa: E731
     elif name == "weightgate":
-        from verification.model_checks import expected_parameters
-        from verification.tiny_llama import TINY_LLAMA_CONFIG
+        from verification.core.model_checks import expected_parameters
+        from verification.core.tiny_llama import TINY_LLAMA_CONFIG
 
         # A worker pays for importing torch and transformers' model code once, not per checkpoint.
         expected_parameters(TINY_LLAMA_CONFIG)

@@ -6,4 +6,4 @@ class DistributionConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from distribution import fast_path  # noqa: F401  (connects the receivers that keep its decisions current)
+        from distribution.downloads import fast_path  # noqa: F401  (connects the receivers that keep its decisions current)

@@ -1,88 +1,21 @@
 """The Hugging Face Hub download protocol, so `snapshot_download`, `hf_hub_download` and `hf download`
 work against the portal with `endpoint=<portal URL>` and a portal token."""
 
-import re
-
 from django.conf import settings
-from django.db.models import OuterRef, Subquery
 from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from access.gate import AccessDenied, find_repo, permit_download
-from access.models import ApiToken, Grant, User
-from distribution import fast_path
-from distribution.models import Repo, Revision, RevisionFile
-from distribution.serving import file_headers, serve_file
-from distribution.tickets import LinkRefused, issue_ticket, read_ticket
-from portal.audit import record
-from portal.hf_protocol import hf_endpoint, hf_error
-from portal.rate_limits import caller_key
-
-COMMIT_PATTERN = re.compile(r"^[0-9a-f]{40}$")
-
-
-def resolve_revision(user, repo: Repo, rev: str) -> Revision:
-    """`main` is the newest released revision; a 40-hex id names one. Unreleased ones are staff-only."""
-    revisions = repo.revisions.all()
-    if not (user is not None and user.is_authenticated and user.is_staff):
-        revisions = revisions.filter(state=Revision.State.RELEASED)
-    if rev == "main":
-        revision = revisions.filter(state=Revision.State.RELEASED).order_by("-released_at", "-id").first()
-    elif COMMIT_PATTERN.match(rev):
-        revision = revisions.filter(commit=rev).first()
-    else:
-        revision = revisions.filter(tag=rev).first()
-    if revision is None:
-        raise AccessDenied(
-            "RevisionNotFound", f"Invalid rev id: {rev} (no released revision of {repo.repo_id} has it)", 404
-        )
-    return revision
-
-
-def released_file(org: str, name: str, rev: str, path: str) -> RevisionFile | None:
-    """The file at `path` in the released revision `rev` of ORG/NAME, with its revision and repo: one query."""
-    files = RevisionFile.objects.select_related("revision__repo").filter(
-        path=path, revision__repo__org=org, revision__repo__name=name, revision__state=Revision.State.RELEASED
-    )
-    if rev == "main":
-        newest = Revision.objects.filter(repo=OuterRef("revision__repo"), state=Revision.State.RELEASED)
-        files = files.filter(revision=Subquery(newest.order_by("-released_at", "-id").values("id")[:1]))
-    elif COMMIT_PATTERN.match(rev):
-        files = files.filter(revision__commit=rev)
-    else:
-        files = files.filter(revision__tag=rev)
-    return files.first()
-
-
-def locate_download(user, org: str, name: str, rev: str, path: str) -> tuple[RevisionFile, Grant | None]:
-    """The file a download names and the grant that permits it; AccessDenied, worded by the full checks.
-
-    Every download asks this, so a grantee's request for a released file takes two queries instead of
-    four. Staff, hidden repos and every refusal go through the full checks, which say what is wrong.
-    """
-    staff = user is not None and user.is_authenticated and user.is_staff
-    stored = None if staff else released_file(org, name, rev, path)
-    if stored is not None:
-        try:
-            grant = permit_download(user, stored.revision.repo)
-        except AccessDenied:
-            grant = None
-        else:
-            if grant is not None or not stored.revision.repo.private:
-                return stored, grant
-    repo = find_repo(user, org, name)
-    grant = permit_download(user, repo)
-    revision = resolve_revision(user, repo, rev)
-    stored = revision.files.filter(path=path).select_related("revision__repo").first()
-    if stored is None:
-        raise AccessDenied(
-            "EntryNotFound",
-            f"{path} does not exist in revision {revision.commit}",
-            404,
-            headers={"X-Repo-Commit": revision.commit},
-        )
-    return stored, grant
+from access.endpoints import hf_endpoint
+from access.gate import AccessDenied, find_repo, needs_grant, permit_download
+from access.models import ApiToken, User
+from distribution.downloads import channels, fast_path, spool
+from distribution.downloads.events import Downloader
+from distribution.downloads.locate import locate_download, resolve_revision
+from distribution.downloads.tickets import LinkRefused, read_ticket
+from distribution.models import Revision, RevisionFile
+from hub.errors import hf_error
+from hub.rate_limits import caller_key
 
 
 def revision_info(revision: Revision, *, with_blobs: bool) -> dict:
@@ -103,7 +36,7 @@ def revision_info(revision: Revision, *, with_blobs: bool) -> dict:
         "lastModified": when,
         "createdAt": repo.created_at.isoformat().replace("+00:00", "Z"),
         "private": repo.private,
-        "gated": "manual" if repo.gated else False,
+        "gated": "manual" if needs_grant(repo) else False,
         "disabled": False,
         "downloads": 0,
         "likes": 0,
@@ -158,50 +91,26 @@ def tree(request, org, name, rev, path=""):
 @hf_endpoint
 def resolve(request, org, name, rev, path):
     """HEAD answers the file's metadata; GET redirects to a short-lived link that serves the bytes."""
-    user = request.hf_user
-    stored, grant = locate_download(user, org, name, rev, path)
+    stored, grant = locate_download(request.hf_user, org, name, rev, path)
     if request.method == "HEAD" and rev != stored.revision.commit:
         # The client downloads from the URL its HEAD ended at: pinning `main` or a tag to the commit here
         # keeps a release that lands between its HEAD and its GET from mixing two revisions in its cache.
         pinned = reverse("hf-resolve", kwargs={"org": org, "name": name, "rev": stored.revision.commit, "path": path})
-        return file_headers(HttpResponseRedirect(pinned, preserve_request=True), stored)
+        return channels.file_headers(HttpResponseRedirect(pinned, preserve_request=True), stored)
     if request.method == "HEAD":
-        response = HttpResponse(status=200, content_type="application/octet-stream")
+        response = HttpResponse(status=200, content_type=channels.OCTETS)
         response["Content-Length"] = str(stored.size)
-        return file_headers(response, stored)
-    token = request.hf_token
-    if stored.revision.storage_backend == "local":
-        ticket = issue_ticket(
-            file_id=stored.pk,
-            user_id=user.pk if user and user.is_authenticated else None,
-            grant_id=grant.pk if grant else None,
-            token_id=token.pk if token else None,
-        )
-        downloader = user if user is not None and user.is_authenticated else None
-        # The ticket itself is a bearer credential: the log keeps what it allows, never its value.
-        record(
-            "distribution:ticket:issued",
-            actor=downloader,
-            subject=downloader,
-            repo=stored.revision.repo,
-            request=request,
-            channel="hf-redirect",
-            commit=stored.revision.commit,
-            file=stored.path,
-            expires_in_seconds=settings.DOWNLOAD_REDIRECT_SECONDS,
-        )
-        response = HttpResponseRedirect(reverse("download-ticket", args=[ticket, stored.filename]))
-    else:
-        reusable = fast_path.reusable(request, user=user, grant=grant, token=token)
-        # The checks above are the full ones; for a reusable outcome only the event's writing is deferred.
-        spooling = (
-            fast_path.spooled_recorder(request, stored, user=user, grant=grant, token=token) if reusable else None
-        )
-        response = serve_file(request, stored, user=user, grant=grant, token=token, record_redirect=spooling)
-        if reusable and response.status_code == 302:
-            decision = fast_path.Decision(stored, user, grant, token, caller_key(request))
-            fast_path.remember(request, decision)
-    return file_headers(response, stored)
+        return channels.file_headers(response, stored)
+    who = Downloader(request.hf_user, grant, request.hf_token)
+    if channels.is_local(stored):
+        return channels.file_headers(channels.redirect_to_ticket(request, stored, who), stored)
+    if not fast_path.reusable(request, who):
+        return channels.file_headers(channels.serve(request, stored, who), stored)
+    # The checks above are the full ones; for a reusable outcome only the event's writing is deferred.
+    response = channels.serve(request, stored, who, record_redirect=spool.spool_or_store)
+    if response.status_code == 302:
+        fast_path.remember(request, fast_path.Decision(stored, who, caller_key(request)))
+    return channels.file_headers(response, stored)
 
 
 @require_http_methods(["GET", "HEAD"])
@@ -221,7 +130,7 @@ def ticket_download(request, ticket, filename):
     except AccessDenied as denied:
         return hf_error(403, f"this download link no longer works: {denied.message}", denied.code)
     token = ApiToken.objects.filter(pk=claim.token_id).first() if claim.token_id else None
-    return serve_file(request, stored, user=user, grant=grant, token=token)
+    return channels.serve(request, stored, Downloader(user, grant, token))
 
 
 @require_GET

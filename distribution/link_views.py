@@ -7,11 +7,11 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from access.gate import AccessDenied, find_repo, permit_download
 from access.tokens import InvalidToken, authenticate
-from distribution import links
-from distribution.hf_views import resolve_revision
-from distribution.serving import serve_file
-from portal.hf_protocol import hf_error
-from portal.rate_limits import rate_limited
+from distribution.downloads import channels, links
+from distribution.downloads.events import Downloader
+from distribution.downloads.locate import resolve_revision
+from hub.errors import hf_error
+from hub.rate_limits import rate_limited
 
 
 def grantee_endpoint(view):
@@ -77,4 +77,4 @@ def link_download(request, signed, path):
         response = hf_error(refused.status, refused.message)
         response.reason_phrase = refused.message.encode("latin-1", "replace").decode("latin-1")[:200]
         return response
-    return serve_file(request, stored, user=ticket.user, grant=ticket.grant, token=token, ticket=ticket)
+    return channels.serve(request, stored, Downloader(ticket.user, ticket.grant, token, ticket))

@@ -5,8 +5,9 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 
-from portal.audit import record
-from portal.models import Recorded
+from audit.chain import record
+from audit.models import Recorded
+from audit.tags import Tag
 
 # Hugging Face's rule for the two halves of a repo id, so every id we accept works in its client.
 REPO_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
@@ -120,10 +121,10 @@ class Revision(models.Model):
     }
     # The audit event each move leaves; entering verification is a worker's claim, not a decision.
     TRANSITION_TAGS = {
-        State.VERIFIED: "verification:revision:verified",
-        State.FAILED: "verification:revision:failed",
-        State.RELEASED: "distribution:revision:released",
-        State.WITHDRAWN: "distribution:revision:withdrawn",
+        State.VERIFIED: Tag.REVISION_VERIFIED,
+        State.FAILED: Tag.REVISION_FAILED,
+        State.RELEASED: Tag.REVISION_RELEASED,
+        State.WITHDRAWN: Tag.REVISION_WITHDRAWN,
     }
 
     repo = models.ForeignKey(Repo, on_delete=models.PROTECT, related_name="revisions")
@@ -247,7 +248,7 @@ class DownloadEvent(Recorded):
     bytes_expected = models.BigIntegerField(null=True)
     # Null until known: a redirected download never passes through the portal.
     bytes_served = models.BigIntegerField(null=True)
-    # Set on events that went through the spool (distribution.event_spool), so shipping one twice stores it once.
+    # Set on events that went through the spool (distribution.downloads.spool), so shipping one twice stores it once.
     spool_key = models.CharField(max_length=32, null=True, unique=True, editable=False)  # noqa: DJ001  (unique: "" would clash)
 
     class Meta(Recorded.Meta):

@@ -11,11 +11,12 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from audit.chain import record
+from audit.tags import Tag
 from distribution.models import Repo, Revision, RevisionFile, parse_repo_id
 from distribution.storage import StorageError, get_storage
-from portal.audit import record
-from verification.services import missing_or_failed_checks
-from verification.signing import SIGNATURE_PATH
+from verification.core.signature import SIGNATURE_PATH
+from verification.outcomes import missing_or_failed_checks
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ def checkpoint_files(directory: Path) -> list[tuple[str, Path]]:
 
 
 def publish_checkpoint(directory, repo_id: str, *, publisher=None, storage_backend: str | None = None) -> Revision:
-    """Copy every file of `directory` into storage and queue the new revision for verification.
+    """Copy every file of `directory` into storage and record it as a revision waiting for verification
+    (the caller queues it: `verification.tasks.verify_revision`).
 
     Creates the repo when it does not exist (gated, manual approval). Nothing is recorded unless
     every file was copied; a failed copy removes what was copied.
@@ -105,7 +107,7 @@ def publish_checkpoint(directory, repo_id: str, *, publisher=None, storage_backe
                 RevisionFile(revision=revision, path=relative, size=size) for relative, size in sizes.items()
             )
             record(
-                "distribution:revision:published",
+                Tag.REVISION_PUBLISHED,
                 actor=publisher,
                 repo=repo,
                 commit=commit,
@@ -113,9 +115,6 @@ def publish_checkpoint(directory, repo_id: str, *, publisher=None, storage_backe
                 files=len(sizes),
                 bytes=sum(sizes.values()),
             )
-            from workers.tasks import verify_revision
-
-            transaction.on_commit(lambda: verify_revision.delay(revision.pk))
     except Exception:
         discard_copies(storage, prefix)
         raise
@@ -128,7 +127,7 @@ def release_revision(revision: Revision, *, actor=None, tag: str = "") -> Revisi
         if tag and revision.tag != tag:
             Revision.objects.filter(pk=revision.pk).update(tag=tag)
             record(
-                "distribution:revision:tagged",
+                Tag.REVISION_TAGGED,
                 actor=actor,
                 repo=revision.repo,
                 commit=revision.commit,

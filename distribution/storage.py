@@ -1,13 +1,15 @@
-"""Where checkpoint files live: one interface, two backends.
+"""Where checkpoint files live: one interface (`Storage`), two backends.
 
-Local files are served by the portal itself (with HTTP ranges); S3 objects are never streamed
-through Django: the portal answers with a redirect to a short-lived presigned URL.
+Publishing and verification use only the interface. Downloads differ by backend, and ask which one
+holds a file in one way, `isinstance(storage, LocalStorage)` (distribution.downloads.channels):
+local files are sent by the portal or its front server (`LocalStorage.path`), S3 objects never pass
+through Django: the client is redirected to a short-lived link (`S3Storage.presigned_get`).
 """
 
 import functools
 import shutil
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -25,9 +27,26 @@ def checked_key(key: str) -> str:
     return key
 
 
+class Storage(Protocol):
+    """What publishing and verification need of a place that holds checkpoint files, by key."""
+
+    name: str  # recorded on each revision, which keeps its files where they were published
+
+    def put_file(self, key: str, source: Path) -> None: ...
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def open(self, key: str) -> BinaryIO: ...
+
+    def list_prefix(self, prefix: str) -> dict[str, int]:
+        """relative path -> size of every file stored under `prefix`."""
+        ...
+
+    def delete_prefix(self, prefix: str) -> None: ...
+
+
 class LocalStorage:
     name = "local"
-    serves_by_redirect = False
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -49,17 +68,8 @@ class LocalStorage:
         partial.write_bytes(data)
         partial.replace(target)
 
-    def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
-
     def open(self, key: str) -> BinaryIO:
         return self.path(key).open("rb")
-
-    def size(self, key: str) -> int:
-        return self.path(key).stat().st_size
-
-    def fetch_to(self, key: str, target: Path) -> None:
-        shutil.copyfile(self.path(key), target)
 
     def list_prefix(self, prefix: str) -> dict[str, int]:
         """relative path -> size of every regular file under prefix."""
@@ -76,7 +86,6 @@ class LocalStorage:
 
 class S3Storage:
     name = "s3"
-    serves_by_redirect = True
 
     def __init__(
         self, *, endpoint_url, bucket, access_key_id, secret_access_key, region, addressing_style, multipart_threshold
@@ -115,17 +124,8 @@ class S3Storage:
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call(self.client.put_object, Bucket=self.bucket, Key=checked_key(key), Body=data)
 
-    def delete(self, key: str) -> None:
-        self._call(self.client.delete_object, Bucket=self.bucket, Key=checked_key(key))
-
     def open(self, key: str) -> BinaryIO:
         return self._call(self.client.get_object, Bucket=self.bucket, Key=checked_key(key))["Body"]
-
-    def size(self, key: str) -> int:
-        return self._call(self.client.head_object, Bucket=self.bucket, Key=checked_key(key))["ContentLength"]
-
-    def fetch_to(self, key: str, target: Path) -> None:
-        self._call(self.client.download_file, self.bucket, checked_key(key), str(target), Config=self.transfer)
 
     def _objects(self, prefix: str):
         paginator = self.client.get_paginator("list_objects_v2")
@@ -141,14 +141,6 @@ class S3Storage:
         for start in range(0, len(keys), 1000):  # the most one DeleteObjects call takes
             batch = keys[start : start + 1000]
             self._call(self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
-
-    def ensure_bucket(self) -> None:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError:
-            self._call(self.client.create_bucket, Bucket=self.bucket)
 
     def presigned_get(self, key: str, *, filename: str, expires_in: int) -> str:
         safe_name = filename.replace('"', "")
@@ -168,7 +160,7 @@ def s3_configured() -> bool:
 
 
 @functools.cache
-def get_storage(name: str | None = None):
+def get_storage(name: str | None = None) -> "LocalStorage | S3Storage":
     name = name or settings.STORAGE_BACKEND
     if name == "local":
         return LocalStorage(settings.LOCAL_STORAGE_ROOT)

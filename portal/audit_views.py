@@ -13,7 +13,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from access.views import reviewed_repos
+from access.gate import is_staff, reviewed_repos
 from portal.reports import DownloadFilters, DownloadQuery, as_csv, as_json, as_rows, who_obtained
 
 PAGE_ROWS = 500  # a page, not a dump: the exports carry every row
@@ -25,7 +25,7 @@ def audited_repos(user, wanted: str) -> tuple[str, ...] | None:
 
     A repo they may not audit answers as one that does not exist; someone who audits none is refused.
     """
-    if user.is_staff:
+    if is_staff(user):
         return (wanted,) if wanted else None
     mine = tuple(repo.repo_id for repo in reviewed_repos(user))
     if wanted:

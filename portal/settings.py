@@ -66,7 +66,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "distribution.fast_path.RepeatedRedirectMiddleware",
+    "distribution.downloads.fast_path.RepeatedRedirectMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -154,10 +154,10 @@ X_ACCEL_REDIRECT_PREFIX = env_str("X_ACCEL_REDIRECT_PREFIX")
 # How long the URL a download is redirected to stays valid (presigned S3 URL or local ticket).
 DOWNLOAD_REDIRECT_SECONDS = env_int("DOWNLOAD_REDIRECT_SECONDS", 600, minimum=1, maximum=7 * 24 * 3600)
 # How long a process answers a token's repeated redirect to object storage from the checks it made
-# the first time (distribution.fast_path); 0 checks everything on every request. A change to grants,
+# the first time (distribution.downloads.fast_path); 0 checks everything on every request. A change to grants,
 # tokens, revisions or accounts clears it at once in the process that made it, in the others after
 # at most this long (links already handed out stay valid for DOWNLOAD_REDIRECT_SECONDS anyway).
-# The suite checks every request fully unless a test turns this on (tests/test_fast_path.py): most
+# The suite checks every request fully unless a test turns this on (tests/distribution/test_fast_path.py): most
 # tests count a download's events the moment it is answered, and the spool stores them a moment later.
 DOWNLOAD_DECISION_SECONDS = env_int(
     "DOWNLOAD_DECISION_SECONDS", 0 if "PYTEST_VERSION" in os.environ else 2, minimum=0, maximum=60
@@ -193,21 +193,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {
-    "workers.tasks.verify_revision": {"queue": "verify"},
-    "workers.tasks.smoke_revision": {"queue": "gpu"},
-}
-CELERY_BEAT_SCHEDULE = {
-    "requeue-stuck-verifications": {
-        "task": "workers.tasks.requeue_stuck_verifications",
-        "schedule": REQUEUE_STUCK_EVERY_SECONDS,
-    },
-    "review-digests": {"task": "workers.tasks.send_review_digests", "schedule": 24 * 3600},
-    "expired-grants": {"task": "workers.tasks.record_expired_grants", "schedule": 3600},
-    "erase-old-origins": {"task": "workers.tasks.erase_old_origins", "schedule": 24 * 3600},
-    "check-audit-chain": {"task": "workers.tasks.check_audit_chain", "schedule": 24 * 3600},
-    "spooled-downloads": {"task": "workers.tasks.store_spooled_downloads", "schedule": 60},
-}
+# Queues, routes and the periodic jobs: workers/celery.py.
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"

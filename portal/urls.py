@@ -7,8 +7,8 @@ from access import hf_views as access_hf
 from access import views as access_views
 from distribution import hf_views as distribution_hf
 from distribution import link_views
+from hub.routes import REPO, RESOLVE_ROUTE
 from portal import audit_views, views
-from portal.hf_protocol import REPO, RESOLVE_ROUTE
 from verification import views as verification_views
 
 urlpatterns = [

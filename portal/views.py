@@ -8,10 +8,9 @@ from django.views.decorators.http import require_http_methods
 
 from access.api import submission_throttled
 from access.forms import request_form
-from access.gate import AccessDenied, find_repo, is_reviewer, visible_repos
+from access.gate import AccessDenied, find_repo, is_reviewer, listed_revisions, may_see_verification, visible_repos
 from access.models import AccessRequest, GatingPolicy, Grant
 from access.services import RequestRefused, accept_current_license, submit_request
-from distribution.models import Revision
 
 TENSOR_ROWS = 200  # a page, not a dump: the full statistics are in the run's JSON report
 
@@ -35,9 +34,7 @@ def revision_page(request, org, name, commit):
     except AccessDenied:
         raise Http404("no such repo") from None
     revision = repo.revisions.filter(commit=commit).first()
-    user = request.user
-    allowed = user.is_authenticated and (is_reviewer(user, repo) or (revision and revision.published_by_id == user.pk))
-    if revision is None or not allowed:
+    if revision is None or not may_see_verification(request.user, repo, revision):
         raise Http404("no such revision")
     run = revision.runs.first()
     context = {
@@ -102,9 +99,7 @@ def repo_page(request, org, name):
         "release": repo.latest_released(),
         "grant": grant,
         "my_request": AccessRequest.objects.filter(user=user, repo=repo).first() if user.is_authenticated else None,
-        "revisions": repo.revisions.all()
-        if is_reviewer(user, repo)
-        else repo.revisions.filter(state=Revision.State.RELEASED),
+        "revisions": listed_revisions(user, repo),
         "can_see_checks": is_reviewer(user, repo),
         "base_url": request.build_absolute_uri("/").rstrip("/"),
     }

@@ -24,7 +24,7 @@ def fresh_rate_limits():
     """Throttles and lock-outs count in the cache; each test starts with none spent."""
     from django.core.cache import cache
 
-    from portal.rate_limits import reservations
+    from hub.rate_limits import reservations
 
     cache.clear()
     reservations.clear()  # the request numbers this process took from the counts just cleared

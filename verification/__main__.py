@@ -1,34 +1,7 @@
-"""python -m verification DIR [--json] [--no-smoke]
+"""`python -m verification DIR [--json] [--no-smoke]`: the checks on a directory, without Django."""
 
-Exit status: 0 every check passed, 1 a check failed, 2 bad usage or unreadable input.
-"""
-
-import argparse
 import sys
 
-from verification.checks import UnreadableCheckpoint, check_directory
+from verification.core.cli import main
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m verification", description="Check a checkpoint directory.")
-    parser.add_argument("directory", help="the checkpoint directory (safetensors shards, index, config)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--no-smoke", action="store_true", help="skip the smoke inference")
-    args = parser.parse_args(argv)
-    try:
-        report = check_directory(args.directory, smoke=not args.no_smoke)
-    except UnreadableCheckpoint as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(report.to_json())
-    else:
-        for check in report.checks:
-            where = f" {check.file}" if check.file else ""
-            print(f"{check.status.upper():4} {check.name}/{check.code}{where}: {check.message}")
-        print("OK: every check passed" if report.ok else f"FAILED: {len(report.failures)} check(s) failed")
-    return 0 if report.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main())

@@ -3,7 +3,8 @@
 A revision is verified in two stages, each claimed by one worker with a conditional update:
 the CPU checks (queue `verify`), streamed from storage, then the smoke pass (queue `gpu`). The
 worker holding a stage writes a heartbeat; a stage whose heartbeat went silent belongs to a dead
-worker, and the periodic job hands it to another.
+worker, and the periodic job hands it to another. Which task runs next is verification.tasks'
+concern: these functions only say where a revision stands.
 """
 
 import contextlib
@@ -20,18 +21,12 @@ from django.utils import timezone
 
 from distribution.models import Revision, RevisionFile
 from distribution.storage import LocalStorage, StorageError, get_storage
-from verification.checks import (
-    REQUIRED_CHECKS,
-    CheckpointFile,
-    UnreadableCheckpoint,
-    check_files,
-    directory_files,
-    scan_files,
-)
-from verification.model_checks import run_smoke, smoke_sink
+from verification.core.checks import CheckpointFile, UnreadableCheckpoint, check_files, directory_files, scan_files
+from verification.core.model_checks import run_smoke, smoke_sink
+from verification.core.report import FileDigest, Report
+from verification.core.signature import SIGNATURE_PATH, is_signed_path, read_signature, sign_digests
 from verification.models import CheckResult, SigningKey, VerificationRun
-from verification.report import FileDigest, Report
-from verification.signing import SIGNATURE_PATH, current_key, is_signed_path, read_signature, sign_digests
+from verification.signing import current_key
 
 log = logging.getLogger(__name__)
 Stage = Revision.Stage
@@ -196,7 +191,10 @@ def smoke_checks(revision: Revision, report: Report) -> None:
 
 
 def run_checks_stage(revision_id: int) -> Revision | None:
-    """Stage one, on a CPU worker: every check but the smoke pass, streamed from storage."""
+    """Stage one, on a CPU worker: every check but the smoke pass, streamed from storage.
+
+    The revision is returned `smoke-queued` when the checks passed, failed otherwise; None when
+    another worker holds the stage or it is done."""
     revision = claim(revision_id, Stage.CHECKS)
     if revision is None:
         return None
@@ -220,9 +218,7 @@ def run_checks_stage(revision_id: int) -> Revision | None:
             revision.move(State.FAILED, failure_reason=summary(report), verification_stage=Stage.NONE)
         else:
             Revision.objects.filter(pk=revision.pk).update(verification_stage=Stage.SMOKE_QUEUED)
-            from workers.tasks import smoke_revision
-
-            transaction.on_commit(lambda: smoke_revision.delay(revision.pk))
+            revision.verification_stage = Stage.SMOKE_QUEUED
     log.info("revision %s: checks %s", revision, "passed" if report.ok else "failed")
     return revision
 
@@ -281,19 +277,6 @@ def fail_verification(revision_id: int, reason: str) -> None:
         revision.move(State.FAILED, failure_reason=reason, verification_stage=Stage.NONE)
 
 
-def missing_or_failed_checks(revision: Revision) -> list[str]:
-    """What stands between a revision and its release: required checks that failed or never ran."""
-    run = revision.runs.first()
-    if run is None:
-        return ["it was never verified"]
-    statuses = {}
-    for check in run.checks.all():
-        statuses.setdefault(check.name, set()).add(check.status)
-    problems = [f"{name} failed" for name, found in statuses.items() if CheckResult.Status.FAIL in found]
-    problems += [f"{name} never ran" for name in REQUIRED_CHECKS if name not in statuses]
-    return sorted(problems)
-
-
 def reverify(revision: Revision) -> VerificationRun:
     """Check a verified or released revision's stored bytes again, in this process.
 
@@ -319,41 +302,37 @@ def reverify(revision: Revision) -> VerificationRun:
     return run
 
 
-def requeue_stuck() -> list[tuple[Revision, str]]:
-    """Send again the task of every revision whose verification stalled: lost message or dead worker."""
-    from workers.tasks import smoke_revision, verify_revision
-
+def stalled_stages() -> list[tuple[Revision, str]]:
+    """Every revision whose verification stalled (a lost message or a dead worker), with the stage to
+    run again ("checks" or "smoke"); each claim is freed, so the stage can be sent again at once."""
     close_old_connections()
     stale = stale_before()
     # A queued stage waits for a free worker, which may take long: only a lost message is re-sent.
     lost = timezone.now() - timedelta(seconds=settings.VERIFY_TIME_LIMIT_SECONDS)
     silent = Q(verification_heartbeat_at__isnull=True) | Q(verification_heartbeat_at__lt=stale)
-    # For each stalled stage: which revisions, the task to send again, and how to free the claim for it.
+    # For each stalled stage: which revisions, and how to free the claim for the stage sent again.
     stuck = [
         (
-            "checks",
+            Stage.CHECKS,
             Q(state=State.UPLOADED, created_at__lt=stale)
             | (Q(state=State.VERIFYING, verification_stage=Stage.CHECKS) & silent),
-            verify_revision,
             {"verification_heartbeat_at": None},
         ),
         (
-            "smoke",
+            Stage.SMOKE,
             Q(state=State.VERIFYING)
             & (
                 (Q(verification_stage=Stage.SMOKE) & silent)
                 | Q(verification_stage=Stage.SMOKE_QUEUED, verification_heartbeat_at__lt=lost)
             ),
-            smoke_revision,
-            # queued again, with a fresh time so this job does not send it twice before it is taken
+            # queued again, with a fresh time so the job does not send it twice before it is taken
             {"verification_stage": Stage.SMOKE_QUEUED, "verification_heartbeat_at": timezone.now()},
         ),
     ]
-    sent = []
-    for what, condition, task, reset in stuck:
+    stalled = []
+    for stage, condition, reset in stuck:
         for revision in Revision.objects.filter(condition):
             Revision.objects.filter(pk=revision.pk).update(**reset)
-            task.delay(revision.pk)
-            log.warning("re-queued the %s of %s, which stalled", what, revision)
-            sent.append((revision, what))
-    return sent
+            log.warning("re-queueing the %s of %s, which stalled", stage, revision)
+            stalled.append((revision, stage))
+    return stalled

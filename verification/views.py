@@ -4,7 +4,7 @@ from django.http import HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from portal.hf_protocol import hf_error
+from hub.errors import hf_error
 from verification.models import SigningKey
 from verification.signing import current_key
 

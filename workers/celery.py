@@ -1,4 +1,5 @@
-"""The Celery app, configured from Django settings (CELERY_* names)."""
+"""The Celery app, configured from Django settings (CELERY_* names): which tasks exist, which queue
+each goes to, and the periodic jobs. The tasks themselves live beside their domains (`*/tasks.py`)."""
 
 import os
 import sys
@@ -9,9 +10,28 @@ from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
-app = Celery("weightgate")
+# DjangoTask adds delay_on_commit: a task sent from a transaction leaves only if it commits.
+app = Celery("weightgate", task_cls="celery.contrib.django.task:DjangoTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["workers"])
+# `workers` holds the names the tasks had before they moved, for messages queued by older versions.
+app.autodiscover_tasks(["access", "audit", "distribution", "verification", "workers"])
+
+# Queues: `verify` for the CPU checks, `gpu` for the smoke pass, `default` for the rest.
+app.conf.task_routes = {
+    "verification.tasks.verify_revision": {"queue": "verify"},
+    "verification.tasks.smoke_revision": {"queue": "gpu"},
+}
+app.conf.beat_schedule = {
+    "requeue-stuck-verifications": {
+        "task": "verification.tasks.requeue_stuck_verifications",
+        "schedule": settings.REQUEUE_STUCK_EVERY_SECONDS,
+    },
+    "review-digests": {"task": "access.tasks.send_review_digests", "schedule": 24 * 3600},
+    "expired-grants": {"task": "access.tasks.record_expired_grants", "schedule": 3600},
+    "erase-old-origins": {"task": "audit.tasks.erase_old_origins", "schedule": 24 * 3600},
+    "check-audit-chain": {"task": "audit.tasks.check_audit_chain", "schedule": 24 * 3600},
+    "spooled-downloads": {"task": "distribution.tasks.store_spooled_downloads", "schedule": 60},
+}
 
 
 def worker_command(queues: str, hostname: str, *, beat: bool = False) -> list[str]:

@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from access.models import AccessRequest, AccessRule, GatingPolicy, Grant, Reviewer
 from access.services import send_review_digests
+from audit.models import AuditEvent
 from distribution.models import Repo
-from portal.models import AuditEvent
 from tests.support.personas import person, token_for
 
 pytestmark = pytest.mark.django_db

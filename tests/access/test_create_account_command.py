@@ -4,8 +4,8 @@ import pytest
 from django.core.management import CommandError
 
 from access.models import ApiToken, Reviewer, User, hash_token
+from audit.models import AuditEvent
 from distribution.models import Repo
-from portal.models import AuditEvent
 from tests.support.commands import run
 
 pytestmark = pytest.mark.django_db

@@ -6,7 +6,7 @@ import pytest
 
 from access.models import GatingPolicy
 from access.services import grant_access
-from portal.models import AuditEvent
+from audit.models import AuditEvent
 from tests.support.flows import published_tiny_llama
 from tests.support.personas import person, token_for
 

@@ -4,8 +4,8 @@ import pytest
 
 from access.models import GatingPolicy
 from access.services import grant_access
+from audit.chain import first_break
 from distribution.models import Repo
-from portal.audit import first_break
 from tests.support.flows import published_tiny_llama
 from tests.support.personas import person, token_for
 

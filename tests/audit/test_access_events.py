@@ -7,11 +7,11 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from access import tasks
 from access.models import AccessRequest, Grant
 from access.services import decide, grant_access, record_expired_grants
 from tests.support.audit import events, only_event
 from tests.support.personas import person, token_for
-from workers import tasks
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from django.core import mail
 from django.core.management import call_command
 from django.test import Client
 
-from portal.models import AuditEvent
+from audit.models import AuditEvent
 from tests.support.audit import AGENT, events, only_event
 from tests.support.personas import person
 

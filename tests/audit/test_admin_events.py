@@ -4,8 +4,8 @@ import pytest
 from django.test import Client
 
 from access.models import GatingPolicy
+from audit.models import AuditEvent
 from distribution.models import Repo
-from portal.models import AuditEvent
 from tests.support.audit import AGENT, only_event
 from tests.support.personas import person
 
@@ -51,7 +51,7 @@ def test_staff_changes_in_the_admin_are_audited():
 
     from access.models import Grant
     from access.services import grant_access
-    from portal.models import AuditEvent
+    from audit.models import AuditEvent
 
     repo = Repo.objects.create(org="acme", name="tiny")
     grant = grant_access(person("alice"), repo, granted_by=None)

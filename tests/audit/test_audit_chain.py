@@ -7,8 +7,8 @@ import sys
 import pytest
 from django.core.management import CommandError, call_command
 
-from portal.audit import record
-from portal.models import AuditEvent
+from audit.chain import record
+from audit.models import AuditEvent
 from tests.support.personas import person
 from tests.support.servers import REPO_ROOT
 
@@ -52,7 +52,7 @@ def test_deleting_the_newest_events_is_caught_too(chain):
 
 
 def test_the_daily_check_mails_staff_only_when_the_chain_is_broken(chain, mailoutbox):
-    from workers.tasks import check_audit_chain
+    from audit.tasks import check_audit_chain
 
     person("root", staff=True)
     assert check_audit_chain.apply().get() is None and mailoutbox == []
@@ -88,9 +88,9 @@ def test_events_keep_only_a_keyed_hash_of_where_they_came_from_in_the_chain(db):
 
 
 WRITER = """
-from portal.audit import record
+from audit.chain import record
 for number in range(25):
-    record("bench:writer:wrote", writer={writer}, number=number)
+    record("access:token:created", writer={writer}, number=number)
 """
 
 

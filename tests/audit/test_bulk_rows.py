@@ -5,11 +5,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from audit import chain
+from audit.bulk_rows import COPY_FROM_ROWS, insert_all
+from audit.chain import first_break
+from audit.models import AuditEvent
+from audit.tags import Tag
 from distribution.models import DownloadEvent
-from portal import audit
-from portal.audit import first_break
-from portal.bulk_rows import COPY_FROM_ROWS, insert_all
-from portal.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -62,8 +63,8 @@ def test_copy_writes_the_rows_the_orm_would_write():
 
 def test_a_batch_on_the_audit_chain_keeps_its_content_and_the_chain_whole():
     data = {"nested": {"list": [1, 2.5, None, True]}, "text": 'ünïcode \\ " \t', "empty": {}}
-    events = audit.append([audit.new_event("test:bulk:written", **data, n=n) for n in range(COPY_FROM_ROWS * 2)])
-    stored = list(AuditEvent.objects.filter(tag="test:bulk:written").order_by("sequence"))
+    events = chain.append([chain.new_event(Tag.TOKEN_CREATED, **data, n=n) for n in range(COPY_FROM_ROWS * 2)])
+    stored = list(AuditEvent.objects.filter(tag=Tag.TOKEN_CREATED).order_by("sequence"))
     assert [event.pk for event in stored] == [event.pk for event in events]
     assert [event.data for event in stored] == [{**data, "n": n} for n in range(COPY_FROM_ROWS * 2)]
     assert first_break() is None

@@ -7,8 +7,8 @@ import pytest
 from django.test import Client
 
 from access.services import grant_access
+from audit.chain import first_break
 from distribution.models import DownloadEvent
-from portal.audit import first_break
 from tests.support import servers
 from tests.support.audit import AGENT, events, only_event
 from tests.support.flows import SHARD, http, published_tiny_llama

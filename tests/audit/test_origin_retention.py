@@ -8,14 +8,14 @@ from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
 
+from audit import retention
+from audit import tasks as audit_tasks
+from audit.chain import first_break, record
+from audit.models import AuditEvent
 from distribution.models import DownloadEvent
-from portal import retention
-from portal.audit import first_break, record
-from portal.models import AuditEvent
 from tests.support.audit import AGENT
 from tests.support.commands import manage
 from tests.support.flows import SHARD
-from workers import tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -70,8 +70,8 @@ def test_retention_run_by_the_job_keeps_recent_events_and_erases_nothing_twice()
     DownloadEvent.objects.filter(pk=old.pk).update(
         created_at=timezone.now() - timedelta(days=settings.AUDIT_ORIGIN_RETENTION_DAYS + 1)
     )
-    assert tasks.erase_old_origins() == {"portal.AuditEvent": 0, "distribution.DownloadEvent": 1}
-    assert tasks.erase_old_origins() == {"portal.AuditEvent": 0, "distribution.DownloadEvent": 0}
+    assert audit_tasks.erase_old_origins() == {"portal.AuditEvent": 0, "distribution.DownloadEvent": 1}
+    assert audit_tasks.erase_old_origins() == {"portal.AuditEvent": 0, "distribution.DownloadEvent": 0}
     recent.refresh_from_db()
     assert recent.ip == "203.0.113.9" and recent.user_agent == AGENT
     assert first_break() is None

@@ -5,15 +5,15 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
+from audit.models import AuditEvent
 from distribution.models import Revision
 from distribution.publishing import release_revision
 from distribution.storage import get_storage
-from portal.models import AuditEvent
 from tests.support.audit import events, only_event
 from tests.support.flows import SHARD, flip_one_bit, publish, published_tiny_llama
 from tests.support.personas import person
+from verification.core.tiny_llama import write_tiny_llama
 from verification.services import run_checks_stage, run_smoke_stage
-from verification.tiny_llama import write_tiny_llama
 
 pytestmark = pytest.mark.django_db
 

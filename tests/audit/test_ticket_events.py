@@ -33,7 +33,7 @@ def test_the_hub_redirect_records_the_short_lived_ticket_it_issues_but_not_its_v
     revision, token = release
     answer = Client(HTTP_USER_AGENT=AGENT).get(f"/acme/tiny/resolve/main/{SHARD}", HTTP_AUTHORIZATION=f"Bearer {token}")
     assert answer.status_code == 302
-    issued = only_event("distribution:ticket:issued")
+    issued = only_event("distribution:redirect-ticket:issued")
     assert (issued.subject_username, issued.data["channel"], issued.data["file"]) == ("alice", "hf-redirect", SHARD)
     assert issued.data["commit"] == revision.commit and issued.user_agent == AGENT
     ticket = answer["Location"].split("/")[2]

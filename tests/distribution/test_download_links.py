@@ -209,7 +209,7 @@ def test_links_need_access_to_be_made(live_server, release):
 
 
 def test_links_survive_a_key_rotation_and_only_the_new_key_signs(client, settings, tmp_path):
-    from distribution.links import issue_link, link_prefix
+    from distribution.downloads.links import issue_link, link_prefix
 
     revision, _ = published_tiny_llama(tmp_path, "acme/rotated", verify_here=True)
     alice = person("alice")

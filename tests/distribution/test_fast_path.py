@@ -20,11 +20,13 @@ from django.utils import timezone
 
 from access.models import AccessRequest, Grant
 from access.services import decide
-from distribution import event_spool, fast_path
+from audit.chain import first_break
+from audit.models import AuditEvent
+from distribution.downloads import channels, fast_path
+from distribution.downloads import remembered as remembered_module
+from distribution.downloads import spool as event_spool
 from distribution.models import DownloadEvent
-from portal import rate_limits
-from portal.audit import first_break
-from portal.models import AuditEvent
+from hub import rate_limits
 from tests.support.servers import REPO_ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,7 +38,7 @@ URL = f"/acme/tiny/resolve/main/{SHARD}"
 def fast(settings, tmp_path, monkeypatch):
     settings.DOWNLOAD_DECISION_SECONDS = 2
     fast_path.decisions.clear()
-    fast_path.presigned_links.clear()
+    channels.presigned_links.clear()
     # A spool of the test's own that stores only when the test says: a thread storing every 250 ms
     # would race the counts the tests assert.
     own = event_spool.EventSpool(tmp_path / "spool", flush_seconds=3600)
@@ -159,19 +161,17 @@ def test_a_refresh_that_is_refused_ends_the_decision(client, s3_release, fast):
 
 
 def test_a_check_that_began_before_access_changed_is_not_remembered(client, s3_release, fast, monkeypatch):
-    from distribution import hf_views
-
     _, _, token = s3_release
-    checked_in_full = hf_views.serve_file
+    checked_in_full = channels.serve
 
     def access_changes_meanwhile(*args, **kwargs):
         fast_path.forget()  # what a revocation committed by another request now does here
         return checked_in_full(*args, **kwargs)
 
-    monkeypatch.setattr(hf_views, "serve_file", access_changes_meanwhile)
+    monkeypatch.setattr(channels, "serve", access_changes_meanwhile)
     assert get(client, token).status_code == 302
     assert not fast_path.decisions.entries  # its outcome may predate the change: not kept
-    monkeypatch.setattr(hf_views, "serve_file", checked_in_full)
+    monkeypatch.setattr(channels, "serve", checked_in_full)
     assert get(client, token).status_code == 302
     assert len(fast_path.decisions.entries) == 1
 
@@ -186,17 +186,17 @@ def test_a_grant_that_expires_is_not_used_past_its_end(client, s3_release, fast)
 
 
 def test_remembered_entries_stay_bounded_and_keep_the_live_ones():
-    remembered = fast_path.Remembered(lambda: 2)
-    for n in range(fast_path.MAX_ENTRIES - 1):
+    remembered = remembered_module.Remembered(lambda: 2)
+    for n in range(remembered_module.MAX_ENTRIES - 1):
         remembered.put(("old", n), n)
     for key in list(remembered.entries):  # all but one have expired
         remembered.entries[key] = (remembered.entries[key][0] - 3, remembered.entries[key][1])
     remembered.put(("live",), "kept")
     remembered.put(("new",), "added")  # the cap is reached: the expired ones go
     assert set(remembered.entries) == {("live",), ("new",)}
-    for n in range(fast_path.MAX_ENTRIES):  # live ones filling it up: it starts again, bounded
+    for n in range(remembered_module.MAX_ENTRIES):  # live ones filling it up: it starts again, bounded
         remembered.put(("busy", n), n)
-    assert len(remembered.entries) <= fast_path.MAX_ENTRIES
+    assert len(remembered.entries) <= remembered_module.MAX_ENTRIES
 
 
 def test_spool_keys_differ_between_forked_processes():
@@ -253,14 +253,14 @@ def spooled(**changes) -> dict:
     """A spool line for alice's download of the shard, as the fast path writes it."""
     from django.test import RequestFactory
 
+    from distribution.downloads.events import Downloader
     from distribution.models import RevisionFile
 
     stored = RevisionFile.objects.select_related("revision__repo").get(path=SHARD)
     grant = Grant.objects.get()
     request = RequestFactory().get(URL, HTTP_USER_AGENT="curl/8", REMOTE_ADDR="192.0.2.7")
-    line = event_spool.spooled_line(
-        request, stored, user=grant.user, grant=grant, token=None, channel="s3-redirect", status=302, expected=10
-    )
+    who = Downloader(grant.user, grant, None)
+    line = event_spool.spooled_line(request, stored, who, channel="s3-redirect", status=302, expected=10)
     return {**line, **changes}
 
 
@@ -295,7 +295,7 @@ import json, os, signal, sys
 import django
 django.setup()
 from pathlib import Path
-from distribution.event_spool import EventSpool
+from distribution.downloads.spool import EventSpool
 spool = EventSpool(Path(sys.argv[1]), flush_seconds=3600)
 for line in json.loads(sys.argv[2]):
     spool.append(line)

@@ -7,8 +7,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from access.models import Grant
+from distribution.downloads.tickets import issue_ticket
 from distribution.models import DownloadEvent
-from distribution.tickets import issue_ticket
 from tests.support.downloads import body, ticket_url
 from tests.support.flows import SHARD
 

@@ -7,7 +7,7 @@ from access.models import GatingPolicy
 from distribution.models import Repo, Revision
 from distribution.storage import get_storage
 from tests.support.commands import run
-from verification.tiny_llama import write_tiny_llama
+from verification.core.tiny_llama import write_tiny_llama
 
 pytestmark = pytest.mark.django_db
 

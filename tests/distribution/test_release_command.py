@@ -6,7 +6,7 @@ from django.core.management import CommandError
 from distribution.models import Revision
 from tests.support.commands import run
 from tests.support.flows import publish
-from verification.tiny_llama import write_tiny_llama
+from verification.core.tiny_llama import write_tiny_llama
 
 pytestmark = pytest.mark.django_db
 

@@ -1,6 +1,6 @@
 """Reading the audit chain in tests: the events recorded under a tag, and the user agent tests send."""
 
-from portal.models import AuditEvent
+from audit.models import AuditEvent
 
 AGENT = "audit-test/1.0"
 

@@ -5,14 +5,16 @@ import json
 import urllib.error
 import urllib.request
 
+import pytest
 from django.core.management import call_command
 
 from distribution.models import Revision
 from distribution.storage import get_storage
 from tests.support.servers import wait_until
+from verification import tasks as verification_tasks
+from verification.core.signature import SIGNATURE_PATH
+from verification.core.tiny_llama import write_tiny_llama
 from verification.services import run_checks_stage, run_smoke_stage
-from verification.signing import SIGNATURE_PATH
-from verification.tiny_llama import write_tiny_llama
 
 SHARD = "model-00001-of-00002.safetensors"  # the first of the two shards published_tiny_llama writes
 
@@ -21,6 +23,13 @@ def publish(directory, repo_id: str, storage: str) -> Revision:
     out = io.StringIO()
     call_command("publish_checkpoint", str(directory), "--repo", repo_id, "--storage", storage, stdout=out)
     return Revision.objects.get(commit=out.getvalue().strip())
+
+
+def publish_undispatched(directory, repo_id: str) -> Revision:
+    """Publish without sending the verification task: the test decides where it goes, or loses it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(verification_tasks.verify_revision, "delay", lambda *args, **kwargs: None)
+        return publish(directory, repo_id, "local")
 
 
 def wait_for_verdict(revision: Revision, timeout: float = 120) -> Revision:

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save
 
-from verification.safetensors_format import DTYPE_BITS, SafetensorsError, parse_header_bytes
+from verification.core.safetensors_format import DTYPE_BITS, SafetensorsError, parse_header_bytes
 
 SHAPES = st.lists(st.integers(min_value=0, max_value=4), min_size=0, max_size=3)
 NUMPY_DTYPES = [np.float32, np.float16, np.int8, np.int64, np.uint8, np.bool_]

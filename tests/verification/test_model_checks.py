@@ -8,9 +8,9 @@ import torch
 from safetensors.numpy import load_file, save_file
 from safetensors.torch import save_file as save_torch_file
 
-from verification.checks import check_directory
-from verification.layout import SMOKE_REFERENCE_NAME
-from verification.tiny_llama import write_tiny_llama
+from verification.core.checks import check_directory
+from verification.core.layout import SMOKE_REFERENCE_NAME
+from verification.core.tiny_llama import write_tiny_llama
 
 SHARD = "model-00001-of-00002.safetensors"
 
@@ -129,7 +129,7 @@ def test_weights_that_overflow_in_the_forward_pass_give_non_finite_logits(checkp
 def tiny_model_tensors(checkpoint):
     from safetensors.torch import load_file as load_torch_file
 
-    from verification.model_checks import build_config
+    from verification.core.model_checks import build_config
 
     config = build_config(json.loads((checkpoint / "config.json").read_text()))
     tensors = {}
@@ -139,7 +139,7 @@ def tiny_model_tensors(checkpoint):
 
 
 def test_the_smoke_model_holds_the_verified_tensors_themselves_not_copies(checkpoint):
-    from verification.model_checks import model_around
+    from verification.core.model_checks import model_around
 
     config, tensors = tiny_model_tensors(checkpoint)
     model = model_around(config, tensors, torch.device("cpu"))
@@ -149,7 +149,7 @@ def test_the_smoke_model_holds_the_verified_tensors_themselves_not_copies(checkp
 
 
 def test_a_tied_head_shares_the_embedding_it_was_saved_without(tmp_path):
-    from verification.model_checks import model_around
+    from verification.core.model_checks import model_around
 
     checkpoint = write_tiny_llama(tmp_path / "tied", config_overrides={"tie_word_embeddings": True})
     config, tensors = tiny_model_tensors(checkpoint)
@@ -160,7 +160,7 @@ def test_a_tied_head_shares_the_embedding_it_was_saved_without(tmp_path):
 
 
 def test_tensors_that_leave_a_parameter_unset_are_refused(checkpoint):
-    from verification.model_checks import ConfigUnbuildable, model_around
+    from verification.core.model_checks import ConfigUnbuildable, model_around
 
     config, tensors = tiny_model_tensors(checkpoint)
     del tensors["model.norm.weight"]

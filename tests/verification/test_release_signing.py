@@ -17,8 +17,8 @@ from distribution.publishing import PublishError, publish_checkpoint
 from distribution.storage import get_storage
 from tests.support.flows import flip_one_bit, http, published_tiny_llama
 from tests.support.personas import person, token_for
+from verification.core.signature import SIGNATURE_PATH, fingerprint, read_signature
 from verification.models import SigningKey
-from verification.signing import SIGNATURE_PATH, fingerprint, read_signature
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MODEL_SIGNING = str(Path(sys.executable).parent / "model_signing")
@@ -136,7 +136,7 @@ def test_an_unknown_key_fingerprint_is_a_clear_404(live_server):
 
 
 def test_a_checkpoint_that_brings_its_own_model_sig_is_refused_and_nothing_is_stored(tmp_path):
-    from verification.tiny_llama import write_tiny_llama
+    from verification.core.tiny_llama import write_tiny_llama
 
     checkpoint = write_tiny_llama(tmp_path / "checkpoint", shards=1)
     (checkpoint / SIGNATURE_PATH).write_text("{}")

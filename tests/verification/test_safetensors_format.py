@@ -6,7 +6,7 @@ import struct
 import pytest
 import safetensors
 
-from verification.safetensors_format import DTYPE_BITS, SafetensorsError, parse_header_bytes
+from verification.core.safetensors_format import DTYPE_BITS, SafetensorsError, parse_header_bytes
 
 
 def file_bytes(header, data: bytes = b"", *, claimed_length: int | None = None) -> bytes:

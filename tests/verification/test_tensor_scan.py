@@ -9,10 +9,10 @@ import torch
 from safetensors.numpy import save as save_numpy
 from safetensors.torch import save as save_torch
 
-from verification import scan as scan_module
-from verification.checks import check_directory
-from verification.scan import scan_stream
-from verification.tiny_llama import write_tiny_llama
+from verification.core import scan as scan_module
+from verification.core.checks import check_directory
+from verification.core.scan import scan_stream
+from verification.core.tiny_llama import write_tiny_llama
 
 
 def scanned(data: bytes, name="x.safetensors"):

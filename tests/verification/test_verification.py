@@ -12,9 +12,9 @@ from django.core.management import CommandError, call_command
 from distribution.models import Revision
 from tests.support.flows import publish, wait_for_verdict
 from tests.support.servers import REPO_ROOT
-from verification.checks import check_directory
-from verification.layout import INDEX_NAME
-from verification.tiny_llama import write_tiny_llama
+from verification.core.checks import check_directory
+from verification.core.layout import INDEX_NAME
+from verification.core.tiny_llama import write_tiny_llama
 
 SHARD = "model-00001-of-00002.safetensors"
 
@@ -149,7 +149,7 @@ def test_a_zip_of_a_pickle_under_any_name_fails_unopened(tmp_path):
 def test_paths_that_escape_the_checkpoint_fail(tmp_path):
     import io as _io
 
-    from verification.checks import CheckpointFile, check_files
+    from verification.core.checks import CheckpointFile, check_files
 
     def opener():
         return _io.BytesIO(b"{}")

@@ -13,15 +13,15 @@ from django.utils import timezone
 from access.services import grant_access
 from distribution.models import DownloadEvent, Revision
 from distribution.publishing import PublishError, release_revision
-from distribution.storage import S3Storage, get_storage
+from distribution.storage import get_storage
 from tests.support import servers
-from tests.support.flows import flip_one_bit, publish, published_tiny_llama, wait_for_verdict
+from tests.support.flows import flip_one_bit, publish, publish_undispatched, published_tiny_llama, wait_for_verdict
 from tests.support.personas import person, token_for
 from verification import services as verification_services
-from verification.checks import REQUIRED_CHECKS
-from verification.services import requeue_stuck, run_checks_stage, run_smoke_stage
-from verification.tiny_llama import write_tiny_llama
-from workers import tasks
+from verification import tasks
+from verification.core.report import REQUIRED_CHECKS
+from verification.core.tiny_llama import write_tiny_llama
+from verification.services import run_checks_stage, run_smoke_stage
 
 SHARD = "model-00001-of-00002.safetensors"
 # Big enough (about 1 GB) that checking it takes a few seconds, in which the worker is killed.
@@ -38,13 +38,6 @@ LARGE = {
 def passed_checks(revision) -> set[str]:
     run = revision.runs.filter(finished_at__isnull=False).first()
     return {check.name for check in run.checks.all()} if run else set()
-
-
-def publish_undispatched(directory, repo_id: str) -> Revision:
-    """Publish without sending the verification task: the test decides where it goes, or loses it."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tasks.verify_revision, "delay", lambda *args, **kwargs: None)
-        return publish(directory, repo_id, "local")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -70,7 +63,7 @@ def test_a_worker_killed_mid_verification_leaves_no_half_done_revision(worker, w
 
     time.sleep(4)  # the heartbeat goes silent
     with override_settings(VERIFY_STALE_SECONDS=3):
-        assert [r.pk for r, _ in requeue_stuck()] == [revision.pk]
+        assert [r.pk for r, _ in tasks.requeue_stalled()] == [revision.pk]
     revision = wait_for_verdict(revision, timeout=180)
     assert revision.state == Revision.State.VERIFIED
     assert passed_checks(revision) >= set(REQUIRED_CHECKS)
@@ -81,7 +74,7 @@ def test_a_worker_killed_mid_verification_leaves_no_half_done_revision(worker, w
 def test_the_periodic_job_resends_an_upload_whose_message_was_lost(worker, tmp_path):
     revision = publish_undispatched(write_tiny_llama(tmp_path / "ckpt"), "acme/lost")
     Revision.objects.filter(pk=revision.pk).update(created_at=timezone.now() - timezone.timedelta(hours=1))
-    assert [(r.pk, what) for r, what in requeue_stuck()] == [(revision.pk, "checks")]
+    assert [(r.pk, what) for r, what in tasks.requeue_stalled()] == [(revision.pk, "checks")]
     assert wait_for_verdict(revision).state == Revision.State.VERIFIED
 
 
@@ -145,7 +138,7 @@ def test_s3_revisions_are_verified_from_streams_without_a_local_copy(s3_endpoint
     def no_copies(*args, **kwargs):
         raise AssertionError("verification copied an object to local disk")
 
-    monkeypatch.setattr(S3Storage, "fetch_to", no_copies)
+    monkeypatch.setattr(get_storage("s3").client, "download_file", no_copies)
     run_checks_stage(revision.pk)
     run_smoke_stage(revision.pk)
     revision.refresh_from_db()

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from distribution.publishing import PublishError, publish_checkpoint
+from verification.tasks import verify_revision
 
 
 class Command(BaseCommand):
@@ -16,4 +17,5 @@ class Command(BaseCommand):
             revision = publish_checkpoint(directory, repo, storage_backend=storage)
         except PublishError as error:
             raise CommandError(str(error)) from None
+        verify_revision.delay_on_commit(revision.pk)
         self.stdout.write(revision.commit)

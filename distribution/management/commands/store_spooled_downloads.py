@@ -3,7 +3,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from distribution.event_spool import ship_orphans
+from distribution.downloads.spool import ship_orphans
 
 
 class Command(BaseCommand):

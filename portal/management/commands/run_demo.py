@@ -17,8 +17,9 @@ from access.models import User
 from access.services import assign_reviewer, create_token, record_account_created, verify_email_address
 from distribution.models import Repo, Revision
 from distribution.publishing import publish_checkpoint, release_revision
+from verification.core.tiny_llama import write_tiny_llama
 from verification.signing import current_key
-from verification.tiny_llama import write_tiny_llama
+from verification.tasks import verify_revision
 from workers.celery import worker_command
 
 DEMO_REPO = "demo/tiny-llama"
@@ -116,6 +117,7 @@ class Command(BaseCommand):
             return existing
         checkpoint = write_tiny_llama(settings.VAR_DIR / "demo-checkpoint", shards=2)
         revision = publish_checkpoint(checkpoint, DEMO_REPO, publisher=admin)
+        verify_revision.delay_on_commit(revision.pk)
         revision.repo.description = "A tiny LLaMA-architecture model with random weights, published by `make run`."
         revision.repo.save(update_fields=["description"])
         self.stdout.write(f"Published the demo checkpoint as {DEMO_REPO}@{revision.commit[:12]}; verifying…")

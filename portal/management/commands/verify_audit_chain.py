@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from portal.audit import first_break
-from portal.models import AuditEvent
+from audit.chain import first_break
+from audit.models import AuditEvent
 
 
 class Command(BaseCommand):

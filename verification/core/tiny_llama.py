@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
-from verification.layout import INDEX_NAME
+from verification.core.layout import INDEX_NAME
 
 TINY_LLAMA_CONFIG = {
     "architectures": ["LlamaForCausalLM"],

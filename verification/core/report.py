@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 PASS = "pass"
 FAIL = "fail"
 WARN = "warn"
+# Every revision must have passed each of these before it may be released.
+REQUIRED_CHECKS = ("files", "safetensors", "index", "config", "tensors", "smoke")
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,14 @@ hash chain that `manage.py verify_audit_chain` checks."""
 
 import logging
 
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 
-from portal.bulk_rows import insert_all
-from portal.models import GENESIS, AuditChainHead, AuditEvent
+from audit.bulk_rows import insert_all
+from audit.models import GENESIS, AuditChainHead, AuditEvent
+from audit.tags import Tag
 
 HEAD = 1
 # Sent with `tags` once events are on the chain, so caches of who may do what can let go of them.
@@ -28,13 +31,13 @@ def locked_head() -> AuditChainHead:
     return head
 
 
-def new_event(tag: str, *, actor=None, subject=None, repo=None, request=None, **data) -> AuditEvent:
+def new_event(tag: Tag, *, actor=None, subject=None, repo=None, request=None, **data) -> AuditEvent:
     """An event not yet on the chain (see `append`)."""
     actor = actor if actor is not None and actor.is_authenticated else None
     origin = AuditEvent.origin(request)
     return AuditEvent(
         origin_digest=AuditEvent.digest_origin(origin.get("ip"), origin.get("user_agent")),
-        tag=tag,
+        tag=Tag(tag).value,  # a string that is no tag of the enumeration is refused here
         actor=actor,
         actor_username=actor.get_username() if actor else "",
         subject_username=subject.get_username() if subject is not None else "",
@@ -60,7 +63,7 @@ def append(events: list[AuditEvent]) -> list[AuditEvent]:
     return events
 
 
-def record(tag: str, *, actor=None, subject=None, repo=None, request=None, **data) -> AuditEvent:
+def record(tag: Tag, *, actor=None, subject=None, repo=None, request=None, **data) -> AuditEvent:
     return append([new_event(tag, actor=actor, subject=subject, repo=repo, request=request, **data)])[0]
 
 
@@ -86,9 +89,6 @@ def first_break() -> str | None:
 
 def alert_if_broken() -> str | None:
     """Periodic: check the whole chain and mail every active staff member the first break found, if any."""
-    from django.contrib.auth import get_user_model
-    from django.core.mail import send_mail
-
     problem = first_break()
     if problem is None:
         return None

@@ -8,7 +8,6 @@ Each rejection carries its own code so reports and tests can tell the failures a
 import json
 import struct
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 MAX_HEADER_BYTES = 100_000_000
 
@@ -195,14 +194,3 @@ def parse_header_bytes(prefix: bytes, file_size: int) -> SafetensorsHeader:
             + ("trailing bytes follow the last tensor" if where == "before" else "the file is truncated"),
         )
     return SafetensorsHeader(header_length=length, tensors=tensors, metadata=metadata)
-
-
-def read_header(stream: BinaryIO, file_size: int) -> SafetensorsHeader:
-    """Read and check the header from a stream positioned at the start of the file."""
-    head = stream.read(8)
-    if len(head) < 8:
-        return parse_header_bytes(head, file_size)
-    (length,) = struct.unpack("<Q", head)
-    if length > MAX_HEADER_BYTES or 8 + length > file_size:
-        return parse_header_bytes(head, file_size)
-    return parse_header_bytes(head + stream.read(length), file_size)

@@ -12,17 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from verification.layout import INDEX_NAME, is_weight_shard, read_json
-from verification.model_checks import check_config, run_smoke, smoke_sink
-from verification.report import PASS, WARN, FileDigest, Report
-from verification.scan import FileScan, scan_stream
+from verification.core.layout import INDEX_NAME, is_weight_shard, read_json
+from verification.core.model_checks import check_config, run_smoke, smoke_sink
+from verification.core.report import PASS, WARN, FileDigest, Report
+from verification.core.scan import FileScan, scan_stream
 
 # Weight formats that run code when loaded; they are refused, never opened.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz")
 PICKLE_PROTOCOL_MARKS = tuple(bytes([0x80, protocol]) for protocol in range(2, 6))
 ZIP_MAGIC = b"PK\x03\x04"
-# Every revision must have passed each of these before it may be released.
-REQUIRED_CHECKS = ("files", "safetensors", "index", "config", "tensors", "smoke")
 
 
 class UnreadableCheckpoint(Exception):

@@ -1,6 +1,6 @@
 """Download events written to a local file on the request path, moved into the database in batches.
 
-The fast path (distribution.fast_path) must not wait for PostgreSQL, yet every redirect it answers
+The fast path (distribution.downloads.fast_path) must not wait for PostgreSQL, yet every redirect it answers
 must be recorded. Each web process appends one JSON line per event to its own file in
 DOWNLOAD_SPOOL_DIR before it answers, and a thread of that process stores what was appended every
 DOWNLOAD_SPOOL_FLUSH_SECONDS: the DownloadEvents and their audit events in one transaction, under
@@ -29,10 +29,10 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from access.models import ApiToken, Grant, User
+from audit import chain
+from audit.bulk_rows import insert_all
+from distribution.downloads.events import Downloader, event_fields, record_event, served_event
 from distribution.models import DownloadEvent, DownloadTicket, Revision, RevisionFile
-from distribution.serving import event_fields, served_event
-from portal import audit
-from portal.bulk_rows import insert_all
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,23 @@ class SpoolKeys:
 new_key = SpoolKeys()
 
 
-def spooled_line(request, stored: RevisionFile, **details) -> dict:
-    """What `serving.record_event` would store, as a line for the spool."""
-    return {"key": new_key(), "at": timezone.now().isoformat(), **event_fields(request, stored, **details)}
+def spooled_line(request, stored: RevisionFile, who: Downloader, **details) -> dict:
+    """What `events.record_event` would store, as a line for the spool."""
+    return {"key": new_key(), "at": timezone.now().isoformat(), **event_fields(request, stored, who, **details)}
+
+
+def append_event(request, stored: RevisionFile, who: Downloader, **details) -> None:
+    """Append the download event to this process's spool; OSError when the spool cannot be written."""
+    spool().append(spooled_line(request, stored, who, **details))
+
+
+def spool_or_store(request, stored: RevisionFile, who: Downloader, **details) -> None:
+    """Append the download event to the spool or, when the spool cannot be written, store it now."""
+    try:
+        append_event(request, stored, who, **details)
+    except OSError:  # a full disk, an unwritable directory
+        log.exception("the download event spool cannot be written; recording in the database at once")
+        record_event(request, stored, who, **details)
 
 
 def readable(line: dict) -> bool:
@@ -87,7 +101,7 @@ def store(lines: list[dict]) -> int:
     if not lines:
         return 0
     with transaction.atomic():
-        audit.locked_head()  # one writer at a time, so two shippers cannot both store a line
+        chain.locked_head()  # one writer at a time, so two shippers cannot both store a line
         keys = [line["key"] for line in lines]
         done = set(DownloadEvent.objects.filter(spool_key__in=keys).values_list("spool_key", flat=True))
         fresh = [line for line in lines if line["key"] not in done]
@@ -112,7 +126,7 @@ def store(lines: list[dict]) -> int:
                 for line in fresh
             ],
         )
-        audit.append([served_event(event) for event in events])
+        chain.append([served_event(event) for event in events])
     return len(fresh)
 
 

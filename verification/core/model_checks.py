@@ -8,9 +8,9 @@ Custom model code shipped with a checkpoint is never run (no trust_remote_code).
 import os
 import time
 
-from verification.layout import CONFIG_NAME, SMOKE_REFERENCE_NAME, is_weight_shard, read_json
-from verification.loading import TensorSink
-from verification.report import PASS, Report
+from verification.core.layout import CONFIG_NAME, SMOKE_REFERENCE_NAME, is_weight_shard, read_json
+from verification.core.loading import TensorSink
+from verification.core.report import PASS, Report
 
 # Fixed token ids for the smoke pass (taken modulo the vocabulary size).
 SMOKE_TOKEN_IDS = (1, 450, 4996, 17354, 1701, 432, 3151, 975)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from verification.safetensors_format import SafetensorsHeader, TensorEntry
+from verification.core.safetensors_format import SafetensorsHeader, TensorEntry
 
 SAMPLE_ABOVE_ELEMENTS = 1 << 20
 SAMPLE_STRIDE = 16
@@ -225,7 +225,7 @@ class TensorScanner:
     """Feed it the data area of one safetensors file in order; read `stats` when done."""
 
     def __init__(self, header: SafetensorsHeader, sink=None):
-        self.sink = sink  # optional: receives every tensor's bytes as they pass (see verification.loading)
+        self.sink = sink  # optional: receives every tensor's bytes as they pass (see verification.core.loading)
         if sink is not None:
             sink.begin(header)
         self.entries: list[TensorEntry] = [e for e in header.by_offset() if e.nbytes]

@@ -18,8 +18,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from verification.safetensors_format import MAX_HEADER_BYTES, SafetensorsError, SafetensorsHeader, parse_header_bytes
-from verification.tensor_scan import TensorScanner, TensorStats
+from verification.core.safetensors_format import (
+    MAX_HEADER_BYTES,
+    SafetensorsError,
+    SafetensorsHeader,
+    parse_header_bytes,
+)
+from verification.core.tensor_scan import TensorScanner, TensorStats
 
 CHUNK_BYTES = 1024 * 1024  # stays in a core's cache between hashing and scanning
 MAP_WINDOW_BYTES = 16 * 1024 * 1024  # mapped at a time, so resident memory stays bounded

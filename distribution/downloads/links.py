@@ -17,10 +17,11 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from access.gate import AccessDenied, permit_download
+from access.gate import AccessDenied, permit_download, signed_in
+from audit.chain import record
+from audit.tags import Tag
+from distribution.downloads.tickets import LinkRefused
 from distribution.models import DownloadTicket, Revision, RevisionFile
-from distribution.tickets import LinkRefused
-from portal.audit import record
 
 SALT = "weightgate.download-link"
 
@@ -49,7 +50,7 @@ def issue_link(user, grant, revision: Revision, file: RevisionFile | None = None
             max_uses=repo.link_max_uses,
         )
         record(
-            "distribution:ticket:renewed" if previous else "distribution:ticket:issued",
+            Tag.DOWNLOAD_TICKET_RENEWED if previous else Tag.DOWNLOAD_TICKET_ISSUED,
             actor=user,
             subject=user,
             repo=repo,
@@ -80,7 +81,7 @@ def redeem(signed: str, path: str, *, requester=None, count_use: bool = True) ->
     if ticket is None:
         raise LinkRefused("this download link is not valid any more; get a new one")
     where = repo_page(ticket.revision)
-    if requester is not None and requester.is_authenticated and requester.pk != ticket.user_id:
+    if signed_in(requester) and requester.pk != ticket.user_id:
         raise LinkRefused(f"this link belongs to another account; get your own at {where}")
     if ticket.expires_at <= timezone.now():
         raise LinkRefused(f"this link expired at {ticket.expires_at:%Y-%m-%d %H:%M} UTC: get a new link at {where}")

@@ -17,6 +17,8 @@ from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 
+from hub.errors import hf_error
+
 POLICY = "downloads"
 MAX_SLICE = 64
 
@@ -92,8 +94,6 @@ def with_limit_headers(response, remaining: int, reset: int):
 
 
 def too_many_requests(reset: int):
-    from portal.hf_protocol import hf_error
-
     limit, window = settings.DOWNLOAD_RATE_LIMIT
     response = hf_error(429, f"Too many requests: at most {limit} every {window} s. Retry in {reset} s.")
     response["Retry-After"] = str(reset)

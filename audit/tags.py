@@ -1,0 +1,59 @@
+"""Every tag an audit event can carry, in one enumeration; code never spells a tag as a string.
+
+A tag reads `subject:object:action`. The values are hashed into the audit chain, so a value never
+changes once events carry it: a new meaning gets a new tag.
+"""
+
+from enum import StrEnum
+
+
+class Tag(StrEnum):
+    # Accounts and their tokens
+    ACCOUNT_CREATED = "access:account:created"
+    EMAIL_VERIFIED = "access:email:verified"
+    LOGIN_FAILED = "access:login:failed"
+    TOKEN_CREATED = "access:token:created"
+    TOKEN_REVOKED = "access:token:revoked"
+    # Access requests, grants, licenses and reviewers
+    REQUEST_SUBMITTED = "access:request:submitted"
+    REQUEST_REAPPLIED = "access:request:reapplied"
+    REQUEST_PENDING = "access:request:pending"
+    REQUEST_ACCEPTED = "access:request:accepted"
+    REQUEST_REJECTED = "access:request:rejected"
+    GRANT_CREATED = "access:grant:created"
+    GRANT_REVOKED = "access:grant:revoked"
+    GRANT_EXPIRED = "access:grant:expired"
+    LICENSE_ACCEPTED = "access:license:accepted"
+    REVIEWER_ASSIGNED = "access:reviewer:assigned"
+    POLICY_CHANGED = "access:policy:changed"
+    # What staff change in the admin, by model and action
+    ADMIN_ACCESS_REQUEST_CREATED = "admin:accessrequest:created"
+    ADMIN_ACCESS_REQUEST_CHANGED = "admin:accessrequest:changed"
+    ADMIN_ACCESS_REQUEST_DELETED = "admin:accessrequest:deleted"
+    ADMIN_GRANT_CREATED = "admin:grant:created"
+    ADMIN_GRANT_CHANGED = "admin:grant:changed"
+    ADMIN_GRANT_DELETED = "admin:grant:deleted"
+    ADMIN_REVIEWER_CREATED = "admin:reviewer:created"
+    ADMIN_REVIEWER_CHANGED = "admin:reviewer:changed"
+    ADMIN_REVIEWER_DELETED = "admin:reviewer:deleted"
+    ADMIN_TOKEN_CREATED = "admin:apitoken:created"
+    ADMIN_TOKEN_CHANGED = "admin:apitoken:changed"
+    ADMIN_TOKEN_DELETED = "admin:apitoken:deleted"
+    # Revisions, from publishing to release
+    REVISION_PUBLISHED = "distribution:revision:published"
+    REVISION_VERIFIED = "verification:revision:verified"
+    REVISION_FAILED = "verification:revision:failed"
+    REVISION_RELEASED = "distribution:revision:released"
+    REVISION_TAGGED = "distribution:revision:tagged"
+    REVISION_WITHDRAWN = "distribution:revision:withdrawn"
+    # Downloads and the links that lead to them
+    DOWNLOAD_SERVED = "distribution:download:served"
+    DOWNLOAD_TICKET_ISSUED = "distribution:ticket:issued"
+    DOWNLOAD_TICKET_RENEWED = "distribution:ticket:renewed"
+    REDIRECT_TICKET_ISSUED = "distribution:redirect-ticket:issued"
+
+
+# Tags that change nobody's access (bytes and links handed out), so caches of who may do what keep them.
+ACCESS_NEUTRAL = frozenset(
+    {Tag.DOWNLOAD_SERVED, Tag.DOWNLOAD_TICKET_ISSUED, Tag.DOWNLOAD_TICKET_RENEWED, Tag.REDIRECT_TICKET_ISSUED}
+)

@@ -1,0 +1,14 @@
+"""Distribution's periodic jobs."""
+
+from pathlib import Path
+
+from celery import shared_task
+from django.conf import settings
+
+from distribution.downloads.spool import ship_orphans
+
+
+@shared_task(ignore_result=True)
+def store_spooled_downloads() -> int:
+    """Every minute: store the spooled download events of web processes on this host that are gone."""
+    return ship_orphans(Path(settings.DOWNLOAD_SPOOL_DIR))
