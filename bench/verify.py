@@ -51,7 +51,7 @@ def generate(directory: Path, gigabytes: float) -> None:
     )
 
 
-def write_checkpoint(directory: Path, config: dict) -> None:
+def write_checkpoint(directory: Path, config: dict, shard_bytes: int = SHARD_BYTES) -> None:
     """The bf16 checkpoint `config` describes, written shard by shard from one reused random block."""
     from verification.core.tiny_llama import llama_parameter_shapes
 
@@ -61,7 +61,7 @@ def write_checkpoint(directory: Path, config: dict) -> None:
     shards, current, size = [], [], 0
     for name, shape in shapes.items():
         nbytes = int(np.prod(shape)) * 2
-        if current and size + nbytes > SHARD_BYTES:
+        if current and size + nbytes > shard_bytes:
             shards.append(current)
             current, size = [], 0
         current.append((name, shape, nbytes))

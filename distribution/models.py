@@ -102,10 +102,12 @@ class Revision(models.Model):
         WITHDRAWN = "withdrawn"
 
     class Stage(models.TextChoices):
-        """Where a `verifying` revision is: the CPU checks, waiting for a GPU worker, or the smoke pass."""
+        """Where a `verifying` revision is: its files checked (each by any verify worker), the checks of
+        the whole checkpoint, waiting for a GPU worker, or the smoke pass."""
 
         NONE = ""
         CHECKS = "checks"
+        JUDGING = "judging"
         SMOKE_QUEUED = "smoke-queued"
         SMOKE = "smoke"
 

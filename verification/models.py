@@ -64,3 +64,35 @@ class SigningKey(models.Model):
 
     def __str__(self):
         return f"signing key {self.fingerprint[:16]}{' (retired)' if self.retired_at else ''}"
+
+
+class FileCheck(models.Model):
+    """One file of a revision, checked by whichever verify worker claims it: its digest, header and
+    tensor scan, stored as soon as that file is done, so a worker that dies costs only its own file."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        CHECKING = "checking"
+        DONE = "done"
+
+    revision = models.ForeignKey("distribution.Revision", on_delete=models.CASCADE, related_name="file_checks")
+    path = models.CharField(max_length=512)
+    size = models.BigIntegerField()
+    state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING)
+    # The worker holding the file writes this; one silent for VERIFY_STALE_SECONDS has died.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # How many times a worker took the file: 1, and once more for each worker that died holding it.
+    claims = models.PositiveIntegerField(default=0)
+    checked_by = models.CharField(max_length=200, blank=True)  # the worker, for the operator
+    sha256 = models.CharField(max_length=64, blank=True)
+    # The file's FileScan (verification.core.scan), from which the whole checkpoint is judged.
+    scan = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["path"]
+        constraints = [models.UniqueConstraint(fields=["revision", "path"], name="one_check_per_file")]
+
+    def __str__(self):
+        return f"{self.path} of {self.revision} ({self.state})"

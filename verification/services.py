@@ -1,9 +1,11 @@
 """The Django side of verification: run the plain-Python checks on a stored revision, record the result.
 
-A revision is verified in two stages, each claimed by one worker with a conditional update:
-the CPU checks (queue `verify`), streamed from storage, then the smoke pass (queue `gpu`). The
-worker holding a stage writes a heartbeat; a stage whose heartbeat went silent belongs to a dead
-worker, and the periodic job hands it to another. Which task runs next is verification.tasks'
+A revision is verified in stages, each claimed with a conditional update: its files, each checked
+by whichever verify worker takes it (queue `verify`) and stored as soon as it is done; the checks of
+the whole checkpoint, from those stored scans, by the worker that finishes the last file; then the
+smoke pass (queue `gpu`). The worker holding a file or a stage writes a heartbeat; one whose
+heartbeat went silent belongs to a dead worker, and the periodic job hands it to another, while the
+files already checked stay checked. Which task runs next is verification.tasks'
 concern: these functions only say where a revision stands.
 """
 
@@ -12,20 +14,31 @@ import hashlib
 import json
 import logging
 import threading
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from distribution.models import Revision, RevisionFile
 from distribution.storage import LocalStorage, StorageError, get_storage
-from verification.core.checks import CheckpointFile, UnreadableCheckpoint, check_files, directory_files, scan_files
+from verification.core.checks import (
+    CheckpointFile,
+    UnreadableCheckpoint,
+    check_files,
+    check_paths,
+    directory_files,
+    judge_scans,
+    scan_file,
+    scan_files,
+)
 from verification.core.model_checks import run_smoke, smoke_sink
 from verification.core.report import FileDigest, Report
+from verification.core.scan import FileScan
 from verification.core.signature import SIGNATURE_PATH, is_signed_path, read_signature, sign_digests
-from verification.models import CheckResult, SigningKey, VerificationRun
+from verification.models import CheckResult, FileCheck, SigningKey, VerificationRun
 from verification.signing import current_key
 
 log = logging.getLogger(__name__)
@@ -55,16 +68,18 @@ def claim(revision_id: int, stage: str) -> Revision | None:
 
 
 @contextlib.contextmanager
-def heartbeat(revision: Revision):
-    """Keep the claim alive from a side thread while the (long) stage runs."""
+def heartbeat(revision: Revision, file_check: FileCheck | None = None):
+    """Keep the claim alive from a side thread while the (long) stage runs: the revision's, and the
+    file's when one file is being checked (a live file keeps its revision from looking abandoned)."""
     stop = threading.Event()
 
     def beat():
         try:
             while not stop.wait(settings.VERIFY_HEARTBEAT_SECONDS):
-                Revision.objects.filter(pk=revision.pk, state=State.VERIFYING).update(
-                    verification_heartbeat_at=timezone.now()
-                )
+                now = timezone.now()
+                Revision.objects.filter(pk=revision.pk, state=State.VERIFYING).update(verification_heartbeat_at=now)
+                if file_check is not None:
+                    FileCheck.objects.filter(pk=file_check.pk, state=FileCheck.State.CHECKING).update(heartbeat_at=now)
         finally:
             connection.close()  # this thread's own connection
 
@@ -190,20 +205,113 @@ def smoke_checks(revision: Revision, report: Report) -> None:
         run_smoke({item.path: item for item in files}, sink, report)
 
 
-def run_checks_stage(revision_id: int) -> Revision | None:
-    """Stage one, on a CPU worker: every check but the smoke pass, streamed from storage.
-
-    The revision is returned `smoke-queued` when the checks passed, failed otherwise; None when
-    another worker holds the stage or it is done."""
+def start_checks(revision_id: int) -> list[str] | None:
+    """Stage one begins: claim the revision and list its stored files, one FileCheck each (kept across
+    retries). The paths still to check; None when another worker holds the stage or it is done."""
     revision = claim(revision_id, Stage.CHECKS)
     if revision is None:
         return None
     try:
-        with heartbeat(revision):
-            report = checks_on_storage(revision, smoke=False)
+        files = stored_files(revision, Report())  # links and special files are reported by the judge
     except StorageError:
         release_claim(revision)
         raise
+    FileCheck.objects.bulk_create(
+        [FileCheck(revision=revision, path=item.path, size=item.size) for item in files], ignore_conflicts=True
+    )
+    return list(revision.file_checks.exclude(state=FileCheck.State.DONE).values_list("path", flat=True))
+
+
+def claim_file(revision_id: int, path: str, worker: str) -> FileCheck | None:
+    """Take one file of a revision being checked, or None when another worker has it or it is done."""
+    free = Q(state=FileCheck.State.PENDING) | Q(state=FileCheck.State.CHECKING, heartbeat_at__lt=stale_before())
+    with transaction.atomic():
+        check = (
+            FileCheck.objects.select_for_update()
+            .filter(free, revision_id=revision_id, path=path)
+            .filter(revision__state=State.VERIFYING, revision__verification_stage=Stage.CHECKS)
+            .first()
+        )
+        if check is None:
+            return None
+        check.state, check.heartbeat_at, check.checked_by = FileCheck.State.CHECKING, timezone.now(), worker
+        check.claims = F("claims") + 1
+        check.save(update_fields=["state", "heartbeat_at", "checked_by", "claims"])
+    check.refresh_from_db()
+    return check
+
+
+def check_stored_file(revision_id: int, path: str, *, worker: str = "") -> FileCheck | None:
+    """One file of stage one, on any verify worker: its digest, header and tensor scan, stored at once.
+
+    None when another worker holds the file, it is done, or the revision is no longer being checked."""
+    check = claim_file(revision_id, path, worker)
+    if check is None:
+        return None
+    revision = Revision.objects.select_related("repo").get(pk=revision_id)
+    storage = get_storage(revision.storage_backend)
+    key = f"{revision.storage_prefix}/{path}"
+    item = CheckpointFile(path, check.size, lambda: contextlib.closing(storage.open(key)))
+    try:
+        with heartbeat(revision, check):
+            scanned = scan_file(item).as_dict()
+    except StorageError:
+        FileCheck.objects.filter(pk=check.pk, claims=check.claims).update(state=FileCheck.State.PENDING)
+        raise
+    except OSError as error:  # gone or changed while read: the judge reports it
+        scanned = {"unreadable": f"{path} could not be read: {error}"}
+    # Only the claim this worker holds: a worker that lost it (silent too long) stores nothing.
+    FileCheck.objects.filter(pk=check.pk, state=FileCheck.State.CHECKING, claims=check.claims).update(
+        state=FileCheck.State.DONE, sha256=scanned.get("sha256", ""), scan=scanned, finished_at=timezone.now()
+    )
+    return check
+
+
+def finish_checks(revision_id: int) -> Revision | None:
+    """Once every file is checked, the checks of the whole checkpoint, by the one worker that claims them.
+
+    The revision is returned `smoke-queued` when everything passed, failed otherwise; None while files
+    remain or when another worker judges."""
+    if FileCheck.objects.filter(revision_id=revision_id).exclude(state=FileCheck.State.DONE).exists():
+        return None
+    judging = Revision.objects.filter(pk=revision_id, state=State.VERIFYING, verification_stage=Stage.CHECKS)
+    if not judging.update(verification_stage=Stage.JUDGING, verification_heartbeat_at=timezone.now()):
+        return None
+    revision = Revision.objects.select_related("repo").get(pk=revision_id)
+    try:
+        with heartbeat(revision):
+            report = judged_checks(revision)
+    except StorageError:
+        Revision.objects.filter(pk=revision.pk, verification_stage=Stage.JUDGING).update(
+            verification_stage=Stage.CHECKS, verification_heartbeat_at=None
+        )
+        raise
+    record_checks(revision, report)
+    log.info("revision %s: checks %s", revision, "passed" if report.ok else "failed")
+    return revision
+
+
+def judged_checks(revision: Revision) -> Report:
+    """The checks of the whole checkpoint from the stored scans of its files (no shard is read again)."""
+    report = Report()
+    files = stored_files(revision, report)
+    check_paths(files, report)
+    checks = list(revision.file_checks.all())
+    changed = {item.path for item in files} ^ {check.path for check in checks}
+    for path in sorted(changed):
+        report.fail("files", "ChangedWhileVerified", f"{path} appeared or vanished while the files were checked", path)
+    for check in checks:
+        if "unreadable" in check.scan:
+            report.fail("files", "Unreadable", check.scan["unreadable"], check.path)
+    scans = [FileScan.from_dict(check.scan) for check in checks if "unreadable" not in check.scan]
+    judge_scans(files, scans, report)
+    check_against_record(revision, report)
+    check_signature(revision, report)
+    return report
+
+
+def record_checks(revision: Revision, report: Report) -> None:
+    """Stage one's verdict: the run and its results, each file's sha256, and the revision moved on."""
     with transaction.atomic():
         run = VerificationRun.objects.create(revision=revision, report=report.as_dict())
         save_checks(run, report)
@@ -219,8 +327,16 @@ def run_checks_stage(revision_id: int) -> Revision | None:
         else:
             Revision.objects.filter(pk=revision.pk).update(verification_stage=Stage.SMOKE_QUEUED)
             revision.verification_stage = Stage.SMOKE_QUEUED
-    log.info("revision %s: checks %s", revision, "passed" if report.ok else "failed")
-    return revision
+
+
+def run_checks_stage(revision_id: int) -> Revision | None:
+    """Stage one in this process, file after file (what the verify workers share out between them)."""
+    pending = start_checks(revision_id)
+    if pending is None:
+        return None
+    for path in pending:
+        check_stored_file(revision_id, path)
+    return finish_checks(revision_id)
 
 
 def run_smoke_stage(revision_id: int) -> Revision | None:
@@ -302,21 +418,37 @@ def reverify(revision: Revision) -> VerificationRun:
     return run
 
 
-def stalled_stages() -> list[tuple[Revision, str]]:
-    """Every revision whose verification stalled (a lost message or a dead worker), with the stage to
-    run again ("checks" or "smoke"); each claim is freed, so the stage can be sent again at once."""
+@dataclass(frozen=True)
+class Stalled:
+    """Work whose worker died or whose message was lost: a stage of a revision, or one of its files."""
+
+    revision: Revision
+    stage: str  # "checks", "smoke", or "file" (then `path` names it)
+    path: str = ""
+
+
+def stalled_work() -> list[Stalled]:
+    """Every stage or file whose verification stalled (a lost message or a dead worker); each claim is
+    freed, so the work can be sent again at once. Files already checked stay checked."""
     close_old_connections()
     stale = stale_before()
     # A queued stage waits for a free worker, which may take long: only a lost message is re-sent.
     lost = timezone.now() - timedelta(seconds=settings.VERIFY_TIME_LIMIT_SECONDS)
     silent = Q(verification_heartbeat_at__isnull=True) | Q(verification_heartbeat_at__lt=stale)
+    # A file being checked is handed over on its own (below); its revision is not sent again for it.
+    holding_a_file = Exists(FileCheck.objects.filter(revision=OuterRef("pk"), state=FileCheck.State.CHECKING))
     # For each stalled stage: which revisions, and how to free the claim for the stage sent again.
     stuck = [
         (
             Stage.CHECKS,
             Q(state=State.UPLOADED, created_at__lt=stale)
-            | (Q(state=State.VERIFYING, verification_stage=Stage.CHECKS) & silent),
-            {"verification_heartbeat_at": None},
+            | (
+                Q(state=State.VERIFYING, verification_stage__in=(Stage.CHECKS, Stage.JUDGING))
+                & silent
+                & ~Q(holding_a_file)
+            ),
+            # a judge that died leaves the files checked: the next claim finds none to do, and judges
+            {"verification_stage": Stage.CHECKS, "verification_heartbeat_at": None},
         ),
         (
             Stage.SMOKE,
@@ -332,7 +464,21 @@ def stalled_stages() -> list[tuple[Revision, str]]:
     stalled = []
     for stage, condition, reset in stuck:
         for revision in Revision.objects.filter(condition):
-            Revision.objects.filter(pk=revision.pk).update(**reset)
+            # An upload never claimed keeps its stage; only its message is sent again.
+            unclaimed = revision.state == State.UPLOADED
+            Revision.objects.filter(pk=revision.pk).update(
+                **({"verification_heartbeat_at": None} if unclaimed else reset)
+            )
             log.warning("re-queueing the %s of %s, which stalled", stage, revision)
-            stalled.append((revision, stage))
+            stalled.append(Stalled(revision, stage))
+    abandoned = FileCheck.objects.filter(
+        state=FileCheck.State.CHECKING,
+        heartbeat_at__lt=stale,
+        revision__state=State.VERIFYING,
+        revision__verification_stage=Stage.CHECKS,
+    ).select_related("revision")
+    for check in abandoned:
+        if FileCheck.objects.filter(pk=check.pk, claims=check.claims).update(state=FileCheck.State.PENDING):
+            log.warning("re-queueing %s of %s, whose worker went silent", check.path, check.revision)
+            stalled.append(Stalled(check.revision, "file", check.path))
     return stalled

@@ -1,9 +1,9 @@
-"""Verification's tasks: each takes a revision id, runs one stage through the services, and queues
-the next stage; retries and limits are on the decorator."""
+"""Verification's tasks: each takes a revision id (and a file), runs one stage through the services,
+and queues the next; retries and limits are on the decorator."""
 
 import contextlib
 
-from celery import shared_task
+from celery import group, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
@@ -26,11 +26,21 @@ RELIABLE = {
 
 @shared_task(**RELIABLE)
 def verify_revision(revision_id: int) -> None:
-    """Every check but the smoke pass (queue `verify`); queues the smoke pass when they pass."""
+    """Stage one begins (queue `verify`): one task per file still to check, for any verify worker."""
     with failing_when_out_of_time(revision_id):
-        revision = services.run_checks_stage(revision_id)
-        if revision is not None and revision.verification_stage == Revision.Stage.SMOKE_QUEUED:
-            smoke_revision.delay(revision.pk)
+        pending = services.start_checks(revision_id)
+        if pending:
+            group(check_file.s(revision_id, path) for path in pending).apply_async()
+        elif pending is not None:  # every file was checked before (a stage handed over): judge now
+            queue_smoke(services.finish_checks(revision_id))
+
+
+@shared_task(bind=True, **RELIABLE)
+def check_file(self, revision_id: int, path: str) -> None:
+    """One file (queue `verify`); the worker that checks the last one judges the whole checkpoint."""
+    with failing_when_out_of_time(revision_id):
+        if services.check_stored_file(revision_id, path, worker=self.request.hostname or "") is not None:
+            queue_smoke(services.finish_checks(revision_id))
 
 
 @shared_task(**RELIABLE)
@@ -38,6 +48,11 @@ def smoke_revision(revision_id: int) -> None:
     """The smoke pass (queue `gpu`): a forward pass on the best device the worker has."""
     with failing_when_out_of_time(revision_id):
         services.run_smoke_stage(revision_id)
+
+
+def queue_smoke(revision: Revision | None) -> None:
+    if revision is not None and revision.verification_stage == Revision.Stage.SMOKE_QUEUED:
+        smoke_revision.delay(revision.pk)
 
 
 @contextlib.contextmanager
@@ -53,18 +68,20 @@ def failing_when_out_of_time(revision_id: int):
         )
 
 
-STAGE_TASKS = {Revision.Stage.CHECKS: verify_revision, Revision.Stage.SMOKE: smoke_revision}
-
-
-def requeue_stalled() -> list[tuple[Revision, str]]:
-    """Send again the stage of every revision whose verification stalled: a lost message or a dead worker."""
-    stalled = services.stalled_stages()
-    for revision, stage in stalled:
-        STAGE_TASKS[stage].delay(revision.pk)
+def requeue_stalled() -> list[services.Stalled]:
+    """Send again every stage or file whose verification stalled: a lost message or a dead worker."""
+    stalled = services.stalled_work()
+    for work in stalled:
+        if work.stage == "file":
+            check_file.delay(work.revision.pk, work.path)
+        elif work.stage == Revision.Stage.SMOKE:
+            smoke_revision.delay(work.revision.pk)
+        else:
+            verify_revision.delay(work.revision.pk)
     return stalled
 
 
 @shared_task(ignore_result=True)
 def requeue_stuck_verifications() -> int:
-    """Periodic: hand revisions whose worker died or whose message was lost to a live worker."""
+    """Periodic: hand the stages and files of workers that died, or messages that were lost, to live workers."""
     return len(requeue_stalled())

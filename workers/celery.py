@@ -19,6 +19,7 @@ app.autodiscover_tasks(["access", "audit", "distribution", "verification", "work
 # Queues: `verify` for the CPU checks, `gpu` for the smoke pass, `default` for the rest.
 app.conf.task_routes = {
     "verification.tasks.verify_revision": {"queue": "verify"},
+    "verification.tasks.check_file": {"queue": "verify"},
     "verification.tasks.smoke_revision": {"queue": "gpu"},
 }
 app.conf.beat_schedule = {

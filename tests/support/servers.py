@@ -191,8 +191,11 @@ def database_url(settings_dict: dict) -> str:
     )
 
 
-def start_worker(env: dict[str, str], log_path: Path, queues: str = "verify,gpu,default") -> subprocess.Popen:
-    command = worker_command(queues, f"test-{os.getpid()}@%h")
+def start_worker(
+    env: dict[str, str], log_path: Path, queues: str = "verify,gpu,default", *, name: str = "test"
+) -> subprocess.Popen:
+    """A Celery worker process; its tasks see `name` at the start of their worker's hostname."""
+    command = worker_command(queues, f"{name}-{os.getpid()}@%h")
     log = log_path.open("wb")
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -1,5 +1,6 @@
 """The verification pipeline around the checks: stages, claims, dead workers, release rules, re-verification."""
 
+import hashlib
 import io
 import os
 import signal
@@ -21,6 +22,7 @@ from verification import services as verification_services
 from verification import tasks
 from verification.core.report import REQUIRED_CHECKS
 from verification.core.tiny_llama import write_tiny_llama
+from verification.models import FileCheck
 from verification.services import run_checks_stage, run_smoke_stage
 
 SHARD = "model-00001-of-00002.safetensors"
@@ -40,41 +42,95 @@ def passed_checks(revision) -> set[str]:
     return {check.name for check in run.checks.all()} if run else set()
 
 
+@pytest.fixture
+def file_workers(worker_env, tmp_path_factory):
+    """Three verify workers on a queue of their own, which notice a dead one within seconds."""
+    env = {**worker_env, "VERIFY_HEARTBEAT_SECONDS": "1", "VERIFY_STALE_SECONDS": "3"}
+    names = ("files-a", "files-b", "files-c")
+    started = {
+        name: servers.start_worker(env, tmp_path_factory.mktemp(name) / "worker.log", queues="spread", name=name)
+        for name in names
+    }
+    yield started
+    for process in started.values():
+        if process.poll() is None:
+            servers.stop_process(process)
+
+
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_killed_mid_verification_leaves_no_half_done_revision(worker, worker_env, tmp_path, tmp_path_factory):
+def test_a_worker_killed_halfway_through_a_file_costs_that_file_alone(worker, file_workers, tmp_path):
     checkpoint = write_tiny_llama(tmp_path / "large", shards=4, config_overrides=LARGE)
     revision = publish_undispatched(checkpoint, "acme/large")
-    env = {**worker_env, "VERIFY_HEARTBEAT_SECONDS": "1", "VERIFY_STALE_SECONDS": "3"}
-    # Its own queue, so the task is sure to reach the worker about to be killed.
-    doomed = servers.start_worker(env, tmp_path_factory.mktemp("doomed") / "worker.log", queues="killtest")
-    tasks.verify_revision.apply_async(args=[revision.pk], queue="killtest")
+    pending = verification_services.start_checks(revision.pk)
+    for path in pending:  # what verify_revision sends, to the three workers' queue
+        tasks.check_file.apply_async((revision.pk, path), queue="spread")
 
-    def held():
-        revision.refresh_from_db()
-        return revision.state == Revision.State.VERIFYING
+    def a_shard_being_checked():
+        checking = FileCheck.objects.filter(
+            revision=revision, state=FileCheck.State.CHECKING, path__endswith=".safetensors"
+        )
+        return checking.first()
 
-    servers.wait_until(held, timeout=60, interval=0.01, what="the doomed worker to claim the revision")
-    os.killpg(doomed.pid, signal.SIGKILL)
-    doomed.wait()
+    held = servers.wait_until(a_shard_being_checked, timeout=120, interval=0.01, what="a worker to take a shard")
+    doomed = held.checked_by.rsplit("-", 1)[0]  # files-a, files-b or files-c (then "-<pid>@<host>")
+    os.killpg(file_workers[doomed].pid, signal.SIGKILL)
+    file_workers[doomed].wait()
+    held.refresh_from_db()
+    assert held.state == FileCheck.State.CHECKING, "the kill came too late to test anything"
     revision.refresh_from_db()
-    assert revision.state == Revision.State.VERIFYING, "the kill came too late to test anything"
+    assert revision.state == Revision.State.VERIFYING
     with pytest.raises(PublishError):
         release_revision(revision)
 
-    time.sleep(4)  # the heartbeat goes silent
+    def others_done():
+        return not FileCheck.objects.filter(revision=revision).exclude(pk=held.pk).exclude(state="done").exists()
+
+    servers.wait_until(others_done, timeout=180, interval=0.2, what="the live workers to check the other files")
+    time.sleep(4)  # the dead worker's heartbeat goes silent
     with override_settings(VERIFY_STALE_SECONDS=3):
-        assert [r.pk for r, _ in tasks.requeue_stalled()] == [revision.pk]
+        assert [(work.stage, work.path) for work in tasks.requeue_stalled()] == [("file", held.path)]
     revision = wait_for_verdict(revision, timeout=180)
-    assert revision.state == Revision.State.VERIFIED
+    assert revision.state == Revision.State.VERIFIED, revision.failure_reason
+    checks = {check.path: check for check in FileCheck.objects.filter(revision=revision)}
+    assert set(checks) == {path.relative_to(checkpoint).as_posix() for path in checkpoint.iterdir()}
+    assert all(check.state == FileCheck.State.DONE and check.finished_at for check in checks.values())
+    # Every file checked to the end once: the dead worker's file was taken twice, the others once.
+    assert {path: check.claims for path, check in checks.items()} == {
+        path: 2 if path == held.path else 1 for path in checks
+    }
+    assert not checks[held.path].checked_by.startswith(doomed)
     assert passed_checks(revision) >= set(REQUIRED_CHECKS)
     release_revision(revision)
+
+
+@pytest.mark.django_db
+def test_each_file_is_stored_as_it_is_checked_and_the_last_one_judges_the_checkpoint(tmp_path):
+    checkpoint = write_tiny_llama(tmp_path / "ckpt", shards=2)
+    revision = publish_undispatched(checkpoint, "acme/per-file")
+    pending = verification_services.start_checks(revision.pk)
+    assert sorted(pending) == sorted(path.name for path in checkpoint.iterdir())
+    first, *rest = pending
+    verification_services.check_stored_file(revision.pk, first, worker="one")
+    stored = FileCheck.objects.get(revision=revision, path=first)
+    assert stored.state == FileCheck.State.DONE
+    assert stored.sha256 == hashlib.sha256((checkpoint / first).read_bytes()).hexdigest()
+    assert verification_services.finish_checks(revision.pk) is None  # files remain
+    assert verification_services.check_stored_file(revision.pk, first, worker="two") is None  # never twice
+    for path in rest:
+        verification_services.check_stored_file(revision.pk, path, worker="one")
+    judged = verification_services.finish_checks(revision.pk)
+    assert judged.verification_stage == Revision.Stage.SMOKE_QUEUED
+    assert verification_services.finish_checks(revision.pk) is None  # judged once
+    assert set(FileCheck.objects.filter(revision=revision).values_list("claims", flat=True)) == {1}
+    run = revision.runs.get()
+    assert {check.name for check in run.checks.all()} >= {"files", "safetensors", "index", "tensors", "config"}
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_periodic_job_resends_an_upload_whose_message_was_lost(worker, tmp_path):
     revision = publish_undispatched(write_tiny_llama(tmp_path / "ckpt"), "acme/lost")
     Revision.objects.filter(pk=revision.pk).update(created_at=timezone.now() - timezone.timedelta(hours=1))
-    assert [(r.pk, what) for r, what in tasks.requeue_stalled()] == [(revision.pk, "checks")]
+    assert [(work.revision.pk, work.stage) for work in tasks.requeue_stalled()] == [(revision.pk, "checks")]
     assert wait_for_verdict(revision).state == Revision.State.VERIFIED
 
 

@@ -199,18 +199,19 @@ def check_tensors(scans: list[FileScan], report: Report) -> None:
         report.add("tensors", PASS, "AllFinite", f"{count} tensors scanned: no NaN, no Inf")
 
 
+def scan_file(item: CheckpointFile, *, sink=None, progress=None) -> FileScan:
+    """Read one file once: its digest, header and tensor statistics (and its tensors, into `sink`)."""
+    with item.open() as stream:
+        shard_sink = sink if is_weight_shard(item.path) else None
+        return scan_stream(item.path, item.size, stream, progress=progress, sink=shard_sink)
+
+
 def scan_files(files: list[CheckpointFile], *, sink=None, workers: int | None = None, progress=None) -> list[FileScan]:
     """Read every file once, in parallel: digests, headers, tensor statistics (and tensors, into `sink`)."""
-
-    def scan(item: CheckpointFile) -> FileScan:
-        with item.open() as stream:
-            shard_sink = sink if is_weight_shard(item.path) else None
-            return scan_stream(item.path, item.size, stream, progress=progress, sink=shard_sink)
-
     # Hashing and numpy release the GIL, so threads spread the files over the cores; two per core
     # keep every core busy to the end when shard sizes are uneven.
     with ThreadPoolExecutor(max_workers=workers or min(8, 2 * (os.cpu_count() or 1))) as pool:
-        return list(pool.map(scan, files))
+        return list(pool.map(lambda item: scan_file(item, sink=sink, progress=progress), files))
 
 
 def check_files(
@@ -228,9 +229,20 @@ def check_files(
     """
     report = report or Report()
     check_paths(files, report)
-    by_path = {item.path: item for item in files}
     sink = smoke_sink(files, report) if smoke else None
     scans = scan_files(files, sink=sink, workers=workers, progress=progress)
+    judge_scans(files, scans, report)
+    if sink is not None and report.ok:
+        run_smoke({item.path: item for item in files}, sink, report)
+    return report
+
+
+def judge_scans(files: list[CheckpointFile], scans: list[FileScan], report: Report) -> None:
+    """The checks of the whole checkpoint, from every file's scan: kinds, headers, index, tensors, config.
+
+    The scans may come from this process or from several workers (stored as `FileScan.as_dict`); only
+    the small JSON files (index, config) are opened again."""
+    by_path = {item.path: item for item in files}
     for result in scans:
         report.files[result.path] = FileDigest(result.path, result.size, result.sha256)
     check_file_kinds(scans, report)
@@ -240,9 +252,6 @@ def check_files(
     if not any(check.name == "files" for check in report.failures):
         report.add("files", PASS, "FilesSafe", f"{len(files)} regular files, no links, no pickle")
     check_config(by_path, scans, report)
-    if sink is not None and report.ok:
-        run_smoke(by_path, sink, report)
-    return report
 
 
 def check_directory(root: Path | str, *, smoke: bool = True, workers: int | None = None) -> Report:

@@ -22,6 +22,7 @@ from verification.core.safetensors_format import (
     MAX_HEADER_BYTES,
     SafetensorsError,
     SafetensorsHeader,
+    TensorEntry,
     parse_header_bytes,
 )
 from verification.core.tensor_scan import TensorScanner, TensorStats
@@ -134,6 +135,47 @@ class FileScan:
     header: SafetensorsHeader | None = None
     header_error: SafetensorsError | None = None
     tensors: list[TensorStats] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """JSON-ready, so a worker can store one file's scan for another to judge the whole checkpoint."""
+        header = self.header
+        return {
+            "path": self.path,
+            "size": self.size,
+            "sha256": self.sha256,
+            "head": self.head.hex(),
+            "header": None
+            if header is None
+            else {
+                "header_length": header.header_length,
+                "metadata": header.metadata,
+                "tensors": [[e.name, e.dtype, list(e.shape), e.start, e.end] for e in header.tensors.values()],
+            },
+            "header_error": None if self.header_error is None else [self.header_error.code, self.header_error.message],
+            "tensors": [stats.as_dict() for stats in self.tensors],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FileScan":
+        header = data["header"]
+        return cls(
+            path=data["path"],
+            size=data["size"],
+            sha256=data["sha256"],
+            head=bytes.fromhex(data["head"]),
+            header=None
+            if header is None
+            else SafetensorsHeader(
+                header_length=header["header_length"],
+                tensors={
+                    name: TensorEntry(name, dtype, tuple(shape), start, end)
+                    for name, dtype, shape, start, end in header["tensors"]
+                },
+                metadata=header["metadata"],
+            ),
+            header_error=None if data["header_error"] is None else SafetensorsError(*data["header_error"]),
+            tensors=[TensorStats(**stats) for stats in data["tensors"]],
+        )
 
 
 class HeaderCollector:

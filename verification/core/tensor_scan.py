@@ -114,11 +114,11 @@ class TensorStats:
     std: float | None = None
     sample_stride: int = 1
     scanned: bool = True
-    # running sums, not reported
-    _count: int = field(default=0, repr=False)
-    _sum: float = field(default=0.0, repr=False)
-    _sumsq: float = field(default=0.0, repr=False)
-    _max_magnitude: float = field(default=0.0, repr=False)
+    # running sums, not reported (nor kept when a scan is stored)
+    _count: int = field(default=0, repr=False, compare=False)
+    _sum: float = field(default=0.0, repr=False, compare=False)
+    _sumsq: float = field(default=0.0, repr=False, compare=False)
+    _max_magnitude: float = field(default=0.0, repr=False, compare=False)
 
     @property
     def all_zero(self) -> bool:
