@@ -84,6 +84,13 @@ def production_parts_are_set(app_configs, **kwargs):
             "Set EMAIL_HOST (and EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD).",
         ),
         (
+            not settings.SIGNING_KEY,
+            "W006",
+            "SIGNING_KEY is unset: each worker signs releases with a key it generates under its own var/",
+            "Set SIGNING_KEY_FILE to the same EC P-256 private key on every worker that runs the smoke pass "
+            "(queue gpu); web hosts need no key (they serve the public keys workers registered).",
+        ),
+        (
             not settings.HTTPS,
             "W005",
             "HTTPS is off: cookies are sent in clear and no HSTS is set",

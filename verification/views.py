@@ -1,4 +1,7 @@
-"""The public keys that sign releases: anyone may fetch them to check a `model.sig`."""
+"""The public keys that sign releases: anyone may fetch them to check a `model.sig`.
+
+These views only read the keys workers registered when they signed; a web host never makes or
+registers a key (one made here would retire the workers' key for everyone)."""
 
 from django.http import HttpResponse, JsonResponse
 from django.urls import reverse
@@ -6,7 +9,6 @@ from django.views.decorators.http import require_GET
 
 from hub.errors import hf_error
 from verification.models import SigningKey
-from verification.signing import current_key
 
 PEM_TYPE = "application/x-pem-file"
 
@@ -20,8 +22,15 @@ def pem_response(key: SigningKey) -> HttpResponse:
 
 @require_GET
 def signing_key(request):
-    """The key that signs new releases."""
-    return pem_response(current_key()[1])
+    """The key that signs new releases: the one registered last and not retired."""
+    key = SigningKey.objects.filter(retired_at__isnull=True).first()
+    if key is None:
+        return hf_error(
+            404,
+            "no release has been signed yet: the signing key is published once a worker signs the first "
+            "verified release (or an operator runs `manage.py rotate_signing_key`)",
+        )
+    return pem_response(key)
 
 
 @require_GET
@@ -35,7 +44,6 @@ def signing_key_by_fingerprint(request, fingerprint):
 
 @require_GET
 def signing_keys(request):
-    current_key()  # registers a key configured since the last signature
     return JsonResponse(
         [
             {

@@ -218,3 +218,22 @@ def test_an_edited_signature_fails_reverification(released):
     with pytest.raises(CommandError, match="failed re-verification"):
         reverify_checks(revision)
     assert revision.runs.first().checks.get(name="signature").code == "SignatureInvalid"
+
+
+def test_an_anonymous_request_for_the_key_never_makes_or_registers_one(live_server, settings, tmp_path):
+    settings.SIGNING_KEY_GENERATED_PATH = tmp_path / "web-host" / "signing-key.pem"  # a web host's own var/
+    status, headers, _body = http("GET", f"{live_server.url}/api/v1/signing-key.pem")
+    assert status == 404 and "no release has been signed yet" in headers["X-Error-Message"]
+    status, _headers, body = http("GET", f"{live_server.url}/api/v1/signing-keys/")
+    assert status == 200 and json.loads(body) == []
+    assert not settings.SIGNING_KEY_GENERATED_PATH.exists() and not SigningKey.objects.exists()
+
+
+def test_the_key_a_worker_signed_with_is_served_and_stays_current(live_server, released, settings, tmp_path):
+    signed_with = SigningKey.objects.get(retired_at__isnull=True)
+    settings.SIGNING_KEY_GENERATED_PATH = tmp_path / "web-host" / "signing-key.pem"  # no key on this host
+    served = fetch_public_key(f"{live_server.url}/api/v1/signing-key.pem", tmp_path / "served.pem")
+    assert served.read_text() == signed_with.public_pem
+    http("GET", f"{live_server.url}/api/v1/signing-keys/")
+    assert list(SigningKey.objects.values_list("fingerprint", "retired_at")) == [(signed_with.fingerprint, None)]
+    assert not settings.SIGNING_KEY_GENERATED_PATH.exists()
