@@ -8,8 +8,14 @@ from hub.errors import hf_error
 from hub.rate_limits import caller_key, rate_limited
 
 
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
 def hf_endpoint(view):
-    """Authenticate the caller (token or session) into request.hf_user / request.hf_token; map refusals."""
+    """Authenticate the caller (token or session) into request.hf_user / request.hf_token; map refusals.
+
+    A request that changes something must carry a bearer token: a browser attaches its session to a
+    form another site posts, never an Authorization header, so these endpoints need no CSRF token."""
 
     @functools.wraps(view)
     def wrapper(request, *args, **kwargs):
@@ -17,6 +23,12 @@ def hf_endpoint(view):
             request.hf_user, request.hf_token = authenticate(request)
         except InvalidToken as error:
             return hf_error(401, f"Invalid credentials in Authorization header: {error}")
+        if request.method not in SAFE_METHODS and request.hf_token is None:
+            return hf_error(
+                401,
+                "This request changes access and must send a token (Authorization: Bearer <token>); "
+                "a browser session is not accepted here. Decide in the review queue, /review/, instead.",
+            )
         return limited_view(request, *args, **kwargs)
 
     @rate_limited(lambda request, *args, **kwargs: caller_key(request))

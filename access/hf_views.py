@@ -48,6 +48,8 @@ def reviewed_repo(request, org, name):
 
 
 def json_body(request) -> dict:
+    if request.content_type != "application/json":
+        raise RequestRefused(f"send the body as JSON (Content-Type: application/json), not {request.content_type}", 415)
     try:
         body = json.loads(request.body or b"{}")
     except ValueError:

@@ -1,4 +1,6 @@
 import os
+import shutil
+from pathlib import Path
 
 # The Hugging Face client reads these when imported: no telemetry, no update check, no user cache.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -10,6 +12,8 @@ from django.conf import settings
 from django.test.utils import override_settings
 
 from tests.support import servers
+
+CHROMIUM = "/usr/bin/chromium"
 
 
 def pytest_report_header(config):
@@ -110,3 +114,23 @@ def s3_release(s3_endpoint, tmp_path):
     alice = person("alice")
     grant_access(alice, revision.repo, granted_by=None)
     return revision, checkpoint, token_for(alice)
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    """Debian's Chromium driven by Playwright, headless; CI installs it, a machine without it skips."""
+    # Playwright's sync API keeps an event loop in this thread; the test's own database reads are
+    # still synchronous, which Django would otherwise refuse there.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        servers.unavailable("chromium", "Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield chromium
+        chromium.close()

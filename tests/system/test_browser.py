@@ -4,7 +4,6 @@ download. Screenshots of each page go to tests/artifacts/ (ignored by git)."""
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,30 +12,9 @@ from django.core import mail
 from access.models import AccessRequest, GatingPolicy, Grant
 from tests.support.flows import published_tiny_llama
 from tests.support.personas import person
-from tests.support.servers import unavailable
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ARTIFACTS = Path(__file__).parent.parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    # Playwright's sync API keeps an event loop in this thread; the test's own database reads are
-    # still synchronous, which Django would otherwise refuse there.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        unavailable("chromium", "Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield chromium
-        chromium.close()
 
 
 def snap(page, name: str) -> None:
