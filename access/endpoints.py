@@ -7,7 +7,6 @@ from access.tokens import InvalidToken, authenticate
 from hub.errors import hf_error
 from hub.rate_limits import caller_key, rate_limited
 
-
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
