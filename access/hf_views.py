@@ -59,6 +59,16 @@ def json_body(request) -> dict:
     return body
 
 
+def text(body: dict, name: str) -> str:
+    """A string field of the body ("" when absent); anything else is refused, naming the field."""
+    value = body.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise RequestRefused(f"{name} must be a string, not {type(value).__name__}")
+    return value
+
+
 @require_GET
 @hf_endpoint
 def list_requests(request, org, name, state):
@@ -85,9 +95,10 @@ def handle_request(request, org, name):
         status = body.get("status")
         if status not in AccessRequest.State.values:
             raise RequestRefused("status must be one of accepted, rejected, pending")
-        user = User.objects.filter(username=body.get("user", "")).first()
+        username, reason = text(body, "user"), text(body, "rejectionReason")
+        user = User.objects.filter(username=username).first()
         if user is None:
-            return hf_error(404, f"User {body.get('user')!r} not found.")
+            return hf_error(404, f"User {username!r} not found.")
         access_request = AccessRequest.objects.filter(user=user, repo=repo).order_by("-created_at", "-id").first()
         if access_request is None:
             return hf_error(404, f"{user.get_username()} has not asked for access to {repo.repo_id}.")
@@ -97,7 +108,7 @@ def handle_request(request, org, name):
             access_request,
             status=status,
             reviewer=request.hf_user,
-            reason=body.get("rejectionReason") or "",
+            reason=reason,
             request=request,
         )
     except RequestRefused as refused:
@@ -113,12 +124,12 @@ def grant(request, org, name):
     if error:
         return error
     try:
-        body = json_body(request)
+        username = text(json_body(request), "user")
     except RequestRefused as refused:
         return hf_error(refused.status, refused.message)
-    user = User.objects.filter(username=body.get("user", "")).first()
+    user = User.objects.filter(username=username).first()
     if user is None:
-        return hf_error(404, f"User {body.get('user')!r} not found.")
+        return hf_error(404, f"User {username!r} not found.")
     if Grant.active().filter(user=user, repo=repo).exists():
         return hf_error(400, f"{user.get_username()} already has access to {repo.repo_id}.")
     grant_access(user, repo, granted_by=request.hf_user, request=request)

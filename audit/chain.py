@@ -31,6 +31,19 @@ def locked_head() -> AuditChainHead:
     return head
 
 
+def stable(value):
+    """`value` with only what a JSON column gives back unchanged: strings, integers, booleans, null, and
+    lists and objects of these. Anything else (a float, a date) is kept as its text, since the chain
+    hashes the data as written and verifies it as read (PostgreSQL reads 1e16 back as an integer)."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [stable(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): stable(item) for key, item in value.items()}
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
 def new_event(tag: Tag, *, actor=None, subject=None, repo=None, request=None, **data) -> AuditEvent:
     """An event not yet on the chain (see `append`)."""
     actor = actor if actor is not None and actor.is_authenticated else None
@@ -42,7 +55,7 @@ def new_event(tag: Tag, *, actor=None, subject=None, repo=None, request=None, **
         actor_username=actor.get_username() if actor else "",
         subject_username=subject.get_username() if subject is not None else "",
         repo_id=repo.repo_id if repo is not None else "",
-        data=data,
+        data=stable(data),
         **origin,
     )
 

@@ -122,3 +122,14 @@ def test_handle_refuses_strangers_bad_bodies_and_unknown_people(client, repo):
     assert bad.status_code == 400
     assert AccessRequest.objects.get().state == "pending"
     assert not Grant.objects.exists()
+
+
+@pytest.mark.parametrize("field", [{"rejectionReason": 1e16}, {"rejectionReason": ["no"]}, {"user": 7}])
+def test_a_field_that_is_not_a_string_is_refused_with_400_and_changes_nothing(client, repo, field):
+    reviewer = person("rita")
+    repo.reviewers.create(user=reviewer)
+    waiting = AccessRequest.objects.create(user=person("wendy"), repo=repo, license_version="1")
+    response = handle(client, token_for(reviewer), {"user": "wendy", "status": "rejected", **field})
+    assert response.status_code == 400 and "must be a string" in response.json()["error"]
+    waiting.refresh_from_db()
+    assert waiting.state == AccessRequest.State.PENDING

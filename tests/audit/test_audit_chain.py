@@ -7,7 +7,7 @@ import sys
 import pytest
 from django.core.management import CommandError, call_command
 
-from audit.chain import record
+from audit.chain import first_break, record
 from audit.models import AuditEvent
 from tests.support.personas import person
 from tests.support.servers import REPO_ROOT
@@ -88,7 +88,7 @@ def test_events_keep_only_a_keyed_hash_of_where_they_came_from_in_the_chain(db):
 
 
 WRITER = """
-from audit.chain import record
+from audit.chain import first_break, record
 for number in range(25):
     record("access:token:created", writer={writer}, number=number)
 """
@@ -113,3 +113,13 @@ def test_writers_in_several_processes_never_fork_the_chain(worker_env):
     sequences = list(AuditEvent.objects.order_by("sequence").values_list("sequence", flat=True))
     assert sequences == list(range(1, 101))
     assert "intact (100 events)" in verify()
+
+
+def test_values_the_database_would_change_are_kept_as_text_and_the_chain_verifies(db):
+    from datetime import UTC, datetime
+
+    # PostgreSQL's jsonb reads 1e16 back as an integer: hashed as written, it would never verify again.
+    event = record("access:token:created", limit=1e16, ratio=0.1, when=datetime(2026, 1, 2, tzinfo=UTC), ok=True)
+    stored = AuditEvent.objects.get(pk=event.pk)
+    assert stored.data == {"limit": "1e+16", "ratio": "0.1", "when": "2026-01-02T00:00:00+00:00", "ok": True}
+    assert first_break() is None
