@@ -4,6 +4,7 @@ import functools
 
 from access.gate import AccessDenied
 from access.tokens import InvalidToken, authenticate
+from audit.connections import decided_read_only
 from hub.errors import hf_error
 from hub.rate_limits import caller_key, rate_limited
 
@@ -19,7 +20,7 @@ def hf_endpoint(view):
     @functools.wraps(view)
     def wrapper(request, *args, **kwargs):
         try:
-            request.hf_user, request.hf_token = authenticate(request)
+            request.hf_user, request.hf_token = decided_read_only(lambda: authenticate(request))
         except InvalidToken as error:
             return hf_error(401, f"Invalid credentials in Authorization header: {error}")
         if request.method not in SAFE_METHODS and request.hf_token is None:

@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 
 from audit.bulk_rows import insert_all
+from audit.connections import committed_once
 from audit.models import GENESIS, AuditChainHead, AuditEvent
 from audit.tags import Tag
 
@@ -62,8 +63,8 @@ def new_event(tag: Tag, *, actor=None, subject=None, repo=None, request=None, **
 
 def append(events: list[AuditEvent]) -> list[AuditEvent]:
     """Put `events` at the end of the chain, in order, under one lock of its head."""
-    # No savepoint: its release would be one more round trip while every other writer waits on the head.
-    with transaction.atomic(savepoint=False):
+
+    def chained() -> None:
         head = locked_head()
         sequence, previous = head.sequence, head.last_hash
         for event in events:
@@ -72,6 +73,9 @@ def append(events: list[AuditEvent]) -> list[AuditEvent]:
             event.hash = previous = event.compute_hash()
         insert_all(AuditEvent, events)
         AuditChainHead.objects.filter(pk=HEAD).update(sequence=sequence, last_hash=previous)
+
+    # No savepoint: its release would be one more round trip while every other writer waits on the head.
+    committed_once(chained, savepoint=False)
     appended.send(sender=AuditEvent, tags=[event.tag for event in events])
     return events
 

@@ -9,6 +9,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from access.endpoints import hf_endpoint
 from access.gate import AccessDenied, find_repo, needs_grant, permit_download
 from access.models import ApiToken, User
+from audit.connections import decided_read_only
 from distribution.downloads import channels, fast_path, spool
 from distribution.downloads.events import Downloader
 from distribution.downloads.locate import locate_download, resolve_revision
@@ -91,7 +92,7 @@ def tree(request, org, name, rev, path=""):
 @hf_endpoint
 def resolve(request, org, name, rev, path):
     """HEAD answers the file's metadata; GET redirects to a short-lived link that serves the bytes."""
-    stored, grant = locate_download(request.hf_user, org, name, rev, path)
+    stored, grant = decided_read_only(lambda: locate_download(request.hf_user, org, name, rev, path))
     if request.method == "HEAD" and rev != stored.revision.commit:
         # The client downloads from the URL its HEAD ended at: pinning `main` or a tag to the commit here
         # keeps a release that lands between its HEAD and its GET from mixing two revisions in its cache.
@@ -118,19 +119,24 @@ def ticket_download(request, ticket, filename):
     """The link a download is redirected to: the ticket alone authorizes it, checked again now."""
     try:
         claim = read_ticket(ticket, max_age=settings.DOWNLOAD_REDIRECT_SECONDS)
+        stored, who = decided_read_only(lambda: ticket_holder(claim, filename))
     except LinkRefused as refused:
         return hf_error(refused.status, refused.message)
+    except AccessDenied as denied:
+        return hf_error(403, f"this download link no longer works: {denied.message}", denied.code)
+    return channels.serve(request, stored, who)
+
+
+def ticket_holder(claim, filename: str) -> tuple[RevisionFile, Downloader]:
+    """The file a redirect ticket names and who it was issued to, if they may still have it."""
     stored = RevisionFile.objects.select_related("revision__repo").filter(pk=claim.file_id).first()
     user = User.objects.filter(pk=claim.user_id, is_active=True).first() if claim.user_id else None
     if stored is None or stored.filename != filename or (claim.user_id and user is None):
-        return hf_error(403, "this download link is not valid any more; ask for the file again")
-    try:
-        grant = permit_download(user, stored.revision.repo)
-        resolve_revision(user, stored.revision.repo, stored.revision.commit)
-    except AccessDenied as denied:
-        return hf_error(403, f"this download link no longer works: {denied.message}", denied.code)
+        raise LinkRefused("this download link is not valid any more; ask for the file again")
+    grant = permit_download(user, stored.revision.repo)
+    resolve_revision(user, stored.revision.repo, stored.revision.commit)
     token = ApiToken.objects.filter(pk=claim.token_id).first() if claim.token_id else None
-    return channels.serve(request, stored, Downloader(user, grant, token))
+    return stored, Downloader(user, grant, token)
 
 
 @require_GET

@@ -127,7 +127,13 @@ DATABASE_URL = env_url(
     f"sqlite:///{VAR_DIR / 'weightgate.sqlite3'}",
     schemes=("sqlite", "postgres", "postgresql"),
 )
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0))}
+# A connection kept between requests (DATABASE_CONN_MAX_AGE seconds) is checked before each request
+# reuses it: one the server dropped meanwhile (a restart, a failover) is replaced, not used.
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0), conn_health_checks=True
+    )
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and the worker are separate processes: wait for the write lock, don't fail.
     DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}

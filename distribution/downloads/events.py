@@ -3,11 +3,10 @@ bytes or a link to them leaves before its first byte goes out."""
 
 from dataclasses import dataclass
 
-from django.db import transaction
-
 from access.gate import signed_in
 from access.models import ApiToken, Grant, User
 from audit import chain
+from audit.connections import committed_once
 from audit.models import AuditEvent
 from audit.tags import Tag
 from distribution.models import DownloadEvent, DownloadTicket, RevisionFile
@@ -54,10 +53,14 @@ def event_fields(request, stored: RevisionFile, who: Downloader, *, channel: str
 
 def record_event(request, stored: RevisionFile, who: Downloader, **details) -> DownloadEvent:
     """The DownloadEvent and its audit event, stored now, together or neither."""
-    with transaction.atomic():
-        event = DownloadEvent.objects.create(**event_fields(request, stored, who, **details))
+    fields = event_fields(request, stored, who, **details)
+
+    def stored_with_its_audit_event() -> DownloadEvent:
+        event = DownloadEvent.objects.create(**fields)
         chain.append([served_event(event)])
-    return event
+        return event
+
+    return committed_once(stored_with_its_audit_event)
 
 
 def served_event(event: DownloadEvent) -> AuditEvent:

@@ -1,0 +1,150 @@
+"""Downloads through faults of the services underneath: PostgreSQL connections terminated under a
+running server, and Redis (the shared rate-limit counts) silent for 4 seconds. No answer may be a
+500, and every file served is recorded.
+
+Real gunicorn with connections kept between requests (DATABASE_CONN_MAX_AGE), real PostgreSQL
+(pg_terminate_backend), and a Redis server the test starts, frozen with DEBUG SLEEP."""
+
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+from django.db import connection
+
+from access.services import grant_access
+from distribution.models import DownloadEvent
+from tests.support import servers
+from tests.support.flows import published_tiny_llama
+from tests.support.personas import person, token_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+DOWNLOADS = 300
+FILE = "config.json"
+REDIS_OPTIONS = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--enable-debug-command", "yes")
+
+
+def gunicorn(env: dict[str, str], log: Path):
+    port = servers.free_port()
+    with log.open("wb") as errors:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "portal.wsgi:application", f"--bind=127.0.0.1:{port}", "--workers=2"],
+            cwd=servers.REPO_ROOT,
+            env={**env, "DATABASE_CONN_MAX_AGE": "600"},
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+
+    def answers():
+        assert server.poll() is None, "gunicorn stopped"
+        try:
+            return requests.get(f"{base}/health", timeout=5).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    servers.wait_until(answers, timeout=60, what="gunicorn to answer")
+    return server, base
+
+
+def download_many(base: str, token: str, during) -> Counter:
+    """DOWNLOADS downloads by one grantee, from two threads, while `during(progress)` does its harm."""
+    statuses, done = Counter(), []
+    lock = threading.Lock()
+
+    def client(count: int) -> None:
+        with requests.Session() as session:
+            for _ in range(count):
+                answer = session.get(
+                    f"{base}/acme/tiny/resolve/main/{FILE}", headers={"Authorization": f"Bearer {token}"}, timeout=60
+                )
+                with lock:
+                    statuses[answer.status_code] += 1
+                    done.append(1)
+
+    threads = [threading.Thread(target=client, args=(DOWNLOADS // 2,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    during(lambda: len(done))
+    for thread in threads:
+        thread.join(timeout=300)
+    return statuses
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+def release(tmp_path):
+    revision, _ = published_tiny_llama(tmp_path, "acme/tiny", verify_here=True)
+    alice = person("alice")
+    grant_access(alice, revision.repo, granted_by=None)
+    return revision, token_for(alice)
+
+
+def test_terminated_database_connections_cost_no_download(release, worker_env, tmp_path):
+    if connection.vendor != "postgresql":
+        pytest.skip("terminating server connections is PostgreSQL's pg_terminate_backend")
+    _, token = release
+    server, base = gunicorn(worker_env, tmp_path / "gunicorn.log")
+
+    def terminate_five_times(progress) -> None:
+        for round_ in range(1, 6):
+            servers.wait_until(lambda r=round_: progress() >= r * DOWNLOADS // 6, timeout=120, what="downloads")
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                assert cursor.fetchone()[0] > 0  # the server's kept connections were there to end
+
+    try:
+        statuses = download_many(base, token, terminate_five_times)
+    finally:
+        servers.stop_process(server)
+    assert statuses == {200: DOWNLOADS}, (tmp_path / "gunicorn.log").read_text()[-3000:]
+    assert DownloadEvent.objects.filter(status=200, path=FILE).count() == DOWNLOADS
+
+
+def test_redis_silent_for_four_seconds_costs_no_download(release, worker_env, tmp_path):
+    binary = shutil.which("redis-server")
+    if binary is None:
+        servers.unavailable("redis", "redis-server is not installed")
+    _, token = release
+    port = servers.free_port()
+    redis = subprocess.Popen(
+        [binary, "--port", str(port), *REDIS_OPTIONS, "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        servers.wait_until(lambda: listening(port), timeout=30, what="redis")
+        server, base = gunicorn({**worker_env, "CACHE_URL": f"redis://127.0.0.1:{port}/0"}, tmp_path / "gunicorn.log")
+
+        def freeze_redis(progress) -> None:
+            servers.wait_until(lambda: progress() >= DOWNLOADS // 3, timeout=120, what="downloads")
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as silent:
+                silent.sendall(b"DEBUG SLEEP 4\r\n")
+                started = time.monotonic()
+                assert silent.recv(16).startswith(b"+OK") and time.monotonic() - started >= 3.5
+
+        try:
+            statuses = download_many(base, token, freeze_redis)
+        finally:
+            servers.stop_process(server)
+    finally:
+        servers.stop_process(redis)
+    assert statuses == {200: DOWNLOADS}
+    assert DownloadEvent.objects.filter(status=200, path=FILE).count() == DOWNLOADS
