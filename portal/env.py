@@ -5,6 +5,7 @@ says what it expects, so a deployment fails at start-up instead of at the first 
 A secret may also come from a file: `NAME_FILE=/run/secrets/name` is read when `NAME` is unset.
 """
 
+import ipaddress
 import os
 from urllib.parse import urlsplit
 
@@ -78,3 +79,19 @@ def env_choice(name: str, default: str, *, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ImproperlyConfigured(f"{name}={value!r} is not one of: {', '.join(choices)}")
     return value
+
+
+def env_proxies(name: str) -> int | tuple:
+    """How many proxies stand in front (a count), or the address ranges they have; 0 trusts none."""
+    value = env_str(name).strip()
+    if not value:
+        return 0
+    if value.isdigit():
+        return int(value)
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in env_list(name))
+    except ValueError as error:
+        raise ImproperlyConfigured(
+            f"{name} must be a number of proxies (1 for one nginx in front) or their addresses and ranges, "
+            f"comma-separated (10.0.0.0/8,127.0.0.1): {error}"
+        ) from None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from portal.env import env_bool, env_choice, env_int, env_list, env_rate, env_str, env_url
+from portal.env import env_bool, env_choice, env_int, env_list, env_proxies, env_rate, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # pytest sets PYTEST_VERSION: the suite keeps its database, files and broker apart from `make run`'s.
@@ -39,6 +39,9 @@ SIGNING_KEY_GENERATED_PATH = VAR_DIR / "signing-key.pem"
 # Old keys keep verifying signed links and sessions after a rotation; the first key signs.
 SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS")
 DEBUG = env_bool("DEBUG", False)
+# The proxies in front (a count, or their address ranges), whose X-Forwarded-For entries are believed;
+# with none, the address the request came from is the client's (hub/clients.py).
+TRUSTED_PROXIES = env_proxies("TRUSTED_PROXIES")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 PUBLIC_URL = env_url("PUBLIC_URL", schemes=("http", "https")).rstrip("/")
@@ -64,6 +67,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "hub.clients.ClientAddressMiddleware",  # first: every later reader sees the client's own address
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "distribution.downloads.fast_path.RepeatedRedirectMiddleware",
@@ -247,6 +251,8 @@ else:
 
 # --- API -----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # The throttles read REMOTE_ADDR, which ClientAddressMiddleware set; never the raw X-Forwarded-For.
+    "NUM_PROXIES": 0,
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "access.tokens.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
