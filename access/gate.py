@@ -9,6 +9,7 @@ from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from access.models import GatingPolicy, Grant, Reviewer
+from audit.connections import committed_once
 from distribution.models import DownloadEvent, Repo, Revision, RevisionFile
 
 
@@ -155,13 +156,27 @@ def is_capped(grant: Grant | None) -> bool:
     return grant is not None and (grant.max_complete_downloads is not None or grant.max_bytes_per_day is not None)
 
 
-def check_caps(grant, stored: RevisionFile, *, whole: bool, expected: int) -> None:
-    """Refuse a request past the grant's optional caps, before any byte goes out."""
-    if grant is None:
-        return
+def within_caps(grant: Grant | None, stored: RevisionFile, *, whole: bool, expected: int, record):
+    """`record()` (the download's event, which is what the caps count), unless it would take the grant
+    past a cap: then LimitReached, and nothing written. For a capped grant the check and the write hold
+    a lock of the grant, so downloads running at the same moment are counted one after the other."""
+    if not is_capped(grant):
+        return record()
+
+    def reserved():
+        Grant.objects.select_for_update().filter(pk=grant.pk).first()
+        check_caps(grant, stored, whole=whole, expected=expected)
+        return record()
+
+    return committed_once(reserved)
+
+
+def check_caps(grant: Grant, stored: RevisionFile, *, whole: bool, expected: int) -> None:
+    """Refuse a download past the grant's caps. A whole download is one whose window covers the file,
+    however it was asked for (no Range, `bytes=0-`, a Range that is not understood, a redirect)."""
     events = DownloadEvent.objects.filter(grant=grant, status__in=(200, 206, 302))
     if grant.max_complete_downloads is not None and whole:
-        fetched = events.filter(file=stored, range_requested="").count()
+        fetched = events.filter(file=stored, bytes_expected__gte=stored.size).count()
         if fetched >= grant.max_complete_downloads:
             raise LimitReached(
                 f"your access allows {grant.max_complete_downloads} complete download(s) of "

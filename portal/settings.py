@@ -163,6 +163,9 @@ DOWNLOAD_RATE_LIMIT = env_rate("DOWNLOAD_RATE_LIMIT", "600/60")
 X_ACCEL_REDIRECT_PREFIX = env_str("X_ACCEL_REDIRECT_PREFIX")
 # How long the URL a download is redirected to stays valid (presigned S3 URL or local ticket).
 DOWNLOAD_REDIRECT_SECONDS = env_int("DOWNLOAD_REDIRECT_SECONDS", 600, minimum=1, maximum=7 * 24 * 3600)
+# For a grant with caps, each presigned link is counted, so it lives only long enough to start its
+# transfer (S3 checks the expiry when a transfer starts, not while it runs).
+CAPPED_LINK_SECONDS = env_int("CAPPED_LINK_SECONDS", 10, minimum=1, maximum=600)
 # How long a process answers a token's repeated redirect to object storage from the checks it made
 # the first time (distribution.downloads.fast_path); 0 checks everything on every request. A change to grants,
 # tokens, revisions or accounts clears it at once in the process that made it, in the others after

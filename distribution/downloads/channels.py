@@ -10,11 +10,13 @@
 them records a DownloadEvent before its first byte goes out.
 """
 
+from dataclasses import dataclass
+
 from django.conf import settings
 from django.http import FileResponse, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
-from access.gate import LimitReached, check_caps
+from access.gate import LimitReached, is_capped, within_caps
 from audit.chain import record
 from audit.tags import Tag
 from distribution.downloads.events import Downloader, record_event
@@ -33,18 +35,21 @@ def serve(request, stored: RevisionFile, who: Downloader, *, record_redirect=rec
     """Answer a permitted GET or HEAD for `stored`: the bytes, or a redirect to them.
 
     `record_redirect` stores the event of a redirect to object storage (the fast path spools it)."""
-    if request.method != "HEAD":
-        try:
-            check_caps(who.grant, stored, whole=not request.headers.get("Range", ""), expected=stored.size)
-        except LimitReached as limit:
-            response = HttpResponse(str(limit), status=429, content_type="text/plain; charset=utf-8")
-            response["X-Error-Message"] = str(limit)
-            return response
-    if not is_local(stored):
-        return redirect_to_storage(request, stored, who, record_redirect)
-    if settings.X_ACCEL_REDIRECT_PREFIX:
-        return send_through_front_server(request, stored, who)
-    return send_local_file(request, stored, who)
+    try:
+        if not is_local(stored):
+            return redirect_to_storage(request, stored, who, record_redirect)
+        window = requested_window(request, stored)
+        if settings.X_ACCEL_REDIRECT_PREFIX:
+            return send_through_front_server(request, stored, who, window)
+        return send_local_file(request, stored, who, window)
+    except RangeNotSatisfiable:
+        response = HttpResponse(status=416)
+        response["Content-Range"] = f"bytes */{stored.size}"
+        return common_headers(response, stored)
+    except LimitReached as limit:
+        response = HttpResponse(str(limit), status=429, content_type="text/plain; charset=utf-8")
+        response["X-Error-Message"] = str(limit)
+        return response
 
 
 def is_local(stored: RevisionFile) -> bool:
@@ -52,12 +57,62 @@ def is_local(stored: RevisionFile) -> bool:
     return isinstance(get_storage(stored.revision.storage_backend), LocalStorage)
 
 
+@dataclass(frozen=True)
+class Window:
+    """The bytes of a file a request gets: one range, or all of it."""
+
+    start: int
+    end: int
+    size: int
+    ranged: bool
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1 if self.size else 0
+
+    @property
+    def whole(self) -> bool:
+        return self.start == 0 and self.end >= self.size - 1
+
+    @property
+    def status(self) -> int:
+        return 206 if self.ranged else 200
+
+
+def requested_window(request, stored: RevisionFile) -> Window:
+    """The window a GET of a local file is answered with (RangeNotSatisfiable past the end)."""
+    wanted = request.headers.get("Range", "")
+    if_range = request.headers.get("If-Range", "")
+    # A range applies only to the version the client started with.
+    if if_range and if_range.strip() != f'"{stored.sha256}"':
+        wanted = ""
+    window = parse_range(wanted, stored.size) if wanted else None
+    start, end = window if window else (0, stored.size - 1)
+    return Window(start, end, stored.size, ranged=window is not None)
+
+
+def recorded(request, stored: RevisionFile, who: Downloader, *, whole: bool, record=record_event, **details):
+    """The download's event, written before its first byte goes out and within its grant's caps, which
+    count the events (LimitReached when the download would pass one; then nothing is written)."""
+    return within_caps(
+        who.grant,
+        stored,
+        whole=whole,
+        expected=details["expected"],
+        record=lambda: record(request, stored, who, **details),
+    )
+
+
 def redirect_to_storage(request, stored: RevisionFile, who: Downloader, record_redirect) -> HttpResponse:
     if request.method != "HEAD":
-        # What the link allows, counted against the daily cap; the bytes themselves go unseen.
-        record_redirect(
-            request, stored, who, channel=DownloadEvent.Channel.S3_REDIRECT, status=302, expected=stored.size
+        # The link can fetch the whole file, so it counts as a whole download; the bytes go unseen.
+        channel = DownloadEvent.Channel.S3_REDIRECT
+        recorded(
+            request, stored, who, whole=True, record=record_redirect, channel=channel, status=302, expected=stored.size
         )
+    if is_capped(who.grant):
+        # Each link is counted against the caps: it lives only long enough to start its one transfer.
+        return common_headers(HttpResponseRedirect(fresh_link(stored, settings.CAPPED_LINK_SECONDS)), stored)
     return common_headers(HttpResponseRedirect(presigned_link(stored)), stored)
 
 
@@ -65,11 +120,14 @@ def presigned_link(stored: RevisionFile) -> str:
     key = (stored.revision.storage_backend, stored.storage_key, stored.filename)
     url = presigned_links.get(key)
     if url is None:
-        url = get_storage(stored.revision.storage_backend).presigned_get(
-            stored.storage_key, filename=stored.filename, expires_in=settings.DOWNLOAD_REDIRECT_SECONDS
-        )
+        url = fresh_link(stored, settings.DOWNLOAD_REDIRECT_SECONDS)
         presigned_links.put(key, url)
     return url
+
+
+def fresh_link(stored: RevisionFile, seconds: int) -> str:
+    storage = get_storage(stored.revision.storage_backend)
+    return storage.presigned_get(stored.storage_key, filename=stored.filename, expires_in=seconds)
 
 
 def redirect_to_ticket(request, stored: RevisionFile, who: Downloader) -> HttpResponse:
@@ -95,36 +153,29 @@ def redirect_to_ticket(request, stored: RevisionFile, who: Downloader) -> HttpRe
     return HttpResponseRedirect(reverse("download-ticket", args=[ticket, stored.filename]))
 
 
-def send_through_front_server(request, stored: RevisionFile, who: Downloader) -> HttpResponse:
-    """The front server answers ranges and sends the file; the portal only decided who may have it."""
+def send_through_front_server(request, stored: RevisionFile, who: Downloader, window: Window) -> HttpResponse:
+    """The front server answers the range and sends the file; the portal only decided who may have it."""
     if request.method != "HEAD":
-        record_event(request, stored, who, channel=DownloadEvent.Channel.LOCAL, status=200, expected=stored.size)
+        local = DownloadEvent.Channel.LOCAL
+        recorded(request, stored, who, whole=window.whole, channel=local, status=window.status, expected=window.length)
     response = HttpResponse(content_type=OCTETS)
     response["X-Accel-Redirect"] = settings.X_ACCEL_REDIRECT_PREFIX.rstrip("/") + "/" + stored.storage_key
     return common_headers(response, stored)
 
 
-def send_local_file(request, stored: RevisionFile, who: Downloader) -> HttpResponse:
-    size = stored.size
-    wanted = request.headers.get("Range", "")
-    if_range = request.headers.get("If-Range", "")
-    # A range applies only to the version the client started with.
-    if if_range and if_range.strip() != f'"{stored.sha256}"':
-        wanted = ""
-    try:
-        window = parse_range(wanted, size) if wanted else None
-    except RangeNotSatisfiable:
-        response = HttpResponse(status=416)
-        response["Content-Range"] = f"bytes */{size}"
-        return common_headers(response, stored)
-    start, end = window if window else (0, size - 1)
-    status = 206 if window else 200
-    length = end - start + 1 if size else 0
-
+def send_local_file(request, stored: RevisionFile, who: Downloader, window: Window) -> HttpResponse:
     if request.method == "HEAD":
-        response = HttpResponse(status=status)
+        response = HttpResponse(status=window.status)
     else:
-        event = record_event(request, stored, who, channel=DownloadEvent.Channel.LOCAL, status=status, expected=length)
+        event = recorded(
+            request,
+            stored,
+            who,
+            whole=window.whole,
+            channel=DownloadEvent.Channel.LOCAL,
+            status=window.status,
+            expected=window.length,
+        )
         client = corked(request)
 
         def on_close(sent: int) -> None:
@@ -132,11 +183,12 @@ def send_local_file(request, stored: RevisionFile, who: Downloader) -> HttpRespo
             DownloadEvent.objects.filter(pk=event.pk).update(bytes_served=sent)
 
         path = get_storage(stored.revision.storage_backend).path(stored.storage_key)
-        response = FileResponse(CountingFile(path, start, end, on_close), status=status, content_type=OCTETS)
-    response["Content-Length"] = str(length)
+        body = CountingFile(path, window.start, window.end, on_close)
+        response = FileResponse(body, status=window.status, content_type=OCTETS)
+    response["Content-Length"] = str(window.length)
     response["Content-Type"] = OCTETS
-    if window:
-        response["Content-Range"] = f"bytes {start}-{end}/{size}"
+    if window.ranged:
+        response["Content-Range"] = f"bytes {window.start}-{window.end}/{window.size}"
     return common_headers(response, stored)
 
 
