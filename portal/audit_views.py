@@ -97,6 +97,12 @@ class CsvRenderer(BaseRenderer):
 class ReportView(APIView):
     renderer_classes = [JSONRenderer, CsvRenderer]
 
+    def perform_content_negotiation(self, request, force=False):
+        # Only GET answers rows; OPTIONS describes the endpoint, an object a CSV of rows cannot carry.
+        if request.method != "GET":
+            return JSONRenderer(), JSONRenderer.media_type
+        return super().perform_content_negotiation(request, force)
+
     def handle_exception(self, exc):
         # An error is a JSON object whatever format was asked for: a CSV of rows cannot carry it.
         self.request.accepted_renderer, self.request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type

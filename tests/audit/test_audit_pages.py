@@ -360,6 +360,14 @@ def test_the_api_speaks_csv_and_json_alike(client, portal):
     assert refused.status_code == 403 and "review" in refused.json()["detail"]
 
 
+@pytest.mark.parametrize("path", ["/api/v1/audit/downloads/?format=csv", "/api/v1/me/downloads/"])
+def test_options_describes_a_report_endpoint_in_json_whatever_format_is_asked(client, portal, path):
+    client.force_login(portal["staff"])
+    described = client.options(path, HTTP_ACCEPT="text/csv")
+    assert described.status_code == 200 and described["Content-Type"] == "application/json"
+    assert described.json()["renders"] == ["application/json", "text/csv"]
+
+
 def test_a_person_exports_their_own_downloads_only(client, portal):
     client.force_login(portal["gina"])
     account = client.get("/account/")
