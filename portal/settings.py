@@ -273,6 +273,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Access requests, grants and monitoring for a self-hosted model-weights portal.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "portal.openapi.add_plain_views",  # the API's plain Django views: downloads and signing keys
+    ],
 }
 
 # --- The rest ------------------------------------------------------------------------------------

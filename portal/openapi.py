@@ -1,0 +1,118 @@
+"""The parts of the REST API under /api/v1/ that are plain Django views (download links and the signing
+keys), described in the OpenAPI schema beside the DRF views drf-spectacular finds on its own."""
+
+REPO_PARAMETERS = [
+    {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": text}
+    for name, text in (
+        ("org", "the repo's organisation"),
+        ("name", "the repo's name"),
+        ("rev", "`main`, a tag, or a 40-hex commit"),
+    )
+]
+ERROR = {
+    "description": "refused; the JSON body and X-Error-Message say why and what to do",
+    "content": {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}},
+}
+REFUSALS = {"401": ERROR, "403": ERROR, "404": ERROR, "429": ERROR}
+BEARER = [{"bearerToken": []}, {"cookieAuth": []}]
+PEM = {"application/x-pem-file": {"schema": {"type": "string"}}}
+
+
+def download_operation(operation_id: str, summary: str, media_type: str, schema: dict) -> dict:
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "tags": ["downloads"],
+            "parameters": REPO_PARAMETERS,
+            "security": BEARER,
+            "responses": {"200": {"description": summary, "content": {media_type: {"schema": schema}}}, **REFUSALS},
+        }
+    }
+
+
+MANIFEST = {
+    "type": "object",
+    "properties": {
+        "repo": {"type": "string"},
+        "revision": {"type": "string"},
+        "expires_at": {"type": "string", "format": "date-time"},
+        "max_uses": {"type": "integer"},
+        "renew_at": {"type": "string"},
+        "files": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "path": {"type": "string"},
+                    "size": {"type": "integer"},
+                    "sha256": {"type": "string"},
+                    "url": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+PATHS = {
+    "/api/v1/repos/{org}/{name}/revisions/{rev}/manifest": download_operation(
+        "download_manifest",
+        "every file of the revision with its size, sha256 and a fresh download link",
+        "application/json",
+        MANIFEST,
+    ),
+    "/api/v1/repos/{org}/{name}/revisions/{rev}/SHA256SUMS": download_operation(
+        "download_sha256sums", "the revision's digests, as `sha256sum -c` reads them", "text/plain", {"type": "string"}
+    ),
+    "/api/v1/repos/{org}/{name}/revisions/{rev}/download.sh": download_operation(
+        "download_script",
+        "a script that fetches every file with curl or wget and checks it",
+        "text/x-shellscript",
+        {"type": "string"},
+    ),
+    "/api/v1/signing-key.pem": {
+        "get": {
+            "operationId": "signing_key_current",
+            "summary": "the public key that signs new releases",
+            "tags": ["signing"],
+            "security": [{}],
+            "responses": {"200": {"description": "the key", "content": PEM}, "404": ERROR},
+        }
+    },
+    "/api/v1/signing-keys/": {
+        "get": {
+            "operationId": "signing_keys_list",
+            "summary": "every key that has signed a release, retired ones included",
+            "tags": ["signing"],
+            "security": [{}],
+            "responses": {
+                "200": {
+                    "description": "the keys",
+                    "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}},
+                }
+            },
+        }
+    },
+    "/api/v1/signing-keys/{fingerprint}.pem": {
+        "get": {
+            "operationId": "signing_key_by_fingerprint",
+            "summary": "a key by the fingerprint a model.sig names",
+            "tags": ["signing"],
+            "security": [{}],
+            "parameters": [
+                {
+                    "name": "fingerprint",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                }
+            ],
+            "responses": {"200": {"description": "the key", "content": PEM}, "404": ERROR},
+        }
+    },
+}
+
+
+def add_plain_views(result, generator, request, public):
+    """drf-spectacular postprocessing hook: the plain views' operations, added to the schema."""
+    result.setdefault("paths", {}).update(PATHS)
+    return result
