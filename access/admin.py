@@ -13,19 +13,33 @@ class AuditedAdmin(admin.ModelAdmin):
 
     # The tag each change here leaves, by action: created, changed or deleted.
     audit_tags: dict[str, Tag] = {}
+    # Never written into the log, whatever changed.
+    SECRET_FIELDS = frozenset({"password", "digest"})
+
+    def audited_repo(self, obj):
+        return getattr(obj, "repo", None)
+
+    def audited_subject(self, obj):
+        return getattr(obj, "user", None)
 
     def audit(self, request, obj, action: str, changed=()):
-        repo = getattr(obj, "repo", None)
-        subject = getattr(obj, "user", None)
+        now = {
+            name: value
+            for name in changed
+            if name not in self.SECRET_FIELDS
+            and isinstance(value := getattr(obj, name, None), bool | int | str)
+            and len(str(value)) <= 200
+        }
         record(
             self.audit_tags[action],
             actor=request.user,
-            subject=subject,
-            repo=repo,
+            subject=self.audited_subject(obj),
+            repo=self.audited_repo(obj),
             request=request,
             object=str(obj),
             action=action,
             changed=sorted(changed),
+            **({"now": now} if now else {}),
         )
 
     def save_related(self, request, form, formsets, change):
@@ -44,7 +58,18 @@ class AuditedAdmin(admin.ModelAdmin):
         super().delete_queryset(request, queryset)
 
 
-admin.site.register(User, UserAdmin)
+@admin.register(User)
+class AuditedUserAdmin(AuditedAdmin, UserAdmin):
+    """Accounts, whose staff and superuser flags open the admin and every repo: each change is audited."""
+
+    audit_tags = {
+        "created": Tag.ADMIN_USER_CREATED,
+        "changed": Tag.ADMIN_USER_CHANGED,
+        "deleted": Tag.ADMIN_USER_DELETED,
+    }
+
+    def audited_subject(self, obj):
+        return obj
 
 
 class AccessRuleInline(admin.TabularInline):

@@ -149,3 +149,18 @@ def release_revision(revision: Revision, *, actor=None, tag: str = "") -> Revisi
             + (f" ({revision.failure_reason})" if revision.failure_reason else "")
         )
     return revision
+
+
+def withdraw_revision(revision: Revision, *, reason: str, actor=None) -> Revision:
+    """Stop every download of a released revision: the Hub API, links and tickets the portal issued
+    (each request checks the state again), and, in every web process, the fast path's remembered
+    decisions (within DOWNLOAD_DECISION_SECONDS; at once in this process)."""
+    reason = reason.strip()
+    if not reason:
+        raise PublishError("give a reason: it is recorded and shown to staff")
+    if not revision.move(Revision.State.WITHDRAWN, actor=actor, withdrawn_at=timezone.now(), failure_reason=reason):
+        raise PublishError(
+            f"revision {revision.commit} of {revision.repo.repo_id} is {revision.state}: only a released revision "
+            "is withdrawn (one that is not released serves nothing)"
+        )
+    return revision

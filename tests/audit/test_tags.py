@@ -27,6 +27,8 @@ VALUES = {
     "verification:revision:failed", "distribution:revision:released", "distribution:revision:tagged",
     "distribution:revision:withdrawn", "distribution:download:served", "distribution:ticket:issued",
     "distribution:ticket:renewed", "distribution:redirect-ticket:issued",
+    "admin:user:created", "admin:user:changed", "admin:user:deleted", "admin:repo:created", "admin:repo:changed",
+    "admin:repo:deleted", "admin:revision:changed", "admin:revision:deleted",
 }  # fmt: skip
 
 

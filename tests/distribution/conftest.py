@@ -3,6 +3,8 @@
 import pytest
 
 from access.services import grant_access
+from distribution.downloads import channels, fast_path
+from distribution.downloads import spool as event_spool
 from tests.support.flows import SHARD, published_tiny_llama
 from tests.support.personas import person, token_for
 
@@ -20,3 +22,18 @@ def setup(tmp_path):
         "token": token_for(alice),
         "alice": alice,
     }
+
+
+@pytest.fixture
+def fast(settings, tmp_path, monkeypatch):
+    """The fast path on, with a spool of the test's own."""
+    settings.DOWNLOAD_DECISION_SECONDS = 2
+    fast_path.decisions.clear()
+    channels.presigned_links.clear()
+    # A spool of the test's own that stores only when the test says: a thread storing every 250 ms
+    # would race the counts the tests assert.
+    own = event_spool.EventSpool(tmp_path / "spool", flush_seconds=3600)
+    monkeypatch.setattr(event_spool, "_spool", own)
+    yield
+    own.close()  # stores what is left: nothing of this test reaches the next one's database
+    fast_path.decisions.clear()

@@ -34,20 +34,6 @@ SHARD = "model-00001-of-00002.safetensors"
 URL = f"/acme/tiny/resolve/main/{SHARD}"
 
 
-@pytest.fixture
-def fast(settings, tmp_path, monkeypatch):
-    settings.DOWNLOAD_DECISION_SECONDS = 2
-    fast_path.decisions.clear()
-    channels.presigned_links.clear()
-    # A spool of the test's own that stores only when the test says: a thread storing every 250 ms
-    # would race the counts the tests assert.
-    own = event_spool.EventSpool(tmp_path / "spool", flush_seconds=3600)
-    monkeypatch.setattr(event_spool, "_spool", own)
-    yield
-    own.close()  # stores what is left: nothing of this test reaches the next one's database
-    fast_path.decisions.clear()
-
-
 def get(client, token, url=URL):
     return client.get(url, HTTP_AUTHORIZATION=f"Bearer {token}")
 
