@@ -39,7 +39,10 @@ class Tag(StrEnum):
     ADMIN_TOKEN_CREATED = "admin:apitoken:created"
     ADMIN_TOKEN_CHANGED = "admin:apitoken:changed"
     ADMIN_TOKEN_DELETED = "admin:apitoken:deleted"
-    # Revisions, from publishing to release
+    # Revisions, from publishing to release; a draft is a publish whose files are not all stored yet
+    DRAFT_STARTED = "distribution:draft:started"
+    DRAFT_RESUMED = "distribution:draft:resumed"
+    DRAFT_DISCARDED = "distribution:draft:discarded"
     REVISION_PUBLISHED = "distribution:revision:published"
     REVISION_VERIFIED = "verification:revision:verified"
     REVISION_FAILED = "verification:revision:failed"

@@ -94,6 +94,8 @@ class Repo(models.Model):
 
 class Revision(models.Model):
     class State(models.TextChoices):
+        # Files still going into storage (distribution.publishing): never verified, listed or served.
+        DRAFT = "draft"
         UPLOADED = "uploaded"
         VERIFYING = "verifying"
         VERIFIED = "verified"
@@ -112,6 +114,7 @@ class Revision(models.Model):
     # The only moves a revision may make; states never go back. A re-verification that fails
     # moves a verified revision to failed and a released one to withdrawn.
     TRANSITIONS = {
+        State.DRAFT: {State.UPLOADED},
         State.UPLOADED: {State.VERIFYING},
         State.VERIFYING: {State.VERIFIED, State.FAILED},
         State.VERIFIED: {State.RELEASED, State.FAILED},
@@ -147,6 +150,12 @@ class Revision(models.Model):
     failure_reason = models.TextField(blank=True)
     # A name people can ask for instead of the commit (revision="v1.0" in the Hugging Face client).
     tag = models.CharField(max_length=64, blank=True)
+    # A draft's source: a digest of its storage and of each file's path, size and modification time,
+    # by which a rerun of publish_checkpoint on the same files finds it, and the host:directory it came from.
+    draft_key = models.CharField(max_length=64, blank=True, db_index=True)
+    draft_source = models.CharField(max_length=1024, blank=True)
+    # Written every few seconds by the publish holding a draft; a silent one means that publish died.
+    publish_heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -185,6 +194,11 @@ class RevisionFile(models.Model):
     size = models.BigIntegerField()
     # Filled in by verification; a file is never served before it is known.
     sha256 = models.CharField(max_length=64, blank=True)
+    # What publishing knows of the copy it stored: the storage's tag for it (S3's ETag; none for
+    # local files), so a resumed publish tells its own finished copies from anything else, and the
+    # sha256 it computed on the way (only when checking the publisher's digests).
+    stored_etag = models.CharField(max_length=128, blank=True)
+    upload_sha256 = models.CharField(max_length=64, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["revision", "path"], name="revision_file_unique_path")]

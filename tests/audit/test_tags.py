@@ -26,7 +26,8 @@ VALUES = {
     "admin:apitoken:deleted", "distribution:revision:published", "verification:revision:verified",
     "verification:revision:failed", "distribution:revision:released", "distribution:revision:tagged",
     "distribution:revision:withdrawn", "distribution:download:served", "distribution:ticket:issued",
-    "distribution:ticket:renewed", "distribution:redirect-ticket:issued",
+    "distribution:ticket:renewed", "distribution:redirect-ticket:issued", "distribution:draft:started",
+    "distribution:draft:resumed", "distribution:draft:discarded",
 }  # fmt: skip
 
 
