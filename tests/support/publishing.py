@@ -49,7 +49,9 @@ def sha256sums(directory: Path, *, wrong: str | None = None) -> Path:
 def refused_draft(directory: Path, repo_id: str, *, storage: str = "local", wrong: str = "config.json") -> Revision:
     """A draft left by a real refusal: every file stored, one digest not the publisher's."""
     with pytest.raises(PublishError, match=wrong):
-        publish_checkpoint(directory, repo_id, storage_backend=storage, expect_sha256=sha256sums(directory, wrong=wrong))
+        publish_checkpoint(
+            directory, repo_id, storage_backend=storage, expect_sha256=sha256sums(directory, wrong=wrong)
+        )
     draft = Revision.objects.get(repo__org=repo_id.split("/")[0], repo__name=repo_id.split("/")[1])
     assert draft.state == Revision.State.DRAFT
     return draft
