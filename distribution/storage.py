@@ -296,7 +296,7 @@ def part_size_for(size: int, smallest: int) -> int:
 
 
 class MultipartUpload:
-    """One file sent in parts, several at once, read once and in order (so `digest` sees every byte).
+    """One file sent in parts, several at once, each read once (in order when `digest` must see every byte).
 
     A multipart upload an earlier publish left for the same key is continued: a part S3 already holds
     with the right size and the MD5 of the local bytes as its ETag is not sent again. One with parts
@@ -341,24 +341,38 @@ class MultipartUpload:
                     break
                 transfer.slots.acquire()
                 try:
-                    data = fed(handle.read(self.part_length(number)), digest)
+                    body = self.part_body(handle, number, digest, held)
                 except BaseException:
                     transfer.slots.release()
                     raise
-                if held.get(number) == hashlib.md5(data, usedforsecurity=False).hexdigest():
+                if body is None:
                     transfer.slots.release()
                     pending[number] = held[number]
-                    resumed += len(data)
-                    transfer.on_bytes(len(data))
+                    resumed += self.part_length(number)
+                    transfer.on_bytes(self.part_length(number))
                     continue
-                pending[number] = transfer.pool.submit(self.send_part, upload_id, number, data, transfer)
+                pending[number] = transfer.pool.submit(self.send_part, upload_id, number, body, transfer)
         etags = {number: sent if isinstance(sent, str) else sent.result() for number, sent in pending.items()}
         if len(etags) < count:  # never complete a multipart upload that lacks a part: the object would be cut short
             raise StorageError(f"the upload of {self.key} stopped after {len(etags)} of its {count} parts")
         parts = [{"PartNumber": number, "ETag": f'"{etag}"'} for number, etag in etags.items()]
         return Uploaded(self.complete(upload_id, parts), resumed)
 
-    def send_part(self, upload_id: str, number: int, data: bytes, transfer: Transfer) -> str:
+    def part_body(self, handle, number: int, digest, held: dict[int, str]):
+        """What to send as part `number`; None when S3 holds it already, with these bytes. Without a digest
+        to feed, a part S3 lacks is read by the thread that sends it (as boto3 does), never copied first."""
+        from s3transfer.utils import ReadFileChunk
+
+        offset, length = (number - 1) * self.part_size, self.part_length(number)
+        if digest is None and number not in held:
+            return ReadFileChunk.from_filename(str(self.source), offset, length)
+        handle.seek(offset)
+        data = fed(handle.read(length), digest)
+        if number in held and held[number] == hashlib.md5(data, usedforsecurity=False).hexdigest():
+            return None
+        return data
+
+    def send_part(self, upload_id: str, number: int, body, transfer: Transfer) -> str:
         storage = self.storage
         try:
             etag = storage._call(
@@ -367,14 +381,16 @@ class MultipartUpload:
                 Key=self.key,
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=data,
+                Body=body,
             )["ETag"]
         except BaseException:
             self.failed.set()  # the reader stops: the parts sent so far stay for a resumed publish
             raise
         finally:
             transfer.slots.release()
-        transfer.on_bytes(len(data))
+            if hasattr(body, "close"):
+                body.close()
+        transfer.on_bytes(len(body))
         return etag.strip('"')
 
     def complete(self, upload_id: str, parts: list[dict]) -> str:
