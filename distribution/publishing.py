@@ -209,46 +209,49 @@ def discard_draft(draft: Revision, *, actor=None, reason: str) -> None:
 
 def open_draft(storage, org: str, name: str, directory: Path, files: list[SourceFile], publisher):
     """(the draft for these files, whether an earlier publish began it), claimed for this run."""
-    key, source = draft_key(storage.name, files), draft_source(directory)
+    key, origin = draft_key(storage.name, files), draft_source(directory)
     draft = Revision.objects.filter(repo__org=org, repo__name=name, state=State.DRAFT, draft_key=key).first()
     if draft is not None:
         claim_draft(draft)
-        record(Tag.DRAFT_RESUMED, actor=publisher, repo=draft.repo, commit=draft.commit, source=source)
+        record(Tag.DRAFT_RESUMED, actor=publisher, repo=draft.repo, commit=draft.commit, source=origin)
         return draft, True
     commit = secrets.token_hex(20)
     with storage_errors(f"{storage.name} storage cannot be reached, nothing was published"):
         storage.stored_objects(f"repos/{org}/{name}/{commit}")  # refuses bad credentials before anything is written
     changed = Revision.objects.filter(
-        repo__org=org, repo__name=name, state=State.DRAFT, draft_source=source, storage_backend=storage.name
+        repo__org=org, repo__name=name, state=State.DRAFT, draft_source=origin, storage_backend=storage.name
     )
     for earlier in changed:
         discard_draft(earlier, actor=publisher, reason=f"the files in {directory} changed since it began")
-    with transaction.atomic():
-        repo, _ = Repo.objects.get_or_create(org=org, name=name)
-        draft = Revision.objects.create(
-            repo=repo,
-            commit=commit,
-            state=State.DRAFT,
-            storage_backend=storage.name,
-            published_by=publisher,
-            draft_key=key,
-            draft_source=source,
-            publish_heartbeat_at=timezone.now(),
-        )
-        RevisionFile.objects.bulk_create(
-            RevisionFile(revision=draft, path=source.path, size=source.size) for source in files
-        )
-        record(
-            Tag.DRAFT_STARTED,
-            actor=publisher,
-            repo=repo,
-            commit=commit,
-            storage=storage.name,
-            source=source,
-            files=len(files),
-            bytes=sum(source.size for source in files),
-        )
-    return draft, False
+    draft = Revision(
+        commit=commit,
+        state=State.DRAFT,
+        storage_backend=storage.name,
+        published_by=publisher,
+        draft_key=key,
+        draft_source=origin,
+        publish_heartbeat_at=timezone.now(),
+    )
+    return start_draft(draft, org, name, files), False
+
+
+@transaction.atomic
+def start_draft(draft: Revision, org: str, name: str, files: list[SourceFile]) -> Revision:
+    """Record the draft and the files it expects, in the repo (created if new)."""
+    draft.repo, _ = Repo.objects.get_or_create(org=org, name=name)
+    draft.save()
+    RevisionFile.objects.bulk_create(RevisionFile(revision=draft, path=file.path, size=file.size) for file in files)
+    record(
+        Tag.DRAFT_STARTED,
+        actor=draft.published_by,
+        repo=draft.repo,
+        commit=draft.commit,
+        storage=draft.storage_backend,
+        source=draft.draft_source,
+        files=len(files),
+        bytes=sum(file.size for file in files),
+    )
+    return draft
 
 
 # --- Sending what storage lacks -------------------------------------------------------------------
@@ -348,12 +351,17 @@ def finish_all(futures: dict[Future, object], on_result) -> None:
         raise failure
 
 
+def stored_already(draft: Revision, storage, rows: dict[str, RevisionFile]) -> set[str]:
+    """The paths of the draft's files that an earlier run stored whole."""
+    with storage_errors(f"{storage.name} storage cannot be reached; draft {draft.commit} is unchanged, run again"):
+        stored = storage.stored_objects(draft.storage_prefix)
+    return {path for path, row in rows.items() if is_there(row, stored.get(path))}
+
+
 def store_missing(draft: Revision, storage, files: list[SourceFile], *, hashing: bool, progress, concurrency: int):
     """Send every file storage lacks, several at once; record each copy as it completes."""
     rows = {row.path: row for row in draft.files.all()}
-    with storage_errors(f"{storage.name} storage cannot be reached; draft {draft.commit} is unchanged, run again"):
-        stored = storage.stored_objects(draft.storage_prefix)
-    there = {path for path, row in rows.items() if is_there(row, stored.get(path))}
+    there = stored_already(draft, storage, rows)
     progress.begin(
         draft,
         resumed=bool(there),
@@ -377,14 +385,13 @@ def store_missing(draft: Revision, storage, files: list[SourceFile], *, hashing:
     with Transfer(concurrency, progress.advance) as transfer, ThreadPoolExecutor(concurrency) as files_pool:
         futures = {}
         for source in files:
+            row = rows[source.path]
             if source.path not in there:
-                job = files_pool.submit(send_file, storage, draft.storage_prefix, source, transfer, hashing)
-            elif hashing and not rows[source.path].upload_sha256:
-                job = files_pool.submit(lambda path: (None, sha256_of(path)), source.absolute)
+                futures[files_pool.submit(send_file, storage, draft.storage_prefix, source, transfer, hashing)] = source
+            elif hashing and not row.upload_sha256:  # stored by a run that did not hash: read it, don't send it
+                futures[files_pool.submit(lambda path: (None, sha256_of(path)), source.absolute)] = source
             else:
-                outcomes[source.path] = outcome_of(rows[source.path], None, rows[source.path].upload_sha256)
-                continue
-            futures[job] = source
+                outcomes[source.path] = outcome_of(row, None, row.upload_sha256)
         try:
             finish_all(futures, recorded)
         except (OSError, StorageError) as error:

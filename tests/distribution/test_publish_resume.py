@@ -176,3 +176,22 @@ def test_a_draft_another_run_is_publishing_is_left_alone(tmp_path):
         publish_checkpoint(checkpoint, "acme/busy")
     draft.refresh_from_db()
     assert draft.state == Revision.State.DRAFT and Revision.objects.count() == 1
+
+
+def test_a_copy_that_fails_at_one_file_says_what_is_kept_and_the_rerun_sends_that_file_alone(tmp_path):
+    checkpoint = write_tiny_llama(tmp_path / "ckpt")
+    draft = refused_draft(checkpoint, "acme/blocked")
+    root = get_storage("local").path(draft.storage_prefix)
+    (root / "config.json").unlink()
+    (root / "config.json.partial").mkdir()  # the copy of config.json cannot be written there
+    with pytest.raises(PublishError) as stopped:
+        publish_checkpoint(checkpoint, "acme/blocked")
+    assert f"Draft {draft.commit} of acme/blocked keeps the 4 of 5 files stored so far" in str(stopped.value)
+    assert "run the same command again" in str(stopped.value)
+    draft.refresh_from_db()
+    assert draft.state == Revision.State.DRAFT and draft.publish_heartbeat_at is None
+
+    (root / "config.json.partial").rmdir()
+    publication = publish_checkpoint(checkpoint, "acme/blocked")
+    assert [o.path for o in publication.files if o.sent] == ["config.json"]
+    assert publication.revision.state == Revision.State.UPLOADED
