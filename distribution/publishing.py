@@ -207,6 +207,21 @@ def discard_draft(draft: Revision, *, actor=None, reason: str) -> None:
         draft.delete()
 
 
+def discard_abandoned_drafts() -> list[str]:
+    """Discard every draft not finished within PUBLISH_DRAFT_DAYS of its start (and not being published
+    now); return their commits. Run daily (distribution.tasks)."""
+    cutoff = timezone.now() - timedelta(days=settings.PUBLISH_DRAFT_DAYS)
+    discarded = []
+    for draft in Revision.objects.filter(state=State.DRAFT, created_at__lt=cutoff).select_related("repo"):
+        try:
+            discard_draft(draft, reason=f"not finished within {settings.PUBLISH_DRAFT_DAYS} days of its start")
+        except PublishError as error:  # a run is finishing it right now, or storage is away: next time
+            log.warning("draft %s was not discarded: %s", draft, error)
+            continue
+        discarded.append(draft.commit)
+    return discarded
+
+
 def open_draft(storage, org: str, name: str, directory: Path, files: list[SourceFile], publisher):
     """(the draft for these files, whether an earlier publish began it), claimed for this run."""
     key, origin = draft_key(storage.name, files), draft_source(directory)

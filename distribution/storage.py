@@ -8,7 +8,7 @@ through Django: the client is redirected to a short-lived link (`S3Storage.presi
 Uploads are made to be resumed: an object appears under its key only once it is whole (a local
 file is renamed into place, an S3 object is one PutObject or a completed multipart upload), and a
 multipart upload cut off halfway is continued from the parts S3 already holds, each checked
-against the local bytes (its ETag is their MD5), or aborted and started again.
+against the local bytes (its ETag is their MD5); one of no use is aborted.
 """
 
 import contextlib
@@ -51,9 +51,9 @@ class Uploaded:
 
 
 class Transfer:
-    """What the uploads of one publish share: the threads that send parts, and a bound on how many
-    parts (or small files) are read into memory at once. `on_bytes` hears of every byte stored,
-    resumed parts included."""
+    """What the uploads of one publish share: the threads that send parts, and a bound on the parts
+    (or small files) in flight, each held in memory when it is hashed on the way. `on_bytes` hears of
+    every byte stored, resumed parts included."""
 
     def __init__(self, concurrency: int, on_bytes: Callable[[int], None] = lambda count: None):
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload-part")
@@ -299,8 +299,9 @@ class MultipartUpload:
     """One file sent in parts, several at once, each read once (in order when `digest` must see every byte).
 
     A multipart upload an earlier publish left for the same key is continued: a part S3 already holds
-    with the right size and the MD5 of the local bytes as its ETag is not sent again. One with parts
-    of another size (the part size changed) or another content is aborted and the file starts over.
+    with the right size and the MD5 of the local bytes as its ETag is not sent again; one whose bytes
+    differ is sent again, replacing it. An upload with parts of another size (the part size changed)
+    is aborted and the file starts over.
     """
 
     def __init__(self, storage: S3Storage, key: str, source: Path, size: int):
