@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.download import manage
-from bench.verify import publish_results, sha256_of
+from bench.verify import generated_once, publish_results, sha256_of
 from tests.support.servers import s3_client, start_seaweedfs, stop_process, wait_for_bucket
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,11 +152,7 @@ def main(argv=None) -> None:
     if args.arm:
         print(json.dumps(run_arm(args.arm, args.dir, args.run)))
         return
-    marker = args.dir / f".generated-{args.gigabytes}"
-    if not marker.exists():
-        print(f"generating a {args.gigabytes:g} GB checkpoint in {args.dir} …", flush=True)
-        generate(args.dir, args.gigabytes)
-        marker.touch()
+    generated_once(args.dir, args.gigabytes, generate)
     files = files_of(args.dir)
     size = sum(p.stat().st_size for p in files)
     # The digests the training cluster would have written; computing them also warms the page cache.

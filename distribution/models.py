@@ -1,8 +1,10 @@
+import contextlib
 import re
+import threading
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from audit.chain import record
@@ -169,6 +171,27 @@ class Revision(models.Model):
     @property
     def storage_prefix(self) -> str:
         return f"repos/{self.repo.org}/{self.repo.name}/{self.commit}"
+
+    @contextlib.contextmanager
+    def heartbeat(self, field: str, *, while_state: str, every: float):
+        """Write the time into `field` every `every` seconds from a side thread, while the revision is
+        in `while_state`: the sign of life of the process holding it (a publish, a verification stage)."""
+        stop = threading.Event()
+
+        def beat():
+            try:
+                while not stop.wait(every):
+                    Revision.objects.filter(pk=self.pk, state=while_state).update(**{field: timezone.now()})
+            finally:
+                connection.close()  # this thread's own connection
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{self.pk}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def move(self, to_state: str, *, actor=None, **fields) -> bool:
         """Move to `to_state` only from a state that allows it; return whether this call did it.

@@ -18,7 +18,6 @@ import re
 import secrets
 import socket
 import stat
-import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -27,7 +26,7 @@ from typing import Protocol
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -176,22 +175,10 @@ def claim_draft(draft: Revision) -> None:
 @contextlib.contextmanager
 def held(draft: Revision):
     """Keep this run's claim on the draft alive while it publishes; free it when the run stops."""
-    stop = threading.Event()
-
-    def beat():
-        try:
-            while not stop.wait(settings.PUBLISH_STALE_SECONDS / 4):
-                Revision.objects.filter(pk=draft.pk, state=State.DRAFT).update(publish_heartbeat_at=timezone.now())
-        finally:
-            connection.close()  # this thread's own connection
-
-    thread = threading.Thread(target=beat, name=f"publish-heartbeat-{draft.pk}", daemon=True)
-    thread.start()
     try:
-        yield
+        with draft.heartbeat("publish_heartbeat_at", while_state=State.DRAFT, every=settings.PUBLISH_STALE_SECONDS / 4):
+            yield
     finally:
-        stop.set()
-        thread.join()
         Revision.objects.filter(pk=draft.pk, state=State.DRAFT).update(publish_heartbeat_at=None)
 
 

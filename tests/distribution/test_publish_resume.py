@@ -16,7 +16,7 @@ from django.utils import timezone
 from access.services import grant_access
 from audit.models import AuditEvent
 from distribution.models import Revision
-from distribution.publishing import PublishError, publish_checkpoint
+from distribution.publishing import PublishError, held, publish_checkpoint
 from distribution.storage import get_storage
 from tests.support import servers
 from tests.support.flows import http, wait_for_verdict
@@ -195,3 +195,15 @@ def test_a_copy_that_fails_at_one_file_says_what_is_kept_and_the_rerun_sends_tha
     publication = publish_checkpoint(checkpoint, "acme/blocked")
     assert [o.path for o in publication.files if o.sent] == ["config.json"]
     assert publication.revision.state == Revision.State.UPLOADED
+
+
+def test_the_run_holding_a_draft_keeps_its_heartbeat_fresh_and_frees_it_when_it_stops(tmp_path):
+    draft = refused_draft(write_tiny_llama(tmp_path / "ckpt"), "acme/alive")
+    with override_settings(PUBLISH_STALE_SECONDS=2), held(draft):
+        servers.wait_until(
+            lambda: Revision.objects.filter(pk=draft.pk, publish_heartbeat_at__isnull=False).exists(),
+            timeout=5,
+            what="the heartbeat",
+        )
+    draft.refresh_from_db()
+    assert draft.publish_heartbeat_at is None
