@@ -374,7 +374,7 @@ class MultipartUpload:
         return data
 
     def send_part(self, upload_id: str, number: int, body, transfer: Transfer) -> str:
-        storage = self.storage
+        storage, length = self.storage, len(body)
         try:
             etag = storage._call(
                 storage.client.upload_part,
@@ -391,7 +391,7 @@ class MultipartUpload:
             transfer.slots.release()
             if hasattr(body, "close"):
                 body.close()
-        transfer.on_bytes(len(body))
+        transfer.on_bytes(length)
         return etag.strip('"')
 
     def complete(self, upload_id: str, parts: list[dict]) -> str:

@@ -71,7 +71,8 @@ def test_a_publish_killed_halfway_resumes_sending_only_what_is_missing_then_veri
     recorded = {row.path for row in draft.files.exclude(stored_etag="")}
     assert recorded and len(recorded) < len(sizes)
 
-    refused = run_publish(checkpoint, "acme/resumed", "--storage", "s3", "--json", env=env)
+    # Judged with a minute's grace, the killed run's heartbeat is still fresh: nobody may take its draft yet.
+    refused = run_publish(checkpoint, "acme/resumed", "--storage", "s3", env={**env, "PUBLISH_STALE_SECONDS": "60"})
     assert refused.returncode == 1 and "is being published by another run" in refused.stderr
     time.sleep(2.5)  # the killed run's heartbeat goes silent
     second = run_publish(checkpoint, "acme/resumed", "--storage", "s3", "--json", env=env)
