@@ -90,18 +90,24 @@ def visible_repos(user):
 
 
 def listed_revisions(user, repo: Repo):
-    """The revisions a repo page lists: every one for its reviewers, the released ones for everyone else."""
-    return repo.revisions.all() if is_reviewer(user, repo) else repo.revisions.filter(state=Revision.State.RELEASED)
+    """The revisions a repo page lists: every whole one for its reviewers, the released ones for everyone else."""
+    if is_reviewer(user, repo):
+        return repo.revisions.exclude(state=Revision.State.DRAFT)
+    return repo.revisions.filter(state=Revision.State.RELEASED)
 
 
 def downloadable_revisions(user, repo: Repo):
-    """The revisions `user` may name in a download: unreleased ones are staff-only."""
-    revisions = repo.revisions.all()
+    """The revisions `user` may name in a download: unreleased ones are staff-only, drafts (files still
+    being published) no one's."""
+    revisions = repo.revisions.exclude(state=Revision.State.DRAFT)
     return revisions if is_staff(user) else revisions.filter(state=Revision.State.RELEASED)
 
 
 def may_see_verification(user, repo: Repo, revision: Revision) -> bool:
-    """The check-by-check verification of a revision is for its repo's reviewers and its publisher."""
+    """The check-by-check verification of a revision is for its repo's reviewers and its publisher;
+    a draft has none to see."""
+    if revision.state == Revision.State.DRAFT:
+        return False
     return signed_in(user) and (is_reviewer(user, repo) or revision.published_by_id == user.pk)
 
 

@@ -47,7 +47,10 @@ class Tag(StrEnum):
     ADMIN_REPO_DELETED = "admin:repo:deleted"
     ADMIN_REVISION_CHANGED = "admin:revision:changed"
     ADMIN_REVISION_DELETED = "admin:revision:deleted"
-    # Revisions, from publishing to release
+    # Revisions, from publishing to release; a draft is a publish whose files are not all stored yet
+    DRAFT_STARTED = "distribution:draft:started"
+    DRAFT_RESUMED = "distribution:draft:resumed"
+    DRAFT_DISCARDED = "distribution:draft:discarded"
     REVISION_PUBLISHED = "distribution:revision:published"
     REVISION_VERIFIED = "verification:revision:verified"
     REVISION_FAILED = "verification:revision:failed"

@@ -182,11 +182,7 @@ def main(argv=None) -> None:
     if args.arm:
         print(json.dumps(run_arm(args.arm, args.dir)))
         return
-    marker = args.dir / f".generated-{args.gigabytes}"
-    if not marker.exists():
-        print(f"generating a {args.gigabytes:g} GB checkpoint in {args.dir} …", flush=True)
-        generate(args.dir, args.gigabytes)
-        marker.touch()
+    generated_once(args.dir, args.gigabytes, generate)
     size = sum(p.stat().st_size for p in files_of(args.dir))
     arm_floor(args.dir)  # warm the page cache so every arm reads the same way
     best = {}
@@ -218,6 +214,15 @@ def main(argv=None) -> None:
         f"peak {best['weightgate']['peak_rss_mb']:.0f} MB (target < 512 MB)",
     ]
     publish_results("verify-cpu.md", lines)
+
+
+def generated_once(directory: Path, gigabytes: float, generate) -> None:
+    """`generate(directory, gigabytes)` unless an earlier run did (a marker file names the size)."""
+    marker = directory / f".generated-{gigabytes}"
+    if not marker.exists():
+        print(f"generating a {gigabytes:g} GB checkpoint in {directory} …", flush=True)
+        generate(directory, gigabytes)
+        marker.touch()
 
 
 def publish_results(filename: str, lines: list[str]) -> None:

@@ -1,8 +1,10 @@
+import contextlib
 import re
+import threading
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from audit.chain import record
@@ -45,6 +47,27 @@ def parse_repo_id(repo_id: str) -> tuple[str, str]:
     if org.lower() in RESERVED_ORGS:
         raise ValidationError(f"{org!r} is reserved by the portal and cannot be an organisation name")
     return org, name
+
+
+@contextlib.contextmanager
+def beating(touch, *, every: float, name: str):
+    """Call `touch()` every `every` seconds from a side thread while the block runs: a claim's sign of life."""
+    stop = threading.Event()
+
+    def beat():
+        try:
+            while not stop.wait(every):
+                touch()
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 class Repo(models.Model):
@@ -94,6 +117,8 @@ class Repo(models.Model):
 
 class Revision(models.Model):
     class State(models.TextChoices):
+        # Files still going into storage (distribution.publishing): never verified, listed or served.
+        DRAFT = "draft"
         UPLOADED = "uploaded"
         VERIFYING = "verifying"
         VERIFIED = "verified"
@@ -114,6 +139,7 @@ class Revision(models.Model):
     # The only moves a revision may make; states never go back. A re-verification that fails
     # moves a verified revision to failed and a released one to withdrawn.
     TRANSITIONS = {
+        State.DRAFT: {State.UPLOADED},
         State.UPLOADED: {State.VERIFYING},
         State.VERIFYING: {State.VERIFIED, State.FAILED},
         State.VERIFIED: {State.RELEASED, State.FAILED},
@@ -149,6 +175,12 @@ class Revision(models.Model):
     failure_reason = models.TextField(blank=True)
     # A name people can ask for instead of the commit (revision="v1.0" in the Hugging Face client).
     tag = models.CharField(max_length=64, blank=True)
+    # A draft's source: a digest of its storage and of each file's path, size and modification time,
+    # by which a rerun of publish_checkpoint on the same files finds it, and the host:directory it came from.
+    draft_key = models.CharField(max_length=64, blank=True, db_index=True)
+    draft_source = models.CharField(max_length=1024, blank=True)
+    # Written every few seconds by the publish holding a draft; a silent one means that publish died.
+    publish_heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -162,6 +194,12 @@ class Revision(models.Model):
     @property
     def storage_prefix(self) -> str:
         return f"repos/{self.repo.org}/{self.repo.name}/{self.commit}"
+
+    def heartbeat(self, field: str, *, while_state: str, every: float):
+        """Write the time into `field` every `every` seconds from a side thread, while the revision is
+        in `while_state`: the sign of life of the process holding it (a publish, a verification stage)."""
+        alive = Revision.objects.filter(pk=self.pk, state=while_state)
+        return beating(lambda: alive.update(**{field: timezone.now()}), every=every, name=f"heartbeat-{self.pk}")
 
     def move(self, to_state: str, *, actor=None, **fields) -> bool:
         """Move to `to_state` only from a state that allows it; return whether this call did it.
@@ -187,6 +225,11 @@ class RevisionFile(models.Model):
     size = models.BigIntegerField()
     # Filled in by verification; a file is never served before it is known.
     sha256 = models.CharField(max_length=64, blank=True)
+    # What publishing knows of the copy it stored: the storage's tag for it (S3's ETag; none for
+    # local files), so a resumed publish tells its own finished copies from anything else, and the
+    # sha256 it computed on the way (only when checking the publisher's digests).
+    stored_etag = models.CharField(max_length=128, blank=True)
+    upload_sha256 = models.CharField(max_length=64, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["revision", "path"], name="revision_file_unique_path")]

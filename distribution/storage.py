@@ -4,10 +4,21 @@ Publishing and verification use only the interface. Downloads differ by backend,
 holds a file in one way, `isinstance(storage, LocalStorage)` (distribution.downloads.channels):
 local files are sent by the portal or its front server (`LocalStorage.path`), S3 objects never pass
 through Django: the client is redirected to a short-lived link (`S3Storage.presigned_get`).
+
+Uploads are made to be resumed: an object appears under its key only once it is whole (a local
+file is renamed into place, an S3 object is one PutObject or a completed multipart upload), and a
+multipart upload cut off halfway is continued from the parts S3 already holds, each checked
+against the local bytes (its ETag is their MD5); one of no use is aborted.
 """
 
+import contextlib
 import functools
+import hashlib
 import shutil
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
@@ -27,10 +38,45 @@ def checked_key(key: str) -> str:
     return key
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    size: int
+    etag: str = ""  # S3's ETag; local files have none
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    etag: str
+    resumed: int = 0  # bytes an interrupted upload had already stored, not sent again
+
+
+class Transfer:
+    """What the uploads of one publish share: the threads that send parts, and a bound on the parts
+    (or small files) in flight, each held in memory when it is hashed on the way. `on_bytes` hears of
+    every byte stored, resumed parts included."""
+
+    def __init__(self, concurrency: int, on_bytes: Callable[[int], None] = lambda count: None):
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload-part")
+        self.slots = threading.BoundedSemaphore(concurrency)
+        self.on_bytes = on_bytes
+        self.stopping = threading.Event()  # set when the publish is interrupted: read no further part
+
+    def __enter__(self) -> "Transfer":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 class Storage(Protocol):
     """What publishing and verification need of a place that holds checkpoint files, by key."""
 
     name: str  # recorded on each revision, which keeps its files where they were published
+
+    def upload(self, key: str, source: Path, transfer: Transfer, *, digest=None) -> Uploaded:
+        """Store `source` under `key`, resuming what an interrupted upload left.
+        `digest` (a hashlib object), when given, is fed every byte of the file in order."""
+        ...
 
     def put_file(self, key: str, source: Path) -> None: ...
 
@@ -38,11 +84,29 @@ class Storage(Protocol):
 
     def open(self, key: str) -> BinaryIO: ...
 
+    def stored_objects(self, prefix: str) -> dict[str, StoredObject]:
+        """relative path -> size and ETag of every whole file stored under `prefix`."""
+        ...
+
     def list_prefix(self, prefix: str) -> dict[str, int]:
         """relative path -> size of every file stored under `prefix`."""
         ...
 
+    def discard_unfinished(self, prefix: str) -> int:
+        """Remove what interrupted uploads left under `prefix` (never a whole file); return how many."""
+        ...
+
     def delete_prefix(self, prefix: str) -> None: ...
+
+
+COPY_CHUNK = 8 * 1024 * 1024
+PARTIAL_SUFFIX = ".partial"  # a local file being written; renamed into place once whole
+
+
+def fed(data, digest) -> bytes:
+    if digest is not None:
+        digest.update(data)
+    return data
 
 
 class LocalStorage:
@@ -54,31 +118,56 @@ class LocalStorage:
     def path(self, key: str) -> Path:
         return self.root / checked_key(key)
 
-    def put_file(self, key: str, source: Path) -> None:
+    @contextlib.contextmanager
+    def _writing(self, key: str):
+        """A file to write `key` into, renamed into place only once it is whole."""
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        shutil.copyfile(source, partial)
+        partial = target.with_name(target.name + PARTIAL_SUFFIX)
+        with partial.open("wb") as out:
+            yield out
         partial.replace(target)
 
+    def upload(self, key: str, source: Path, transfer: Transfer, *, digest=None) -> Uploaded:
+        with self._writing(key) as out, source.open("rb") as handle:
+            while chunk := handle.read(COPY_CHUNK):
+                out.write(fed(chunk, digest))
+                transfer.on_bytes(len(chunk))
+        return Uploaded("")
+
+    def put_file(self, key: str, source: Path) -> None:
+        with self._writing(key) as out, source.open("rb") as handle:
+            shutil.copyfileobj(handle, out, COPY_CHUNK)
+
     def put_bytes(self, key: str, data: bytes) -> None:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        partial.write_bytes(data)
-        partial.replace(target)
+        with self._writing(key) as out:
+            out.write(data)
 
     def open(self, key: str) -> BinaryIO:
         return self.path(key).open("rb")
 
-    def list_prefix(self, prefix: str) -> dict[str, int]:
-        """relative path -> size of every regular file under prefix."""
+    def _files(self, prefix: str):
         root = self.path(prefix)
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                yield path.relative_to(root).as_posix(), path
+
+    def stored_objects(self, prefix: str) -> dict[str, StoredObject]:
         return {
-            path.relative_to(root).as_posix(): path.stat().st_size
-            for path in root.rglob("*")
-            if path.is_file() and not path.is_symlink()
+            relative: StoredObject(path.stat().st_size)
+            for relative, path in self._files(prefix)
+            if not relative.endswith(PARTIAL_SUFFIX)
         }
+
+    def list_prefix(self, prefix: str) -> dict[str, int]:
+        """relative path -> size of every regular file under prefix, unfinished copies included."""
+        return {relative: path.stat().st_size for relative, path in self._files(prefix)}
+
+    def discard_unfinished(self, prefix: str) -> int:
+        partials = [path for relative, path in self._files(prefix) if relative.endswith(PARTIAL_SUFFIX)]
+        for path in partials:
+            path.unlink(missing_ok=True)
+        return len(partials)
 
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self.path(prefix), ignore_errors=True)
@@ -88,10 +177,18 @@ class S3Storage:
     name = "s3"
 
     def __init__(
-        self, *, endpoint_url, bucket, access_key_id, secret_access_key, region, addressing_style, multipart_threshold
+        self,
+        *,
+        endpoint_url,
+        bucket,
+        access_key_id,
+        secret_access_key,
+        region,
+        addressing_style,
+        multipart_threshold,
+        concurrency=8,
     ):
         import boto3
-        from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
 
         self.bucket = bucket
@@ -105,9 +202,12 @@ class S3Storage:
                 signature_version="s3v4",
                 s3={"addressing_style": addressing_style},
                 retries={"max_attempts": 5, "mode": "standard"},
+                max_pool_connections=max(10, concurrency),  # one connection per part in flight
             ),
         )
-        self.transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_threshold)
+        # Files at least this large go up in parts of this size (larger when 10,000 would not hold them).
+        self.part_size = multipart_threshold
+        self.concurrency = concurrency
 
     def _call(self, operation, *args, **kwargs):
         from boto3.exceptions import Boto3Error
@@ -118,8 +218,19 @@ class S3Storage:
         except (Boto3Error, BotoCoreError, ClientError) as error:
             raise StorageError(f"S3 bucket {self.bucket}: {error}") from error
 
+    def upload(self, key: str, source: Path, transfer: Transfer, *, digest=None) -> Uploaded:
+        size = source.stat().st_size
+        if size < self.part_size:
+            with transfer.slots, source.open("rb") as handle:
+                data = fed(handle.read(), digest)
+                etag = self._call(self.client.put_object, Bucket=self.bucket, Key=checked_key(key), Body=data)["ETag"]
+            transfer.on_bytes(size)
+            return Uploaded(etag)
+        return MultipartUpload(self, checked_key(key), source, size).send(transfer, digest)
+
     def put_file(self, key: str, source: Path) -> None:
-        self._call(self.client.upload_file, str(source), self.bucket, checked_key(key), Config=self.transfer)
+        with Transfer(self.concurrency) as transfer:
+            self.upload(key, source, transfer)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call(self.client.put_object, Bucket=self.bucket, Key=checked_key(key), Body=data)
@@ -132,9 +243,29 @@ class S3Storage:
         for page in self._call(lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=checked_key(prefix) + "/"))):
             yield from page.get("Contents", [])
 
-    def list_prefix(self, prefix: str) -> dict[str, int]:
+    def stored_objects(self, prefix: str) -> dict[str, StoredObject]:
         start = len(checked_key(prefix)) + 1
-        return {item["Key"][start:]: item["Size"] for item in self._objects(prefix)}
+        return {item["Key"][start:]: StoredObject(item["Size"], item["ETag"]) for item in self._objects(prefix)}
+
+    def list_prefix(self, prefix: str) -> dict[str, int]:
+        return {path: stored.size for path, stored in self.stored_objects(prefix).items()}
+
+    def unfinished_uploads(self, prefix: str) -> list[dict]:
+        """The multipart uploads begun under `prefix` and neither completed nor aborted, oldest first."""
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        pages = self._call(lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=checked_key(prefix))))
+        return sorted((upload for page in pages for upload in page.get("Uploads", [])), key=lambda u: u["Initiated"])
+
+    def abort(self, upload: dict) -> None:
+        self._call(
+            self.client.abort_multipart_upload, Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
+
+    def discard_unfinished(self, prefix: str) -> int:
+        uploads = self.unfinished_uploads(checked_key(prefix) + "/")
+        for upload in uploads:
+            self.abort(upload)
+        return len(uploads)
 
     def delete_prefix(self, prefix: str) -> None:
         keys = [{"Key": item["Key"]} for item in self._objects(prefix)]
@@ -153,6 +284,126 @@ class S3Storage:
             },
             ExpiresIn=expires_in,
         )
+
+
+MAX_PARTS = 10_000  # the most parts S3 takes in one object
+
+
+def part_size_for(size: int, smallest: int) -> int:
+    """`smallest`, or the next MiB multiple that fits `size` in MAX_PARTS parts."""
+    needed = -(-size // MAX_PARTS)
+    return max(smallest, -(-needed // (1024 * 1024)) * 1024 * 1024)
+
+
+class MultipartUpload:
+    """One file sent in parts, several at once, each read once (in order when `digest` must see every byte).
+
+    A multipart upload an earlier publish left for the same key is continued: a part S3 already holds
+    with the right size and the MD5 of the local bytes as its ETag is not sent again; one whose bytes
+    differ is sent again, replacing it. An upload with parts of another size (the part size changed)
+    is aborted and the file starts over.
+    """
+
+    def __init__(self, storage: S3Storage, key: str, source: Path, size: int):
+        self.storage, self.key, self.source, self.size = storage, key, source, size
+        self.part_size = part_size_for(size, storage.part_size)
+        self.failed = threading.Event()
+
+    def part_length(self, number: int) -> int:
+        return min(self.part_size, self.size - (number - 1) * self.part_size)
+
+    def resumable(self) -> tuple[str, dict[int, str]]:
+        """(upload id, part number -> ETag of the parts already held), aborting uploads of no use."""
+        storage = self.storage
+        earlier = [u for u in storage.unfinished_uploads(self.key) if u["Key"] == self.key]
+        for stale in earlier[:-1]:
+            storage.abort(stale)
+        if earlier:
+            upload = earlier[-1]
+            paginator = storage.client.get_paginator("list_parts")
+            pages = storage._call(
+                lambda: list(paginator.paginate(Bucket=storage.bucket, Key=self.key, UploadId=upload["UploadId"]))
+            )
+            parts = {part["PartNumber"]: part for page in pages for part in page.get("Parts", [])}
+            if all(part["Size"] == self.part_length(number) for number, part in parts.items()):
+                return upload["UploadId"], {number: part["ETag"].strip('"') for number, part in parts.items()}
+            storage.abort(upload)
+        created = storage._call(storage.client.create_multipart_upload, Bucket=storage.bucket, Key=self.key)
+        return created["UploadId"], {}
+
+    def send(self, transfer: Transfer, digest) -> Uploaded:
+        upload_id, held = self.resumable()
+        pending: dict[int, object] = {}
+        resumed = 0
+        count = -(-self.size // self.part_size)
+        with self.source.open("rb") as handle:
+            for number in range(1, count + 1):
+                if self.failed.is_set() or transfer.stopping.is_set():
+                    break
+                transfer.slots.acquire()
+                try:
+                    body = self.part_body(handle, number, digest, held)
+                except BaseException:
+                    transfer.slots.release()
+                    raise
+                if body is None:
+                    transfer.slots.release()
+                    pending[number] = held[number]
+                    resumed += self.part_length(number)
+                    transfer.on_bytes(self.part_length(number))
+                    continue
+                pending[number] = transfer.pool.submit(self.send_part, upload_id, number, body, transfer)
+        etags = {number: sent if isinstance(sent, str) else sent.result() for number, sent in pending.items()}
+        if len(etags) < count:  # never complete a multipart upload that lacks a part: the object would be cut short
+            raise StorageError(f"the upload of {self.key} stopped after {len(etags)} of its {count} parts")
+        parts = [{"PartNumber": number, "ETag": f'"{etag}"'} for number, etag in etags.items()]
+        return Uploaded(self.complete(upload_id, parts), resumed)
+
+    def part_body(self, handle, number: int, digest, held: dict[int, str]):
+        """What to send as part `number`; None when S3 holds it already, with these bytes. Without a digest
+        to feed, a part S3 lacks is read by the thread that sends it (as boto3 does), never copied first."""
+        from s3transfer.utils import ReadFileChunk
+
+        offset, length = (number - 1) * self.part_size, self.part_length(number)
+        if digest is None and number not in held:
+            return ReadFileChunk.from_filename(str(self.source), offset, length)
+        handle.seek(offset)
+        data = fed(handle.read(length), digest)
+        if number in held and held[number] == hashlib.md5(data, usedforsecurity=False).hexdigest():
+            return None
+        return data
+
+    def send_part(self, upload_id: str, number: int, body, transfer: Transfer) -> str:
+        storage, length = self.storage, len(body)
+        try:
+            etag = storage._call(
+                storage.client.upload_part,
+                Bucket=storage.bucket,
+                Key=self.key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+            )["ETag"]
+        except BaseException:
+            self.failed.set()  # the reader stops: the parts sent so far stay for a resumed publish
+            raise
+        finally:
+            transfer.slots.release()
+            if hasattr(body, "close"):
+                body.close()
+        transfer.on_bytes(length)
+        return etag.strip('"')
+
+    def complete(self, upload_id: str, parts: list[dict]) -> str:
+        storage = self.storage
+        done = storage._call(
+            storage.client.complete_multipart_upload,
+            Bucket=storage.bucket,
+            Key=self.key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": parts},
+        )
+        return done["ETag"]
 
 
 def s3_configured() -> bool:
@@ -175,11 +426,12 @@ def get_storage(name: str | None = None) -> "LocalStorage | S3Storage":
             region=settings.S3_REGION,
             addressing_style=settings.S3_ADDRESSING_STYLE,
             multipart_threshold=settings.S3_MULTIPART_THRESHOLD,
+            concurrency=settings.PUBLISH_CONCURRENCY,
         )
     raise ValueError(f"unknown storage backend {name!r}: use 'local' or 's3'")
 
 
 @receiver(setting_changed)
 def _forget_storages(setting, **kwargs):
-    if setting.startswith(("S3_", "LOCAL_STORAGE", "STORAGE_")):
+    if setting.startswith(("S3_", "LOCAL_STORAGE", "STORAGE_", "PUBLISH_")):
         get_storage.cache_clear()

@@ -6,9 +6,16 @@ from celery import shared_task
 from django.conf import settings
 
 from distribution.downloads.spool import ship_orphans
+from distribution.publishing import discard_abandoned_drafts
 
 
 @shared_task(ignore_result=True)
 def store_spooled_downloads() -> int:
     """Every minute: store the spooled download events of web processes on this host that are gone."""
     return ship_orphans(Path(settings.DOWNLOAD_SPOOL_DIR))
+
+
+@shared_task(ignore_result=True)
+def discard_abandoned_publishes() -> int:
+    """Daily: delete drafts nobody finished in PUBLISH_DRAFT_DAYS, their copies and unfinished uploads."""
+    return len(discard_abandoned_drafts())

@@ -155,6 +155,13 @@ S3_REGION = env_str("S3_REGION", "us-east-1")
 S3_ADDRESSING_STYLE = env_choice("S3_ADDRESSING_STYLE", "path", choices=("path", "virtual"))
 # Files at least this large go up in parts, so a failed part is retried instead of the file.
 S3_MULTIPART_THRESHOLD = env_int("S3_MULTIPART_THRESHOLD", 64 * 1024 * 1024, minimum=5 * 1024 * 1024)
+# How many files, and parts of large files, publish_checkpoint sends at once (each part is held in memory).
+PUBLISH_CONCURRENCY = env_int("PUBLISH_CONCURRENCY", 8, minimum=1, maximum=64)
+# A publish holding a draft writes a heartbeat; one silent this long is taken as dead and may be resumed.
+PUBLISH_STALE_SECONDS = env_int("PUBLISH_STALE_SECONDS", 60, minimum=2)
+# A draft not finished this many days after it began is discarded by a daily job: its copies and its
+# unfinished multipart uploads, which would otherwise stay in the bucket for good.
+PUBLISH_DRAFT_DAYS = env_int("PUBLISH_DRAFT_DAYS", 7, minimum=1)
 STORAGE_BACKEND = env_choice("STORAGE_BACKEND", "s3" if S3_BUCKET else "local", choices=("local", "s3"))
 # Requests per token (or account, or address) on the download endpoints: "COUNT/SECONDS".
 DOWNLOAD_RATE_LIMIT = env_rate("DOWNLOAD_RATE_LIMIT", "600/60")

@@ -13,16 +13,15 @@ import contextlib
 import hashlib
 import json
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from distribution.models import Revision, RevisionFile
+from distribution.models import Revision, RevisionFile, beating
 from distribution.storage import LocalStorage, StorageError, get_storage
 from verification.core.checks import (
     CheckpointFile,
@@ -67,29 +66,19 @@ def claim(revision_id: int, stage: str) -> Revision | None:
     return Revision.objects.select_related("repo").get(pk=revision_id) if claimed else None
 
 
-@contextlib.contextmanager
 def heartbeat(revision: Revision, file_check: FileCheck | None = None):
     """Keep the claim alive from a side thread while the (long) stage runs: the revision's, and the
     file's when one file is being checked (a live file keeps its revision from looking abandoned)."""
-    stop = threading.Event()
+    alive = Revision.objects.filter(pk=revision.pk, state=State.VERIFYING)
+    checking = FileCheck.objects.filter(pk=file_check.pk, state=FileCheck.State.CHECKING) if file_check else None
 
-    def beat():
-        try:
-            while not stop.wait(settings.VERIFY_HEARTBEAT_SECONDS):
-                now = timezone.now()
-                Revision.objects.filter(pk=revision.pk, state=State.VERIFYING).update(verification_heartbeat_at=now)
-                if file_check is not None:
-                    FileCheck.objects.filter(pk=file_check.pk, state=FileCheck.State.CHECKING).update(heartbeat_at=now)
-        finally:
-            connection.close()  # this thread's own connection
+    def touch() -> None:
+        now = timezone.now()
+        alive.update(verification_heartbeat_at=now)
+        if checking is not None:
+            checking.update(heartbeat_at=now)
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{revision.pk}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    return beating(touch, every=settings.VERIFY_HEARTBEAT_SECONDS, name=f"heartbeat-{revision.pk}")
 
 
 def release_claim(revision: Revision) -> None:

@@ -29,6 +29,7 @@ VALUES = {
     "distribution:ticket:renewed", "distribution:redirect-ticket:issued",
     "admin:user:created", "admin:user:changed", "admin:user:deleted", "admin:repo:created", "admin:repo:changed",
     "admin:repo:deleted", "admin:revision:changed", "admin:revision:deleted",
+    "distribution:draft:started", "distribution:draft:resumed", "distribution:draft:discarded",
 }  # fmt: skip
 
 

@@ -83,3 +83,16 @@ def test_check_deploy_is_quiet_when_production_settings_are_set(tmp_path):
     result = manage("check", "--deploy", env=production, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("PUBLISH_CONCURRENCY", "0", "PUBLISH_CONCURRENCY=0 is below the minimum of 1"),
+        ("PUBLISH_CONCURRENCY", "many", "PUBLISH_CONCURRENCY='many' is not a whole number"),
+        ("PUBLISH_STALE_SECONDS", "1", "PUBLISH_STALE_SECONDS=1 is below the minimum of 2"),
+    ],
+)
+def test_publishing_settings_refuse_bad_values_by_name(tmp_path, variable, value, message):
+    result = manage("check", env={variable: value}, tmp_path=tmp_path)
+    assert result.returncode != 0 and message in result.stderr

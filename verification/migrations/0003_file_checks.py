@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('distribution', '0007_revision_judging_stage'),
+        ('distribution', '0008_revision_judging_stage'),
         ('verification', '0002_signing_key'),
     ]
 

@@ -112,11 +112,14 @@ class Command(BaseCommand):
     def demo_revision(self, admin) -> Revision:
         org, name = DEMO_REPO.split("/")
         repo = Repo.objects.filter(org=org, name=name).first()
-        existing = repo.revisions.exclude(state=Revision.State.FAILED).first() if repo else None
+        # A draft (a `make run` stopped while publishing) is finished below rather than waited on.
+        existing = (
+            repo.revisions.exclude(state__in=[Revision.State.FAILED, Revision.State.DRAFT]).first() if repo else None
+        )
         if existing is not None:
             return existing
         checkpoint = write_tiny_llama(settings.VAR_DIR / "demo-checkpoint", shards=2)
-        revision = publish_checkpoint(checkpoint, DEMO_REPO, publisher=admin)
+        revision = publish_checkpoint(checkpoint, DEMO_REPO, publisher=admin).revision
         verify_revision.delay_on_commit(revision.pk)
         revision.repo.description = "A tiny LLaMA-architecture model with random weights, published by `make run`."
         revision.repo.save(update_fields=["description"])

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('distribution', '0006_download_event_spool_key'),
+        ('distribution', '0007_revision_draft'),
     ]
 
     operations = [

@@ -1,0 +1,57 @@
+"""Publishing checkpoints the way operators do: `manage.py publish_checkpoint` in a process of its own, and
+drafts made by a real refusal."""
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distribution.models import Revision
+from distribution.publishing import PublishError, publish_checkpoint
+from tests.support.servers import REPO_ROOT
+
+MIB = 1024 * 1024
+# A tiny LLaMA of about 40 MB in three shards of 15, 10 and 15 MB: in parts of 5 MiB, 3 + 2 + 3 parts.
+IN_PARTS = {
+    "hidden_size": 512,
+    "intermediate_size": 1376,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "vocab_size": 4096,
+}
+
+
+def publish_command(directory, repo_id: str, *flags: str) -> list[str]:
+    return [sys.executable, "manage.py", "publish_checkpoint", str(directory), "--repo", repo_id, *flags]
+
+
+def run_publish(directory, repo_id: str, *flags: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        publish_command(directory, repo_id, *flags), cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def sha256sums(directory: Path, *, wrong: str | None = None) -> Path:
+    """A SHA256SUMS of `directory` as sha256sum writes it, beside it; `wrong` gets another file's digest."""
+    lines = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        relative = path.relative_to(directory).as_posix()
+        digest = hashlib.sha256(path.read_bytes() + (b"!" if relative == wrong else b"")).hexdigest()
+        lines.append(f"{digest}  {relative}")
+    sums = directory.parent / f"{directory.name}.SHA256SUMS"
+    sums.write_text("\n".join(lines) + "\n")
+    return sums
+
+
+def refused_draft(directory: Path, repo_id: str, *, storage: str = "local", wrong: str = "config.json") -> Revision:
+    """A draft left by a real refusal: every file stored, one digest not the publisher's."""
+    with pytest.raises(PublishError, match=wrong):
+        publish_checkpoint(
+            directory, repo_id, storage_backend=storage, expect_sha256=sha256sums(directory, wrong=wrong)
+        )
+    draft = Revision.objects.get(repo__org=repo_id.split("/")[0], repo__name=repo_id.split("/")[1])
+    assert draft.state == Revision.State.DRAFT
+    return draft
