@@ -32,6 +32,9 @@ class CheckpointFile:
     path: str  # relative, POSIX
     size: int
     open: Callable[[], BinaryIO]
+    # (offset, length) -> exactly those bytes of the version that `open` streams; for a stream that cannot
+    # seek (an S3 object), so a streamed smoke pass can read a block's tensors again without reading from 0.
+    read_range: Callable[[int, int], bytes] | None = None
 
 
 @dataclass(frozen=True)
