@@ -4,6 +4,7 @@ A checkpoint is a list of `CheckpointFile`s (a path, a size, a way to open it), 
 run on a local directory and on objects streamed from S3.
 """
 
+import functools
 import os
 import stat
 from collections.abc import Callable
@@ -203,12 +204,19 @@ def check_tensors(scans: list[FileScan], report: Report) -> None:
 
 
 def scan_files(files: list[CheckpointFile], *, sink=None, workers: int | None = None, progress=None) -> list[FileScan]:
-    """Read every file once, in parallel: digests, headers, tensor statistics (and tensors, into `sink`)."""
+    """Read every file once, in parallel: digests, headers, tensor statistics (and tensors, into `sink`).
+
+    `progress(item, bytes)`, when given, is called with 0 as a file's read starts, then after each of its
+    chunks, from the reading threads.
+    """
 
     def scan(item: CheckpointFile) -> FileScan:
+        file_progress = functools.partial(progress, item) if progress is not None else None
+        if file_progress is not None:
+            file_progress(0)
         with item.open() as stream:
             shard_sink = sink if is_weight_shard(item.path) else None
-            return scan_stream(item.path, item.size, stream, progress=progress, sink=shard_sink)
+            return scan_stream(item.path, item.size, stream, progress=file_progress, sink=shard_sink)
 
     # Hashing and numpy release the GIL, so threads spread the files over the cores; two per core
     # keep every core busy to the end when shard sizes are uneven.
@@ -248,8 +256,8 @@ def check_files(
     return report
 
 
-def check_directory(root: Path | str, *, smoke: bool = True, workers: int | None = None) -> Report:
-    """Run every check on a checkpoint directory and return the report."""
+def check_directory(root: Path | str, *, smoke: bool = True, workers: int | None = None, progress=None) -> Report:
+    """Run every check on a checkpoint directory and return the report (`progress` as for `scan_files`)."""
     root = Path(root)
     if not root.is_dir():
         raise UnreadableCheckpoint(f"{root} is not a directory")
@@ -258,4 +266,4 @@ def check_directory(root: Path | str, *, smoke: bool = True, workers: int | None
         files = directory_files(root, report)
     except OSError as error:
         raise UnreadableCheckpoint(f"{root} cannot be read: {error}") from error
-    return check_files(files, report, smoke=smoke, workers=workers)
+    return check_files(files, report, smoke=smoke, workers=workers, progress=progress)
