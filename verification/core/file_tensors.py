@@ -3,6 +3,8 @@
 The hashing read keeps nothing then (its sink only learns the tensors' names, shapes and dtypes);
 when a block's turn comes its tensors are read from the files once more, from the page cache or
 the disk. That is a second read of every weight, the price of a model larger than host memory.
+A local file is mapped, so the block's tensors are the page cache's pages (no copy) until the
+block has run; a stream is read into a host buffer that each block reuses.
 
 The bytes must be those that were hashed. A local file proves it by its identity: device, inode,
 size, and modification and change times, taken before the hashing read and compared when the file
@@ -12,6 +14,7 @@ object version that was hashed (for S3, a ranged GET pinned to the ETag or versi
 """
 
 import io
+import mmap
 import os
 import stat
 import threading
@@ -77,6 +80,30 @@ class RangeReader:
         else:
             with self.lock:
                 self.stream_into(offset, target)
+
+    def mapped(self, offset: int, entry):
+        """The tensor at `offset` as a view of a private mapping of the file, or None where the file cannot
+        be mapped (a stream, a file with its own read_range) or the tensor is not aligned for its dtype."""
+        import torch
+
+        if getattr(self.item, "read_range", None) is not None:
+            return None
+        with self.lock:
+            self.ensure_open()
+        dtype = torch_dtype(entry)
+        if self.descriptor is None or not entry.nbytes or offset % dtype.itemsize:
+            return None
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        # Private and writable: torch gets a buffer it may treat as its own, and nothing reaches the file.
+        window = mmap.mmap(
+            self.descriptor,
+            offset - start + entry.nbytes,
+            flags=mmap.MAP_PRIVATE,
+            prot=mmap.PROT_READ | mmap.PROT_WRITE,
+            offset=start,
+        )
+        window.madvise(mmap.MADV_WILLNEED)  # the kernel starts reading what the page cache lacks
+        return torch.frombuffer(window, dtype=dtype, offset=offset - start, count=entry.numel).reshape(entry.shape)
 
     def ensure_open(self) -> None:
         if self.stream is not None:
@@ -185,13 +212,24 @@ class FileTensors:
             raise ContentChanged(f"{path} has another header than when it was hashed: {error}") from None
 
     def load(self, names, device, slot: int = 0) -> dict:
-        """The named tensors, read from their files into the host buffer `slot`, then on `device`.
+        """The named tensors on `device`: mapped from a local file (no copy: the pages come from the page
+        cache, or the disk, as the block runs), else read into the host buffer `slot`.
 
-        On the CPU the tensors are views of that buffer, so they are valid until the next load into the
-        same slot: the block stream uses one slot, or two (i % 2) when block i loads while block i - 1 runs.
-        Reusing the buffer spares the page faults of fresh memory (a third of the read's time here).
+        Tensors read into a buffer are views of it, valid until the next load into the same slot: the
+        block stream uses one slot, or two (i % 2) when block i loads while block i - 1 runs.
         """
+        mapped = {name: self.mapped(name) for name in names}
+        copied = self.copied([name for name, tensor in mapped.items() if tensor is None], slot)
+        with self.lock:
+            self.reread_bytes += sum(self.located[name][2].nbytes for name in names)
+        return {name: (copied[name] if mapped[name] is None else mapped[name]).to(device) for name in names}
 
+    def mapped(self, name: str):
+        path, offset, entry = self.located[name]
+        return self.readers[path].mapped(offset, entry)
+
+    def copied(self, names: list[str], slot: int) -> dict:
+        """Tensors read into the host buffer `slot`, on every core at once (reused: no fresh pages to fault)."""
         slots, end = {}, 0
         for name in names:
             slots[name] = end
@@ -205,11 +243,8 @@ class FileTensors:
                 length = min(READ_PIECE_BYTES, entry.nbytes - piece)
                 reads.append((self.readers[path], offset + piece, target[start + piece : start + piece + length]))
         list(self.pool.map(lambda read: read[0].read_into(read[1], read[2]), reads))
-        with self.lock:
-            self.reread_bytes += sum(self.located[name][2].nbytes for name in names)
-        placed = buffer.to(device)  # one copy to an accelerator; none on the CPU
         return {
-            name: placed[start : start + self.located[name][2].nbytes]
+            name: buffer[start : start + self.located[name][2].nbytes]
             .view(torch_dtype(self.located[name][2]))
             .reshape(self.located[name][2].shape)
             for name, start in slots.items()
