@@ -257,3 +257,11 @@ def test_a_config_the_planner_cannot_read_fails_the_smoke_pass_with_the_reason(t
     quarter_budget(monkeypatch, checkpoint)
     failure = smoke_check(check_directory(checkpoint))
     assert failure.code == "ConfigUnbuildable" and "config.json cannot be read" in failure.message
+
+
+def test_blocks_read_into_reused_buffers_keep_their_values_while_the_next_one_loads(tmp_path):
+    checkpoint = tiny(tmp_path)
+    budget = weight_bytes(checkpoint) // 3  # room for two blocks: two buffers, used in turn
+    logits, facts = logits_of(one_way_files(checkpoint, []), devices=[DeviceMemory("cpu", budget)], host_free=budget)
+    assert facts["prefetch"] is True and facts["reread_from_files"] is True
+    assert torch.equal(logits, whole_logits(checkpoint))
