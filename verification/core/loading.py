@@ -80,8 +80,8 @@ class TensorSink:
             name: torch.empty(entry.nbytes, dtype=torch.uint8, device=self.device_of(name))
             for name, entry in header.tensors.items()
         }
-        # Host buffers are filled by a plain memcpy: torch's copy spreads over its threads, which then
-        # contend for the page faults of fresh memory (5x slower on the development machine).
+        # Host buffers are filled by a plain memcpy in the scan's own thread: torch's copy spreads each
+        # chunk over its thread pool, which stalls whenever another thread or process holds a core.
         host_views = {name: memoryview(buffer.numpy()) for name, buffer in buffers.items() if buffer.is_cpu}
         with self.lock:
             self.buffers.update(buffers)
