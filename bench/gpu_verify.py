@@ -14,9 +14,18 @@ dropping the page cache before each arm, times:
               the same with the reader thread off (READ_AHEAD_WINDOWS = 0): page faults do the reading
   weightgate without smoke
               smoke=False: what the CPU checks alone cost, to tell the GPU load apart
+  weightgate streamed (1 GiB)
+              the smoke pass capped at 1 GiB of GPU memory (WEIGHTGATE_SMOKE_MAX_BYTES): the model runs
+              block by block, its weights held in host memory since the hashing read (target: 1.3x the
+              floor, at most 2 GiB on the GPU)
 
 Each arm runs twice (the best counts). Prints the ratios and writes them to bench/results/gpu-verify.md.
 Needs root for drop_caches.
+
+`--cpu-dry-run` runs the same script end to end on a machine without a GPU, on tiny checkpoints (a
+few MB; the streamed arm capped at a quarter of the weights), with the page cache left as it is: it
+proves the script runs before GPU time is spent on it, and measures nothing worth keeping (nothing
+is written to bench/results/).
 """
 
 import argparse
@@ -30,7 +39,8 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.verify import files_of, publish_results, sha256_of, write_checkpoint
+from bench.verify import RESULTS, files_of, publish_results, sha256_of, write_checkpoint
+from verification.core.sizes import format_bytes
 
 CONFIG_3_6B = {
     "architectures": ["LlamaForCausalLM"],
@@ -48,8 +58,59 @@ CONFIG_3_6B = {
     "torch_dtype": "bfloat16",
     "hidden_act": "silu",
 }
+# The same shape, 32 times narrower with a 32 times smaller vocabulary: what --cpu-dry-run checks (about 7 MB).
+CONFIG_DRY_RUN = {
+    **CONFIG_3_6B,
+    "hidden_size": 96,
+    "intermediate_size": 256,
+    "num_attention_heads": 3,
+    "num_key_value_heads": 1,
+    "vocab_size": 4008,
+}
+SHAPES = {False: "about 3.6B parameters, 2 GB shards", True: "CPU dry run: the 3.6B shape, 32 times narrower"}
 TOKEN_IDS = [[1, 450, 4996, 17354, 1701, 432, 3151, 975]]
-ARM_ORDER = ("floor", "naive", "weightgate", "weightgate without read-ahead", "weightgate without smoke") * 2
+STREAMED_ARM = "weightgate streamed (1 GiB)"
+STREAMED_BUDGET = 2**30
+STREAMED_PEAK_TARGET = 2 * 2**30
+ARM_ORDER = (
+    "floor",
+    "naive",
+    "weightgate",
+    "weightgate without read-ahead",
+    "weightgate without smoke",
+    STREAMED_ARM,
+) * 2
+
+
+class Device:
+    """The GPU the benchmark measures, or the CPU in a dry run: the same arms, nothing measured on a GPU."""
+
+    def __init__(self, dry_run: bool):
+        import torch
+
+        self.torch = torch
+        self.name = "cpu" if dry_run else "cuda"
+        self.dry_run = dry_run
+
+    def reset(self) -> None:
+        gc.collect()
+        if not self.dry_run:
+            self.torch.cuda.empty_cache()
+            self.torch.cuda.reset_peak_memory_stats()
+            drop_page_cache()
+
+    def synchronize(self) -> None:
+        if not self.dry_run:
+            self.torch.cuda.synchronize()
+
+    def peak_bytes(self, extra: dict) -> int | None:
+        """The GPU's high-water mark; in a dry run, the weights the smoke pass says it held at once."""
+        if not self.dry_run:
+            return self.torch.cuda.max_memory_allocated()
+        return (extra.get("smoke") or {}).get("held_bytes_peak")
+
+
+DEVICE: Device | None = None  # set by main()
 
 
 def drop_page_cache() -> None:
@@ -89,11 +150,12 @@ def arm_naive(directory: Path) -> dict:
     from transformers import AutoModelForCausalLM
 
     parallel(sha256_of, files_of(directory))
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16, device_map="cuda")
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16, device_map=DEVICE.name)
     finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
     with torch.inference_mode():
-        logits = model(torch.tensor(TOKEN_IDS, device="cuda")).logits
-    torch.cuda.synchronize()
+        ids = [[token % model.config.vocab_size for token in TOKEN_IDS[0]]]  # the dry run's vocabulary is small
+        logits = model(torch.tensor(ids, device=DEVICE.name)).logits
+    DEVICE.synchronize()
     return {"finite": finite, "logits_finite": bool(torch.isfinite(logits).all())}
 
 
@@ -127,22 +189,30 @@ class PhaseTimer:
             setattr(self.checks, name, original)
 
 
-def weightgate(directory: Path, smoke: bool = True, read_ahead: bool = True) -> dict:
-    import torch
-
+def weightgate(directory: Path, smoke: bool = True, read_ahead: bool = True, budget: int | None = None) -> dict:
     from verification.core import scan
     from verification.core.checks import check_directory
 
     windows = scan.READ_AHEAD_WINDOWS
     scan.READ_AHEAD_WINDOWS = windows if read_ahead else 0
+    if budget is not None:
+        os.environ["WEIGHTGATE_SMOKE_MAX_BYTES"] = str(budget)
     try:
         with PhaseTimer() as phases:
             report = check_directory(directory, smoke=smoke)
     finally:
         scan.READ_AHEAD_WINDOWS = windows
-    torch.cuda.synchronize()
+        os.environ.pop("WEIGHTGATE_SMOKE_MAX_BYTES", None)
+    DEVICE.synchronize()
     assert report.ok, [c.message for c in report.failures]
-    return {"phases": phases.seconds, "smoke": {k: report.smoke.get(k) for k in ("device", "dtype", "seconds")}}
+    assert budget is None or report.smoke["placement"] == "streamed", report.smoke
+    kept = ("device", "dtype", "seconds", "placement", "held_bytes_peak", "prefetch", "reread_from_files")
+    return {"phases": phases.seconds, "smoke": {k: report.smoke[k] for k in kept if k in report.smoke}}
+
+
+def streamed_budget(directory: Path) -> int:
+    """1 GiB on the GPU; a quarter of the tiny weights in a dry run."""
+    return sum(p.stat().st_size for p in files_of(directory)) // 4 if DEVICE.dry_run else STREAMED_BUDGET
 
 
 ARMS = {
@@ -151,6 +221,7 @@ ARMS = {
     "weightgate": weightgate,
     "weightgate without read-ahead": lambda directory: weightgate(directory, read_ahead=False),
     "weightgate without smoke": lambda directory: weightgate(directory, smoke=False),
+    STREAMED_ARM: lambda directory: weightgate(directory, budget=streamed_budget(directory)),
 }
 
 
@@ -164,7 +235,8 @@ def reference_logits(directory: Path, ids):
 
 
 def check_gpu_path(scratch: Path) -> list[str]:
-    """The smoke pass on the GPU agrees with the CPU, in float32 and bf16, and refuses wrong logits."""
+    """The smoke pass on the GPU agrees with the CPU, in float32 and bf16, whole and streamed block by
+    block (a quarter of the weights allowed), and refuses wrong logits."""
     import torch
     from safetensors.torch import save_file
 
@@ -177,23 +249,41 @@ def check_gpu_path(scratch: Path) -> list[str]:
     for dtype in ("float32", "bfloat16"):
         directory = scratch / dtype
         if dtype == "float32":
-            write_tiny_llama(directory)
+            write_tiny_llama(directory, config_overrides={"num_hidden_layers": 12})
         else:
-            write_checkpoint(directory, {**TINY_LLAMA_CONFIG, "torch_dtype": "bfloat16"})
+            write_checkpoint(directory, {**TINY_LLAMA_CONFIG, "num_hidden_layers": 12, "torch_dtype": "bfloat16"})
         want = reference_logits(directory, ids)
         save_file({"input_ids": ids, "logits": want}, directory / SMOKE_REFERENCE_NAME)
-        report = check_directory(directory)
-        codes = {c.code for c in report.checks}
-        good = report.ok and report.smoke["device"].startswith("cuda") and "LogitsMatchReference" in codes
+        whole = check_directory(directory)
+        os.environ["WEIGHTGATE_SMOKE_MAX_BYTES"] = str(sum(p.stat().st_size for p in files_of(directory)) // 4)
+        try:
+            streamed = check_directory(directory)
+        finally:
+            os.environ.pop("WEIGHTGATE_SMOKE_MAX_BYTES")
         save_file({"input_ids": ids, "logits": want + 0.5}, directory / SMOKE_REFERENCE_NAME)
         refused = [c.code for c in check_directory(directory).failures] == ["LogitsDiffer"]
         lines.append(
-            f"- {dtype}: smoke on {report.smoke.get('device')}, max |GPU - CPU reference| = "
-            f"{report.smoke.get('logits_max_abs_diff')}, {'passes' if good else 'FAILED ' + repr(report.failures)}; "
+            f"- {dtype}: {agreement(whole, 'whole')}; {agreement(streamed, 'streamed')}; "
             f"reference + 0.5 {'refused (LogitsDiffer)' if refused else 'NOT refused'}"
         )
         print(lines[-1], flush=True)
     return lines
+
+
+def agreement(report, placement: str) -> str:
+    """How one smoke pass compared with the CPU reference, in a few words."""
+    smoke = report.smoke
+    good = (
+        report.ok
+        and smoke.get("device", "").startswith(DEVICE.name)
+        and smoke.get("placement") == placement
+        and "LogitsMatchReference" in {c.code for c in report.checks}
+    )
+    verdict = "passes" if good else "FAILED " + repr([c.message for c in report.failures] or smoke)
+    return (
+        f"{placement} on {smoke.get('device')}, max |{DEVICE.name} - CPU reference| = "
+        f"{smoke.get('logits_max_abs_diff')}, {verdict}"
+    )
 
 
 def environment(directory: Path) -> list[str]:
@@ -201,11 +291,13 @@ def environment(directory: Path) -> list[str]:
     import torch
     import transformers
 
-    driver = subprocess.run(
-        ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    driver = "no GPU (CPU dry run)"
+    if not DEVICE.dry_run:
+        driver = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), platform.processor())
     filesystem = subprocess.run(["df", "-hT", str(directory)], capture_output=True, text=True).stdout.splitlines()[-1]
@@ -216,41 +308,61 @@ def environment(directory: Path) -> list[str]:
     ]
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    global DEVICE
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_verify")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/weightgate-gpu-bench"))
-    args = parser.parse_args()
+    parser.add_argument("--cpu-dry-run", action="store_true", help="run every arm on the CPU on tiny checkpoints")
+    args = parser.parse_args(argv)
     import torch
     import transformers  # noqa: F401  (imports are start-up cost, not verification)
 
     from verification.core.model_checks import expected_parameters
     from verification.core.tiny_llama import TINY_LLAMA_CONFIG
 
-    assert torch.cuda.is_available(), "this benchmark needs an NVIDIA GPU"
+    DEVICE = Device(dry_run=args.cpu_dry_run)
+    assert DEVICE.dry_run or torch.cuda.is_available(), "this benchmark needs an NVIDIA GPU (or --cpu-dry-run)"
     directory = disk_backed(args.dir)
     directory.mkdir(parents=True, exist_ok=True)
     expected_parameters(TINY_LLAMA_CONFIG)  # load transformers' model code once, as a running worker has
-    torch.zeros(1, device="cuda")  # create the CUDA context outside the timings
+    if not DEVICE.dry_run:
+        torch.zeros(1, device="cuda")  # create the CUDA context outside the timings
     lines = environment(directory)
     print("\n".join(lines), flush=True)
-    lines += ["", "Correctness of the GPU smoke pass on tiny checkpoints:"]
+    lines += ["", f"Correctness of the {DEVICE.name} smoke pass on tiny checkpoints:"]
     try:
         lines += check_gpu_path(directory.parent / "weightgate-gpu-tiny")
     except Exception:
         traceback.print_exc()
         lines.append("- the GPU correctness check raised (see the log)")
-    checkpoint = directory / "checkpoint"
+    checkpoint = directory / ("checkpoint-dry-run" if DEVICE.dry_run else "checkpoint")
     if not (checkpoint / "config.json").exists():
         started = time.perf_counter()
-        write_checkpoint(checkpoint, CONFIG_3_6B)
+        write_checkpoint(checkpoint, CONFIG_DRY_RUN if DEVICE.dry_run else CONFIG_3_6B)
         print(f"generated {checkpoint} in {time.perf_counter() - started:.1f} s", flush=True)
     size = sum(p.stat().st_size for p in files_of(checkpoint))
+    results, notes = run_arms(checkpoint)
+    lines = [
+        f"# GPU verification of a {size / 1e9:.2f} GB bf16 checkpoint ({SHAPES[DEVICE.dry_run]})",
+        *lines,
+        "",
+        "Page cache "
+        + ("left as it was (CPU dry run)" if DEVICE.dry_run else "dropped before each arm")
+        + "; each arm ran twice, the best counts.",
+        "",
+        *result_table(results, notes),
+    ]
+    if DEVICE.dry_run:
+        print("\n".join([*lines, "", f"CPU dry run on a {size / 1e6:.1f} MB checkpoint; nothing written to {RESULTS}"]))
+        return
+    publish_results("gpu-verify.md", lines)
+
+
+def run_arms(checkpoint: Path) -> tuple[dict, dict]:
+    """Each arm twice, in ARM_ORDER: its best time, and notes (GPU peak, phases, failures)."""
     results, notes = {}, {}
     for name in ARM_ORDER:
-        gc.collect()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        drop_page_cache()
+        DEVICE.reset()
         started = time.perf_counter()
         try:
             extra = ARMS[name](checkpoint)
@@ -259,30 +371,36 @@ def main() -> None:
             notes[name] = f"failed: {type(error).__name__}: {error}"[:300]
             continue
         seconds = time.perf_counter() - started
-        peak = torch.cuda.max_memory_allocated() / 2**30
-        print(f"{name}: {seconds:.2f} s, GPU peak {peak:.1f} GiB {extra}", flush=True)
-        if seconds < results.get(name, float("inf")):
-            results[name] = seconds
-            notes[name] = f"GPU peak {peak:.1f} GiB" + (f"; {extra['phases']}" if "phases" in extra else "")
-    floor = results.get("floor")
+        peak = DEVICE.peak_bytes(extra)
+        peak_text = "-" if peak is None else format_bytes(peak)
+        print(f"{name}: {seconds:.2f} s, {DEVICE.name} peak {peak_text} {extra}", flush=True)
+        if seconds < results.get(name, (float("inf"),))[0]:
+            results[name] = (seconds, peak)
+            notes[name] = f"{DEVICE.name} peak {peak_text}" + (f"; {extra['phases']}" if "phases" in extra else "")
+    return results, notes
+
+
+def result_table(results: dict, notes: dict) -> list[str]:
+    floor = results.get("floor", (None,))[0]
     lines = [
-        f"# GPU verification of a {size / 1e9:.2f} GB bf16 checkpoint (about 3.6B parameters, 2 GB shards)",
-        *lines,
-        "",
-        "Page cache dropped before each arm; each arm ran twice, the best counts.",
-        "",
         "| arm | seconds | x floor | notes |",
         "| --- | --- | --- | --- |",
         *(
-            f"| {name} | {results[name]:.2f} | {results[name] / floor:.2f} | {notes.get(name, '')} |"
+            f"| {name} | {results[name][0]:.2f} | {results[name][0] / floor:.2f} | {notes.get(name, '')} |"
             if name in results and floor
             else f"| {name} | - | - | {notes.get(name, 'not measured')} |"
             for name in ARMS
         ),
     ]
     if floor and "weightgate" in results:
-        lines += ["", f"weightgate / floor = {results['weightgate'] / floor:.2f}x (target <= 1.2x)"]
-    publish_results("gpu-verify.md", lines)
+        lines += ["", f"weightgate / floor = {results['weightgate'][0] / floor:.2f}x (target <= 1.2x)"]
+    if floor and STREAMED_ARM in results:
+        seconds, peak = results[STREAMED_ARM]
+        lines.append(
+            f"{STREAMED_ARM} / floor = {seconds / floor:.2f}x (target <= 1.3x), {DEVICE.name} peak "
+            f"{'-' if peak is None else format_bytes(peak)} (target <= {format_bytes(STREAMED_PEAK_TARGET)})"
+        )
+    return lines
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ A checkpoint is a list of `CheckpointFile`s (a path, a size, a way to open it), 
 run on a local directory and on objects streamed from S3.
 """
 
+import functools
 import os
 import stat
 from collections.abc import Callable
@@ -32,6 +33,9 @@ class CheckpointFile:
     path: str  # relative, POSIX
     size: int
     open: Callable[[], BinaryIO]
+    # (offset, length) -> exactly those bytes of the version that `open` streams; for a stream that cannot
+    # seek (an S3 object), so a streamed smoke pass can read a block's tensors again without reading from 0.
+    read_range: Callable[[int, int], bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -200,14 +204,23 @@ def check_tensors(scans: list[FileScan], report: Report) -> None:
 
 
 def scan_file(item: CheckpointFile, *, sink=None, progress=None) -> FileScan:
-    """Read one file once: its digest, header and tensor statistics (and its tensors, into `sink`)."""
+    """Read one file once: its digest, header and tensor statistics (and its tensors, into `sink`).
+
+    `progress(item, bytes)`, when given, is called with 0 as the read starts, then after each chunk."""
+    file_progress = functools.partial(progress, item) if progress is not None else None
+    if file_progress is not None:
+        file_progress(0)
     with item.open() as stream:
         shard_sink = sink if is_weight_shard(item.path) else None
-        return scan_stream(item.path, item.size, stream, progress=progress, sink=shard_sink)
+        return scan_stream(item.path, item.size, stream, progress=file_progress, sink=shard_sink)
 
 
 def scan_files(files: list[CheckpointFile], *, sink=None, workers: int | None = None, progress=None) -> list[FileScan]:
-    """Read every file once, in parallel: digests, headers, tensor statistics (and tensors, into `sink`)."""
+    """Read every file once, in parallel: digests, headers, tensor statistics (and tensors, into `sink`).
+
+    `progress(item, bytes)`, when given, is called with 0 as a file's read starts, then after each of its
+    chunks, from the reading threads.
+    """
     # Hashing and numpy release the GIL, so threads spread the files over the cores; two per core
     # keep every core busy to the end when shard sizes are uneven.
     with ThreadPoolExecutor(max_workers=workers or min(8, 2 * (os.cpu_count() or 1))) as pool:
@@ -254,8 +267,8 @@ def judge_scans(files: list[CheckpointFile], scans: list[FileScan], report: Repo
     check_config(by_path, scans, report)
 
 
-def check_directory(root: Path | str, *, smoke: bool = True, workers: int | None = None) -> Report:
-    """Run every check on a checkpoint directory and return the report."""
+def check_directory(root: Path | str, *, smoke: bool = True, workers: int | None = None, progress=None) -> Report:
+    """Run every check on a checkpoint directory and return the report (`progress` as for `scan_files`)."""
     root = Path(root)
     if not root.is_dir():
         raise UnreadableCheckpoint(f"{root} is not a directory")
@@ -264,4 +277,4 @@ def check_directory(root: Path | str, *, smoke: bool = True, workers: int | None
         files = directory_files(root, report)
     except OSError as error:
         raise UnreadableCheckpoint(f"{root} cannot be read: {error}") from error
-    return check_files(files, report, smoke=smoke, workers=workers)
+    return check_files(files, report, smoke=smoke, workers=workers, progress=progress)

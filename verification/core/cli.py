@@ -1,12 +1,14 @@
 """python -m verification DIR [--json] [--no-smoke]
 
 Exit status: 0 every check passed, 1 a check failed, 2 bad usage or unreadable input.
+On a terminal, stderr shows each file's progress (bytes done, rate); stdout holds only the report.
 """
 
 import argparse
 import sys
 
 from verification.core.checks import UnreadableCheckpoint, check_directory
+from verification.core.progress import TerminalProgress
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,11 +17,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-smoke", action="store_true", help="skip the smoke inference")
     args = parser.parse_args(argv)
+    progress = TerminalProgress(sys.stderr) if sys.stderr.isatty() else None
     try:
-        report = check_directory(args.directory, smoke=not args.no_smoke)
+        report = check_directory(args.directory, smoke=not args.no_smoke, progress=progress)
     except UnreadableCheckpoint as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        if progress is not None:
+            progress.close()
     if args.json:
         print(report.to_json())
     else:

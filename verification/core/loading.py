@@ -1,7 +1,8 @@
 """Loading tensors for the smoke pass from the same read that hashes and scans them.
 
 A `TensorSink` receives each tensor's bytes as the scan streams past, straight into buffers on the
-smoke device, so the forward pass runs on exactly the bytes whose sha256 was just computed, and
+smoke device (or on each block's device, or in host memory until the block's turn, as the model's
+placement says), so the forward pass runs on exactly the bytes whose sha256 was just computed, and
 a shard is read once for everything.
 """
 
@@ -33,10 +34,42 @@ class UnloadableTensor(Exception):
     pass
 
 
+def torch_dtype(entry):
+    import torch
+
+    dtype_name = SAFETENSORS_TO_TORCH.get(entry.dtype)
+    dtype = getattr(torch, dtype_name, None) if dtype_name else None
+    if dtype is None:
+        raise UnloadableTensor(f"tensor {entry.name!r} is {entry.dtype}, which torch cannot load")
+    return dtype
+
+
+def meta_tensors(entries: dict) -> dict:
+    """Tensors of the checkpoint's names, shapes and dtypes that hold nothing: a model built around them
+    has the real model's structure while each block's weights are brought in only when it runs."""
+    import torch
+
+    return {name: torch.empty(entry.shape, dtype=torch_dtype(entry), device="meta") for name, entry in entries.items()}
+
+
+def dominant_dtype(entries: dict) -> str | None:
+    """The safetensors dtype that holds most of the bytes: the one the forward pass computes in."""
+    totals: dict[str, int] = {}
+    for entry in entries.values():
+        totals[entry.dtype] = totals.get(entry.dtype, 0) + entry.nbytes
+    return max(totals, key=totals.__getitem__, default=None)
+
+
 class TensorSink:
-    def __init__(self, device):
+    """Buffers for each tensor, filled from the hashing read: on the smoke device (whole), on each
+    block's device (spread, through `device_for`), or in host memory until their block runs (streamed)."""
+
+    def __init__(self, device, *, placement=None, device_for=None):
         self.device = device
+        self.device_for = device_for  # tensor name -> its block's device (or None), where blocks are spread
+        self.placement = placement  # where the model runs (verification.core.placement); None: whole on `device`
         self.buffers = {}
+        self.host_views = {}  # tensor name -> writable view of its host buffer
         self.entries = {}
         self.lock = threading.Lock()
 
@@ -44,16 +77,27 @@ class TensorSink:
         import torch
 
         buffers = {
-            name: torch.empty(entry.nbytes, dtype=torch.uint8, device=self.device)
+            name: torch.empty(entry.nbytes, dtype=torch.uint8, device=self.device_of(name))
             for name, entry in header.tensors.items()
         }
+        # Host buffers are filled by a plain memcpy in the scan's own thread: torch's copy spreads each
+        # chunk over its thread pool, which stalls whenever another thread or process holds a core.
+        host_views = {name: memoryview(buffer.numpy()) for name, buffer in buffers.items() if buffer.is_cpu}
         with self.lock:
             self.buffers.update(buffers)
+            self.host_views.update(host_views)
             self.entries.update(header.tensors)
+
+    def device_of(self, name: str):
+        return (self.device_for(name) if self.device_for is not None else None) or self.device
 
     def write(self, name: str, offset: int, piece: memoryview) -> None:
         import torch
 
+        host_view = self.host_views.get(name)
+        if host_view is not None:
+            host_view[offset : offset + len(piece)] = piece
+            return
         with warnings.catch_warnings():  # the source is a read-only map; it is only read
             warnings.simplefilter("ignore", UserWarning)
             source = torch.frombuffer(piece, dtype=torch.uint8)
@@ -61,14 +105,20 @@ class TensorSink:
 
     def tensors(self, names=None) -> dict:
         """The received tensors, typed and shaped (views of the buffers, no copy)."""
-        import torch
-
         result = {}
         for name in names if names is not None else self.buffers:
             entry = self.entries[name]
-            dtype_name = SAFETENSORS_TO_TORCH.get(entry.dtype)
-            dtype = getattr(torch, dtype_name, None) if dtype_name else None
-            if dtype is None:
-                raise UnloadableTensor(f"tensor {name!r} is {entry.dtype}, which torch cannot load")
-            result[name] = self.buffers[name].view(dtype).reshape(entry.shape)
+            result[name] = self.buffers[name].view(torch_dtype(entry)).reshape(entry.shape)
         return result
+
+    def load(self, names, device, slot: int = 0) -> dict:
+        """Some tensors on `device`, for the block about to run (no copy when they are there already).
+
+        `slot` is for sources that reuse buffers from block to block; these tensors stay where they are."""
+        return {name: tensor.to(device) for name, tensor in self.tensors(names).items()}
+
+    def open(self) -> None:
+        """Nothing to prepare: the tensors arrived during the hashing read."""
+
+    def close(self) -> None:
+        """Nothing to release before the buffers themselves are dropped."""

@@ -232,7 +232,8 @@ def scan_stream(path: str, size: int, stream: BinaryIO, *, progress=None, sink=N
     scanner = None
     for chunk in chunks_of(stream, size):
         digest.update(chunk)
-        read += len(chunk)
+        taken = len(chunk)  # the header collector keeps part of the first chunks; progress counts them all
+        read += taken
         if len(head) < 8:
             head += bytes(chunk[: 8 - len(head)])
         if collector is not None and not collector.done:
@@ -242,7 +243,7 @@ def scan_stream(path: str, size: int, stream: BinaryIO, *, progress=None, sink=N
         if scanner is not None and len(chunk):
             scanner.feed(chunk)
         if progress is not None:
-            progress(len(chunk))
+            progress(taken)
     if read != size:
         raise OSError(f"{path} changed size while it was read ({size} then {read} bytes)")
     if collector is not None:
