@@ -27,6 +27,10 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 
+class ObjectChanged(Exception):
+    """An object was replaced between the listing that named its version and a read of it."""
+
+
 class StorageError(Exception):
     """The storage could not be reached or refused an operation; worth retrying later."""
 
@@ -215,7 +219,11 @@ class S3Storage:
 
         try:
             return operation(*args, **kwargs)
-        except (Boto3Error, BotoCoreError, ClientError) as error:
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                raise ObjectChanged(f"S3 bucket {self.bucket}: the object changed since it was listed") from error
+            raise StorageError(f"S3 bucket {self.bucket}: {error}") from error
+        except (Boto3Error, BotoCoreError) as error:
             raise StorageError(f"S3 bucket {self.bucket}: {error}") from error
 
     def upload(self, key: str, source: Path, transfer: Transfer, *, digest=None) -> Uploaded:
@@ -235,8 +243,22 @@ class S3Storage:
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call(self.client.put_object, Bucket=self.bucket, Key=checked_key(key), Body=data)
 
-    def open(self, key: str) -> BinaryIO:
-        return self._call(self.client.get_object, Bucket=self.bucket, Key=checked_key(key))["Body"]
+    def open(self, key: str, *, etag: str = "") -> BinaryIO:
+        """The object's bytes as a stream; with `etag`, only that version of it (else ObjectChanged)."""
+        condition = {"IfMatch": etag} if etag else {}
+        return self._call(self.client.get_object, Bucket=self.bucket, Key=checked_key(key), **condition)["Body"]
+
+    def read_range(self, key: str, offset: int, length: int, *, etag: str) -> bytes:
+        """`length` bytes of the object's version `etag` from `offset` (ObjectChanged for another version)."""
+        answer = self._call(
+            self.client.get_object,
+            Bucket=self.bucket,
+            Key=checked_key(key),
+            Range=f"bytes={offset}-{offset + length - 1}",
+            IfMatch=etag,
+        )
+        with contextlib.closing(answer["Body"]) as body:
+            return body.read()
 
     def _objects(self, prefix: str):
         paginator = self.client.get_paginator("list_objects_v2")

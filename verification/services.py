@@ -22,7 +22,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from distribution.models import Revision, RevisionFile, beating
-from distribution.storage import LocalStorage, StorageError, get_storage
+from distribution.storage import LocalStorage, ObjectChanged, StorageError, get_storage
 from verification.core.checks import (
     CheckpointFile,
     UnreadableCheckpoint,
@@ -33,6 +33,7 @@ from verification.core.checks import (
     scan_file,
     scan_files,
 )
+from verification.core.file_tensors import ContentChanged
 from verification.core.model_checks import run_smoke, smoke_sink
 from verification.core.report import FileDigest, Report
 from verification.core.scan import FileScan
@@ -91,12 +92,29 @@ def stored_files(revision: Revision, report: Report) -> list[CheckpointFile]:
     storage = get_storage(revision.storage_backend)
     if isinstance(storage, LocalStorage):
         return directory_files(storage.path(revision.storage_prefix), report)
+    # Each object is read at the version the listing named, so bytes read again for a streamed smoke
+    # pass are the ones hashed: a replaced object fails as ContentChanged, never as other weights.
     return [
         CheckpointFile(
-            path, size, lambda key=f"{revision.storage_prefix}/{path}": contextlib.closing(storage.open(key))
+            path,
+            stored.size,
+            lambda key=f"{revision.storage_prefix}/{path}", etag=stored.etag: contextlib.closing(
+                versioned(storage.open, key, etag=etag)
+            ),
+            lambda offset, length, key=f"{revision.storage_prefix}/{path}", etag=stored.etag: versioned(
+                storage.read_range, key, offset, length, etag=etag
+            ),
         )
-        for path, size in sorted(storage.list_prefix(revision.storage_prefix).items())
+        for path, stored in sorted(storage.stored_objects(revision.storage_prefix).items())
     ]
+
+
+def versioned(read, *args, **kwargs):
+    """`read(...)` of one version of an object; the verification core's ContentChanged if it was replaced."""
+    try:
+        return read(*args, **kwargs)
+    except ObjectChanged as error:
+        raise ContentChanged(str(error)) from error
 
 
 def check_against_record(revision: Revision, report: Report) -> None:
@@ -143,6 +161,8 @@ def checks_on_storage(revision: Revision, *, smoke: bool) -> Report:
         check_files(files, report, smoke=smoke)
     except UnreadableCheckpoint as error:
         report.fail("files", "Unreadable", str(error))
+    except ContentChanged as error:
+        report.fail("files", "ContentChanged", f"a file changed while it was read: {error}")
     check_against_record(revision, report)
     check_signature(revision, report)
     return report
@@ -186,7 +206,12 @@ def smoke_checks(revision: Revision, report: Report) -> None:
     sink = smoke_sink(files, report)
     if sink is None:
         return
-    for scan in scan_files(files, sink=sink):
+    try:
+        scans = scan_files(files, sink=sink)
+    except ContentChanged as error:
+        report.fail("smoke", "ContentChanged", f"a file changed after it was verified: {error}")
+        return
+    for scan in scans:
         verified = report.files.get(scan.path)
         if verified is None or verified.sha256 != scan.sha256:
             report.fail("smoke", "ContentChanged", f"{scan.path} changed after it was verified", scan.path)

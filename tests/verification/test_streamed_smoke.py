@@ -265,3 +265,46 @@ def test_blocks_read_into_reused_buffers_keep_their_values_while_the_next_one_lo
     logits, facts = logits_of(one_way_files(checkpoint, []), devices=[DeviceMemory("cpu", budget)], host_free=budget)
     assert facts["prefetch"] is True and facts["reread_from_files"] is True
     assert torch.equal(logits, whole_logits(checkpoint))
+
+
+@pytest.mark.django_db
+def test_an_s3_revision_larger_than_the_budget_is_streamed_from_ranges_of_the_versions_hashed(
+    s3_endpoint, tmp_path, monkeypatch
+):
+    from distribution.storage import S3Storage
+    from tests.support.flows import publish
+    from verification.services import run_checks_stage, run_smoke_stage
+
+    checkpoint = write_tiny_llama(tmp_path / "ckpt", shards=3, config_overrides={"num_hidden_layers": 12})
+    weights = sum(path.stat().st_size for path in checkpoint.glob("*.safetensors"))
+    monkeypatch.setenv("WEIGHTGATE_SMOKE_MAX_BYTES", str(weights // 4))
+    ranges = []
+    read_range = S3Storage.read_range
+    monkeypatch.setattr(S3Storage, "read_range", lambda self, *a, **k: ranges.append(a) or read_range(self, *a, **k))
+    revision = publish(checkpoint, "acme/streamed-s3", "s3")
+    run_checks_stage(revision.pk)
+    run_smoke_stage(revision.pk)
+    revision.refresh_from_db()
+    assert revision.state == revision.State.VERIFIED, revision.failure_reason
+    smoke = revision.runs.get().report["smoke"]
+    assert smoke["placement"] == "streamed" and smoke["reread_from_files"]
+    assert ranges and all(length < weights for _key, _offset, length in ranges)  # block by block, never whole
+
+
+@pytest.mark.django_db
+def test_an_s3_object_replaced_after_its_listing_is_never_read_as_the_one_hashed(s3_endpoint, tmp_path):
+    from distribution.storage import get_storage
+    from tests.support.flows import publish
+    from verification.core.file_tensors import ContentChanged
+    from verification.core.report import Report
+    from verification.services import stored_files
+
+    revision = publish(write_tiny_llama(tmp_path / "ckpt", shards=2), "acme/replaced", "s3")
+    listed = {item.path: item for item in stored_files(revision, Report())}
+    shard = listed["model-00001-of-00002.safetensors"]
+    assert len(shard.read_range(0, 8)) == 8
+    get_storage("s3").put_bytes(f"{revision.storage_prefix}/{shard.path}", b"other weights")
+    with pytest.raises(ContentChanged):
+        shard.read_range(0, 8)
+    with pytest.raises(ContentChanged):
+        shard.open()
