@@ -79,9 +79,12 @@ FIRST_FILES = 60_000  # per wrk thread: more than it asks for in 10 s
 
 
 def manage(env, *args, stdin=None) -> str:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, input=stdin, text=True, capture_output=True, check=True
-    ).stdout.strip()
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, input=stdin, text=True, capture_output=True
+    )
+    if done.returncode:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return done.stdout.strip()
 
 
 def serve(command, env, port, log: Path):

@@ -82,7 +82,7 @@ class Storage(Protocol):
         `digest` (a hashlib object), when given, is fed every byte of the file in order."""
         ...
 
-    def put_file(self, key: str, source: Path) -> None: ...
+    def put_file(self, key: str, source: Path | str) -> None: ...
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
 
@@ -139,8 +139,8 @@ class LocalStorage:
                 transfer.on_bytes(len(chunk))
         return Uploaded("")
 
-    def put_file(self, key: str, source: Path) -> None:
-        with self._writing(key) as out, source.open("rb") as handle:
+    def put_file(self, key: str, source: Path | str) -> None:
+        with self._writing(key) as out, Path(source).open("rb") as handle:
             shutil.copyfileobj(handle, out, COPY_CHUNK)
 
     def put_bytes(self, key: str, data: bytes) -> None:
@@ -236,9 +236,9 @@ class S3Storage:
             return Uploaded(etag)
         return MultipartUpload(self, checked_key(key), source, size).send(transfer, digest)
 
-    def put_file(self, key: str, source: Path) -> None:
+    def put_file(self, key: str, source: Path | str) -> None:
         with Transfer(self.concurrency) as transfer:
-            self.upload(key, source, transfer)
+            self.upload(key, Path(source), transfer)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call(self.client.put_object, Bucket=self.bucket, Key=checked_key(key), Body=data)
