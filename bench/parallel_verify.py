@@ -86,7 +86,7 @@ def timed_checks(checkpoint: Path, count: int, env: dict[str, str], logs: Path) 
     from distribution.publishing import publish_checkpoint
     from verification.tasks import verify_revision
 
-    revision = publish_checkpoint(checkpoint, f"bench/parallel-{count}", storage_backend="local")
+    revision = publish_checkpoint(checkpoint, f"bench/parallel-{count}", storage_backend="local").revision
     processes = start_workers(count, env, logs)
     try:
         sent = timezone.now()
