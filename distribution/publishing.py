@@ -10,6 +10,7 @@ to verification, which never claims a draft; nothing lists or serves one.
 """
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -22,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -69,6 +70,27 @@ class SourceFile:
     absolute: Path
     size: int
     mtime_ns: int
+    identity: tuple[int, int]  # (device, inode) when it was checked: the file read must be that one
+
+    def open(self) -> BinaryIO:
+        """The file checked, opened without following a link: one swapped in since, or another file now
+        at its path, is refused, never read (the descriptor is what every read uses from then on)."""
+        try:
+            descriptor = os.open(self.absolute, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as error:
+            raise self.replaced() if error.errno == errno.ELOOP else PublishError(f"{self.path}: {error}") from None
+        status = os.fstat(descriptor)
+        found = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+        if not stat.S_ISREG(status.st_mode) or found != (*self.identity, self.size, self.mtime_ns):
+            os.close(descriptor)
+            raise self.replaced()
+        return os.fdopen(descriptor, "rb")
+
+    def replaced(self) -> "PublishError":
+        return PublishError(
+            f"{self.path} was replaced after it was checked (a link or another file stands in its place): "
+            "nothing of it was stored; publish again once the checkpoint stays put"
+        )
 
 
 def checked_source(directory: Path, path: Path) -> SourceFile | None:
@@ -91,7 +113,7 @@ def checked_source(directory: Path, path: Path) -> SourceFile | None:
             f"{relative} is where the portal puts its signature of each release: remove it from "
             f"{directory} (the portal signs the release once it is verified)"
         )
-    return SourceFile(relative, path, status.st_size, status.st_mtime_ns)
+    return SourceFile(relative, path, status.st_size, status.st_mtime_ns, (status.st_dev, status.st_ino))
 
 
 def checkpoint_files(directory: Path) -> list[SourceFile]:
@@ -300,9 +322,9 @@ def is_there(row: RevisionFile, stored: StoredObject | None) -> bool:
     return stored is not None and stored.size == row.size and stored.etag.strip('"') == row.stored_etag.strip('"')
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(source: SourceFile) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with source.open() as handle:
         while chunk := handle.read(8 * 1024 * 1024):
             digest.update(chunk)
     return digest.hexdigest()
@@ -311,8 +333,9 @@ def sha256_of(path: Path) -> str:
 def send_file(storage, prefix: str, source: SourceFile, transfer: Transfer, hashing: bool):
     """(the upload, its sha256 or "") of one file, refusing a file that changed while it was read."""
     digest = hashlib.sha256() if hashing else None
-    uploaded = storage.upload(f"{prefix}/{source.path}", source.absolute, transfer, digest=digest)
-    now = source.absolute.stat()
+    with source.open() as handle:
+        uploaded = storage.upload(f"{prefix}/{source.path}", handle, source.size, transfer, digest=digest)
+        now = os.fstat(handle.fileno())
     if (now.st_size, now.st_mtime_ns) != (source.size, source.mtime_ns):
         raise PublishError(
             f"{source.path} changed while it was being published: publish once the checkpoint is written "
@@ -391,7 +414,7 @@ def store_missing(draft: Revision, storage, files: list[SourceFile], *, hashing:
             if source.path not in there:
                 futures[files_pool.submit(send_file, storage, draft.storage_prefix, source, transfer, hashing)] = source
             elif hashing and not row.upload_sha256:  # stored by a run that did not hash: read it, don't send it
-                futures[files_pool.submit(lambda path: (None, sha256_of(path)), source.absolute)] = source
+                futures[files_pool.submit(lambda checked: (None, sha256_of(checked)), source)] = source
             else:
                 outcomes[source.path] = outcome_of(row, None, row.upload_sha256)
         try:

@@ -14,6 +14,8 @@ against the local bytes (its ETag is their MD5); one of no use is aborted.
 import contextlib
 import functools
 import hashlib
+import io
+import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -77,9 +79,10 @@ class Storage(Protocol):
 
     name: str  # recorded on each revision, which keeps its files where they were published
 
-    def upload(self, key: str, source: Path, transfer: Transfer, *, digest=None) -> Uploaded:
-        """Store `source` under `key`, resuming what an interrupted upload left.
-        `digest` (a hashlib object), when given, is fed every byte of the file in order."""
+    def upload(self, key: str, source: BinaryIO, size: int, transfer: Transfer, *, digest=None) -> Uploaded:
+        """Store the `size` bytes of the open file `source` under `key`, resuming what an interrupted upload
+        left; read from that descriptor only, never by path again. `digest` (a hashlib object), when
+        given, is fed every byte of the file in order."""
         ...
 
     def put_file(self, key: str, source: Path | str) -> None: ...
@@ -132,9 +135,9 @@ class LocalStorage:
             yield out
         partial.replace(target)
 
-    def upload(self, key: str, source: Path, transfer: Transfer, *, digest=None) -> Uploaded:
-        with self._writing(key) as out, source.open("rb") as handle:
-            while chunk := handle.read(COPY_CHUNK):
+    def upload(self, key: str, source: BinaryIO, size: int, transfer: Transfer, *, digest=None) -> Uploaded:
+        with self._writing(key) as out:
+            while chunk := source.read(COPY_CHUNK):
                 out.write(fed(chunk, digest))
                 transfer.on_bytes(len(chunk))
         return Uploaded("")
@@ -226,19 +229,18 @@ class S3Storage:
         except (Boto3Error, BotoCoreError) as error:
             raise StorageError(f"S3 bucket {self.bucket}: {error}") from error
 
-    def upload(self, key: str, source: Path, transfer: Transfer, *, digest=None) -> Uploaded:
-        size = source.stat().st_size
+    def upload(self, key: str, source: BinaryIO, size: int, transfer: Transfer, *, digest=None) -> Uploaded:
         if size < self.part_size:
-            with transfer.slots, source.open("rb") as handle:
-                data = fed(handle.read(), digest)
+            with transfer.slots:
+                data = fed(source.read(), digest)
                 etag = self._call(self.client.put_object, Bucket=self.bucket, Key=checked_key(key), Body=data)["ETag"]
             transfer.on_bytes(size)
             return Uploaded(etag)
         return MultipartUpload(self, checked_key(key), source, size).send(transfer, digest)
 
     def put_file(self, key: str, source: Path | str) -> None:
-        with Transfer(self.concurrency) as transfer:
-            self.upload(key, Path(source), transfer)
+        with Transfer(self.concurrency) as transfer, Path(source).open("rb") as handle:
+            self.upload(key, handle, os.fstat(handle.fileno()).st_size, transfer)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call(self.client.put_object, Bucket=self.bucket, Key=checked_key(key), Body=data)
@@ -317,6 +319,43 @@ def part_size_for(size: int, smallest: int) -> int:
     return max(smallest, -(-needed // (1024 * 1024)) * 1024 * 1024)
 
 
+class PartWindow(io.RawIOBase):
+    """Bytes [offset, offset + length) of an open file, read with pread: the parts of one descriptor can
+    be read by several threads at once, and a part sent again is read again from its start."""
+
+    def __init__(self, descriptor: int, offset: int, length: int):
+        super().__init__()
+        self.descriptor, self.offset, self.length, self.position = descriptor, offset, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = self.length - self.position if size is None or size < 0 else min(size, self.length - self.position)
+        data = os.pread(self.descriptor, max(0, wanted), self.offset + self.position) if wanted > 0 else b""
+        self.position += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.length}[whence]
+        self.position = max(0, min(self.length, base + position))
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def __len__(self) -> int:
+        return self.length
+
+
 class MultipartUpload:
     """One file sent in parts, several at once, each read once (in order when `digest` must see every byte).
 
@@ -326,7 +365,7 @@ class MultipartUpload:
     is aborted and the file starts over.
     """
 
-    def __init__(self, storage: S3Storage, key: str, source: Path, size: int):
+    def __init__(self, storage: S3Storage, key: str, source: BinaryIO, size: int):
         self.storage, self.key, self.source, self.size = storage, key, source, size
         self.part_size = part_size_for(size, storage.part_size)
         self.failed = threading.Event()
@@ -358,39 +397,36 @@ class MultipartUpload:
         pending: dict[int, object] = {}
         resumed = 0
         count = -(-self.size // self.part_size)
-        with self.source.open("rb") as handle:
-            for number in range(1, count + 1):
-                if self.failed.is_set() or transfer.stopping.is_set():
-                    break
-                transfer.slots.acquire()
-                try:
-                    body = self.part_body(handle, number, digest, held)
-                except BaseException:
-                    transfer.slots.release()
-                    raise
-                if body is None:
-                    transfer.slots.release()
-                    pending[number] = held[number]
-                    resumed += self.part_length(number)
-                    transfer.on_bytes(self.part_length(number))
-                    continue
-                pending[number] = transfer.pool.submit(self.send_part, upload_id, number, body, transfer)
+        for number in range(1, count + 1):
+            if self.failed.is_set() or transfer.stopping.is_set():
+                break
+            transfer.slots.acquire()
+            try:
+                body = self.part_body(number, digest, held)
+            except BaseException:
+                transfer.slots.release()
+                raise
+            if body is None:
+                transfer.slots.release()
+                pending[number] = held[number]
+                resumed += self.part_length(number)
+                transfer.on_bytes(self.part_length(number))
+                continue
+            pending[number] = transfer.pool.submit(self.send_part, upload_id, number, body, transfer)
         etags = {number: sent if isinstance(sent, str) else sent.result() for number, sent in pending.items()}
         if len(etags) < count:  # never complete a multipart upload that lacks a part: the object would be cut short
             raise StorageError(f"the upload of {self.key} stopped after {len(etags)} of its {count} parts")
         parts = [{"PartNumber": number, "ETag": f'"{etag}"'} for number, etag in etags.items()]
         return Uploaded(self.complete(upload_id, parts), resumed)
 
-    def part_body(self, handle, number: int, digest, held: dict[int, str]):
+    def part_body(self, number: int, digest, held: dict[int, str]):
         """What to send as part `number`; None when S3 holds it already, with these bytes. Without a digest
         to feed, a part S3 lacks is read by the thread that sends it (as boto3 does), never copied first."""
-        from s3transfer.utils import ReadFileChunk
-
         offset, length = (number - 1) * self.part_size, self.part_length(number)
+        window = PartWindow(self.source.fileno(), offset, length)
         if digest is None and number not in held:
-            return ReadFileChunk.from_filename(str(self.source), offset, length)
-        handle.seek(offset)
-        data = fed(handle.read(length), digest)
+            return window
+        data = fed(window.read(), digest)
         if number in held and held[number] == hashlib.md5(data, usedforsecurity=False).hexdigest():
             return None
         return data

@@ -49,3 +49,35 @@ def test_publish_refuses_a_symbolic_link(tmp_path):
     with pytest.raises(CommandError, match="symbolic link"):
         run("publish_checkpoint", str(checkpoint), "--repo", "acme/linked")
     assert not Revision.objects.exists()
+
+
+@pytest.mark.parametrize("replacement", ["a link", "another file"])
+def test_a_file_swapped_after_its_check_is_never_read_and_nothing_of_it_is_stored(tmp_path, monkeypatch, replacement):
+    from distribution import publishing
+    from distribution.publishing import PublishError, publish_checkpoint
+    from distribution.storage import get_storage
+    from verification.core.tiny_llama import write_tiny_llama
+
+    secret = tmp_path / "secret.key"
+    secret.write_bytes(b"the server's private key")
+    checkpoint = write_tiny_llama(tmp_path / "ckpt", shards=2)
+    checked = publishing.checkpoint_files
+
+    def swapped_after_the_check(directory):
+        files = checked(directory)
+        target = checkpoint / "config.json"  # what an attacker with write access to the folder does
+        target.unlink()
+        if replacement == "a link":
+            target.symlink_to(secret)
+        else:
+            target.write_bytes(secret.read_bytes())  # the same name, perhaps even the same inode
+        return files
+
+    def stored_files() -> set:
+        return {path for path in get_storage("local").root.rglob("*") if path.is_file()}
+
+    before = stored_files()
+    monkeypatch.setattr(publishing, "checkpoint_files", swapped_after_the_check)
+    with pytest.raises(PublishError, match=r"config\.json was replaced after it was checked"):
+        publish_checkpoint(checkpoint, "acme/swapped", storage_backend="local")
+    assert [path for path in stored_files() - before if path.read_bytes() == secret.read_bytes()] == []
