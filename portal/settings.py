@@ -68,6 +68,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "hub.clients.ClientAddressMiddleware",  # first: every later reader sees the client's own address
+    "hub.nul.RefuseNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "distribution.downloads.fast_path.RepeatedRedirectMiddleware",
