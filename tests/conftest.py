@@ -134,3 +134,16 @@ def browser(monkeypatch):
         )
         yield chromium
         chromium.close()
+
+
+@pytest.fixture
+def release(tmp_path):
+    """acme/tiny released on local storage, alice granted access: (revision, her token)."""
+    from access.services import grant_access
+    from tests.support.flows import published_tiny_llama
+    from tests.support.personas import person, token_for
+
+    revision, _ = published_tiny_llama(tmp_path, "acme/tiny", verify_here=True)
+    alice = person("alice")
+    grant_access(alice, revision.repo, granted_by=None)
+    return revision, token_for(alice)

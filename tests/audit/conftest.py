@@ -3,11 +3,8 @@
 import pytest
 
 from access.models import GatingPolicy
-from access.services import grant_access
 from audit.chain import first_break
 from distribution.models import Repo
-from tests.support.flows import published_tiny_llama
-from tests.support.personas import person, token_for
 
 
 @pytest.fixture
@@ -22,11 +19,3 @@ def repo():
     repo = Repo.objects.create(org="acme", name="tiny")
     GatingPolicy.objects.create(repo=repo, reapply_cooldown_days=0)
     return repo
-
-
-@pytest.fixture
-def release(tmp_path):
-    revision, _ = published_tiny_llama(tmp_path, "acme/tiny", verify_here=True)
-    alice = person("alice")
-    grant_access(alice, revision.repo, granted_by=None)
-    return revision, token_for(alice)

@@ -18,11 +18,8 @@ import pytest
 import requests
 from django.db import connection
 
-from access.services import grant_access
 from distribution.models import DownloadEvent
 from tests.support import servers
-from tests.support.flows import published_tiny_llama
-from tests.support.personas import person, token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 DOWNLOADS = 300
@@ -84,14 +81,6 @@ def listening(port: int) -> bool:
     except OSError:
         return False
     return True
-
-
-@pytest.fixture
-def release(tmp_path):
-    revision, _ = published_tiny_llama(tmp_path, "acme/tiny", verify_here=True)
-    alice = person("alice")
-    grant_access(alice, revision.repo, granted_by=None)
-    return revision, token_for(alice)
 
 
 def test_terminated_database_connections_cost_no_download(release, worker_env, tmp_path):
