@@ -76,6 +76,9 @@ class Repo(models.Model):
     # A private repo is invisible to everyone but staff and its reviewers: not even its existence leaks.
     private = models.BooleanField(default=False)
     gated = models.BooleanField(default=True)
+    # Model code (Python files, a config's auto_map) runs on every recipient's machine under
+    # trust_remote_code: refused at verification unless staff allow it for this repo.
+    allows_code = models.BooleanField(default=False)
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     # Download links (manifest, download.sh): how long they live and how many requests they serve.

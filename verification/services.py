@@ -158,7 +158,7 @@ def checks_on_storage(revision: Revision, *, smoke: bool) -> Report:
     report = Report()
     files = stored_files(revision, report)
     try:
-        check_files(files, report, smoke=smoke)
+        check_files(files, report, smoke=smoke, allow_code=revision.repo.allows_code)
     except UnreadableCheckpoint as error:
         report.fail("files", "Unreadable", str(error))
     except ContentChanged as error:
@@ -318,7 +318,7 @@ def judged_checks(revision: Revision) -> Report:
         if "unreadable" in check.scan:
             report.fail("files", "Unreadable", check.scan["unreadable"], check.path)
     scans = [FileScan.from_dict(check.scan) for check in checks if "unreadable" not in check.scan]
-    judge_scans(files, scans, report)
+    judge_scans(files, scans, report, allow_code=revision.repo.allows_code)
     check_against_record(revision, report)
     check_signature(revision, report)
     return report

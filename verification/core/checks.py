@@ -6,6 +6,7 @@ run on a local directory and on objects streamed from S3.
 
 import functools
 import os
+import pickletools
 import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,32 @@ from verification.core.scan import FileScan, scan_stream
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz")
 PICKLE_PROTOCOL_MARKS = tuple(bytes([0x80, protocol]) for protocol in range(2, 6))
 ZIP_MAGIC = b"PK\x03\x04"
+# What a model repo holds besides its weights: configs and indexes, tokenizers, chat templates, text
+# and the model card's pictures. A loader never unpickles these; any other kind of file is refused.
+ALLOWED_SUFFIXES = (
+    ".safetensors",
+    ".json",
+    ".model",
+    ".tiktoken",
+    ".jinja",
+    ".txt",
+    ".md",
+    ".yaml",
+    ".yml",
+    ".cff",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".gif",
+)
+ALLOWED_NAMES = frozenset({"LICENSE", "NOTICE", "README", "USE_POLICY", "COPYING", ".gitattributes", ".gitignore"})
+# Code a recipient's loader runs under trust_remote_code: refused unless the repo allows it.
+CODE_SUFFIXES = (".py",)
+# Opcodes that build objects: text read as opcodes (a line starting with P, S, I, ...) has none of them.
+BUILDING_OPCODES = frozenset(
+    {"MARK", "GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD", "INST", "OBJ", "NEWOBJ", "APPEND", "APPENDS", "SETITEM"}
+    | {"SETITEMS", "DICT", "LIST", "TUPLE", "EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE"}
+)
 
 
 class UnreadableCheckpoint(Exception):
@@ -88,17 +115,54 @@ def check_paths(files: list[CheckpointFile], report: Report) -> None:
             )
 
 
-def check_file_kinds(scans: list[FileScan], report: Report) -> None:
+def is_pickle(head: bytes) -> bool:
+    """Whether a file's first bytes are a pickle program, of any protocol (0 and 1 carry no mark): one
+    that is the whole of them or builds objects before its end, or one that runs on past them,
+    building objects all along (text read as opcodes builds nothing)."""
+    if head.startswith(PICKLE_PROTOCOL_MARKS):
+        return True
+    names = []
+    try:
+        for opcode, _argument, position in pickletools.genops(head):
+            names.append(opcode.name)
+            if opcode.name == "STOP":
+                return position == len(head) - 1 or bool(BUILDING_OPCODES.intersection(names))
+    except ValueError:  # cut short at the end of `head`, or bytes that are no opcode
+        pass
+    except Exception:  # anything else genops cannot read is no pickle it knows
+        return False
+    return len(names) >= 32 and len(BUILDING_OPCODES.intersection(names)) >= 3
+
+
+def check_file_kinds(scans: list[FileScan], report: Report, *, allow_code: bool = False) -> None:
     for scan in scans:
+        name = scan.path.rsplit("/", 1)[-1]
         # A safetensors file starts with its header length, which can look like a pickle mark: its
         # own parser judges it. Anything else is sniffed, whatever its name says.
-        sniffed = not scan.path.endswith(".safetensors") and scan.head.startswith((*PICKLE_PROTOCOL_MARKS, ZIP_MAGIC))
+        sniffed = not scan.path.endswith(".safetensors") and (is_pickle(scan.head) or scan.head.startswith(ZIP_MAGIC))
         if scan.path.lower().endswith(PICKLE_SUFFIXES) or sniffed:
             report.fail(
                 "files",
                 "PickleWeights",
                 f"{scan.path} is a pickle-based file, which can run code when loaded; it was not opened. "
                 "Convert the weights to safetensors and publish again.",
+                scan.path,
+            )
+        elif name.endswith(CODE_SUFFIXES):
+            if not allow_code:
+                report.fail(
+                    "files",
+                    "CodeNotAllowed",
+                    f"{scan.path} is Python code, which runs on every recipient's machine under "
+                    "trust_remote_code; this repo does not allow code (staff can allow it in the repo's settings)",
+                    scan.path,
+                )
+        elif not (name.endswith(ALLOWED_SUFFIXES) or name.split(".")[0] in ALLOWED_NAMES or name in ALLOWED_NAMES):
+            report.fail(
+                "files",
+                "FileKindNotAllowed",
+                f"{scan.path} is not a kind of file a model repo holds (weights in .safetensors, JSON configs, "
+                "tokenizer files, text, pictures); remove it or convert it, and publish again",
                 scan.path,
             )
 
@@ -234,23 +298,27 @@ def check_files(
     smoke: bool = True,
     workers: int | None = None,
     progress=None,
+    allow_code: bool = False,
 ) -> Report:
     """Run every check on a checkpoint given as files, reading each file once.
 
     With `smoke`, the tensors are loaded onto the smoke device during that same read, and the
-    forward pass runs once every other check has passed.
+    forward pass runs once every other check has passed. `allow_code` lets Python files and a
+    config's `auto_map` through (a repo that ships its own model code).
     """
     report = report or Report()
     check_paths(files, report)
     sink = smoke_sink(files, report) if smoke else None
     scans = scan_files(files, sink=sink, workers=workers, progress=progress)
-    judge_scans(files, scans, report)
+    judge_scans(files, scans, report, allow_code=allow_code)
     if sink is not None and report.ok:
         run_smoke({item.path: item for item in files}, sink, report)
     return report
 
 
-def judge_scans(files: list[CheckpointFile], scans: list[FileScan], report: Report) -> None:
+def judge_scans(
+    files: list[CheckpointFile], scans: list[FileScan], report: Report, *, allow_code: bool = False
+) -> None:
     """The checks of the whole checkpoint, from every file's scan: kinds, headers, index, tensors, config.
 
     The scans may come from this process or from several workers (stored as `FileScan.as_dict`); only
@@ -258,16 +326,18 @@ def judge_scans(files: list[CheckpointFile], scans: list[FileScan], report: Repo
     by_path = {item.path: item for item in files}
     for result in scans:
         report.files[result.path] = FileDigest(result.path, result.size, result.sha256)
-    check_file_kinds(scans, report)
+    check_file_kinds(scans, report, allow_code=allow_code)
     check_safetensors_headers(scans, report)
     check_index(by_path, scans, report)
     check_tensors(scans, report)
     if not any(check.name == "files" for check in report.failures):
         report.add("files", PASS, "FilesSafe", f"{len(files)} regular files, no links, no pickle")
-    check_config(by_path, scans, report)
+    check_config(by_path, scans, report, allow_code=allow_code)
 
 
-def check_directory(root: Path | str, *, smoke: bool = True, workers: int | None = None, progress=None) -> Report:
+def check_directory(
+    root: Path | str, *, smoke: bool = True, workers: int | None = None, progress=None, allow_code: bool = False
+) -> Report:
     """Run every check on a checkpoint directory and return the report (`progress` as for `scan_files`)."""
     root = Path(root)
     if not root.is_dir():
@@ -277,4 +347,4 @@ def check_directory(root: Path | str, *, smoke: bool = True, workers: int | None
         files = directory_files(root, report)
     except OSError as error:
         raise UnreadableCheckpoint(f"{root} cannot be read: {error}") from error
-    return check_files(files, report, smoke=smoke, workers=workers, progress=progress)
+    return check_files(files, report, smoke=smoke, workers=workers, progress=progress, allow_code=allow_code)

@@ -1,4 +1,4 @@
-"""python -m verification DIR [--json] [--no-smoke]
+"""python -m verification DIR [--json] [--no-smoke] [--allow-code]
 
 Exit status: 0 every check passed, 1 a check failed, 2 bad usage or unreadable input.
 On a terminal, stderr shows each file's progress (bytes done, rate); stdout holds only the report.
@@ -16,10 +16,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("directory", help="the checkpoint directory (safetensors shards, index, config)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-smoke", action="store_true", help="skip the smoke inference")
+    parser.add_argument(
+        "--allow-code", action="store_true", help="accept Python files and a config's auto_map (model code to run)"
+    )
     args = parser.parse_args(argv)
     progress = TerminalProgress(sys.stderr) if sys.stderr.isatty() else None
     try:
-        report = check_directory(args.directory, smoke=not args.no_smoke, progress=progress)
+        report = check_directory(args.directory, smoke=not args.no_smoke, progress=progress, allow_code=args.allow_code)
     except UnreadableCheckpoint as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

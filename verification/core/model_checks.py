@@ -112,12 +112,22 @@ def expected_parameters(config_dict: dict) -> dict[str, tuple[tuple[int, ...], s
     return expected
 
 
-def check_config(files: dict, scans, report: Report) -> None:
+def check_config(files: dict, scans, report: Report, *, allow_code: bool = False) -> None:
     if CONFIG_NAME not in files:
         report.fail("config", "ConfigMissing", "the checkpoint has no config.json to build the model from")
         return
     try:
-        expected = expected_parameters(read_json(files, CONFIG_NAME))
+        config = read_json(files, CONFIG_NAME)
+        if isinstance(config, dict) and config.get("auto_map") and not allow_code:
+            report.fail(
+                "config",
+                "CodeNotAllowed",
+                "config.json names model code to run (auto_map), which runs on every recipient's machine under "
+                "trust_remote_code; this repo does not allow code (staff can allow it in the repo's settings)",
+                CONFIG_NAME,
+            )
+            return
+        expected = expected_parameters(config)
     except (ConfigUnbuildable, ValueError) as error:
         report.fail("config", "ConfigUnbuildable", str(error), CONFIG_NAME)
         return

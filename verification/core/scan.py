@@ -29,6 +29,8 @@ from verification.core.tensor_scan import TensorScanner, TensorStats
 
 CHUNK_BYTES = 1024 * 1024  # stays in a core's cache between hashing and scanning
 MAP_WINDOW_BYTES = 16 * 1024 * 1024  # mapped at a time, so resident memory stays bounded
+# The first bytes of each file but weights, kept to tell its kind by content (a pickle of any protocol).
+HEAD_BYTES = 64 * 1024
 READ_AHEAD_WINDOWS = 4  # how far the reader thread may run ahead of the hashing; 0 turns it off
 
 
@@ -228,14 +230,15 @@ def scan_stream(path: str, size: int, stream: BinaryIO, *, progress=None, sink=N
     receives the tensors' bytes from the same pass (to load them for the smoke pass).
     """
     digest, head, read = hashlib.sha256(), b"", 0
+    kept = 8 if path.endswith(".safetensors") else HEAD_BYTES  # a shard's header is parsed, not sniffed
     collector = HeaderCollector(size) if path.endswith(".safetensors") else None
     scanner = None
     for chunk in chunks_of(stream, size):
         digest.update(chunk)
         taken = len(chunk)  # the header collector keeps part of the first chunks; progress counts them all
         read += taken
-        if len(head) < 8:
-            head += bytes(chunk[: 8 - len(head)])
+        if len(head) < kept:
+            head += bytes(chunk[: kept - len(head)])
         if collector is not None and not collector.done:
             chunk = collector.feed(chunk)
             if collector.header is not None:
