@@ -18,6 +18,7 @@ from verification.core.layout import INDEX_NAME, is_weight_shard, read_json
 from verification.core.model_checks import check_config, run_smoke, smoke_sink
 from verification.core.report import PASS, WARN, FileDigest, Report
 from verification.core.scan import FileScan, scan_stream
+from verification.core.signature import SIGNATURE_PATH
 
 # Weight formats that run code when loaded; they are refused, never opened.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz")
@@ -41,7 +42,11 @@ ALLOWED_SUFFIXES = (
     ".jpeg",
     ".gif",
 )
-ALLOWED_NAMES = frozenset({"LICENSE", "NOTICE", "README", "USE_POLICY", "COPYING", ".gitattributes", ".gitignore"})
+# The portal's own signature of a release (publishing refuses one a checkpoint brings) is read again by
+# a re-verification.
+ALLOWED_NAMES = frozenset(
+    {"LICENSE", "NOTICE", "README", "USE_POLICY", "COPYING", ".gitattributes", ".gitignore", SIGNATURE_PATH}
+)
 # Code a recipient's loader runs under trust_remote_code: refused unless the repo allows it.
 CODE_SUFFIXES = (".py",)
 # Opcodes that build objects: text read as opcodes (a line starting with P, S, I, ...) has none of them.
