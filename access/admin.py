@@ -8,6 +8,10 @@ from audit.chain import record
 from audit.tags import Tag
 
 
+def tags_by_action(created: Tag, changed: Tag, deleted: Tag) -> dict[str, Tag]:
+    return {"created": created, "changed": changed, "deleted": deleted}
+
+
 class AuditedAdmin(admin.ModelAdmin):
     """Changes staff make here are audited like those made through the portal's own pages."""
 
@@ -62,11 +66,7 @@ class AuditedAdmin(admin.ModelAdmin):
 class AuditedUserAdmin(AuditedAdmin, UserAdmin):
     """Accounts, whose staff and superuser flags open the admin and every repo: each change is audited."""
 
-    audit_tags = {
-        "created": Tag.ADMIN_USER_CREATED,
-        "changed": Tag.ADMIN_USER_CHANGED,
-        "deleted": Tag.ADMIN_USER_DELETED,
-    }
+    audit_tags = tags_by_action(Tag.ADMIN_USER_CREATED, Tag.ADMIN_USER_CHANGED, Tag.ADMIN_USER_DELETED)
 
     def audited_subject(self, obj):
         return obj
@@ -79,18 +79,16 @@ class AccessRuleInline(admin.TabularInline):
 
 @admin.register(GatingPolicy)
 class GatingPolicyAdmin(AuditedAdmin):
-    audit_tags = {"created": Tag.POLICY_CHANGED, "changed": Tag.POLICY_CHANGED, "deleted": Tag.POLICY_CHANGED}
+    audit_tags = tags_by_action(Tag.POLICY_CHANGED, Tag.POLICY_CHANGED, Tag.POLICY_CHANGED)
     list_display = ["repo", "mode", "license_version", "reapply_cooldown_days"]
     inlines = [AccessRuleInline]
 
 
 @admin.register(AccessRequest)
 class AccessRequestAdmin(AuditedAdmin):
-    audit_tags = {
-        "created": Tag.ADMIN_ACCESS_REQUEST_CREATED,
-        "changed": Tag.ADMIN_ACCESS_REQUEST_CHANGED,
-        "deleted": Tag.ADMIN_ACCESS_REQUEST_DELETED,
-    }
+    audit_tags = tags_by_action(
+        Tag.ADMIN_ACCESS_REQUEST_CREATED, Tag.ADMIN_ACCESS_REQUEST_CHANGED, Tag.ADMIN_ACCESS_REQUEST_DELETED
+    )
     list_display = ["user", "repo", "state", "created_at", "decided_at"]
     list_filter = ["state", "repo"]
     search_fields = ["user__username", "user__email"]
@@ -99,11 +97,7 @@ class AccessRequestAdmin(AuditedAdmin):
 
 @admin.register(Grant)
 class GrantAdmin(AuditedAdmin):
-    audit_tags = {
-        "created": Tag.ADMIN_GRANT_CREATED,
-        "changed": Tag.ADMIN_GRANT_CHANGED,
-        "deleted": Tag.ADMIN_GRANT_DELETED,
-    }
+    audit_tags = tags_by_action(Tag.ADMIN_GRANT_CREATED, Tag.ADMIN_GRANT_CHANGED, Tag.ADMIN_GRANT_DELETED)
     list_display = ["user", "repo", "created_at", "expires_at", "revoked_at", "license_version"]
     list_filter = ["repo"]
     search_fields = ["user__username"]
@@ -111,20 +105,12 @@ class GrantAdmin(AuditedAdmin):
 
 @admin.register(Reviewer)
 class ReviewerAdmin(AuditedAdmin):
-    audit_tags = {
-        "created": Tag.ADMIN_REVIEWER_CREATED,
-        "changed": Tag.ADMIN_REVIEWER_CHANGED,
-        "deleted": Tag.ADMIN_REVIEWER_DELETED,
-    }
+    audit_tags = tags_by_action(Tag.ADMIN_REVIEWER_CREATED, Tag.ADMIN_REVIEWER_CHANGED, Tag.ADMIN_REVIEWER_DELETED)
     list_display = ["user", "repo", "notify"]
 
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(AuditedAdmin):
-    audit_tags = {
-        "created": Tag.ADMIN_TOKEN_CREATED,
-        "changed": Tag.ADMIN_TOKEN_CHANGED,
-        "deleted": Tag.ADMIN_TOKEN_DELETED,
-    }
+    audit_tags = tags_by_action(Tag.ADMIN_TOKEN_CREATED, Tag.ADMIN_TOKEN_CHANGED, Tag.ADMIN_TOKEN_DELETED)
     list_display = ["user", "name", "hint", "created_at", "last_used_at", "revoked_at"]
     readonly_fields = ["digest", "hint"]

@@ -4,7 +4,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.shortcuts import render
 
-from access.admin import AuditedAdmin
+from access.admin import AuditedAdmin, tags_by_action
 from audit.tags import Tag
 from distribution.models import DownloadEvent, Repo, Revision
 from distribution.publishing import PublishError, withdraw_revision
@@ -12,11 +12,7 @@ from distribution.publishing import PublishError, withdraw_revision
 
 @admin.register(Repo)
 class RepoAdmin(AuditedAdmin):
-    audit_tags = {
-        "created": Tag.ADMIN_REPO_CREATED,
-        "changed": Tag.ADMIN_REPO_CHANGED,
-        "deleted": Tag.ADMIN_REPO_DELETED,
-    }
+    audit_tags = tags_by_action(Tag.ADMIN_REPO_CREATED, Tag.ADMIN_REPO_CHANGED, Tag.ADMIN_REPO_DELETED)
     list_display = ["org", "name", "private", "gated", "created_at"]
 
     def audited_repo(self, obj):

@@ -95,10 +95,6 @@ class Storage(Protocol):
         """relative path -> size and ETag of every whole file stored under `prefix`."""
         ...
 
-    def list_prefix(self, prefix: str) -> dict[str, int]:
-        """relative path -> size of every file stored under `prefix`."""
-        ...
-
     def discard_unfinished(self, prefix: str) -> int:
         """Remove what interrupted uploads left under `prefix` (never a whole file); return how many."""
         ...
@@ -165,10 +161,6 @@ class LocalStorage:
             for relative, path in self._files(prefix)
             if not relative.endswith(PARTIAL_SUFFIX)
         }
-
-    def list_prefix(self, prefix: str) -> dict[str, int]:
-        """relative path -> size of every regular file under prefix, unfinished copies included."""
-        return {relative: path.stat().st_size for relative, path in self._files(prefix)}
 
     def discard_unfinished(self, prefix: str) -> int:
         partials = [path for relative, path in self._files(prefix) if relative.endswith(PARTIAL_SUFFIX)]
@@ -270,9 +262,6 @@ class S3Storage:
     def stored_objects(self, prefix: str) -> dict[str, StoredObject]:
         start = len(checked_key(prefix)) + 1
         return {item["Key"][start:]: StoredObject(item["Size"], item["ETag"]) for item in self._objects(prefix)}
-
-    def list_prefix(self, prefix: str) -> dict[str, int]:
-        return {path: stored.size for path, stored in self.stored_objects(prefix).items()}
 
     def unfinished_uploads(self, prefix: str) -> list[dict]:
         """The multipart uploads begun under `prefix` and neither completed nor aborted, oldest first."""
