@@ -11,7 +11,7 @@ from access.gate import AccessDenied, find_repo, needs_grant, permit_download
 from access.models import ApiToken, User
 from audit.connections import decided_read_only
 from distribution.downloads import channels, fast_path, spool
-from distribution.downloads.events import Downloader
+from distribution.downloads.events import Downloader, record_event
 from distribution.downloads.locate import locate_download, resolve_revision
 from distribution.downloads.tickets import LinkRefused, read_ticket
 from distribution.models import Revision, RevisionFile
@@ -105,11 +105,10 @@ def resolve(request, org, name, rev, path):
     who = Downloader(request.hf_user, grant, request.hf_token)
     if channels.is_local(stored):
         return channels.file_headers(channels.redirect_to_ticket(request, stored, who), stored)
-    if not fast_path.reusable(request, who):
-        return channels.file_headers(channels.serve(request, stored, who), stored)
     # The checks above are the full ones; for a reusable outcome only the event's writing is deferred.
-    response = channels.serve(request, stored, who, record_redirect=spool.spool_or_store)
-    if response.status_code == 302:
+    reusable = fast_path.reusable(request, who)
+    response = channels.serve(request, stored, who, record_redirect=spool.spool_or_store if reusable else record_event)
+    if reusable and response.status_code == 302:
         fast_path.remember(request, fast_path.Decision(stored, who, caller_key(request)))
     return channels.file_headers(response, stored)
 
