@@ -1,7 +1,9 @@
 """Writing the audit trail: one call per change, from the service that makes it, appended to a
 hash chain that `manage.py verify_audit_chain` checks."""
 
+import hmac
 import logging
+from collections.abc import Callable, Iterator
 
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
@@ -10,10 +12,12 @@ from django.dispatch import Signal
 
 from audit.bulk_rows import insert_all
 from audit.connections import committed_once
-from audit.models import GENESIS, AuditChainHead, AuditEvent
+from audit.models import GENESIS, AuditChainHead, AuditEvent, UnknownChainKey, current_chain_key
 from audit.tags import Tag
 
 HEAD = 1
+# A mail names this many breaks and counts the rest; the command lists them all.
+MAILED_BREAKS = 50
 # Sent with `tags` once events are on the chain, so caches of who may do what can let go of them.
 appended = Signal()
 log = logging.getLogger(__name__)
@@ -67,9 +71,10 @@ def append(events: list[AuditEvent]) -> list[AuditEvent]:
     def chained() -> None:
         head = locked_head()
         sequence, previous = head.sequence, head.last_hash
+        key = current_chain_key()
         for event in events:
             sequence += 1
-            event.sequence, event.previous_hash = sequence, previous
+            event.sequence, event.previous_hash, event.chain_key = sequence, previous, key
             event.hash = previous = event.compute_hash()
         insert_all(AuditEvent, events)
         AuditChainHead.objects.filter(pk=HEAD).update(sequence=sequence, last_hash=previous)
@@ -84,38 +89,73 @@ def record(tag: Tag, *, actor=None, subject=None, repo=None, request=None, **dat
     return append([new_event(tag, actor=actor, subject=subject, repo=repo, request=request, **data)])[0]
 
 
-def first_break() -> str | None:
-    """A sentence naming the first event edited, deleted or moved; None when the chain is whole."""
-    expected_sequence, expected_previous = 1, GENESIS
+# Checks of the chain against what is kept outside the database (the signed anchors in storage), which
+# live in layers above this one: each is a callable giving the breaks it finds, registered at start-up.
+witnesses: list[Callable[[], Iterator[str]]] = []
+
+
+def event_breaks(event: AuditEvent, expected_sequence: int, expected_previous: str, keyed_before: bool):
+    """What is wrong with `event` where the chain expects `expected_sequence` after `expected_previous`."""
+    if event.sequence != expected_sequence:
+        yield (
+            f"event {expected_sequence} is missing (deleted, or its sequence changed): "
+            f"the next one is {event.sequence}"
+        )
+    elif event.previous_hash != expected_previous:
+        yield f"event {event.sequence} does not follow event {event.sequence - 1}: an event was removed or moved"
+    try:
+        if not hmac.compare_digest(event.compute_hash(), event.hash):
+            yield f"event {event.sequence} ({event.tag}) was edited after it was written"
+    except UnknownChainKey as error:
+        yield str(error)
+    if keyed_before and not event.chain_key:
+        yield f"event {event.sequence} is chained without the key after keyed events: it was rewritten"
+    if not event.origin_matches():
+        yield f"event {event.sequence} ({event.tag}): its address or user agent was changed after it was written"
+
+
+def chain_breaks() -> Iterator[str]:
+    """Every break in the chain itself: each edited, deleted, moved or rewritten event, in order."""
+    expected_sequence, expected_previous, keyed_before = 1, GENESIS, False
     for event in AuditEvent.objects.order_by("sequence").iterator(chunk_size=2000):
-        if event.sequence != expected_sequence:
-            return (
-                f"event {expected_sequence} is missing (deleted, or its sequence changed): "
-                f"the next one is {event.sequence}"
-            )
-        if event.previous_hash != expected_previous:
-            return f"event {event.sequence} does not follow event {event.sequence - 1}: an event was removed or moved"
-        if event.compute_hash() != event.hash:
-            return f"event {event.sequence} ({event.tag}) was edited after it was written"
+        yield from event_breaks(event, expected_sequence, expected_previous, keyed_before)
+        # Go on from the event as stored, so one break does not hide the ones after it.
         expected_sequence, expected_previous = event.sequence + 1, event.hash
+        keyed_before = keyed_before or bool(event.chain_key)
     head = AuditChainHead.objects.filter(pk=HEAD).first()
     if head is not None and (head.sequence, head.last_hash) != (expected_sequence - 1, expected_previous):
-        return f"the chain should end at event {head.sequence} but ends at {expected_sequence - 1}: events were deleted"
-    return None
+        yield f"the chain should end at event {head.sequence} but ends at {expected_sequence - 1}: events were deleted"
+
+
+def breaks() -> list[str]:
+    """Every break found: in the chain, then against each witness kept outside the database."""
+    found = list(chain_breaks())
+    for witness in witnesses:
+        found.extend(witness())
+    return found
+
+
+def first_break() -> str | None:
+    """A sentence naming the first break; None when the chain is whole."""
+    found = breaks()
+    return found[0] if found else None
 
 
 def alert_if_broken() -> str | None:
-    """Periodic: check the whole chain and mail every active staff member the first break found, if any."""
-    problem = first_break()
-    if problem is None:
+    """Periodic: check the whole chain and mail every active staff member the breaks found, if any."""
+    found = breaks()
+    if not found:
         return None
-    log.error("audit chain broken: %s", problem)
+    problem = "\n  ".join(found[:MAILED_BREAKS])
+    if len(found) > MAILED_BREAKS:
+        problem += f"\n  ... and {len(found) - MAILED_BREAKS} more"
+    log.error("audit chain broken in %d places: %s", len(found), found[0])
     staff = get_user_model().objects.filter(is_staff=True, is_active=True).exclude(email="")
     send_mail(
         "Weightgate: the audit log was altered",
         f"The daily check of the audit log's hash chain failed:\n\n  {problem}\n\n"
         "Someone with access to the database edited, deleted or reordered events. Keep a copy of the "
-        "database as it is now, and run `python manage.py verify_audit_chain` to see the first altered event.",
+        "database as it is now, and run `python manage.py verify_audit_chain` to see every altered event.",
         None,
         list(staff.values_list("email", flat=True)),
     )

@@ -91,6 +91,13 @@ def production_parts_are_set(app_configs, **kwargs):
             "(queue gpu); web hosts need no key (they serve the public keys workers registered).",
         ),
         (
+            settings.AUDIT_CHAIN_KEY_IS_GENERATED,
+            "W007",
+            "AUDIT_CHAIN_KEY is generated into var/audit-chain-key: each host would chain with a key of its own",
+            "Set AUDIT_CHAIN_KEY (or AUDIT_CHAIN_KEY_FILE) from your secret store, the same on every web host and "
+            "worker, and keep it out of the database's backups; put a replaced key in AUDIT_CHAIN_KEY_FALLBACKS.",
+        ),
+        (
             not settings.HTTPS,
             "W005",
             "HTTPS is off: cookies are sent in clear and no HSTS is set",

@@ -31,6 +31,26 @@ def download_operation(operation_id: str, summary: str, media_type: str, schema:
     }
 
 
+ANCHOR_PAGE = {
+    "type": "object",
+    "properties": {
+        "anchors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "sequence": {"type": "integer"},
+                    "hash": {"type": "string"},
+                    "at": {"type": "string", "format": "date-time"},
+                    "key": {"type": "string", "description": "the signing key's fingerprint"},
+                    "document": {"type": "string", "description": "the signed document, as stored: keep this"},
+                },
+            },
+        },
+        "next": {"type": "string", "nullable": True},
+    },
+}
 MANIFEST = {
     "type": "object",
     "properties": {
@@ -89,6 +109,30 @@ PATHS = {
                     "description": "the keys",
                     "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}},
                 }
+            },
+        }
+    },
+    "/api/v1/audit/anchors/": {
+        "get": {
+            "operationId": "audit_anchors_list",
+            "summary": "the audit chain's signed anchors, oldest first, for auditors to keep copies of",
+            "tags": ["audit"],
+            "security": [{}],
+            "parameters": [
+                {
+                    "name": "after",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0},
+                    "description": "only anchors of events after this sequence number (the `next` link's cursor)",
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "a page of anchors; `next` is the following page's address, or null",
+                    "content": {"application/json": {"schema": ANCHOR_PAGE}},
+                },
+                "400": ERROR,
             },
         }
     },

@@ -5,6 +5,7 @@ broker on the filesystem, email printed to the console. `DATABASE_URL`, `CELERY_
 `S3_*` and `EMAIL_HOST` switch to production parts; see README.md for the full list.
 """
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -19,20 +20,31 @@ VAR_DIR = Path(env_str("WEIGHTGATE_VAR_DIR", str(BASE_DIR / ("var/test" if "PYTE
 VAR_DIR = VAR_DIR.resolve()
 
 
-def _secret_key() -> tuple[str, bool]:
-    """The configured key, or one generated once into var/ for the embedded default."""
-    configured = env_str("SECRET_KEY")
+def _generated_secret(name: str, file_name: str) -> tuple[str, bool]:
+    """The configured secret `name`, or one generated once into var/`file_name` for the embedded default."""
+    configured = env_str(name)
     if configured:
         return configured, False
-    key_file = VAR_DIR / "secret_key"
+    key_file = VAR_DIR / file_name
     if not key_file.exists():
         VAR_DIR.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(secrets.token_urlsafe(50))
-        key_file.chmod(0o600)
+        # Written aside, then linked into place: processes starting together (web, worker) share one key.
+        partial = VAR_DIR / f"{file_name}.{os.getpid()}.partial"
+        partial.write_text(secrets.token_urlsafe(50))
+        partial.chmod(0o600)
+        with contextlib.suppress(FileExistsError):
+            os.link(partial, key_file)
+        partial.unlink()
     return key_file.read_text().strip(), True
 
 
-SECRET_KEY, SECRET_KEY_IS_GENERATED = _secret_key()
+SECRET_KEY, SECRET_KEY_IS_GENERATED = _generated_secret("SECRET_KEY", "secret_key")
+# Keys the audit chain's HMAC: never in the database, so a person who can write to it cannot recompute
+# the chain after an edit. The same on every web host and worker; old keys stay in the fallbacks.
+AUDIT_CHAIN_KEY, AUDIT_CHAIN_KEY_IS_GENERATED = _generated_secret("AUDIT_CHAIN_KEY", "audit-chain-key")
+AUDIT_CHAIN_KEY_FALLBACKS = env_list("AUDIT_CHAIN_KEY_FALLBACKS")
+# How often a worker signs the chain's head and stores the statement beside the checkpoints.
+AUDIT_ANCHOR_SECONDS = env_int("AUDIT_ANCHOR_SECONDS", 3600, minimum=60)
 # The EC P-256 key that signs releases (PEM): SIGNING_KEY or SIGNING_KEY_FILE in production, else made once in var/.
 SIGNING_KEY = env_str("SIGNING_KEY")
 SIGNING_KEY_GENERATED_PATH = VAR_DIR / "signing-key.pem"

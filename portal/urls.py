@@ -8,7 +8,7 @@ from access import views as access_views
 from distribution import hf_views as distribution_hf
 from distribution import link_views
 from hub.routes import REPO, RESOLVE_ROUTE
-from portal import audit_views, views
+from portal import anchor_views, audit_views, views
 from verification import views as verification_views
 
 urlpatterns = [
@@ -31,6 +31,7 @@ urlpatterns = [
     path("api/v1/me/downloads/", audit_views.MyDownloads.as_view(), name="api-my-downloads"),
     path("api/v1/signing-key.pem", verification_views.signing_key, name="signing-key"),
     path("api/v1/signing-keys/", verification_views.signing_keys, name="signing-keys"),
+    path("api/v1/audit/anchors/", anchor_views.anchors, name="audit-anchors"),
     re_path(
         r"^api/v1/signing-keys/(?P<fingerprint>[0-9a-fA-F]{64})\.pem$",
         verification_views.signing_key_by_fingerprint,

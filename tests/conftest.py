@@ -80,6 +80,7 @@ def worker_env(django_db_setup, django_db_blocker, s3_endpoint) -> dict[str, str
         "WEIGHTGATE_VAR_DIR": str(settings.VAR_DIR),
         "LOCAL_STORAGE_ROOT": str(settings.LOCAL_STORAGE_ROOT),
         "SECRET_KEY": settings.SECRET_KEY,
+        "AUDIT_CHAIN_KEY": settings.AUDIT_CHAIN_KEY,
     }
 
 

@@ -14,13 +14,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 app = Celery("weightgate", task_cls="celery.contrib.django.task:DjangoTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # `workers` holds the names the tasks had before they moved, for messages queued by older versions.
-app.autodiscover_tasks(["access", "audit", "distribution", "verification", "workers"])
+app.autodiscover_tasks(["access", "audit", "distribution", "verification", "portal", "workers"])
 
 # Queues: `verify` for the CPU checks, `gpu` for the smoke pass, `default` for the rest.
 app.conf.task_routes = {
     "verification.tasks.verify_revision": {"queue": "verify"},
     "verification.tasks.check_file": {"queue": "verify"},
     "verification.tasks.smoke_revision": {"queue": "gpu"},
+    # Anchors are signed with the release key, which lives where the smoke pass signs releases.
+    "portal.tasks.anchor_audit_chain": {"queue": "gpu"},
 }
 app.conf.beat_schedule = {
     "requeue-stuck-verifications": {
@@ -31,6 +33,7 @@ app.conf.beat_schedule = {
     "expired-grants": {"task": "access.tasks.record_expired_grants", "schedule": 3600},
     "erase-old-origins": {"task": "audit.tasks.erase_old_origins", "schedule": 24 * 3600},
     "check-audit-chain": {"task": "audit.tasks.check_audit_chain", "schedule": 24 * 3600},
+    "anchor-audit-chain": {"task": "portal.tasks.anchor_audit_chain", "schedule": settings.AUDIT_ANCHOR_SECONDS},
     "spooled-downloads": {"task": "distribution.tasks.store_spooled_downloads", "schedule": 60},
     "abandoned-drafts": {"task": "distribution.tasks.discard_abandoned_publishes", "schedule": 24 * 3600},
 }

@@ -42,6 +42,7 @@ def test_every_rest_endpoint_is_in_the_schema(client):
         "/api/v1/access-requests/",
         "/api/v1/counts/",
         "/api/v1/audit/downloads/",
+        "/api/v1/audit/anchors/",
         "/api/v1/me/downloads/",
         "/api/v1/repos/{org}/{name}/license-acceptance/",
         "/api/v1/repos/{org}/{name}/revisions/{rev}/manifest",
