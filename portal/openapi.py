@@ -31,48 +31,37 @@ def download_operation(operation_id: str, summary: str, media_type: str, schema:
     }
 
 
-ANCHOR_PAGE = {
-    "type": "object",
-    "properties": {
-        "anchors": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "name": {"type": "string"},
-                    "sequence": {"type": "integer"},
-                    "hash": {"type": "string"},
-                    "at": {"type": "string", "format": "date-time"},
-                    "key": {"type": "string", "description": "the signing key's fingerprint"},
-                    "document": {"type": "string", "description": "the signed document, as stored: keep this"},
-                },
-            },
-        },
-        "next": {"type": "string", "nullable": True},
-    },
-}
-MANIFEST = {
-    "type": "object",
-    "properties": {
-        "repo": {"type": "string"},
-        "revision": {"type": "string"},
-        "expires_at": {"type": "string", "format": "date-time"},
-        "max_uses": {"type": "integer"},
-        "renew_at": {"type": "string"},
-        "files": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "path": {"type": "string"},
-                    "size": {"type": "integer"},
-                    "sha256": {"type": "string"},
-                    "url": {"type": "string"},
-                },
-            },
-        },
-    },
-}
+STRING, INTEGER = {"type": "string"}, {"type": "integer"}
+TIME = {"type": "string", "format": "date-time"}
+
+
+def object_of(**properties) -> dict:
+    return {"type": "object", "properties": properties}
+
+
+def list_of(**properties) -> dict:
+    return {"type": "array", "items": object_of(**properties)}
+
+
+ANCHOR_PAGE = object_of(
+    anchors=list_of(
+        name=STRING,
+        sequence=INTEGER,
+        hash=STRING,
+        at=TIME,
+        key={"type": "string", "description": "the signing key's fingerprint"},
+        document={"type": "string", "description": "the signed document, as stored: keep this"},
+    ),
+    next={"type": "string", "nullable": True},
+)
+MANIFEST = object_of(
+    repo=STRING,
+    revision=STRING,
+    expires_at=TIME,
+    max_uses=INTEGER,
+    renew_at=STRING,
+    files=list_of(path=STRING, size=INTEGER, sha256=STRING, url=STRING),
+)
 PATHS = {
     "/api/v1/repos/{org}/{name}/revisions/{rev}/manifest": download_operation(
         "download_manifest",
