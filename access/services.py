@@ -3,7 +3,6 @@
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -13,6 +12,7 @@ from access.gate import needs_grant
 from access.models import AccessRequest, AccessRule, ApiToken, GatingPolicy, Grant, Reviewer
 from audit.chain import record
 from audit.tags import Tag
+from mail.messages import send
 
 State = AccessRequest.State
 # The event a decision leaves, by the state it moves the request to.
@@ -126,35 +126,28 @@ def submit_request(user, repo, *, fields: dict, accept_license: bool, request=No
 
 def notify_reviewers(access_request: AccessRequest) -> None:
     reviewers = Reviewer.objects.filter(repo=access_request.repo, notify=Reviewer.Notify.IMMEDIATELY)
-    recipients = [r.user.email for r in reviewers.select_related("user") if r.user.email]
-    if recipients:
-        repo = access_request.repo
-        send_mail(
-            f"[Weightgate] {access_request.user.get_username()} asks for access to {repo.repo_id}",
-            f"{access_request.user.get_username()} <{access_request.user.email}> asked for access to "
-            f"{repo.repo_id}.\n\nAnswers: {access_request.fields}\n\nDecide in the review queue: "
-            f"{portal_url('/review/?repo=' + repo.repo_id)}\n",
-            None,
-            recipients,
-        )
+    repo, applicant = access_request.repo, access_request.user
+    send(
+        "access_requested",
+        {
+            "applicant": applicant.get_username(),
+            "applicant_email": applicant.email,
+            "repo_id": repo.repo_id,
+            "answers": access_request.fields,
+            "review_url": portal_url("/review/?repo=" + repo.repo_id),
+        },
+        [reviewer.user.email for reviewer in reviewers.select_related("user")],
+    )
 
 
 def tell_applicant(access_request: AccessRequest) -> None:
     repo, user = access_request.repo, access_request.user
+    context = {"repo_id": repo.repo_id, "portal_url": portal_url(""), "account_url": portal_url("/account/")}
     if access_request.state == State.ACCEPTED:
-        body = (
-            f"Your request for {repo.repo_id} was accepted.\n\nDownload with the Hugging Face client:\n"
-            f'  snapshot_download("{repo.repo_id}", endpoint="{portal_url("")}", token="<your token>")\n'
-            f"Create a token on your account page: {portal_url('/account/')}\n"
-        )
+        send("access_accepted", context, [user.email])
     elif access_request.state == State.REJECTED:
-        body = (
-            f"Your request for {repo.repo_id} was rejected: {access_request.rejection_reason}\n\n"
-            f"You may ask again after the repo's waiting period: {portal_url('/' + repo.repo_id)}\n"
-        )
-    else:
-        return
-    send_mail(f"[Weightgate] Your request for {repo.repo_id} was {access_request.state}", body, None, [user.email])
+        context.update(reason=access_request.rejection_reason, repo_url=portal_url("/" + repo.repo_id))
+        send("access_rejected", context, [user.email])
 
 
 def end_expired_grant(user, repo) -> None:
@@ -211,7 +204,7 @@ def decide(access_request: AccessRequest, *, status: str, reviewer, reason: str 
         reason=reason,
         by_rule=reviewer is None,
     )
-    transaction.on_commit(lambda: tell_applicant(access_request))
+    tell_applicant(access_request)  # delivered once this transaction commits
     return access_request
 
 
@@ -346,15 +339,6 @@ def send_review_digests(now=None) -> int:
         pending = list(pending.select_related("user", "repo").order_by("repo__org", "repo__name", "created_at"))
         if not pending or not user.email:
             continue
-        lines = [
-            f"- {r.repo.repo_id}: {r.user.get_username()} <{r.user.email}>, {r.created_at:%Y-%m-%d %H:%M} UTC"
-            for r in pending
-        ]
-        send_mail(
-            f"[Weightgate] {len(pending)} access request(s) await you",
-            "\n".join(lines) + f"\n\nDecide in the review queue: {portal_url('/review/')}\n",
-            None,
-            [user.email],
-        )
+        send("review_digest", {"pending": pending, "review_url": portal_url("/review/")}, [user.email])
         sent += 1
     return sent

@@ -6,7 +6,6 @@ import logging
 from collections.abc import Callable, Iterator
 
 from django.contrib.auth import get_user_model
-from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 
@@ -14,6 +13,7 @@ from audit.bulk_rows import insert_all
 from audit.connections import committed_once
 from audit.models import GENESIS, AuditChainHead, AuditEvent, UnknownChainKey, current_chain_key
 from audit.tags import Tag
+from mail.messages import send
 
 HEAD = 1
 # A mail names this many breaks and counts the rest; the command lists them all.
@@ -146,17 +146,12 @@ def alert_if_broken() -> str | None:
     found = breaks()
     if not found:
         return None
-    problem = "\n  ".join(found[:MAILED_BREAKS])
-    if len(found) > MAILED_BREAKS:
-        problem += f"\n  ... and {len(found) - MAILED_BREAKS} more"
     log.error("audit chain broken in %d places: %s", len(found), found[0])
     staff = get_user_model().objects.filter(is_staff=True, is_active=True).exclude(email="")
-    send_mail(
-        "Weightgate: the audit log was altered",
-        f"The daily check of the audit log's hash chain failed:\n\n  {problem}\n\n"
-        "Someone with access to the database edited, deleted or reordered events. Keep a copy of the "
-        "database as it is now, and run `python manage.py verify_audit_chain` to see every altered event.",
-        None,
+    shown = found[:MAILED_BREAKS]
+    send(
+        "audit_chain_broken",
+        {"problems": found, "shown": shown, "hidden": len(found) - len(shown)},
         list(staff.values_list("email", flat=True)),
     )
-    return problem
+    return "\n".join(found)

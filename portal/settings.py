@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "distribution.apps.DistributionConfig",
     "verification.apps.VerificationConfig",
     "workers.apps.WorkersConfig",
+    "mail.apps.MailConfig",
 ]
 
 MIDDLEWARE = [
@@ -113,6 +114,7 @@ ACCOUNT_EMAIL_VERIFICATION = "mandatory"
 ACCOUNT_CONFIRM_EMAIL_ON_GET = False
 ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Weightgate] "
+ACCOUNT_ADAPTER = "mail.account_adapter.QueuedMailAdapter"  # its mail leaves by the mail task too
 # Per IP and per account: sign-up, password reset, and a lock-out after repeated failed logins.
 ACCOUNT_RATE_LIMITS = {
     "signup": env_str("RATE_LIMIT_SIGNUP", "10/m/ip"),
@@ -246,6 +248,11 @@ if EMAIL_HOST:
 else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Weightgate <weightgate@localhost>")
+# Mail leaves through a Celery task (queue `mail`): an SMTP server that fails is tried again after
+# MAIL_RETRY_SECONDS, doubling up to MAIL_RETRY_MAX_SECONDS, MAIL_MAX_RETRIES times (about two days).
+MAIL_RETRY_SECONDS = env_int("MAIL_RETRY_SECONDS", 30, minimum=1)
+MAIL_RETRY_MAX_SECONDS = env_int("MAIL_RETRY_MAX_SECONDS", 1800, minimum=1)
+MAIL_MAX_RETRIES = env_int("MAIL_MAX_RETRIES", 100, minimum=0)
 
 # --- HTTPS behind a proxy ---------------------------------------------------------------------
 HTTPS = env_bool("HTTPS", False)

@@ -34,6 +34,24 @@ def fresh_rate_limits():
     reservations.clear()  # the request numbers this process took from the counts just cleared
 
 
+@pytest.fixture(autouse=True)
+def mail_delivered_in_process(request, monkeypatch):
+    """Mail goes to Django's test outbox at once, in this process, even from a test's transaction that
+    never commits: most tests read it there. Tests marked `real_mail` (tests/mail/) send it the real way,
+    through a worker to an SMTP server."""
+    if request.node.get_closest_marker("real_mail"):
+        return
+    from mail import messages
+    from mail.tasks import deliver
+
+    class AtOnce:
+        @staticmethod
+        def delay_on_commit(*args):
+            deliver.apply(args=args).get()
+
+    monkeypatch.setattr(messages, "deliver", AtOnce)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def required_database():
     """CI runs on PostgreSQL; a suite that fell back to SQLite there would prove nothing about it."""

@@ -14,15 +14,17 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 app = Celery("weightgate", task_cls="celery.contrib.django.task:DjangoTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # `workers` holds the names the tasks had before they moved, for messages queued by older versions.
-app.autodiscover_tasks(["access", "audit", "distribution", "verification", "portal", "workers"])
+app.autodiscover_tasks(["access", "audit", "distribution", "mail", "verification", "portal", "workers"])
 
-# Queues: `verify` for the CPU checks, `gpu` for the smoke pass, `default` for the rest.
+# Queues: `verify` for the CPU checks, `gpu` for the smoke pass, `mail`, and `default` for the rest.
 app.conf.task_routes = {
     "verification.tasks.verify_revision": {"queue": "verify"},
     "verification.tasks.check_file": {"queue": "verify"},
     "verification.tasks.smoke_revision": {"queue": "gpu"},
     # Anchors are signed with the release key, which lives where the smoke pass signs releases.
     "portal.tasks.anchor_audit_chain": {"queue": "gpu"},
+    # Mail never waits behind a verification that takes hours on the same worker.
+    "mail.tasks.deliver": {"queue": "mail"},
 }
 app.conf.beat_schedule = {
     "requeue-stuck-verifications": {

@@ -79,7 +79,7 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
         try:
-            children.append(subprocess.Popen(worker_command("verify,gpu,default", "demo@%h", beat=True)))
+            children.append(subprocess.Popen(worker_command("verify,gpu,default,mail", "demo@%h", beat=True)))
             web = [sys.executable, "-m", "gunicorn", "portal.wsgi:application", f"--bind={bind}:{port}"]
             web += ["--workers=2", "--threads=4", "--access-logfile=-", "--graceful-timeout=5", "--no-control-socket"]
             children.append(subprocess.Popen(web))
