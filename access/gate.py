@@ -162,9 +162,9 @@ def is_capped(grant: Grant | None) -> bool:
     return grant is not None and (grant.max_complete_downloads is not None or grant.max_bytes_per_day is not None)
 
 
-def within_caps(grant: Grant | None, stored: RevisionFile, *, whole: bool, expected: int, record):
+def within_caps(grant: Grant | None, stored: RevisionFile, *, whole: bool, expected: int, record, landed):
     """`record()` (the download's event, which is what the caps count), unless it would take the grant
-    past a cap: then LimitReached, and nothing written. For a capped grant the check and the write hold
+    past a cap: then LimitReached, and nothing written (`landed(event)`: whether it was stored). For a capped grant the check and the write hold
     a lock of the grant, so downloads running at the same moment are counted one after the other."""
     if not is_capped(grant):
         return record()
@@ -174,7 +174,7 @@ def within_caps(grant: Grant | None, stored: RevisionFile, *, whole: bool, expec
         check_caps(grant, stored, whole=whole, expected=expected)
         return record()
 
-    return committed_once(reserved)
+    return committed_once(reserved, landed=landed)
 
 
 def check_caps(grant: Grant, stored: RevisionFile, *, whole: bool, expected: int) -> None:

@@ -78,9 +78,13 @@ def append(events: list[AuditEvent]) -> list[AuditEvent]:
             event.hash = previous = event.compute_hash()
         insert_all(AuditEvent, events)
         AuditChainHead.objects.filter(pk=HEAD).update(sequence=sequence, last_hash=previous)
+        return previous
+
+    def landed(last_hash: str) -> bool:
+        return AuditEvent.objects.filter(hash=last_hash).exists()
 
     # No savepoint: its release would be one more round trip while every other writer waits on the head.
-    committed_once(chained, savepoint=False)
+    committed_once(chained, savepoint=False, landed=landed)
     appended.send(sender=AuditEvent, tags=[event.tag for event in events])
     return events
 

@@ -36,9 +36,11 @@ def decided_read_only(decide):
         return decide()
 
 
-def committed_once(work, *, savepoint: bool = True):
+def committed_once(work, *, savepoint: bool = True, landed=None):
     """`work()` in one transaction, once more on a fresh connection if the connection died before the
-    commit. Inside another transaction it simply joins it: only the outermost one can be retried."""
+    commit. Lost during the commit itself, the transaction may or may not have landed: `landed(result)`
+    asks a fresh connection, and `work()` runs again only if it did not (without `landed`, the error
+    stands). Inside another transaction it simply joins it: only the outermost one can be retried."""
     if connection.in_atomic_block:
         with transaction.atomic(savepoint=savepoint):
             return work()
@@ -47,11 +49,13 @@ def committed_once(work, *, savepoint: bool = True):
     try:
         with transaction.atomic():
             result = work()
-            committing = True  # a failure from here on may have committed: never retried
+            committing = True
         return result
     except LOST:
-        if committing or not gone(used):
+        if not gone(used) or (committing and landed is None):
             raise
     connection.close()
+    if committing and landed(result):
+        return result
     with transaction.atomic():
         return work()

@@ -19,7 +19,7 @@ from django.urls import reverse
 from access.gate import LimitReached, is_capped, within_caps
 from audit.chain import record
 from audit.tags import Tag
-from distribution.downloads.events import Downloader, record_event
+from distribution.downloads.events import Downloader, is_stored, record_event
 from distribution.downloads.ranges import CountingFile, RangeNotSatisfiable, corked, parse_range, uncork
 from distribution.downloads.remembered import Remembered
 from distribution.downloads.tickets import issue_ticket
@@ -100,6 +100,7 @@ def recorded(request, stored: RevisionFile, who: Downloader, *, whole: bool, rec
         whole=whole,
         expected=details["expected"],
         record=lambda: record(request, stored, who, **details),
+        landed=is_stored,
     )
 
 

@@ -60,7 +60,12 @@ def record_event(request, stored: RevisionFile, who: Downloader, **details) -> D
         chain.append([served_event(event)])
         return event
 
-    return committed_once(stored_with_its_audit_event)
+    return committed_once(stored_with_its_audit_event, landed=is_stored)
+
+
+def is_stored(event: DownloadEvent | None) -> bool:
+    """Whether `event` is in the database: asked when the connection was lost during its commit."""
+    return event is not None and DownloadEvent.objects.filter(pk=event.pk).exists()
 
 
 def served_event(event: DownloadEvent) -> AuditEvent:
