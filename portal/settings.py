@@ -80,7 +80,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "hub.clients.ClientAddressMiddleware",  # first: every later reader sees the client's own address
+    "hub.request_ids.RequestIdMiddleware",  # first: every line logged while answering carries the id
+    "hub.clients.ClientAddressMiddleware",  # every later reader sees the client's own address
     "hub.nul.RefuseNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -315,14 +316,27 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every start when it is missing
 LOG_LEVEL = env_choice("LOG_LEVEL", "info", choices=("debug", "info", "warning", "error"))
+# text for people (`make run`), json for a log pipeline: one object per line, with the request id.
+LOG_FORMAT = env_choice("LOG_FORMAT", "text", choices=("text", "json"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "hub.log_lines.RequestIdFilter"}},
+    "formatters": {
+        "text": {
+            "()": "hub.log_lines.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
+        },
+        "json": {"()": "hub.log_lines.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]},
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL.upper()},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+# Workers write their lines through the same handler, so LOG_FORMAT and the redaction apply to them too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 if not HTTPS:
     # weightgate.W005 says the one thing to do about all four: terminate TLS and set HTTPS=1.
     SILENCED_SYSTEM_CHECKS = ["security.W004", "security.W008", "security.W012", "security.W016"]

@@ -8,6 +8,8 @@ from pathlib import Path
 from celery import Celery
 from django.conf import settings
 
+from hub import request_ids  # noqa: F401  (tasks carry the request id of whoever sent them)
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 # DjangoTask adds delay_on_commit: a task sent from a transaction leaves only if it commits.

@@ -1,7 +1,6 @@
 """Audit events of downloads: one for each download served, even from several processes at once."""
 
 import subprocess
-import sys
 
 import pytest
 from django.test import Client
@@ -11,7 +10,7 @@ from audit.chain import first_break
 from distribution.models import DownloadEvent
 from tests.support import servers
 from tests.support.audit import AGENT, events, only_event
-from tests.support.flows import SHARD, http, published_tiny_llama
+from tests.support.flows import SHARD, published_tiny_llama
 from tests.support.personas import person, token_for
 
 pytestmark = pytest.mark.django_db
@@ -51,27 +50,8 @@ def test_downloads_served_by_several_processes_at_once_leave_one_event_each_and_
     alice = person("alice")
     grant_access(alice, revision.repo, granted_by=None)
     token = token_for(alice)
-    port = servers.free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "portal.wsgi:application", f"--bind=127.0.0.1:{port}", *GUNICORN],
-        cwd=servers.REPO_ROOT,
-        env=worker_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # stop_process ends the whole group: the arbiter and its workers
-    )
+    server, base = servers.start_gunicorn(worker_env, tmp_path / "gunicorn.log", *GUNICORN)
     try:
-        base = f"http://127.0.0.1:{port}"
-
-        def answers() -> bool:
-            assert server.poll() is None, server.stderr.read()
-            try:
-                return http("GET", f"{base}/health")[0] == 200
-            except OSError:
-                return False
-
-        servers.wait_until(answers, timeout=60, what="gunicorn to answer")
         # Each curl is a process of its own: the resolve redirect, then the ranged download it leads to.
         clients = [
             subprocess.Popen(

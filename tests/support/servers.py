@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,6 +210,34 @@ def start_worker(
 
     wait_until(ready, timeout=90, interval=0.2, what="the Celery worker to start")
     return process
+
+
+def start_gunicorn(env: dict[str, str], log_path: Path, *options: str) -> tuple[subprocess.Popen, str]:
+    """The portal under gunicorn on a free port, answering /health; (process, base URL). Its stderr (the
+    portal's log lines) goes to `log_path`."""
+    port = free_port()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "portal.wsgi:application", f"--bind=127.0.0.1:{port}", *options],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,  # stop_process ends the whole group: the arbiter and its workers
+        )
+    base = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    wait_until(answers, timeout=60, what="gunicorn to answer")
+    return process, base
 
 
 def close_other_sessions() -> None:

@@ -8,7 +8,6 @@ Real gunicorn with connections kept between requests (DATABASE_CONN_MAX_AGE), re
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -28,27 +27,8 @@ REDIS_OPTIONS = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--e
 
 
 def gunicorn(env: dict[str, str], log: Path):
-    port = servers.free_port()
-    with log.open("wb") as errors:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "portal.wsgi:application", f"--bind=127.0.0.1:{port}", "--workers=2"],
-            cwd=servers.REPO_ROOT,
-            env={**env, "DATABASE_CONN_MAX_AGE": "600"},
-            stdout=subprocess.DEVNULL,
-            stderr=errors,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-
-    def answers():
-        assert server.poll() is None, "gunicorn stopped"
-        try:
-            return requests.get(f"{base}/health", timeout=5).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    servers.wait_until(answers, timeout=60, what="gunicorn to answer")
-    return server, base
+    # Connections kept between requests: the case a terminated backend breaks.
+    return servers.start_gunicorn({**env, "DATABASE_CONN_MAX_AGE": "600"}, log, "--workers=2")
 
 
 def download_many(base: str, token: str, during) -> Counter:
