@@ -164,8 +164,9 @@ def is_capped(grant: Grant | None) -> bool:
 
 def within_caps(grant: Grant | None, stored: RevisionFile, *, whole: bool, expected: int, record, landed):
     """`record()` (the download's event, which is what the caps count), unless it would take the grant
-    past a cap: then LimitReached, and nothing written (`landed(event)`: whether it was stored). For a capped grant the check and the write hold
-    a lock of the grant, so downloads running at the same moment are counted one after the other."""
+    past a cap: then LimitReached, and nothing written. For a capped grant the check and the write hold
+    a lock of the grant, so downloads running at the same moment are counted one after the other.
+    `landed(event)` says whether the event was stored, when the connection is lost during its commit."""
     if not is_capped(grant):
         return record()
 

@@ -62,8 +62,7 @@ def test_a_download_event_whose_commit_was_cut_is_stored_once(postgresql, monkey
     alice = person("alice")
     request = RequestFactory().get("/", REMOTE_ADDR="203.0.113.5")
     lose_connection_at_first_commit(monkeypatch, after_commit=after_commit)
-    event = record_event(
-        request, stored, Downloader(user=alice, grant=None, token=None), channel=DownloadEvent.Channel.LOCAL, status=200, expected=stored.size
-    )
+    who = Downloader(user=alice, grant=None, token=None)
+    event = record_event(request, stored, who, channel=DownloadEvent.Channel.LOCAL, status=200, expected=stored.size)
     assert list(DownloadEvent.objects.values_list("pk", flat=True)) == [event.pk]
     assert AuditEvent.objects.filter(tag=Tag.DOWNLOAD_SERVED).count() == 1 and breaks() == []
