@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.dispatch import Signal
+from prometheus_client import Histogram
 
 from audit.bulk_rows import insert_all
 from audit.connections import committed_once
@@ -16,6 +17,12 @@ from audit.tags import Tag
 from mail.messages import send
 
 HEAD = 1
+# Every writer waits here in turn: the first thing to look at when downloads slow down together.
+HEAD_WAIT = Histogram(
+    "weightgate_audit_chain_head_wait_seconds",
+    "Time a writer waited for the lock of the audit chain's head",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+)
 # A mail names this many breaks and counts the rest; the command lists them all.
 MAILED_BREAKS = 50
 # Sent with `tags` once events are on the chain, so caches of who may do what can let go of them.
@@ -25,7 +32,8 @@ log = logging.getLogger(__name__)
 
 def locked_head() -> AuditChainHead:
     """The chain head, locked for this transaction (created on first use)."""
-    head = AuditChainHead.objects.select_for_update().filter(pk=HEAD).first()
+    with HEAD_WAIT.time():
+        head = AuditChainHead.objects.select_for_update().filter(pk=HEAD).first()
     if head is None:
         try:
             with transaction.atomic():

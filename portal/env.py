@@ -81,6 +81,16 @@ def env_choice(name: str, default: str, *, choices: tuple[str, ...]) -> str:
     return value
 
 
+def env_networks(name: str, default: str = "") -> tuple:
+    """Address ranges (`10.0.0.0/8,127.0.0.1`); a bare address is a range of one."""
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in env_list(name, default))
+    except ValueError as error:
+        raise ImproperlyConfigured(
+            f"{name} must be addresses or ranges, comma-separated (10.0.0.0/8,::1): {error}"
+        ) from None
+
+
 def env_proxies(name: str) -> int | tuple:
     """How many proxies stand in front (a count), or the address ranges they have; 0 trusts none."""
     value = env_str(name).strip()

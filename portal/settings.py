@@ -12,7 +12,17 @@ from pathlib import Path
 
 import dj_database_url
 
-from portal.env import env_bool, env_choice, env_int, env_list, env_proxies, env_rate, env_str, env_url
+from portal.env import (
+    env_bool,
+    env_choice,
+    env_int,
+    env_list,
+    env_networks,
+    env_proxies,
+    env_rate,
+    env_str,
+    env_url,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # pytest sets PYTEST_VERSION: the suite keeps its database, files and broker apart from `make run`'s.
@@ -81,6 +91,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "hub.request_ids.RequestIdMiddleware",  # first: every line logged while answering carries the id
+    "hub.metrics.RequestMetricsMiddleware",
     "hub.clients.ClientAddressMiddleware",  # every later reader sees the client's own address
     "hub.nul.RefuseNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -316,6 +327,10 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every start when it is missing
 LOG_LEVEL = env_choice("LOG_LEVEL", "info", choices=("debug", "info", "warning", "error"))
+# /metrics answers a bearer METRICS_TOKEN, or these addresses (after TRUSTED_PROXIES is applied).
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+METRICS_ALLOWED_ADDRESSES = env_networks("METRICS_ALLOWED_ADDRESSES", "127.0.0.1,::1")
+
 # text for people (`make run`), json for a log pipeline: one object per line, with the request id.
 LOG_FORMAT = env_choice("LOG_FORMAT", "text", choices=("text", "json"))
 LOGGING = {

@@ -8,12 +8,13 @@ from access import views as access_views
 from distribution import hf_views as distribution_hf
 from distribution import link_views
 from hub.routes import REPO, RESOLVE_ROUTE
-from portal import anchor_views, audit_views, views
+from portal import anchor_views, audit_views, metrics, views
 from verification import views as verification_views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("health", views.health, name="health"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("admin/login/", views.admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),

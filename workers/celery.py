@@ -3,10 +3,13 @@ each goes to, and the periodic jobs. The tasks themselves live beside their doma
 
 import os
 import sys
+import time
 from pathlib import Path
 
 from celery import Celery
+from celery.signals import task_success
 from django.conf import settings
+from django.core.cache import cache
 
 from hub import request_ids  # noqa: F401  (tasks carry the request id of whoever sent them)
 
@@ -41,6 +44,40 @@ app.conf.beat_schedule = {
     "spooled-downloads": {"task": "distribution.tasks.store_spooled_downloads", "schedule": 60},
     "abandoned-drafts": {"task": "distribution.tasks.discard_abandoned_publishes", "schedule": 24 * 3600},
 }
+
+
+# Where a worker notes when each periodic job last succeeded, for /metrics (the cache is shared).
+JOB_SUCCESS_KEY = "weightgate:job-succeeded:{job}"
+
+
+def periodic_jobs() -> list[str]:
+    return sorted(entry["task"] for entry in app.conf.beat_schedule.values())
+
+
+def note_job_success(sender=None, **kwargs) -> None:
+    if sender is not None and sender.name in periodic_jobs():
+        cache.set(JOB_SUCCESS_KEY.format(job=sender.name), time.time(), timeout=None)
+
+
+task_success.connect(note_job_success, weak=False)
+
+
+def queues() -> list[str]:
+    """Every queue a task is routed to, and the default one."""
+    return sorted({route["queue"] for route in app.conf.task_routes.values()} | {settings.CELERY_TASK_DEFAULT_QUEUE})
+
+
+def queue_depths() -> dict[str, int]:
+    """Messages waiting in each queue, as the broker counts them (a queue never used counts 0)."""
+    depths = {}
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        for name in queues():
+            try:
+                depths[name] = channel.queue_declare(queue=name, passive=True).message_count
+            except Exception:  # kombu's transports differ in what they raise for a queue never declared
+                depths[name] = 0
+    return depths
 
 
 def worker_command(queues: str, hostname: str, *, beat: bool = False) -> list[str]:

@@ -25,6 +25,7 @@ from distribution.downloads.remembered import Remembered
 from distribution.downloads.tickets import issue_ticket
 from distribution.models import DownloadEvent, RevisionFile
 from distribution.storage import LocalStorage, get_storage
+from hub.metrics import DOWNLOAD_BYTES, DOWNLOADS
 
 OCTETS = "application/octet-stream"
 # A presigned link is reused for half its life, so whoever receives it has at least the other half.
@@ -94,14 +95,22 @@ def requested_window(request, stored: RevisionFile) -> Window:
 def recorded(request, stored: RevisionFile, who: Downloader, *, whole: bool, record=record_event, **details):
     """The download's event, written before its first byte goes out and within its grant's caps, which
     count the events (LimitReached when the download would pass one; then nothing is written)."""
-    return within_caps(
-        who.grant,
-        stored,
-        whole=whole,
-        expected=details["expected"],
-        record=lambda: record(request, stored, who, **details),
-        landed=is_stored,
-    )
+    repo, channel = stored.revision.repo.repo_id, details["channel"]
+    try:
+        event = within_caps(
+            who.grant,
+            stored,
+            whole=whole,
+            expected=details["expected"],
+            record=lambda: record(request, stored, who, **details),
+            landed=is_stored,
+        )
+    except LimitReached:
+        DOWNLOADS.labels(repo=repo, channel=channel, outcome="capped").inc()
+        raise
+    DOWNLOADS.labels(repo=repo, channel=channel, outcome="served").inc()
+    DOWNLOAD_BYTES.labels(repo=repo, channel=channel).inc(details["expected"])
+    return event
 
 
 def redirect_to_storage(request, stored: RevisionFile, who: Downloader, record_redirect) -> HttpResponse:

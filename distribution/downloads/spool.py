@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from audit import chain
 from audit.bulk_rows import insert_all
 from distribution.downloads.events import Downloader, event_fields, record_event, served_event
 from distribution.models import DownloadEvent, DownloadTicket, Revision, RevisionFile
+from hub.metrics import SPOOL_BACKLOG, SPOOL_OLDEST_AGE
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +159,7 @@ class EventSpool:
         self.lock = threading.Lock()  # appends, and the size they leave
         self.shipping = threading.Lock()  # one `ship` at a time: each carries on from where the last ended
         self.shipped = 0  # bytes of the file already stored
+        self.oldest_waiting: float | None = None  # when the oldest line not yet stored was appended
         self.wake = threading.Event()
         self.thread = threading.Thread(target=self._run, name="download-event-spool", daemon=True)
         self.thread.start()
@@ -166,6 +169,8 @@ class EventSpool:
         data = (json.dumps(line, separators=(",", ":")) + "\n").encode()
         with self.lock:
             os.write(self.fd, data)
+            self.oldest_waiting = self.oldest_waiting or time.monotonic()
+        SPOOL_BACKLOG.inc()
 
     def ship(self) -> int:
         """Store what was appended since the last call; the number of events stored."""
@@ -174,12 +179,18 @@ class EventSpool:
                 size = os.fstat(self.fd).st_size if self.fd >= 0 else 0
             if size <= self.shipped:
                 return 0
+            if self.oldest_waiting is not None:
+                SPOOL_OLDEST_AGE.set(time.monotonic() - self.oldest_waiting)
             with open(self.path, "rb") as handle:
                 handle.seek(self.shipped)
                 lines, used = complete_lines(handle.read(size - self.shipped))
             stored = store(lines)
             self.shipped += used
+            SPOOL_BACKLOG.dec(len(lines))
             with self.lock:
+                if os.fstat(self.fd).st_size == self.shipped:
+                    self.oldest_waiting = None
+                    SPOOL_OLDEST_AGE.set(0)
                 if self.shipped >= ROTATE_BYTES and os.fstat(self.fd).st_size == self.shipped:
                     os.ftruncate(self.fd, 0)
                     self.shipped = 0
