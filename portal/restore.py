@@ -1,0 +1,82 @@
+"""After a restore: whether the database, the storage and the keys that came back belong together, so
+a released model is served whole and the audit log still proves itself. Each check gives one line."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from audit.chain import breaks
+from audit.models import AuditEvent
+from distribution.models import Revision
+from distribution.storage import StorageError, get_storage
+from verification.core.signature import fingerprint, public_pem
+from verification.models import SigningKey
+from verification.signing import SigningUnavailable, load_private_key
+
+
+@dataclass
+class Finding:
+    ok: bool
+    text: str
+
+
+def migrations() -> Iterator[Finding]:
+    executor = MigrationExecutor(connection)
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    if plan:
+        yield Finding(False, f"{len(plan)} migration(s) not applied: run `manage.py migrate` before serving")
+    else:
+        yield Finding(True, "the database schema is up to date")
+
+
+def released_objects(progress=lambda done, total: None) -> Iterator[Finding]:
+    """Every file of every released revision is in its storage, with the size recorded."""
+    released = list(Revision.objects.filter(state=Revision.State.RELEASED).select_related("repo"))
+    checked = 0
+    for number, revision in enumerate(released, 1):
+        try:
+            present = get_storage(revision.storage_backend).stored_objects(revision.storage_prefix)
+        except (StorageError, OSError) as error:
+            yield Finding(False, f"{revision.repo.repo_id}@{revision.commit[:12]}: its storage cannot be read: {error}")
+            continue
+        for stored in revision.files.all():
+            found = present.get(stored.path)
+            if found is None:
+                yield Finding(False, f"{revision.repo.repo_id}@{revision.commit[:12]}: {stored.path} is missing")
+            elif found.size != stored.size:
+                yield Finding(
+                    False,
+                    f"{revision.repo.repo_id}@{revision.commit[:12]}: {stored.path} holds {found.size} bytes, "
+                    f"not the {stored.size} that were verified",
+                )
+            checked += 1
+        progress(number, len(released))
+    yield Finding(True, f"{checked} file(s) of {len(released)} released revision(s) checked in storage")
+
+
+def audit_chain() -> Iterator[Finding]:
+    found = breaks()
+    for problem in found:
+        yield Finding(False, f"audit log: {problem}")
+    if not found:
+        yield Finding(True, f"the audit chain is intact against its anchors ({AuditEvent.objects.count()} events)")
+
+
+def keys() -> Iterator[Finding]:
+    """The signing key, where this host holds one, loads and is the one registered; the public keys parse."""
+    registered = {key.fingerprint for key in SigningKey.objects.all()}
+    if settings.SIGNING_KEY:
+        try:
+            own = fingerprint(public_pem(load_private_key()))
+        except SigningUnavailable as error:
+            yield Finding(False, f"the signing key does not load: {error}")
+            return
+        if registered and own not in registered:
+            yield Finding(False, "SIGNING_KEY is not a key that signed any release here: is it this deployment's?")
+            return
+        yield Finding(True, "the signing key loads and is the registered one")
+    else:
+        yield Finding(True, f"no signing key on this host (workers hold it); {len(registered)} public key(s) on record")
