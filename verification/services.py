@@ -153,12 +153,12 @@ def summary(report: Report) -> str:
     return reasons + (f"; and {more} more" if more > 0 else "")
 
 
-def checks_on_storage(revision: Revision, *, smoke: bool) -> Report:
+def checks_on_storage(revision: Revision, *, smoke: bool, progress=None) -> Report:
     """Every check on the stored bytes, streamed: one read per file, with the smoke pass when asked."""
     report = Report()
     files = stored_files(revision, report)
     try:
-        check_files(files, report, smoke=smoke, allow_code=revision.repo.allows_code)
+        check_files(files, report, smoke=smoke, allow_code=revision.repo.allows_code, progress=progress)
     except UnreadableCheckpoint as error:
         report.fail("files", "Unreadable", str(error))
     except ContentChanged as error:
@@ -407,10 +407,11 @@ def fail_verification(revision_id: int, reason: str) -> None:
         revision.move(State.FAILED, failure_reason=reason, verification_stage=Stage.NONE)
 
 
-def reverify(revision: Revision) -> VerificationRun:
+def reverify(revision: Revision, progress=None) -> VerificationRun:
     """Check a verified or released revision's stored bytes again, in this process.
 
     A failure withdraws a released revision (downloads stop at once) and fails a verified one.
+    `progress(item, bytes)` follows the reads, as `scan_files` calls it.
     """
     if revision.state not in (State.VERIFIED, State.RELEASED):
         raise ValueError(
@@ -418,7 +419,7 @@ def reverify(revision: Revision) -> VerificationRun:
             "are re-verified (publish a new revision instead)"
         )
     run = VerificationRun.objects.create(revision=revision, kind=VerificationRun.Kind.REVERIFY)
-    report = checks_on_storage(revision, smoke=True)
+    report = checks_on_storage(revision, smoke=True, progress=progress)
     with transaction.atomic():
         save_checks(run, report)
         run.report, run.ok, run.finished_at = report.as_dict(), report.ok, timezone.now()

@@ -226,8 +226,9 @@ class EventSpool:
             self.fd = -1
 
 
-def ship_orphans(directory: Path) -> int:
-    """Store and remove the files of processes that are gone (their lock is free); the events stored."""
+def ship_orphans(directory: Path, progress=lambda path, stored: None) -> int:
+    """Store and remove the files of processes that are gone (their lock is free); the events stored.
+    `progress(path, stored)` is told of each file once its events are stored."""
     stored = 0
     for path in sorted(directory.glob("downloads-*.jsonl")):
         try:
@@ -242,6 +243,7 @@ def ship_orphans(directory: Path) -> int:
             lines, _ = complete_lines(handle.read())
             stored += store(lines)
             path.unlink(missing_ok=True)
+        progress(path, stored)
     return stored
 
 

@@ -38,9 +38,10 @@ def test_the_report_knows_who_got_everything_and_who_got_part(client, tmp_path):
     fetch(client, bob_token, "config.json")
     fetch(client, bob_token, SHARD, HTTP_RANGE="bytes=0-99")
 
-    out = io.StringIO()
-    call_command("audit_report", "--repo", "acme/tiny", "--format", "json", stdout=out)
+    out, progress = io.StringIO(), io.StringIO()
+    call_command("audit_report", "--repo", "acme/tiny", "--format", "json", stdout=out, stderr=progress)
     rows = {row["username"]: row for row in json.loads(out.getvalue())}
+    assert "2 row(s) in" in progress.getvalue()  # on stderr: stdout holds only the report
     total = sum(f.size for f in revision.files.all())
     assert rows["alice"]["complete"] is True and rows["alice"]["bytes_served"] == total
     assert rows["alice"]["files_served"] == rows["alice"]["files_in_revision"] == len(files)

@@ -304,9 +304,10 @@ def test_events_of_a_process_killed_before_storing_them_are_stored_once_by_the_n
     assert result.returncode == -signal.SIGKILL, result.stderr
     assert DownloadEvent.objects.count() == 0
     settings.DOWNLOAD_SPOOL_DIR = tmp_path
-    out = io.StringIO()
-    call_command("store_spooled_downloads", stdout=out)  # what the periodic job runs, too
+    out, progress = io.StringIO(), io.StringIO()
+    call_command("store_spooled_downloads", stdout=out, stderr=progress)  # what the periodic job runs, too
     assert out.getvalue().strip() == "3 spooled download event(s) stored"
+    assert "1 spool file(s)" in progress.getvalue() and ": 3 event(s) stored so far" in progress.getvalue()
     assert event_spool.ship_orphans(tmp_path) == 0
     assert sorted(DownloadEvent.objects.values_list("spool_key", flat=True)) == sorted(line["key"] for line in lines)
     assert not list(tmp_path.glob("downloads-*.jsonl")) and first_break() is None

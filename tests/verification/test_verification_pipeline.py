@@ -159,9 +159,11 @@ def test_a_claimed_stage_is_not_taken_twice(tmp_path):
 @pytest.mark.django_db
 def test_reverify_withdraws_a_released_revision_whose_stored_bytes_changed(client, tmp_path):
     revision, _ = published_tiny_llama(tmp_path, "acme/tampered", verify_here=True)
-    out = io.StringIO()
-    call_command("reverify", "acme/tampered", stdout=out)
+    out, progress = io.StringIO(), io.StringIO()
+    call_command("reverify", "acme/tampered", stdout=out, stderr=progress)
     assert "every check passed" in out.getvalue()
+    # Not a terminal: a plain line per file read, never a status line rewritten in place.
+    assert f"read {SHARD}: " in progress.getvalue() and "\x1b[K" not in progress.getvalue()
 
     stored = get_storage("local").path(f"{revision.storage_prefix}/{SHARD}")
     flip_one_bit(stored)

@@ -72,3 +72,26 @@ class TerminalProgress:
         with self.lock:
             self.stream.write(CLEAR_LINE)
             self.stream.flush()
+
+
+class LineProgress(TerminalProgress):
+    """The same per-file lines for a log or a pipe: no status line rewritten in place."""
+
+    def file_done(self, state: FileProgress, now: float) -> None:
+        self.finished += 1
+        seconds = now - state.started
+        self.stream.write(
+            f"read {state.path}: {format_bytes(state.size)} in {seconds:.2f} s ({format_bytes(state.rate(now))}/s)\n"
+        )
+        self.stream.flush()
+
+    def draw(self, now: float) -> None:
+        self.drawn_at = now
+
+    def close(self) -> None:
+        pass
+
+
+def progress_for(stream):
+    """A status line on a terminal, plain lines otherwise."""
+    return TerminalProgress(stream) if stream.isatty() else LineProgress(stream)

@@ -13,5 +13,12 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options):
-        stored = ship_orphans(Path(settings.DOWNLOAD_SPOOL_DIR))
+        directory = Path(settings.DOWNLOAD_SPOOL_DIR)
+        files = len(list(directory.glob("downloads-*.jsonl")))
+        self.stderr.write(f"{files} spool file(s) in {directory}")
+
+        def progress(path: Path, stored: int) -> None:
+            self.stderr.write(f"  {path.name}: {stored} event(s) stored so far")
+
+        stored = ship_orphans(directory, progress)
         self.stdout.write(f"{stored} spooled download event(s) stored")

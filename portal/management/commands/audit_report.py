@@ -1,3 +1,5 @@
+import time
+
 from django.core.management.base import BaseCommand, CommandError
 
 from portal.reports import DownloadFilters, as_csv, as_json, as_rows, who_obtained
@@ -19,5 +21,8 @@ class Command(BaseCommand):
         if not filters.is_valid():
             raise CommandError("; ".join(f"--{name}: {' '.join(errors)}" for name, errors in filters.errors.items()))
         repo = filters.cleaned_data["repo"]
+        started = time.monotonic()
+        self.stderr.write("reading the download events…")
         rows = as_rows(who_obtained(filters.query(repos=(repo,) if repo else None)))
+        self.stderr.write(f"{len(rows)} row(s) in {time.monotonic() - started:.1f} s; writing {format}")
         self.stdout.write(as_json(rows) if format == "json" else as_csv(rows), ending="\n" if format == "json" else "")

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from distribution.models import Repo, Revision
+from verification.core.progress import progress_for
 from verification.services import reverify
 
 
@@ -29,10 +30,13 @@ class Command(BaseCommand):
                 raise CommandError(f"{repo} has no released revision; name one with --revision")
         failed = 0
         for target in targets:
+            progress = progress_for(self.stderr._out)  # each file's read: a status line on a terminal
             try:
-                run = reverify(target)
+                run = reverify(target, progress=progress)
             except ValueError as error:
                 raise CommandError(str(error)) from None
+            finally:
+                progress.close()
             target.refresh_from_db()
             if run.ok:
                 self.stdout.write(f"{repo}@{target.commit}: every check passed ({target.state})")
