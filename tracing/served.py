@@ -115,14 +115,16 @@ class ServedFile:
     def open(cls, path: Path, file: str, carriers: Collection[str], keys: CopyKeys) -> "ServedFile":
         return cls(path, served_layout(path, file, carriers), keys)
 
-    def tail_for(self, recipient: str) -> bytes:
-        """The bytes that follow the shared prefix in `recipient`'s copy: the carriers, marked."""
-        tail = np.empty(self.layout.tail_size, dtype=np.uint8)
+    def tail_for(self, recipient: str) -> bytearray:
+        """The bytes that follow the shared prefix in `recipient`'s copy: the carriers, marked (made in
+        place in one buffer, which the caller owns)."""
+        tail = bytearray(self.layout.tail_size)
         for slot, mark in self.marks:
             start = slot.offset - self.layout.prefix_size
-            out = tail[start : start + slot.nbytes].view(mark.format.uint)
+            width = np.dtype(mark.format.uint).itemsize
+            out = np.frombuffer(tail, dtype=mark.format.uint, count=slot.nbytes // width, offset=start)
             mark.marked(self.keys.code(self.layout.file, slot.name, recipient, mark.blocks), out=out)
-        return tail.tobytes()
+        return tail
 
     def carrier_bits(self, recipient: str) -> dict[str, np.ndarray]:
         """Each carrier of `recipient`'s copy, as bits in its shape: the tail, unpacked."""

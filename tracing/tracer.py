@@ -40,6 +40,15 @@ class Carrier:
         return blocks_of(self.bits.size)
 
 
+def choose_carriers(files: Mapping[str, Path], **budget) -> list[str]:
+    """The carriers of the checkpoint whose safetensors files are `files` (path in the repo -> local path),
+    by tracing.carriers.select_carriers (`budget`: its keywords)."""
+    headers = {file: read_header(Path(path)) for file, path in files.items()}
+    shapes = {e.name: (e.dtype, e.shape) for header in headers.values() for e in header.entries.values()}
+    holders = {e.name: file for file, header in headers.items() for e in header.entries.values()}
+    return select_carriers(shapes, holders, **budget)
+
+
 class OriginalCarriers:
     """The carrier tensors of the verified revision, which every residual is taken against."""
 
@@ -51,11 +60,10 @@ class OriginalCarriers:
     @classmethod
     def from_files(cls, files: Mapping[str, Path], carriers: Collection[str] | None = None, **budget):
         """Read from `files` (path in the repo -> local safetensors file, verified or served base); with
-        `carriers` None they are chosen by tracing.carriers.select_carriers (`budget`: its keywords)."""
-        headers = {file: read_header(Path(path)) for file, path in files.items()}
+        `carriers` None they are chosen by `choose_carriers` (`budget`: select_carriers' keywords)."""
         if carriers is None:
-            shapes = {e.name: (e.dtype, e.shape) for h in headers.values() for e in h.entries.values()}
-            carriers = select_carriers(shapes, **budget)
+            carriers = choose_carriers(files, **budget)
+        headers = {file: read_header(Path(path)) for file, path in files.items()}
         found = []
         for file, header in headers.items():
             for entry in header.entries.values():
@@ -218,8 +226,10 @@ def trace(
     issued_digests: Mapping[str, str] | None = None,
     top: int = 10,
 ) -> TraceResult:
-    """Who a leak (files or directories) was issued to. A byte-exact file is named by its digest at once;
-    otherwise every recipient is scored and those at or above `threshold` are named."""
+    """Who a leak (files or directories) was issued to. A byte-exact file is named by its digest at once
+    (`issued_digests`: sha256 -> recipient, of the served files, which differ between recipients; never
+    of a file every copy shares); otherwise every recipient is scored and those at or above `threshold`
+    are named."""
     paths = list(paths)
     weights_total = tracer.original.weights
     if issued_digests:

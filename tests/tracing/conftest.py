@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from tracing import synthetic
-from tracing.carriers import select_carriers
 from tracing.floats import to_float32
 from tracing.keys import CopyKeys, TraceKey
 from tracing.safetensors_file import read_header, read_raw
 from tracing.served import ServedFile, write_served_base
-from tracing.tracer import CodeBook, OriginalCarriers, Tracer
+from tracing.tracer import CodeBook, OriginalCarriers, Tracer, choose_carriers
 
 CONFIG = synthetic.llama_config(hidden=128, intermediate=384, layers=4, heads=4, kv_heads=4, vocab=512)
 # The tiny model has fewer weights than a real one by far: every candidate carries (163,840 weights).
@@ -61,10 +60,7 @@ def read_all(directory: Path) -> dict[str, np.ndarray]:
 def release(tmp_path_factory) -> Release:
     root = tmp_path_factory.mktemp("release")
     files = synthetic.write_checkpoint(root / "original", CONFIG, synthetic.random_weights(CONFIG))
-    shapes = {}
-    for file in files:
-        shapes |= {e.name: (e.dtype, e.shape) for e in read_header(root / "original" / file).entries.values()}
-    carriers = select_carriers(shapes, **BUDGET)
+    carriers = choose_carriers({file: root / "original" / file for file in files}, **BUDGET)
     keys = CopyKeys(TraceKey(SECRET), "org/tiny", "0123abcd")
     (root / "served").mkdir()
     served_files = {}
