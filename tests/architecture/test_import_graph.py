@@ -3,7 +3,7 @@
 import grimp
 import pytest
 
-PACKAGES = ("portal", "workers", "distribution", "verification", "access", "audit", "hub")
+PACKAGES = ("portal", "workers", "distribution", "verification", "access", "audit", "hub", "tracing")
 
 
 @pytest.fixture(scope="module")

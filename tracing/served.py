@@ -1,0 +1,209 @@
+"""Served files of a traceable revision: each verified shard rewritten once with its carrier tensors
+last, so that every recipient's copy is the same bytes up to the carriers (the prefix: header and
+every other tensor) and only the tail differs.
+
+The portal writes the base file once (`write_served_base`: the verified values, carriers last, a valid
+safetensors file it stores and verifies like a published one). A recipient's copy is the base file's
+prefix followed by that recipient's tail (`ServedFile.tail_for`). Its sha256 is the prefix's hash state,
+copied, fed the tail; a range of it is a range of the base file's prefix and a slice of the tail. A
+shard without carriers needs no served file: the verified one is every recipient's copy.
+
+This module is what the web tier imports to serve bytes: numpy, hashlib and the keys, nothing more.
+"""
+
+import hashlib
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tracing.floats import MARKABLE
+from tracing.keys import CopyKeys
+from tracing.marking import TensorMark
+from tracing.safetensors_file import encode_header, read_header, read_raw
+
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TailTensor:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int  # in the served file
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class ServedLayout:
+    """Where a served file's shared bytes end and its per-recipient tail begins."""
+
+    file: str  # the file's path in the repo: the keys name it
+    size: int
+    prefix_size: int
+    carriers: tuple[TailTensor, ...]
+
+    @property
+    def tail_size(self) -> int:
+        return self.size - self.prefix_size
+
+
+def check_carrier(path: Path, name: str, dtype: str) -> None:
+    if dtype not in MARKABLE:
+        raise ValueError(f"{path}: carrier {name!r} is {dtype}; a mark goes on {', '.join(MARKABLE)} only")
+
+
+def write_served_base(source: Path, destination: Path, file: str, carriers: Collection[str]) -> ServedLayout:
+    """Rewrite the verified shard `source` into `destination` with the carriers it holds placed last, every
+    value unchanged; the metadata and the order of the other tensors are kept."""
+    source, destination = Path(source), Path(destination)
+    header = read_header(source)
+    ordered = [e for e in header.entries.values() if e.name not in carriers]
+    tail = [e for e in header.entries.values() if e.name in carriers]
+    for entry in tail:
+        check_carrier(source, entry.name, entry.dtype)
+    head, _ = encode_header([(e.name, e.dtype, e.shape) for e in ordered + tail], header.metadata)
+    with open(source, "rb") as reader, open(destination, "wb") as writer:
+        writer.write(head)
+        for entry in ordered + tail:
+            copy_range(reader, writer, header.data_start + entry.start, entry.nbytes)
+    return served_layout(destination, file, carriers)
+
+
+def copy_range(reader, writer, offset: int, count: int) -> None:
+    buffer = memoryview(bytearray(min(count, 8 * CHUNK) or 1))
+    reader.seek(offset)
+    while count:
+        got = reader.readinto(buffer[: min(count, len(buffer))])
+        if not got:
+            raise ValueError(f"{reader.name} ended early")
+        writer.write(buffer[:got])
+        count -= got
+
+
+def served_layout(path: Path, file: str, carriers: Collection[str]) -> ServedLayout:
+    """The layout of a served base file; ValueError unless its carriers are exactly its last tensors."""
+    path = Path(path)
+    header = read_header(path)
+    entries = list(header.entries.values())
+    count = sum(1 for entry in entries if entry.name in carriers)
+    if any(entry.name in carriers for entry in entries[: len(entries) - count]):
+        raise ValueError(f"{path}: its carrier tensors are not its last ones; write it with write_served_base")
+    tail = entries[len(entries) - count :]
+    for entry in tail:
+        check_carrier(path, entry.name, entry.dtype)
+    prefix = header.data_start + tail[0].start if tail else header.size
+    slots = tuple(TailTensor(e.name, e.dtype, e.shape, header.data_start + e.start, e.nbytes) for e in tail)
+    return ServedLayout(file=file, size=header.size, prefix_size=prefix, carriers=slots)
+
+
+class ServedFile:
+    """One served base file, ready to issue copies of: its layout, its carriers' marks (read once) and, on
+    first use, the hash state of its prefix. Keep one per process and file: hash states cannot be pickled."""
+
+    def __init__(self, path: Path, layout: ServedLayout, keys: CopyKeys):
+        self.path, self.layout, self.keys = Path(path), layout, keys
+        header = read_header(self.path)
+        self.marks = []
+        for slot in layout.carriers:
+            bits = read_raw(self.path, header, header.entries[slot.name]).view(MARKABLE[slot.dtype].uint)
+            self.marks.append((slot, TensorMark(bits, slot.dtype, keys.pattern(layout.file, slot.name, bits.size))))
+        self._prefix_state = None
+
+    @classmethod
+    def open(cls, path: Path, file: str, carriers: Collection[str], keys: CopyKeys) -> "ServedFile":
+        return cls(path, served_layout(path, file, carriers), keys)
+
+    def tail_for(self, recipient: str) -> bytearray:
+        """The bytes that follow the shared prefix in `recipient`'s copy: the carriers, marked (made in
+        place in one buffer, which the caller owns)."""
+        tail = bytearray(self.layout.tail_size)
+        for slot, mark in self.marks:
+            start = slot.offset - self.layout.prefix_size
+            width = np.dtype(mark.format.uint).itemsize
+            out = np.frombuffer(tail, dtype=mark.format.uint, count=slot.nbytes // width, offset=start)
+            mark.marked(self.keys.code(self.layout.file, slot.name, recipient, mark.blocks), out=out)
+        return tail
+
+    def carrier_bits(self, recipient: str) -> dict[str, np.ndarray]:
+        """Each carrier of `recipient`'s copy, as bits in its shape: the tail, unpacked."""
+        tail = np.frombuffer(self.tail_for(recipient), dtype=np.uint8)
+        carriers = {}
+        for slot, mark in self.marks:
+            start = slot.offset - self.layout.prefix_size
+            carriers[slot.name] = tail[start : start + slot.nbytes].view(mark.format.uint).reshape(slot.shape)
+        return carriers
+
+    def prefix_state(self):
+        """sha256 of the prefix, computed once (a read of the prefix) and copied by every digest."""
+        if self._prefix_state is None:
+            state = hashlib.sha256()
+            for piece in read_file_range(self.path, 0, self.layout.prefix_size):
+                state.update(piece)
+            self._prefix_state = state
+        return self._prefix_state
+
+    def sha256(self, tail: bytes) -> str:
+        """The sha256 of the copy whose tail is `tail`: the prefix's state, copied, fed the tail."""
+        state = self.prefix_state().copy()
+        state.update(tail)
+        return state.hexdigest()
+
+    def read(self, tail: bytes, start: int = 0, end: int | None = None) -> Iterator[bytes | memoryview]:
+        """Bytes [start, end) of the copy whose tail is `tail`, in pieces: the prefix's from the base file."""
+        return read_copy(self.path, self.layout, tail, start, end)
+
+    def write_copy(self, destination: Path, tail: bytes) -> None:
+        with open(destination, "wb") as out:
+            for piece in self.read(tail):
+                out.write(piece)
+
+
+def split_range(layout: ServedLayout, start: int, end: int) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """Which part of [start, end) of a copy is the base file's prefix (offsets in the file, for sendfile)
+    and which part the tail (offsets in the tail)."""
+    prefix = (start, min(end, layout.prefix_size)) if start < min(end, layout.prefix_size) else None
+    tail_start, tail_end = max(start, layout.prefix_size), end
+    tail = (tail_start - layout.prefix_size, tail_end - layout.prefix_size) if tail_start < tail_end else None
+    return prefix, tail
+
+
+def read_file_range(path: Path, start: int, end: int) -> Iterator[bytes]:
+    with open(path, "rb", buffering=0) as handle:
+        handle.seek(start)
+        left = end - start
+        while left > 0:
+            piece = handle.read(min(CHUNK, left))
+            if not piece:
+                raise ValueError(f"{path} ended at {end - left}, before {end}")
+            yield piece
+            left -= len(piece)
+
+
+def read_copy(
+    path: Path, layout: ServedLayout, tail: bytes, start: int = 0, end: int | None = None
+) -> Iterator[bytes | memoryview]:
+    """Bytes [start, end) of a recipient's copy, with `path` the base file and `tail` the recipient's."""
+    end = layout.size if end is None else end
+    if not 0 <= start <= end <= layout.size or len(tail) != layout.tail_size:
+        raise ValueError(f"range [{start}, {end}) of a {layout.size}-byte copy, tail of {len(tail)} bytes")
+    return copy_pieces(path, tail, *split_range(layout, start, end))
+
+
+def copy_pieces(path, tail, prefix, tail_part) -> Iterator[bytes | memoryview]:
+    if prefix is not None:
+        yield from read_file_range(path, *prefix)
+    if tail_part is not None:
+        view = memoryview(tail)
+        for offset in range(tail_part[0], tail_part[1], CHUNK):
+            yield view[offset : min(offset + CHUNK, tail_part[1])]
+
+
+def copy_digests(files: Mapping[str, ServedFile], recipient: str, fixed: Mapping[str, str]) -> dict[str, str]:
+    """Every file's sha256 in `recipient`'s copy: the served files' computed, the others' (`fixed`) as they are.
+    What a copy's manifest and signature list; it reads no more than the tails it makes."""
+    digests = dict(fixed)
+    for file, served in files.items():
+        digests[file] = served.sha256(served.tail_for(recipient))
+    return digests
