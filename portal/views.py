@@ -11,6 +11,7 @@ from access.forms import request_form
 from access.gate import AccessDenied, find_repo, is_reviewer, listed_revisions, may_see_verification, visible_repos
 from access.models import AccessRequest, GatingPolicy, Grant
 from access.services import RequestRefused, accept_current_license, submit_request
+from portal.model_card import card_html
 
 TENSOR_ROWS = 200  # a page, not a dump: the full statistics are in the run's JSON report
 
@@ -91,12 +92,14 @@ def repo_page(request, org, name):
                 if name in form.fields:
                     form.add_error(name, message)
     grant = Grant.active().filter(user=user, repo=repo).first() if user.is_authenticated else None
+    release = repo.latest_released()
     context = {
         "repo": repo,
         "policy": policy,
         "form": form,
         "license_outdated": bool(grant and grant.license_version and grant.license_version != policy.license_version),
-        "release": repo.latest_released(),
+        "release": release,
+        "facts": release_facts(release) if release else None,
         "grant": grant,
         "my_request": AccessRequest.objects.filter(user=user, repo=repo).first() if user.is_authenticated else None,
         "revisions": listed_revisions(user, repo),
@@ -104,6 +107,27 @@ def repo_page(request, org, name):
         "base_url": request.build_absolute_uri("/").rstrip("/"),
     }
     return render(request, "portal/repo.html", context)
+
+
+def release_facts(release) -> dict:
+    """What a model hub shows of a release: its card, its files with sizes and digests, and what the
+    verification found (each check's outcome and the smoke pass), which anyone who may see the repo sees."""
+    run = release.runs.filter(ok=True).order_by("-finished_at").first()
+    outcomes = {}
+    for check in release.checks.filter(run=run) if run else ():
+        worst = outcomes.get(check.name, "pass")
+        outcomes[check.name] = check.status if SEVERITY[check.status] > SEVERITY[worst] else worst
+    return {
+        "card": card_html(release),
+        "files": release.files.order_by("path"),
+        "total_size": sum(release.files.values_list("size", flat=True)),
+        "checks": sorted(outcomes.items()),
+        "smoke": (run.report or {}).get("smoke") if run else None,
+        "verified_at": run.finished_at if run else None,
+    }
+
+
+SEVERITY = {"pass": 0, "warn": 1, "fail": 2}
 
 
 def admin_login(request):

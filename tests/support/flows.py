@@ -50,6 +50,7 @@ def published_tiny_llama(
     verify_here: bool = False,
     config_overrides: dict | None = None,
     seed: int = 0,
+    extra_files: dict[str, str] | None = None,
 ) -> tuple[Revision, object]:
     """Publish a tiny checkpoint and wait until it is verified (and released, by default).
 
@@ -57,6 +58,8 @@ def published_tiny_llama(
     that is running anyway may take it first, which the claim makes harmless.
     """
     checkpoint = write_tiny_llama(tmp_path / "checkpoint", shards=2, seed=seed, config_overrides=config_overrides)
+    for name, text in (extra_files or {}).items():
+        (checkpoint / name).write_text(text)  # a model card, say
     revision = publish(checkpoint, repo_id, storage)
     if verify_here:
         run_checks_stage(revision.pk)
