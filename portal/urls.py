@@ -70,3 +70,6 @@ urlpatterns = [
     re_path(rf"^{REPO}$", views.repo_page, name="repo"),
     re_path(rf"^{REPO}/revisions/(?P<commit>[0-9a-f]{{40}})$", views.revision_page, name="revision"),
 ]
+
+handler404 = "portal.views.not_found"
+handler500 = "portal.views.server_error"

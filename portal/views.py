@@ -1,8 +1,9 @@
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.db import connection
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponseServerError, JsonResponse
 from django.shortcuts import redirect, render
+from django.template import loader
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
@@ -11,6 +12,8 @@ from access.forms import request_form
 from access.gate import AccessDenied, find_repo, is_reviewer, listed_revisions, may_see_verification, visible_repos
 from access.models import AccessRequest, GatingPolicy, Grant
 from access.services import RequestRefused, accept_current_license, submit_request
+from hub import request_ids
+from hub.errors import hf_error
 from portal.model_card import card_html
 
 TENSOR_ROWS = 200  # a page, not a dump: the full statistics are in the run's JSON report
@@ -133,3 +136,16 @@ SEVERITY = {"pass": 0, "warn": 1, "fail": 2}
 def admin_login(request):
     """Staff sign in through the account pages, so the login rate limits and lock-out cover them too."""
     return redirect_to_login(request.GET.get("next") or reverse("admin:index"), login_url=reverse("account_login"))
+
+
+def not_found(request, exception):
+    """404: the Hub's JSON error under /api/ (clients read it), a page for people elsewhere."""
+    if request.path.startswith("/api/"):
+        return hf_error(404, f"nothing at {request.path}: check the repo, revision and file names")
+    return render(request, "404.html", {"request_path": request.path}, status=404)
+
+
+def server_error(request):
+    """500: a page that needs no database and no request context, with the id to quote to operators."""
+    template = loader.get_template("500.html")
+    return HttpResponseServerError(template.render({"request_id": request_ids.current.get()}))

@@ -55,3 +55,25 @@ def test_the_files_show_their_sizes_and_digests_and_the_checks_their_outcomes(pa
         assert f"<td>{check}</td>" in verification
     assert "Smoke inference:" in verification and "<code>cpu</code>" in verification
     assert "Use it for research only." in html[html.index('id="license"') :]
+
+
+def test_a_missing_page_is_styled_for_people_and_json_for_clients(client):
+    page = client.get("/acme/no-such-model")
+    assert page.status_code == 404 and 'id="not-found"' in page.content.decode()
+    assert "<code>/acme/no-such-model</code>" in page.content.decode()
+    api = client.get("/api/v1/no-such-endpoint/")
+    assert api.status_code == 404 and "nothing at /api/v1/no-such-endpoint/" in api.json()["error"]
+
+
+def test_a_server_error_page_needs_no_database_and_names_the_request(rf, django_db_blocker):
+    from hub.request_ids import current
+    from portal.views import server_error
+
+    token = current.set("req-5e7a1b2c")
+    try:
+        with django_db_blocker.block():  # the database may be what broke
+            response = server_error(rf.get("/acme/tiny"))
+    finally:
+        current.reset(token)
+    assert response.status_code == 500
+    assert 'id="server-error"' in response.content.decode() and "req-5e7a1b2c" in response.content.decode()
