@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.admin.apps import AdminConfig
 
 
 class PortalConfig(AppConfig):
@@ -7,3 +8,7 @@ class PortalConfig(AppConfig):
 
     def ready(self):
         from portal import checks  # noqa: F401  (registers the system checks)
+
+
+class PortalAdminConfig(AdminConfig):
+    default_site = "portal.admin_site.StaffAdminSite"
