@@ -1,9 +1,11 @@
 """Staff edit repos' gating policies, rules and reviewers, and grant or revoke access, here."""
 
+from allauth.mfa.models import Authenticator
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
 from access.models import AccessRequest, AccessRule, ApiToken, GatingPolicy, Grant, Reviewer, User
+from access.services import reset_second_factor
 from audit.chain import record
 from audit.tags import Tag
 
@@ -114,3 +116,31 @@ class ApiTokenAdmin(AuditedAdmin):
     audit_tags = tags_by_action(Tag.ADMIN_TOKEN_CREATED, Tag.ADMIN_TOKEN_CHANGED, Tag.ADMIN_TOKEN_DELETED)
     list_display = ["user", "name", "hint", "created_at", "last_used_at", "revoked_at"]
     readonly_fields = ["digest", "hint"]
+
+
+admin.site.unregister(Authenticator)  # allauth's shows the secrets and lets staff edit them
+
+
+@admin.register(Authenticator)
+class AuthenticatorAdmin(admin.ModelAdmin):
+    """Second factors, listed without their secrets. Deleting one resets that person's second factor
+    (the app and its recovery codes), audited: for a lost device, after checking who is asking."""
+
+    list_display = ["user", "type", "created_at", "last_used_at"]
+    list_filter = ["type"]
+    search_fields = ["user__username", "user__email"]
+    fields = ["user", "type", "created_at", "last_used_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False  # only the person can enrol, with their own device
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def delete_model(self, request, obj):
+        reset_second_factor(obj.user, via="admin", actor=request.user, request=request)
+
+    def delete_queryset(self, request, queryset):
+        for user in {authenticator.user for authenticator in queryset.select_related("user")}:
+            reset_second_factor(user, via="admin", actor=request.user, request=request)

@@ -6,12 +6,14 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
 from access.gate import AccessDenied, find_repo, reviewed_repos
 from access.models import AccessRequest
+from access.second_factor import SecondFactorForSessions
 from access.services import RequestRefused, accept_current_license, submit_request
 from distribution.models import parse_repo_id
 
@@ -120,6 +122,8 @@ class LicenseAcceptance(APIView):
 
 class RequestCounts(APIView):
     """GET: how many requests each repo you review has in each state, for monitoring."""
+
+    permission_classes = [IsAuthenticated, SecondFactorForSessions]
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, description="{repo id: {state: count}}")
     def get(self, request):

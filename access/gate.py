@@ -5,6 +5,8 @@ visibility again. A refusal is `AccessDenied`, carrying the Hugging Face error c
 understands; one place per protocol turns it into a response.
 """
 
+from allauth.account.authentication import get_authentication_records
+from allauth.mfa.models import Authenticator
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
@@ -34,6 +36,15 @@ def is_staff(user) -> bool:
     return signed_in(user) and user.is_staff
 
 
+class SecondFactorRequired(Exception):
+    """A staff member or reviewer whose browser session has not passed their second factor: `enrolled`
+    says whether they must set one up first or only enter a code from the one they have."""
+
+    def __init__(self, *, enrolled: bool):
+        super().__init__("enter a code from your authenticator app" if enrolled else "set up an authenticator app")
+        self.enrolled = enrolled
+
+
 def repo_not_found(repo_id: str) -> AccessDenied:
     # The same answer for unknown and hidden repos, so a private repo's existence never leaks.
     return AccessDenied(
@@ -57,6 +68,26 @@ def reviewed_repos(user):
     if not signed_in(user):
         return Repo.objects.none()
     return Repo.objects.filter(reviewers__user=user)
+
+
+def needs_second_factor(user) -> bool:
+    """Staff and reviewers (of any repo): whoever reads applicants' answers and who downloaded what, or
+    decides access."""
+    return is_staff(user) or (signed_in(user) and Reviewer.objects.filter(user=user).exists())
+
+
+def check_second_factor(request) -> None:
+    """Refuse a browser session of someone who needs a second factor unless they have enrolled one and
+    this session passed it: at sign-in, on allauth's re-authentication page, or by confirming the
+    enrolment in this session. allauth records each way a session was authenticated; "mfa" is a TOTP or
+    recovery code. Bearer tokens are not sessions and never come here."""
+    user = request.user
+    if not needs_second_factor(user):
+        return
+    if not Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists():
+        raise SecondFactorRequired(enrolled=False)
+    if not any(record.get("method") == "mfa" for record in get_authentication_records(request, user)):
+        raise SecondFactorRequired(enrolled=True)
 
 
 def needs_grant(repo: Repo) -> bool:

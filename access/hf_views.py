@@ -7,8 +7,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from access.endpoints import hf_endpoint
-from access.gate import find_repo, is_reviewer, needs_grant
+from access.gate import SecondFactorRequired, check_second_factor, find_repo, is_reviewer, needs_grant
 from access.models import AccessRequest, Grant, User
+from access.second_factor import WHY
 from access.services import RequestRefused, decide, grant_access
 from hub.errors import hf_error
 
@@ -39,6 +40,11 @@ def reviewed_repo(request, org, name):
     """The repo, when the caller may review it; an error response otherwise."""
     if request.hf_user is None:
         return None, hf_error(401, "Invalid credentials in Authorization header: send a reviewer's token")
+    if request.hf_token is None:  # a browser session: the review queue's requirement holds here too
+        try:
+            check_second_factor(request)
+        except SecondFactorRequired:
+            return None, hf_error(403, f"{WHY} This session has not passed yours: send a reviewer's token instead.")
     repo = find_repo(request.hf_user, org, name)
     if not is_reviewer(request.hf_user, repo):
         return None, hf_error(403, f"You are not a reviewer of {repo.repo_id}.")

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from allauth.mfa.models import Authenticator
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -310,6 +311,16 @@ def assign_reviewer(user, repo, *, via: str, actor=None, request=None) -> bool:
     if created:
         record(Tag.REVIEWER_ASSIGNED, actor=actor, subject=user, repo=repo, request=request, via=via)
     return created
+
+
+def reset_second_factor(user, *, via: str, actor=None, request=None) -> int:
+    """Remove every authenticator of `user` (the app and its recovery codes), for a lost device: their
+    next staff page asks them to set up a new one. Returns how many were removed."""
+    removed = list(Authenticator.objects.filter(user=user).values_list("type", flat=True))
+    Authenticator.objects.filter(user=user).delete()
+    if removed:
+        record(Tag.SECOND_FACTOR_REMOVED, actor=actor, subject=user, request=request, via=via, types=sorted(removed))
+    return len(removed)
 
 
 def record_email_verified(user, *, email: str, via: str, actor=None, request=None) -> None:

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_http_methods
 
 from access.gate import reviewed_repos
 from access.models import AccessRequest, ApiToken, Reviewer
+from access.second_factor import second_factor_required
 from access.services import RequestRefused, create_token, decide
 from audit.chain import record
 from audit.tags import Tag
@@ -26,6 +27,7 @@ def my_requests(request):
 
 
 @login_required
+@second_factor_required
 @require_http_methods(["GET", "POST"])
 def review_queue(request):
     repos = reviewed_repos(request.user)

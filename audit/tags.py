@@ -14,6 +14,9 @@ class Tag(StrEnum):
     LOGIN_FAILED = "access:login:failed"
     TOKEN_CREATED = "access:token:created"
     TOKEN_REVOKED = "access:token:revoked"
+    # The second factor staff and reviewers sign in with (an authenticator app and its recovery codes)
+    SECOND_FACTOR_ADDED = "access:second-factor:added"
+    SECOND_FACTOR_REMOVED = "access:second-factor:removed"
     # Access requests, grants, licenses and reviewers
     REQUEST_SUBMITTED = "access:request:submitted"
     REQUEST_REAPPLIED = "access:request:reapplied"
@@ -66,5 +69,13 @@ class Tag(StrEnum):
 
 # Tags that change nobody's access (bytes and links handed out), so caches of who may do what keep them.
 ACCESS_NEUTRAL = frozenset(
-    {Tag.DOWNLOAD_SERVED, Tag.DOWNLOAD_TICKET_ISSUED, Tag.DOWNLOAD_TICKET_RENEWED, Tag.REDIRECT_TICKET_ISSUED}
+    {
+        Tag.DOWNLOAD_SERVED,
+        Tag.DOWNLOAD_TICKET_ISSUED,
+        Tag.DOWNLOAD_TICKET_RENEWED,
+        Tag.REDIRECT_TICKET_ISSUED,
+        # a second factor guards browser sessions on staff pages, never a token's downloads
+        Tag.SECOND_FACTOR_ADDED,
+        Tag.SECOND_FACTOR_REMOVED,
+    }
 )

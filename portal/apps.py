@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.admin.apps import AdminConfig
 
 
 class PortalConfig(AppConfig):
@@ -13,3 +14,7 @@ class PortalConfig(AppConfig):
         # The chain's checks include the anchors kept in storage, which the audit layer cannot reach itself.
         if stored_anchor_breaks not in chain.witnesses:
             chain.witnesses.append(stored_anchor_breaks)
+
+
+class PortalAdminConfig(AdminConfig):
+    default_site = "portal.admin_site.StaffAdminSite"

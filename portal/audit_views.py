@@ -9,11 +9,13 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.gate import is_staff, reviewed_repos
+from access.second_factor import SecondFactorForSessions, second_factor_required
 from portal.reports import DownloadFilters, DownloadQuery, as_csv, as_json, as_rows, who_obtained
 
 PAGE_ROWS = 500  # a page, not a dump: the exports carry every row
@@ -45,6 +47,7 @@ def export(rows: list[dict], format: str, filename: str) -> HttpResponse:
 
 
 @login_required
+@second_factor_required
 def downloads(request, format=None):
     """The page, or (with `format`) the same filtered rows as a file."""
     filters = DownloadFilters(request.GET)
@@ -124,6 +127,8 @@ FORMAT_PARAMETER = OpenApiParameter("format", OpenApiTypes.STR, enum=["json", "c
 
 class DownloadAudit(ReportView):
     """GET: who obtained which model, per person and revision, in the repos you review."""
+
+    permission_classes = [IsAuthenticated, SecondFactorForSessions]
 
     @extend_schema(
         parameters=[*FILTER_PARAMETERS, FORMAT_PARAMETER],

@@ -69,7 +69,7 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 PUBLIC_URL = env_url("PUBLIC_URL", schemes=("http", "https")).rstrip("/")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "portal.apps.PortalAdminConfig",  # the admin, behind the second factor staff sign in with
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "portal.apps.PortalConfig",
     "allauth",
     "allauth.account",
+    "allauth.mfa",
     "django_countries",
     "access.apps.AccessConfig",
     "distribution.apps.DistributionConfig",
@@ -136,6 +137,13 @@ ACCOUNT_RATE_LIMITS = {
     "confirm_email": "1/3m/key",
 }
 ACCOUNT_EMAIL_CONFIRMATION_EXPIRE_DAYS = 3
+# The second factor staff and reviewers must pass before the review queue, the admin and the audit
+# pages (access.gate.check_second_factor): an authenticator app (TOTP) and single-use recovery codes.
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = env_str("MFA_TOTP_ISSUER", "Weightgate")
+# One 30-second step either side of the server's clock, for phones whose clocks drift (RFC 6238 5.2);
+# allauth refuses a code used once for the whole window.
+MFA_TOTP_TOLERANCE = 1
 
 TEMPLATES = [
     {

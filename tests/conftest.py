@@ -153,6 +153,12 @@ def browser(monkeypatch):
         )
         yield chromium
         chromium.close()
+        # While Playwright's loop runs in this thread, Django's connections are another set (context-local);
+        # one left open would be the next browser test's, dead if a test between ended every other session
+        # (tests/system/test_service_faults.py does).
+        from django.db import connections
+
+        connections.close_all()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from django.test import Client
 
 from access.models import AccessRequest, ApiToken, GatingPolicy, Grant, Reviewer, hash_token
 from distribution.models import Repo
-from tests.support.personas import person
+from tests.support.personas import person, sign_in
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +28,7 @@ def repo():
 
 
 def test_the_repo_page_form_files_a_request_and_shows_it_pending(client, repo):
-    client.force_login(person("alice"))
+    sign_in(client, person("alice"))
     page = client.get("/acme/tiny").content.decode()
     assert "Affiliation" in page and "Use it kindly." in page and "version 3" in page
     response = client.post("/acme/tiny", {"affiliation": "Lab", "country": "NO", "accept_license": "on"}, follow=True)
@@ -37,7 +37,7 @@ def test_the_repo_page_form_files_a_request_and_shows_it_pending(client, repo):
 
 
 def test_the_form_keeps_answers_and_names_what_is_missing(client, repo):
-    client.force_login(person("alice"))
+    sign_in(client, person("alice"))
     page = client.post("/acme/tiny", {"affiliation": "Lab", "accept_license": "on"}).content.decode()
     assert "Country is required" in page and 'value="Lab"' in page
     assert not AccessRequest.objects.exists()
@@ -46,10 +46,10 @@ def test_the_form_keeps_answers_and_names_what_is_missing(client, repo):
 def test_every_form_needs_its_csrf_token(repo):
     strict = Client(enforce_csrf_checks=True)
     alice = person("alice")
-    strict.force_login(alice)
+    sign_in(strict, alice)
     assert strict.post("/acme/tiny", {"affiliation": "Lab", "country": "NO", "accept_license": "on"}).status_code == 403
     assert strict.post("/account/", {"action": "create-token", "name": "x"}).status_code == 403
-    strict.force_login(person("bob", reviews=[repo]))
+    sign_in(strict, person("bob", reviews=[repo]))
     assert strict.post("/review/", {"decision": "accepted", "request": "1"}).status_code == 403
     assert not AccessRequest.objects.exists() and not ApiToken.objects.exists()
 
@@ -63,7 +63,7 @@ def test_the_review_queue_filters_and_decides_in_bulk(client, repo):
         for name, affiliation in (("ann", "Oxford"), ("ben", "Acme Corp"), ("cat", "Oxford"))
     ]
     AccessRequest.objects.create(user=person("dan"), repo=other, license_version="1")
-    client.force_login(person("bob", reviews=[repo]))
+    sign_in(client, person("bob", reviews=[repo]))
     page = client.get("/review/").content.decode()
     assert all(name in page for name in ("ann", "ben", "cat")) and "dan" not in page
     assert "example.org" in page  # the email domain is shown
@@ -87,14 +87,14 @@ def test_my_requests_shows_states_and_reasons(client, repo):
     AccessRequest.objects.create(
         user=alice, repo=repo, license_version="3", state="rejected", rejection_reason="tell us more about the project"
     )
-    client.force_login(alice)
+    sign_in(client, alice)
     page = client.get("/requests/").content.decode()
     assert "rejected" in page and "tell us more about the project" in page
 
 
 def test_the_account_page_shows_a_new_token_once_and_revokes_it(client, repo):
     alice = person("alice")
-    client.force_login(alice)
+    sign_in(client, alice)
     page = client.post("/account/", {"action": "create-token", "name": "laptop"}).content.decode()
     raw = re.search(r'<code id="new-token">(wg_[^<]+)</code>', page).group(1)
     token = ApiToken.objects.get(user=alice)
@@ -107,7 +107,7 @@ def test_the_account_page_shows_a_new_token_once_and_revokes_it(client, repo):
 
 def test_reviewers_choose_how_they_are_notified(client, repo):
     bob = person("bob", reviews=[repo])
-    client.force_login(bob)
+    sign_in(client, bob)
     client.post("/account/", {"action": "notify", "notify": "daily"})
     assert Reviewer.objects.get(user=bob).notify == "daily"
 
@@ -119,7 +119,7 @@ def test_a_grantee_finds_the_download_script_on_the_repo_page(client, tmp_path):
     revision, _ = published_tiny_llama(tmp_path, "acme/scripted", verify_here=True)
     alice = person("alice")
     grant_access(alice, revision.repo, granted_by=None)
-    client.force_login(alice)
+    sign_in(client, alice)
     page = client.get("/acme/scripted").content.decode()
     assert "download.sh" in page and "24 hours" in page
     script = client.get("/api/v1/repos/acme/scripted/revisions/main/download.sh")

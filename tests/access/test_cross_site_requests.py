@@ -14,7 +14,7 @@ from django.test import Client
 
 from access.models import AccessRequest, Grant
 from tests.support.flows import published_tiny_llama
-from tests.support.personas import person, token_for
+from tests.support.personas import person, sign_in, token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,7 +39,7 @@ def attacker_site(tmp_path):
 
 def signed_in_page(browser, live_server, user):
     client = Client()
-    client.force_login(user)
+    sign_in(client, user)
     context = browser.new_context()
     context.add_cookies(
         [{"name": settings.SESSION_COOKIE_NAME, "value": client.cookies[settings.SESSION_COOKIE_NAME].value,

@@ -3,16 +3,20 @@
 Roles: anonymous, an unverified account, an applicant with a pending request, a grantee, a revoked
 grantee, a rejected applicant, a reviewer of another repo, a reviewer of this repo, staff. On the
 private repo, whoever may not see it gets exactly what they would get for a repo that does not exist.
+
+Staff and reviewers sign in with a second factor: the matrix is what they get once their session
+passed it; `test_staff_pages_wait_for_the_second_factor` is the other side, enrolled or not.
 """
 
 import pytest
 from django.test import Client
 from django.utils import timezone
+from django.utils.http import urlencode
 
 from access.models import AccessRequest, Grant
 from access.services import decide, grant_access
 from distribution.models import Repo, Revision, RevisionFile
-from tests.support.personas import person, token_for
+from tests.support.personas import enrol_second_factor, person, sign_in, token_for
 
 pytestmark = pytest.mark.django_db
 ROLES = ["anonymous", "unverified", "pending", "grantee", "revoked", "rejected", "other_reviewer", "reviewer", "staff"]
@@ -63,7 +67,7 @@ def call(client: Client, user, method: str, path: str, body=None, api=True):
         if api:
             headers["HTTP_AUTHORIZATION"] = f"Bearer {token_for(user)}"
         else:
-            client.force_login(user)
+            sign_in(client, user)
     if body is not None:
         return getattr(client, method)(path, data=body, content_type="application/json", **headers)
     return getattr(client, method)(path, **headers)
@@ -85,6 +89,7 @@ ENDPOINTS = {
     ("get", "/requests/", None, True): roles(OK, anonymous=LOGIN),
     ("get", "/account/", None, True): roles(OK, anonymous=LOGIN),
     ("get", "/review/", None, True): roles(DENIED, anonymous=LOGIN, other_reviewer=OK, reviewer=OK, staff=OK),
+    ("get", "/admin/", None, True): roles(LOGIN, staff=OK),
     ("get", "/api/v1/access-requests/", None, False): roles(OK, anonymous=ANON),
     ("post", "/api/v1/access-requests/", '{"repo": "acme/tiny", "accept_license": true}', False): roles(
         CREATED, anonymous=ANON, unverified=DENIED, pending=CONFLICT, grantee=CONFLICT, rejected=LATER
@@ -143,6 +148,7 @@ SITE_WIDE = {
         "/requests/",
         "/account/",
         "/review/",
+        "/admin/",
         "/api/v1/access-requests/",
         "/api/v1/counts/",
         "/api/whoami-v2",
@@ -190,3 +196,53 @@ def test_a_private_repo_answers_like_a_missing_one(endpoint, role):
     assert hidden.status_code == missing.status_code
     assert hidden.content.replace(b"tiny", b"X") == missing.content.replace(b"nothing", b"X")
     assert hidden.get("X-Error-Code") == missing.get("X-Error-Code")
+
+
+# The pages only staff and reviewers use, and the calls a browser session makes to the same data.
+STAFF_PAGES = ["/review/", "/admin/", "/audit/downloads/", "/audit/downloads/?repo=acme/tiny", "/audit/downloads.csv"]
+STAFF_CALLS = ["/api/v1/counts/", "/api/v1/audit/downloads/", "/api/models/acme/tiny/user-access-request/pending"]
+SETUP, CODE = "/accounts/2fa/totp/activate/", "/accounts/2fa/reauthenticate/"
+NEEDS_FACTOR = ["other_reviewer", "reviewer", "staff"]
+
+
+@pytest.mark.parametrize("private", [False, True], ids=["public", "private"])
+@pytest.mark.parametrize("factor", ["not enrolled", "enrolled, not passed"])
+@pytest.mark.parametrize("role", NEEDS_FACTOR)
+@pytest.mark.parametrize("path", STAFF_PAGES)
+def test_staff_pages_wait_for_the_second_factor(path, role, factor, private):
+    user = build(private, role)
+    if factor == "enrolled, not passed":
+        enrol_second_factor(user)
+    response = sign_in(Client(), user, second_factor=False).get(path)
+    if path == "/admin/" and role != "staff":
+        # the admin turns away whoever is not staff before any factor is asked for
+        assert response.status_code == LOGIN and response["Location"].startswith("/admin/login/")
+        return
+    assert response.status_code == LOGIN
+    if factor == "not enrolled":
+        assert response["Location"] == SETUP
+    else:
+        assert response["Location"] == f"{CODE}?{urlencode({'next': path})}"
+
+
+@pytest.mark.parametrize("factor", ["not enrolled", "enrolled, not passed"])
+@pytest.mark.parametrize("role", NEEDS_FACTOR)
+@pytest.mark.parametrize("path", STAFF_CALLS)
+def test_a_session_without_the_second_factor_gets_no_staff_data_but_a_token_does(path, role, factor):
+    user = build(False, role)
+    if factor == "enrolled, not passed":
+        enrol_second_factor(user)
+    by_session = sign_in(Client(), user, second_factor=False).get(path)
+    assert by_session.status_code == DENIED and b"second factor" in by_session.content
+    by_token = Client().get(path, HTTP_AUTHORIZATION=f"Bearer {token_for(user)}")
+    assert by_token.status_code == ENDPOINTS[("get", path, None, False)][role]
+
+
+@pytest.mark.parametrize("role", [r for r in ROLES if r not in NEEDS_FACTOR and r != "anonymous"])
+@pytest.mark.parametrize("endpoint", [e for e in ENDPOINTS if e[3]], ids=lambda e: f"{e[0]} {e[1]}")
+def test_applicants_are_never_asked_for_a_second_factor(endpoint, role):
+    user = build(False, role)
+    method, path, _, _ = endpoint
+    response = getattr(sign_in(Client(), user, second_factor=False), method)(path)
+    assert response.status_code == ENDPOINTS[endpoint][role]
+    assert "/accounts/2fa/" not in response.get("Location", "")

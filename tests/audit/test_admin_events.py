@@ -7,14 +7,14 @@ from access.models import GatingPolicy
 from audit.models import AuditEvent
 from distribution.models import Repo
 from tests.support.audit import AGENT, only_event
-from tests.support.personas import person
+from tests.support.personas import person, sign_in
 
 pytestmark = pytest.mark.django_db
 
 
 def test_staff_editing_a_gating_policy_records_a_policy_change(repo, chain_checked):
     staff = Client(HTTP_USER_AGENT=AGENT)
-    staff.force_login(person("carol", staff=True))
+    sign_in(staff, person("carol", staff=True))
     policy = GatingPolicy.objects.get(repo=repo)
     response = staff.post(
         f"/admin/access/gatingpolicy/{policy.pk}/change/",
@@ -56,7 +56,7 @@ def test_staff_changes_in_the_admin_are_audited():
     repo = Repo.objects.create(org="acme", name="tiny")
     grant = grant_access(person("alice"), repo, granted_by=None)
     staff = Client()
-    staff.force_login(person("carol", staff=True))
+    sign_in(staff, person("carol", staff=True))
     response = staff.post(
         f"/admin/access/grant/{grant.pk}/change/",
         {

@@ -16,7 +16,7 @@ from access.services import grant_access
 from distribution.models import DownloadEvent, Repo, Revision, RevisionFile
 from portal import reports
 from portal.reports import FIELDS, SERVED, DownloadQuery, as_csv, covered, served_window, who_obtained
-from tests.support.personas import person, token_for
+from tests.support.personas import person, sign_in, token_for
 
 pytestmark = pytest.mark.django_db
 START = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
@@ -276,20 +276,20 @@ ALL_ROWS = [("alice", "acme/other"), ("alice", "acme/tiny"), ("gina", "acme/tiny
 
 
 def test_the_page_shows_staff_every_repo_and_a_reviewer_only_theirs(client, portal):
-    client.force_login(portal["staff"])
+    sign_in(client, portal["staff"])
     page = client.get("/audit/downloads/")
     assert page.status_code == 200
     assert b"acme/other" in page.content and b"gina" in page.content
     assert b'href="/audit/downloads.csv?"' in page.content
 
-    client.force_login(portal["reviewer"])
+    sign_in(client, portal["reviewer"])
     page = client.get("/audit/downloads/", {"user": "gina"})
     assert page.status_code == 200
     assert b"gina" in page.content and b"acme/other" not in page.content
     assert b'href="/audit/downloads.json?user=gina"' in page.content
     assert seen(client.get("/audit/downloads.json")) == [("alice", "acme/tiny"), ("gina", "acme/tiny")]
 
-    client.force_login(portal["other_reviewer"])
+    sign_in(client, portal["other_reviewer"])
     assert seen(client.get("/audit/downloads.json")) == [("alice", "acme/other")]
     assert client.get("/audit/downloads/", {"repo": "acme/tiny"}).status_code == 404
     assert client.get("/audit/downloads/", {"repo": "acme/nothing"}).status_code == 404
@@ -299,13 +299,13 @@ def test_the_page_refuses_grantees_and_sends_the_anonymous_to_sign_in(client, po
     for path in ("/audit/downloads/", "/audit/downloads.csv", "/account/downloads.json"):
         response = client.get(path)
         assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
-    client.force_login(portal["gina"])
+    sign_in(client, portal["gina"])
     assert client.get("/audit/downloads/").status_code == 403
     assert client.get("/audit/downloads.csv").status_code == 403
 
 
 def test_the_page_filters_and_its_exports_agree(client, portal):
-    client.force_login(portal["staff"])
+    sign_in(client, portal["staff"])
     everything = client.get("/audit/downloads.json").json()
     assert sorted((row["username"], row["repo"]) for row in everything) == ALL_ROWS
     for query, expected in (
@@ -362,14 +362,14 @@ def test_the_api_speaks_csv_and_json_alike(client, portal):
 
 @pytest.mark.parametrize("path", ["/api/v1/audit/downloads/?format=csv", "/api/v1/me/downloads/"])
 def test_options_describes_a_report_endpoint_in_json_whatever_format_is_asked(client, portal, path):
-    client.force_login(portal["staff"])
+    sign_in(client, portal["staff"])
     described = client.options(path, HTTP_ACCEPT="text/csv")
     assert described.status_code == 200 and described["Content-Type"] == "application/json"
     assert described.json()["renders"] == ["application/json", "text/csv"]
 
 
 def test_a_person_exports_their_own_downloads_only(client, portal):
-    client.force_login(portal["gina"])
+    sign_in(client, portal["gina"])
     account = client.get("/account/")
     assert b'href="/account/downloads.csv"' in account.content and b'href="/account/downloads.json"' in account.content
     assert seen(client.get("/account/downloads.json")) == [("gina", "acme/tiny")]

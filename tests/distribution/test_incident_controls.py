@@ -7,7 +7,7 @@ from django.test import Client
 from audit.models import AuditEvent
 from distribution.models import DownloadEvent, Repo, Revision
 from tests.support.downloads import body, ticket_url
-from tests.support.personas import person
+from tests.support.personas import person, sign_in
 
 pytestmark = pytest.mark.django_db
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def staff():
     client = Client()
-    client.force_login(person("carol", staff=True))
+    sign_in(client, person("carol", staff=True))
     return client
 
 

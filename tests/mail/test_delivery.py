@@ -11,7 +11,7 @@ from aiosmtpd.controller import Controller
 from access.models import AccessRequest, GatingPolicy, Grant
 from distribution.models import Repo
 from tests.support import servers
-from tests.support.personas import person
+from tests.support.personas import person, sign_in
 
 pytestmark = [pytest.mark.services, pytest.mark.real_mail, pytest.mark.django_db(transaction=True)]
 
@@ -72,7 +72,7 @@ def pending(db):
 
 
 def accept_all(client, repo):
-    client.force_login(person("bob", reviews=[repo]))
+    sign_in(client, person("bob", reviews=[repo]))
     chosen = list(AccessRequest.objects.values_list("pk", flat=True))
     return client.post("/review/", {"decision": "accepted", "request": chosen})
 

@@ -11,7 +11,7 @@ from django.core import mail
 
 from access.models import AccessRequest, GatingPolicy, Grant
 from tests.support.flows import published_tiny_llama
-from tests.support.personas import person
+from tests.support.personas import enrol_second_factor, person, totp_code
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ARTIFACTS = Path(__file__).parent.parent / "artifacts"
@@ -35,7 +35,7 @@ def test_sign_up_verify_ask_get_accepted_and_see_how_to_download(browser, live_s
             ],
         },
     )
-    person("bob", reviews=[revision.repo])
+    bob_secret = enrol_second_factor(person("bob", reviews=[revision.repo]))  # his authenticator app
     applicant = browser.new_page()
 
     applicant.goto(f"{live_server.url}/accounts/signup/")
@@ -71,6 +71,9 @@ def test_sign_up_verify_ask_get_accepted_and_see_how_to_download(browser, live_s
     reviewer.goto(f"{live_server.url}/accounts/login/")
     reviewer.fill("input[name=login]", "bob")
     reviewer.fill("input[name=password]", "bob-password")
+    reviewer.click("form button[type=submit]")
+    reviewer.wait_for_load_state()
+    reviewer.fill("input[name=code]", totp_code(bob_secret))  # reviewers sign in with a second factor
     reviewer.click("form button[type=submit]")
     reviewer.wait_for_load_state()
     reviewer.goto(f"{live_server.url}/review/")

@@ -64,6 +64,7 @@ def test_make_run_serves_the_released_demo_and_stops_everything_on_ctrl_c(demo):
     output = log.read_text()
     assert f"http://localhost:{port}/" in output
     assert re.search(r"reviewer: admin / \S+", output) and re.search(r"applicant: alice / \S+", output)
+    assert re.search(r"the secret [A-Z2-7]{32}\n", output) and re.search(r"the recovery code \d{8} \(once\)", output)
     assert "released" in output
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/demo/tiny-llama", timeout=10) as page:
         html = page.read().decode()

@@ -9,6 +9,10 @@ import subprocess
 import sys
 import time
 
+from allauth.mfa.models import Authenticator
+from allauth.mfa.recovery_codes.internal.auth import RecoveryCodes
+from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+from allauth.mfa.utils import decrypt
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
@@ -49,6 +53,21 @@ def demo_account(username: str, *, staff: bool) -> tuple[User, str]:
     return user, password
 
 
+def demo_second_factor(user: User) -> tuple[str, str]:
+    """The demo reviewer's authenticator secret and an unused recovery code: staff sign in with a second
+    factor here as anywhere (the requirement has no off switch), so the demo enrols them once and prints
+    how to pass it without a phone."""
+    totp = Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).first()
+    secret = decrypt(totp.data["secret"]) if totp else generate_totp_secret()
+    if totp is None:
+        TOTP.activate(user, secret)
+    unused = RecoveryCodes.activate(user).get_unused_codes()
+    if not unused:  # every code printed so far was used: a new set
+        Authenticator.objects.filter(user=user, type=Authenticator.Type.RECOVERY_CODES).delete()
+        unused = RecoveryCodes.activate(user).get_unused_codes()
+    return secret, unused[0]
+
+
 class Command(BaseCommand):
     help = "Run the portal on this machine with a worker and a released demo repo (what `make run` does)."
 
@@ -63,6 +82,7 @@ class Command(BaseCommand):
         _, signing_key = current_key()  # made under var/ on the first start, published before anything is signed
         admin, admin_password = demo_account("admin", staff=True)
         applicant, applicant_password = demo_account("alice", staff=False)
+        totp_secret, recovery_code = demo_second_factor(admin)
 
         children = []
 
@@ -92,6 +112,8 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"  Demo repo:  {url}/{DEMO_REPO} (revision {revision.commit[:12]}, released)\n"
                 f"  Sign in as the reviewer: admin / {admin_password}   (staff; admin pages at {url}/admin/)\n"
+                f"    then its second factor: a code from an authenticator app given the secret {totp_secret}\n"
+                f"    (or `oathtool --totp -b {totp_secret}`), or the recovery code {recovery_code} (once)\n"
                 f"  Sign in as an applicant: alice / {applicant_password}\n"
                 f"  alice's API token:       {token}\n"
                 f"  Ask for access with it:  curl -H 'Authorization: Bearer {token}' "
