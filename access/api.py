@@ -16,6 +16,7 @@ from access.models import AccessRequest
 from access.second_factor import SecondFactorForSessions
 from access.services import RequestRefused, accept_current_license, submit_request
 from distribution.models import parse_repo_id
+from hub.pages import NewestFirst
 
 
 class AccessRequestUserThrottle(UserRateThrottle):
@@ -75,10 +76,14 @@ class AccessRequestList(APIView):
             return [AccessRequestUserThrottle(), AccessRequestIpThrottle()]
         return super().get_throttles()
 
+    pagination_class = NewestFirst
+
     @extend_schema(responses=AccessRequestSerializer(many=True))
     def get(self, request):
         mine = AccessRequest.objects.filter(user=request.user).select_related("repo")
-        return Response(AccessRequestSerializer(mine, many=True).data)
+        pages = self.pagination_class()
+        page = pages.paginate_queryset(mine, request, view=self)
+        return pages.get_paginated_response(AccessRequestSerializer(page, many=True).data)
 
     @extend_schema(request=NewAccessRequestSerializer, responses={201: AccessRequestSerializer})
     def post(self, request):

@@ -5,6 +5,7 @@ from datetime import datetime
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db.models import Q
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -16,8 +17,9 @@ from access.second_factor import second_factor_required
 from access.services import RequestRefused, create_token, decide
 from audit.chain import record
 from audit.tags import Tag
+from hub.pages import without_page
 
-QUEUE_PAGE = 200
+QUEUE_PAGE = 100
 
 
 @login_required
@@ -54,19 +56,22 @@ def review_queue(request):
             | Q(user__email__icontains=filters["q"])
             | Q(user__username__icontains=filters["q"])
         )
-    rows = list(queue.order_by("created_at")[:QUEUE_PAGE])
-    for row in rows:
+    page = Paginator(queue.order_by("created_at", "pk"), QUEUE_PAGE).get_page(request.GET.get("page"))
+    for row in page:
         row.email_domain = row.user.email.rpartition("@")[2]
     return render(
         request,
         "access/review_queue.html",
         {
-            "rows": rows,
+            "rows": page.object_list,
+            "page": page,
+            "query_string": without_page(request),
             "repos": repos,
             "filters": filters,
             "states": ["pending", "accepted", "rejected", "all"],
         },
     )
+
 
 
 def bulk_decide(request, repos):

@@ -3,6 +3,7 @@ an API for staff and reviewers (a reviewer sees the repos they review), and each
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from drf_spectacular.types import OpenApiTypes
@@ -16,9 +17,10 @@ from rest_framework.views import APIView
 
 from access.gate import is_staff, reviewed_repos
 from access.second_factor import SecondFactorForSessions, second_factor_required
+from hub.pages import ReportPages, without_page
 from portal.reports import DownloadFilters, DownloadQuery, as_csv, as_json, as_rows, who_obtained
 
-PAGE_ROWS = 500  # a page, not a dump: the exports carry every row
+PAGE_ROWS = 100  # a page, not a dump: the exports carry every row
 EXPORTS = {"csv": ("text/csv; charset=utf-8", as_csv), "json": ("application/json", as_json)}
 
 
@@ -57,12 +59,14 @@ def downloads(request, format=None):
     rows = as_rows(who_obtained(filters.query(repos))) if filters.is_valid() else []  # the page shows the errors
     if format:
         return export(rows, format, "downloads")
+    page = Paginator(rows, PAGE_ROWS).get_page(request.GET.get("page"))
     context = {
         "filters": filters,
         "repos": reviewed_repos(request.user),
-        "rows": rows[:PAGE_ROWS],
+        "rows": page.object_list,
+        "page": page,
         "total": len(rows),
-        "query_string": request.GET.urlencode(),
+        "query_string": without_page(request),
     }
     return render(request, "portal/audit_downloads.html", context)
 
@@ -99,6 +103,14 @@ class CsvRenderer(BaseRenderer):
 
 class ReportView(APIView):
     renderer_classes = [JSONRenderer, CsvRenderer]
+    pagination_class = ReportPages
+
+    def rows(self, rows: list[dict]) -> Response:
+        """JSON in pages (`page`, `page_size`); CSV whole, as a file to keep."""
+        if self.request.accepted_renderer.format == "csv":
+            return Response(rows)
+        pages = self.pagination_class()
+        return pages.get_paginated_response(pages.paginate_queryset(rows, self.request, view=self))
 
     def perform_content_negotiation(self, request, force=False):
         # Only GET answers rows; OPTIONS describes the endpoint, an object a CSV of rows cannot carry.
@@ -140,7 +152,7 @@ class DownloadAudit(ReportView):
         repos = audited_repos(request.user, request.query_params.get("repo", "").strip())
         if not filters.is_valid():
             raise ValidationError(filters.errors)
-        return Response(as_rows(who_obtained(filters.query(repos))))
+        return self.rows(as_rows(who_obtained(filters.query(repos))))
 
 
 class MyDownloads(ReportView):
@@ -148,4 +160,4 @@ class MyDownloads(ReportView):
 
     @extend_schema(parameters=[FORMAT_PARAMETER], responses=ObtainedSerializer(many=True))
     def get(self, request):
-        return Response(as_rows(who_obtained(DownloadQuery(user_id=request.user.pk))))
+        return self.rows(as_rows(who_obtained(DownloadQuery(user_id=request.user.pk))))

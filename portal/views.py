@@ -141,7 +141,8 @@ def admin_login(request):
 def not_found(request, exception):
     """404: the Hub's JSON error under /api/ (clients read it), a page for people elsewhere."""
     if request.path.startswith("/api/"):
-        return hf_error(404, f"nothing at {request.path}: check the repo, revision and file names")
+        # Not the path itself: it may hold anything, a line break included, and goes into a header too.
+        return hf_error(404, "nothing at this address: check the repo, revision and file names")
     return render(request, "404.html", {"request_path": request.path}, status=404)
 
 

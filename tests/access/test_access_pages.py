@@ -7,7 +7,7 @@ from django.test import Client
 
 from access.models import AccessRequest, ApiToken, GatingPolicy, Grant, Reviewer, hash_token
 from distribution.models import Repo
-from tests.support.personas import person, sign_in
+from tests.support.personas import person, sign_in, token_for
 
 pytestmark = pytest.mark.django_db
 
@@ -124,3 +124,26 @@ def test_a_grantee_finds_the_download_script_on_the_repo_page(client, tmp_path):
     assert "download.sh" in page and "24 hours" in page
     script = client.get("/api/v1/repos/acme/scripted/revisions/main/download.sh")
     assert script.status_code == 200 and script.content.startswith(b"#!/usr/bin/env bash")
+
+
+def test_the_review_queue_pages_its_rows_and_keeps_its_filters(client, repo):
+    for number in range(105):
+        AccessRequest.objects.create(user=person(f"applicant{number:03}"), repo=repo, license_version="3")
+    sign_in(client, person("bob", reviews=[repo]))
+    first = client.get("/review/", {"state": "pending"}).content.decode()
+    assert "applicant000" in first and "applicant099" in first and "applicant100" not in first
+    assert "page 1 of 2 (105 rows)" in first and 'href="?state=pending&amp;page=2"' in first
+    second = client.get("/review/", {"state": "pending", "page": "2"}).content.decode()
+    assert "applicant100" in second and "applicant104" in second and "applicant099" not in second
+
+
+def test_my_requests_come_newest_first_a_page_at_a_time(client):
+    alice = person("alice")
+    for name in ("one", "two", "three"):
+        other = Repo.objects.create(org="acme", name=name)
+        AccessRequest.objects.create(user=alice, repo=other, license_version="1")
+    bearer = f"Bearer {token_for(alice)}"
+    first = client.get("/api/v1/access-requests/", {"page_size": 2}, HTTP_AUTHORIZATION=bearer).json()
+    assert [row["repo"] for row in first["results"]] == ["acme/three", "acme/two"]
+    second = client.get(first["next"], HTTP_AUTHORIZATION=bearer).json()
+    assert [row["repo"] for row in second["results"]] == ["acme/one"] and second["next"] is None

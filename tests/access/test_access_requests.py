@@ -103,7 +103,7 @@ def test_a_rejection_reason_reaches_the_applicant_and_revokes_an_earlier_grant(c
     response = handle(client, bob_token, {"user": "alice", "status": "rejected", "rejectionReason": "not a lab"})
     assert response.status_code == 200
     assert not Grant.active().filter(user__username="alice").exists()
-    mine = client.get("/api/v1/access-requests/", HTTP_AUTHORIZATION=f"Bearer {alice_token}").json()
+    mine = client.get("/api/v1/access-requests/", HTTP_AUTHORIZATION=f"Bearer {alice_token}").json()["results"]
     assert (mine[0]["state"], mine[0]["rejection_reason"]) == ("rejected", "not a lab")
 
 

@@ -5,6 +5,7 @@ import pytest
 
 from access.models import GatingPolicy
 from tests.support.flows import published_tiny_llama
+from tests.support.personas import person, token_for
 
 pytestmark = pytest.mark.django_db
 
@@ -62,7 +63,10 @@ def test_a_missing_page_is_styled_for_people_and_json_for_clients(client):
     assert page.status_code == 404 and 'id="not-found"' in page.content.decode()
     assert "<code>/acme/no-such-model</code>" in page.content.decode()
     api = client.get("/api/v1/no-such-endpoint/")
-    assert api.status_code == 404 and "nothing at /api/v1/no-such-endpoint/" in api.json()["error"]
+    assert api.status_code == 404 and "nothing at this address" in api.json()["error"]
+    bearer = f"Bearer {token_for(person('alice'))}"
+    odd = client.get("/api/v1/repos/a\nb/c/revisions/main/manifest", HTTP_AUTHORIZATION=bearer)
+    assert odd.status_code == 404  # the path never reaches a header, where a line break would be a 500
 
 
 def test_a_server_error_page_needs_no_database_and_names_the_request(rf, django_db_blocker):
