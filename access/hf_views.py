@@ -7,7 +7,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from access.endpoints import hf_endpoint
-from access.gate import find_repo, is_reviewer, needs_grant
+from access.gate import find_repo, needs_grant, permit_review
 from access.models import AccessRequest, Grant, User
 from access.services import RequestRefused, decide, grant_access
 from hub.errors import hf_error
@@ -36,12 +36,12 @@ def as_hub_request(request: AccessRequest) -> dict:
 
 
 def reviewed_repo(request, org, name):
-    """The repo, when the caller may review it; an error response otherwise."""
+    """The repo, when the caller may review it (through a token with the review scope); an error response
+    otherwise."""
     if request.hf_user is None:
         return None, hf_error(401, "Invalid credentials in Authorization header: send a reviewer's token")
-    repo = find_repo(request.hf_user, org, name)
-    if not is_reviewer(request.hf_user, repo):
-        return None, hf_error(403, f"You are not a reviewer of {repo.repo_id}.")
+    repo = find_repo(request.hf_user, org, name, request.hf_token)
+    permit_review(request.hf_user, repo, request.hf_token)
     if not needs_grant(repo):
         return None, hf_error(400, f"{repo.repo_id} is not gated.")
     return repo, None

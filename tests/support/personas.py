@@ -4,7 +4,7 @@ alice applies for access, bob reviews acme's repos, carol is staff, dave is a st
 is not verified yet.
 """
 
-from access.models import ApiToken, Reviewer, User
+from access.models import ApiToken, Reviewer, Scope, User
 
 
 def person(username: str, *, verified: bool = True, staff: bool = False, reviews=(), email: str = "") -> User:
@@ -22,5 +22,7 @@ def person(username: str, *, verified: bool = True, staff: bool = False, reviews
     return user
 
 
-def token_for(user: User, name: str = "test") -> str:
-    return ApiToken.issue(user, name)[1]
+def token_for(user: User, name: str = "test", *, scopes=tuple(Scope), expires_at=None, repos=None) -> str:
+    """A token of `user`; unless told otherwise it carries every scope and reaches every repo, as the
+    tokens made before scopes existed do, so it can do all its owner may."""
+    return ApiToken.issue(user, name, scopes=scopes, expires_at=expires_at, repos=repos)[1]

@@ -2,13 +2,16 @@ from django.core.management.base import BaseCommand, CommandError
 from django.core.validators import validate_email
 from django.db import transaction
 
-from access.models import User
+from access.models import Scope, User
 from access.services import assign_reviewer, create_token, record_account_created, verify_email_address
 from distribution.models import Repo
 
 
 class Command(BaseCommand):
-    help = "Create an account (for operators and automation); optionally verified, a reviewer, with a token."
+    help = (
+        "Create an account (for operators and automation); optionally verified, a reviewer, with a token that "
+        "carries the scopes those roles use."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("username")
@@ -41,5 +44,13 @@ class Command(BaseCommand):
                 verify_email_address(user, via="create_account")
             for repo in repos:
                 assign_reviewer(user, repo, via="create_account")
-            raw = create_token(user, "created by create_account")[1] if print_token else None
+            scopes = token_scopes(repos, staff)
+            raw = create_token(user, "created by create_account", scopes=scopes)[1] if print_token else None
         self.stdout.write(raw if raw else f"created {username}")
+
+
+def token_scopes(reviewed, staff: bool) -> list[Scope]:
+    """The scopes the account's roles use: read always, review for reviewers, every scope for staff."""
+    if staff:
+        return list(Scope)
+    return [Scope.READ, Scope.REVIEW] if reviewed else [Scope.READ]
