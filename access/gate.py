@@ -15,7 +15,7 @@ the others did not exist.
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
-from access.models import GatingPolicy, Grant, Reviewer, Scope
+from access.models import GatingPolicy, Grant, Publisher, Reviewer, Scope
 from audit.connections import committed_once
 from distribution.models import DownloadEvent, Repo, Revision, RevisionFile
 
@@ -117,6 +117,24 @@ def audited_repos(user, token=None):
     return repos_reached(token) if is_staff(user, token) else reviewed_repos(user, token)
 
 
+def may_publish(user, repo: Repo, token=None) -> bool:
+    """Whether `user` may add revisions to `repo` through this credential: staff or a named publisher."""
+    if not signed_in(user) or not token_allows(token, Scope.PUBLISH) or not within_reach(token, repo):
+        return False
+    return is_staff(user, token) or Publisher.objects.filter(user=user, repo=repo).exists()
+
+
+def permit_publish(user, repo: Repo, token=None) -> None:
+    """Refuse a caller who may not publish to `repo` with this credential, saying why."""
+    if may_publish(user, repo, token):
+        return
+    if not can_see(user, repo, token):
+        raise repo_not_found(repo.repo_id)
+    if may_publish(user, repo):
+        raise missing_scope(Scope.PUBLISH, f"publish to {repo.repo_id}")
+    raise AccessDenied(None, f"You may not publish to {repo.repo_id}: staff name its publishers.", 403)
+
+
 def needs_grant(repo: Repo) -> bool:
     """Whether downloading from `repo` takes an accepted access request (a gated repo)."""
     return repo.gated
@@ -130,6 +148,8 @@ def can_see(user, repo: Repo, token=None) -> bool:
     if not signed_in(user):
         return False
     if any(is_reviewer(user, repo, token, scope=scope) for scope in (Scope.REVIEW, Scope.READ)):
+        return True
+    if may_publish(user, repo, token):
         return True
     return token_allows(token, Scope.READ) and Grant.active().filter(user=user, repo=repo).exists()
 
@@ -148,7 +168,10 @@ def visible_repos(user):
     if not signed_in(user):
         return Repo.objects.filter(private=False)
     return Repo.objects.filter(
-        Q(private=False) | Q(reviewers__user=user) | Q(grants__user=user, grants__in=Grant.active().filter(user=user))
+        Q(private=False)
+        | Q(reviewers__user=user)
+        | Q(publishers__user=user)
+        | Q(grants__user=user, grants__in=Grant.active().filter(user=user))
     ).distinct()
 
 

@@ -185,6 +185,19 @@ class Reviewer(models.Model):
         return f"{self.user} reviews {self.repo}"
 
 
+class Publisher(models.Model):
+    """Someone staff named to add revisions to a repo (through a token with the publish scope)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="publisher_of")
+    repo = models.ForeignKey("distribution.Repo", on_delete=models.CASCADE, related_name="publishers")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "repo"], name="publisher_unique")]
+
+    def __str__(self):
+        return f"{self.user} publishes to {self.repo}"
+
+
 def hash_token(raw: str) -> str:
     # Tokens carry 256 random bits, so a fast hash is enough: nothing to brute-force.
     return hashlib.sha256(raw.encode()).hexdigest()

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from access.forms import clean_answers
 from access.gate import needs_grant
-from access.models import AccessRequest, AccessRule, ApiToken, GatingPolicy, Grant, Reviewer, Scope
+from access.models import AccessRequest, AccessRule, ApiToken, GatingPolicy, Grant, Publisher, Reviewer, Scope
 from audit.chain import record
 from audit.tags import Tag
 
@@ -318,6 +318,14 @@ def create_token(
             repos=None if repos is None else sorted(repo.repo_id for repo in repos),
         )
     return token, raw
+
+
+def assign_publisher(user, repo, *, via: str, actor=None, request=None) -> bool:
+    """Name `user` a publisher of `repo`, with its event; False when they already were."""
+    _, created = Publisher.objects.get_or_create(user=user, repo=repo)
+    if created:
+        record(Tag.PUBLISHER_ASSIGNED, actor=actor, subject=user, repo=repo, request=request, via=via)
+    return created
 
 
 def record_account_created(user, *, via: str, actor=None, request=None) -> None:

@@ -9,8 +9,10 @@ from django.utils import timezone
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-from access.models import AccessRequest, Grant, Scope
-from access.services import grant_access
+from access import gate
+from access.gate import AccessDenied
+from access.models import AccessRequest, ApiToken, Grant, Scope
+from access.services import assign_publisher, grant_access
 from distribution.models import Repo, Revision, RevisionFile
 from tests.support.flows import published_tiny_llama
 from tests.support.personas import person, token_for
@@ -108,3 +110,36 @@ def test_a_reviewers_read_token_downloads_what_its_owner_may(gated):
     assert head(token_for(bob, scopes=[Scope.READ])).status_code == 200
     refused = head(token_for(bob, scopes=[Scope.PUBLISH]))
     assert refused.status_code == 404 and refused["X-Error-Code"] == "RepoNotFound"
+
+
+def test_only_a_publish_token_of_a_named_publisher_may_publish(gated):
+    other = Repo.objects.create(org="acme", name="other")
+    paula = person("paula")
+    assign_publisher(paula, gated, via="test")
+    publish = ApiToken.issue(paula, "ci", scopes=[Scope.PUBLISH])[0]
+    assert gate.may_publish(paula, gated, publish) and not gate.may_publish(paula, other, publish)
+    with pytest.raises(AccessDenied, match="created without the publish scope"):
+        gate.permit_publish(paula, gated, ApiToken.issue(paula, "laptop", scopes=[Scope.READ])[0])
+    with pytest.raises(AccessDenied, match="staff name its publishers"):
+        gate.permit_publish(paula, other, publish)
+    elsewhere = ApiToken.issue(paula, "ci", scopes=[Scope.PUBLISH], repos=[other])[0]
+    with pytest.raises(AccessDenied) as raised:
+        gate.permit_publish(paula, gated, elsewhere)
+    assert raised.value.code == "RepoNotFound"
+
+    carol = person("carol", staff=True)
+    assert not gate.may_publish(carol, gated, ApiToken.issue(carol, "ci", scopes=[Scope.PUBLISH])[0])
+    assert gate.may_publish(carol, gated, ApiToken.issue(carol, "ci", scopes=[Scope.PUBLISH, Scope.ADMIN])[0])
+
+
+def test_a_publishers_publish_token_sees_the_private_repo_it_publishes_to(gated):
+    gated.private = True
+    gated.save()
+    paula = person("paula")
+    assign_publisher(paula, gated, via="test")
+    path = "/api/models/acme/tiny/revision/main"
+    assert (
+        Client().get(path, HTTP_AUTHORIZATION=f"Bearer {token_for(paula, scopes=[Scope.PUBLISH])}").status_code == 200
+    )
+    hidden = Client().get(path, HTTP_AUTHORIZATION=f"Bearer {token_for(paula, scopes=[Scope.READ])}")
+    assert hidden.status_code == 404

@@ -30,6 +30,7 @@ VALUES = {
     "admin:user:created", "admin:user:changed", "admin:user:deleted", "admin:repo:created", "admin:repo:changed",
     "admin:repo:deleted", "admin:revision:changed", "admin:revision:deleted",
     "distribution:draft:started", "distribution:draft:resumed", "distribution:draft:discarded",
+    "access:publisher:assigned", "admin:publisher:created", "admin:publisher:changed", "admin:publisher:deleted",
 }  # fmt: skip
 
 
