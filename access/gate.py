@@ -293,3 +293,40 @@ def decision_reusable(user, grant: Grant | None, token) -> bool:
     """Whether a download's permission may be reused for the same request for a few seconds (the fast
     path): only for a bearer token of an account that is not staff, under a grant without caps."""
     return signed_in(user) and not user.is_staff and token is not None and not is_capped(grant)
+
+
+def may_download(user, repo: Repo, token=None) -> bool:
+    try:
+        permit_download(user, repo, token)
+    except AccessDenied:
+        return False
+    return True
+
+
+def reads_gated_repos(token) -> bool:
+    """Whether the credential reads every gated repo its owner has access to (read scope, no repo limit)."""
+    return token_allows(token, Scope.READ) and (token is None or token.repo_ids is None)
+
+
+def powers(user, token=None) -> list[tuple[Repo, list[Scope]]]:
+    """What the credential may do now, repo by repo: for a token limited to repos, each of them; else each
+    repo where its owner holds a grant or a role (every repo for staff). Read: a download would be permitted."""
+    if token is not None and token.repo_ids is not None:
+        repos = in_reach(token, Repo.objects.all())
+    elif is_staff(user, token):
+        repos = Repo.objects.all()
+    else:
+        repos = Repo.objects.filter(
+            Q(grants__in=Grant.active().filter(user=user)) | Q(reviewers__user=user) | Q(publishers__user=user)
+        ).distinct()
+    found = []
+    for repo in repos.order_by("org", "name"):
+        checks = (
+            (Scope.READ, may_download),
+            (Scope.REVIEW, is_reviewer),
+            (Scope.PUBLISH, may_publish),
+        )
+        scopes = [scope for scope, allowed in checks if allowed(user, repo, token)]
+        if scopes:
+            found.append((repo, scopes))
+    return found

@@ -7,8 +7,16 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from access.endpoints import hf_endpoint
-from access.gate import AccessDenied, find_repo, needs_grant, permit_download, token_in_force
-from access.models import ApiToken, User
+from access.gate import (
+    AccessDenied,
+    find_repo,
+    needs_grant,
+    permit_download,
+    powers,
+    reads_gated_repos,
+    token_in_force,
+)
+from access.models import ApiToken, Scope, User
 from audit.connections import decided_read_only
 from distribution.downloads import channels, fast_path, spool
 from distribution.downloads.events import Downloader, record_event
@@ -140,9 +148,39 @@ def ticket_holder(claim, filename: str) -> tuple[RevisionFile, Downloader]:
     return stored, Downloader(user, grant, token)
 
 
+# Our scopes in the Hub's fine-grained vocabulary. The admin scope has no Hub counterpart: what it adds
+# shows as the repos (every one) where the token reads, reviews or publishes.
+HUB_PERMISSIONS = {
+    Scope.READ: ["repo.content.read"],
+    Scope.REVIEW: ["repo.access.read", "repo.access.write"],
+    Scope.PUBLISH: ["repo.write"],
+}
+
+
+def hub_time(moment) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def fine_grained(user, token) -> dict:
+    """What the token may do, as the Hub writes a fine-grained token's permissions: repo by repo."""
+    return {
+        "canReadGatedRepos": reads_gated_repos(token),
+        "global": [],
+        "scoped": [
+            {
+                "entity": {"_id": f"{repo.pk:024x}", "type": "model", "name": repo.repo_id},
+                "permissions": [permission for scope in scopes for permission in HUB_PERMISSIONS[scope]],
+            }
+            for repo, scopes in powers(user, token)
+        ],
+    }
+
+
 @require_GET
 @hf_endpoint
 def whoami(request):
+    """Who the token belongs to and, in the Hub's fine-grained format, what it may do (never more than its
+    owner may); `expiresAt`, which the Hub does not send, says when it stops working."""
     user, token = request.hf_user, request.hf_token
     if user is None:
         return hf_error(401, "Invalid credentials in Authorization header: send a portal token as a Bearer token")
@@ -163,8 +201,10 @@ def whoami(request):
                 "type": "access_token",
                 "accessToken": {
                     "displayName": token.name if token else "browser session",
-                    "role": "read",
-                    "createdAt": (token.created_at if token else user.date_joined).isoformat().replace("+00:00", "Z"),
+                    "role": "fineGrained",
+                    "createdAt": hub_time(token.created_at if token else user.date_joined),
+                    "expiresAt": hub_time(token.expires_at if token else None),
+                    "fineGrained": fine_grained(user, token),
                 },
             },
         }
