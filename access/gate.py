@@ -295,6 +295,18 @@ def decision_reusable(user, grant: Grant | None, token) -> bool:
     return signed_in(user) and not user.is_staff and token is not None and not is_capped(grant)
 
 
+def usable_scopes(user) -> list[Scope]:
+    """The scopes that give `user` something, offered when they make a token: read always, review to
+    reviewers, publish to publishers, every one to staff."""
+    usable = {
+        Scope.READ: True,
+        Scope.REVIEW: is_staff(user) or reviewed_repos(user).exists(),
+        Scope.PUBLISH: is_staff(user) or Publisher.objects.filter(user=user).exists(),
+        Scope.ADMIN: is_staff(user),
+    }
+    return [scope for scope, offered in usable.items() if offered]
+
+
 def may_download(user, repo: Repo, token=None) -> bool:
     try:
         permit_download(user, repo, token)

@@ -9,7 +9,8 @@ from django.utils import timezone
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from access.models import ApiToken, hash_token
+from access.models import ApiToken, Scope, hash_token
+from distribution.models import Repo
 from tests.support.flows import SHARD
 from tests.support.personas import person, token_for
 
@@ -64,3 +65,44 @@ def test_last_use_is_recorded_and_shown_on_the_account_page(client):
     stored.refresh_from_db()
     assert stored.last_used_at == first  # at most one write a minute
     assert first.strftime("%Y-%m-%d %H:%M") in client.get("/account/").content.decode()
+
+
+def test_the_account_page_makes_a_token_with_the_chosen_scopes_expiry_and_repos(client):
+    repo = Repo.objects.create(org="acme", name="tiny")
+    Repo.objects.create(org="acme", name="other")
+    bob = person("bob", reviews=[repo])
+    client.force_login(bob)
+    form = client.get("/account/").content.decode()
+    assert re.search(r'value="read"[^>]*checked', form) and re.search(r'<option value="90" selected>', form)
+    page = client.post(
+        "/account/",
+        {
+            "action": "create-token",
+            "name": "ci",
+            "scopes": ["read", "review"],
+            "expires_in_days": "7",
+            "repos": [repo.pk],
+        },
+    ).content.decode()
+    raw = re.search(r'<code id="new-token">(wg_[^<]+)</code>', page).group(1)
+    token = ApiToken.objects.get(digest=hash_token(raw))
+    assert token.scopes == ["read", "review"] and not token.all_repos and list(token.repos.all()) == [repo]
+    assert timedelta(days=6, hours=23) < token.expires_at - timezone.now() <= timedelta(days=7)
+    row = re.search(r"<tr><td>ci</td>.*?</tr>", client.get("/account/").content.decode(), re.S).group(0)
+    assert "read, review" in row and "acme/tiny" in row and token.expires_at.strftime("%Y-%m-%d %H:%M") in row
+
+
+def test_the_account_page_offers_only_scopes_the_account_can_use(client):
+    alice = person("alice")
+    client.force_login(alice)
+    page = client.get("/account/").content.decode()
+    assert 'value="read"' in page and not any(f'value="{s}"' in page for s in ("review", "publish", "admin"))
+    refused = client.post("/account/", {"action": "create-token", "name": "x", "scopes": ["admin"]})
+    assert refused.status_code == 400 and "admin is not one of the available choices" in refused.content.decode()
+    nothing = client.post("/account/", {"action": "create-token", "name": "x"})
+    assert nothing.status_code == 400 and "choose at least one scope" in nothing.content.decode()
+    assert not ApiToken.objects.exists()
+    carol = person("carol", staff=True)
+    client.force_login(carol)
+    page = client.get("/account/").content.decode()
+    assert all(f'value="{scope}"' in page for scope in Scope.values)
