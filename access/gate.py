@@ -183,10 +183,11 @@ def listed_revisions(user, repo: Repo):
 
 
 def downloadable_revisions(user, repo: Repo, token=None):
-    """The revisions `user` may name in a download: unreleased ones are staff-only (through a token, one
-    with the admin scope), drafts (files still being published) no one's."""
+    """The revisions `user` may name in a download or a listing: unreleased ones are staff-only (through
+    a token, one with the admin and read scopes), drafts (files still being published) no one's."""
     revisions = repo.revisions.exclude(state=Revision.State.DRAFT)
-    return revisions if is_staff(user, token) else revisions.filter(state=Revision.State.RELEASED)
+    staff_reads = is_staff(user, token) and token_allows(token, Scope.READ)
+    return revisions if staff_reads else revisions.filter(state=Revision.State.RELEASED)
 
 
 def may_see_verification(user, repo: Repo, revision: Revision) -> bool:

@@ -73,7 +73,11 @@ def test_a_staff_read_token_downloads_no_unreleased_or_failed_revision(live_serv
                 token=read_only,
                 cache_dir=tmp_path / state,
             )
-    # Staff powers travel only with the admin scope, which widens what read reaches.
+    # Staff powers travel only with the admin scope, which widens what read reaches (and only read).
+    with pytest.raises(RevisionNotFoundError):
+        HfApi(endpoint=live_server.url, token=token_for(carol, scopes=[Scope.ADMIN, Scope.REVIEW])).list_repo_files(
+            "acme/draft", revision=revision.commit
+        )
     path = hf_hub_download(
         "acme/draft",
         "config.json",
