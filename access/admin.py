@@ -4,7 +4,7 @@ from allauth.mfa.models import Authenticator
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from access.models import AccessRequest, AccessRule, ApiToken, GatingPolicy, Grant, Reviewer, User
+from access.models import AccessRequest, AccessRule, ApiToken, GatingPolicy, Grant, Publisher, Reviewer, User
 from access.services import reset_second_factor
 from audit.chain import record
 from audit.tags import Tag
@@ -111,11 +111,35 @@ class ReviewerAdmin(AuditedAdmin):
     list_display = ["user", "repo", "notify"]
 
 
+@admin.register(Publisher)
+class PublisherAdmin(AuditedAdmin):
+    """Who may add revisions to which repo (through a token with the publish scope)."""
+
+    audit_tags = tags_by_action(Tag.ADMIN_PUBLISHER_CREATED, Tag.ADMIN_PUBLISHER_CHANGED, Tag.ADMIN_PUBLISHER_DELETED)
+    list_display = ["user", "repo"]
+    list_filter = ["repo"]
+    search_fields = ["user__username"]
+
+
 @admin.register(ApiToken)
 class ApiTokenAdmin(AuditedAdmin):
+    """Tokens are made by their owners; here staff see what each may do and revoke or shorten it."""
+
     audit_tags = tags_by_action(Tag.ADMIN_TOKEN_CREATED, Tag.ADMIN_TOKEN_CHANGED, Tag.ADMIN_TOKEN_DELETED)
-    list_display = ["user", "name", "hint", "created_at", "last_used_at", "revoked_at"]
-    readonly_fields = ["digest", "hint"]
+    list_display = [
+        "user",
+        "name",
+        "hint",
+        "scopes",
+        "all_repos",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+    ]
+    list_filter = ["all_repos"]
+    readonly_fields = ["digest", "hint", "last_used_at"]
+    filter_horizontal = ["repos"]
 
 
 admin.site.unregister(Authenticator)  # allauth's shows the secrets and lets staff edit them

@@ -11,11 +11,11 @@ from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
-from access.gate import AccessDenied, find_repo, reviewed_repos
+from access.gate import AccessDenied, find_repo, in_reach, reviewed_repos
 from access.models import AccessRequest
 from access.second_factor import SecondFactorForSessions
 from access.services import RequestRefused, accept_current_license, submit_request
-from distribution.models import parse_repo_id
+from distribution.models import Repo, parse_repo_id
 from hub.pages import NewestFirst
 
 
@@ -69,7 +69,8 @@ def refusal(error) -> Response:
 
 
 class AccessRequestList(APIView):
-    """GET: my requests. POST: ask for access to a repo (answers to its form, license accepted)."""
+    """GET: my requests (a token limited to some repos: for those repos). POST: ask for access to a repo
+    (answers to its form, license accepted)."""
 
     def get_throttles(self):
         if self.request.method == "POST":
@@ -80,7 +81,8 @@ class AccessRequestList(APIView):
 
     @extend_schema(responses=AccessRequestSerializer(many=True))
     def get(self, request):
-        mine = AccessRequest.objects.filter(user=request.user).select_related("repo")
+        repos = in_reach(request.auth, Repo.objects.all())
+        mine = AccessRequest.objects.filter(user=request.user, repo__in=repos).select_related("repo")
         pages = self.pagination_class()
         page = pages.paginate_queryset(mine, request, view=self)
         return pages.get_paginated_response(AccessRequestSerializer(page, many=True).data)
@@ -91,7 +93,7 @@ class AccessRequestList(APIView):
         incoming.is_valid(raise_exception=True)
         org, name = incoming.validated_data["repo"]
         try:
-            repo = find_repo(request.user, org, name)
+            repo = find_repo(request.user, org, name, request.auth)
             created = submit_request(
                 request.user,
                 repo,
@@ -116,7 +118,7 @@ class LicenseAcceptance(APIView):
         incoming = LicenseAcceptanceSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         try:
-            repo = find_repo(request.user, org, name)
+            repo = find_repo(request.user, org, name, request.auth)
             grant = accept_current_license(
                 request.user, repo, version=incoming.validated_data["license_version"], request=request._request
             )
@@ -132,7 +134,7 @@ class RequestCounts(APIView):
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, description="{repo id: {state: count}}")
     def get(self, request):
-        repos = reviewed_repos(request.user)
+        repos = reviewed_repos(request.user, request.auth)
         if not repos.exists():
             raise PermissionDenied("you review no repo")
         counts = {repo.repo_id: {state: 0 for state in AccessRequest.State.values} for repo in repos}

@@ -1,9 +1,14 @@
-"""The request form a repo defines: checking answers against it, and rendering it as a Django form."""
+"""The request form a repo defines: checking answers against it, and rendering it as a Django form; and
+the form a person makes an API token with."""
 
 import datetime
 
 from django import forms
+from django.utils import timezone
 from django_countries import countries
+
+from access.gate import usable_scopes, visible_repos
+from access.models import Scope
 
 
 def clean_answers(fields: list[dict], answers: dict) -> tuple[dict, dict[str, str]]:
@@ -77,3 +82,43 @@ def request_form(fields: list[dict], data=None) -> forms.Form:
             form.fields[field["name"]] = forms.CharField(label=label, required=required, max_length=300)
     form.fields["accept_license"] = forms.BooleanField(label="I accept the license", required=True)
     return form
+
+
+# How long a new token works: offered on the account page, 90 days chosen unless the person changes it.
+TOKEN_LIFETIMES = [("7", "7 days"), ("30", "30 days"), ("90", "90 days"), ("365", "a year"), ("", "never expires")]
+
+
+class TokenForm(forms.Form):
+    """A new API token: its name, what it may do (read only unless chosen), how long, and which repos."""
+
+    name = forms.CharField(max_length=100, required=False, empty_value="token")
+    scopes = forms.MultipleChoiceField(
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={"required": "choose at least one scope; read is what downloads take"},
+    )
+    expires_in_days = forms.TypedChoiceField(
+        choices=TOKEN_LIFETIMES, coerce=int, empty_value=None, required=False, initial="90", label="Expires"
+    )
+    repos = forms.ModelMultipleChoiceField(
+        queryset=None,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Only these repos",
+        help_text="none chosen: every repo you have access to",
+    )
+
+    def __init__(self, user, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["scopes"].choices = [(scope.value, scope.label) for scope in usable_scopes(user)]
+        self.fields["scopes"].initial = [Scope.READ.value]
+        self.fields["repos"].queryset = visible_repos(user).order_by("org", "name")
+
+    @property
+    def expires_at(self):
+        days = self.cleaned_data["expires_in_days"]
+        return None if days is None else timezone.now() + datetime.timedelta(days=days)
+
+    @property
+    def chosen_repos(self):
+        """The repos to limit the token to; None for every repo."""
+        return list(self.cleaned_data["repos"]) or None

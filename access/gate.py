@@ -3,6 +3,13 @@
 Each decision is a named function here; views and the download path call them and never work out
 visibility again. A refusal is `AccessDenied`, carrying the Hugging Face error code the client
 understands; one place per protocol turns it into a response.
+
+A request made with an API token passes it as `token`: the token's scopes and repo restriction narrow
+what its owner may do (a browser session, `token=None`, carries all of it). Reading (seeing a private
+repo, downloading) takes the read scope; deciding requests, the review scope; publishing, the publish
+scope; and the powers of staff travel in a token only with the admin scope, which widens what the other
+scopes do to every repo (alone it opens the whole audit). A token limited to some repos acts as if
+the others did not exist.
 """
 
 from allauth.account.authentication import get_authentication_records
@@ -10,13 +17,13 @@ from allauth.mfa.models import Authenticator
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
-from access.models import GatingPolicy, Grant, Reviewer
+from access.models import GatingPolicy, Grant, Publisher, Reviewer, Scope
 from audit.connections import committed_once
 from distribution.models import DownloadEvent, Repo, Revision, RevisionFile
 
 
 class AccessDenied(Exception):
-    def __init__(self, code: str, message: str, status: int, headers: dict | None = None):
+    def __init__(self, code: str | None, message: str, status: int, headers: dict | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
@@ -32,8 +39,44 @@ def signed_in(user) -> bool:
     return user is not None and user.is_authenticated
 
 
-def is_staff(user) -> bool:
-    return signed_in(user) and user.is_staff
+def is_staff(user, token=None) -> bool:
+    """Whether the caller acts with staff powers: a staff account through its session, or through a
+    token with the admin scope."""
+    return signed_in(user) and user.is_staff and token_allows(token, Scope.ADMIN)
+
+
+def token_allows(token, scope: Scope) -> bool:
+    """Whether the credential carries `scope`; a browser session (no token) carries every one."""
+    return token is None or scope in token.scopes
+
+
+def within_reach(token, repo: Repo) -> bool:
+    """Whether the credential reaches `repo`: a session and an unrestricted token reach every repo."""
+    return token is None or token.repo_ids is None or repo.pk in token.repo_ids
+
+
+def in_reach(token, repos):
+    """`repos` (a queryset of Repo) narrowed to those the credential reaches."""
+    return repos if token is None or token.repo_ids is None else repos.filter(pk__in=token.repo_ids)
+
+
+def repos_reached(token):
+    """The repos a token is limited to; None when the credential reaches every repo."""
+    return None if token is None or token.repo_ids is None else Repo.objects.filter(pk__in=token.repo_ids)
+
+
+def token_in_force(token) -> bool:
+    """Whether a token a decision was made with still works at this second (None: no token was used)."""
+    return token is None or (token.revoked_at is None and not token.expired())
+
+
+def missing_scope(scope: Scope, to: str) -> AccessDenied:
+    return AccessDenied(
+        None,
+        f"This token may not {to}: it was created without the {scope.value} scope. "
+        "Create a token with that scope on your account page, /account/.",
+        403,
+    )
 
 
 class SecondFactorRequired(Exception):
@@ -55,19 +98,52 @@ def repo_not_found(repo_id: str) -> AccessDenied:
     )
 
 
-def is_reviewer(user, repo: Repo) -> bool:
-    if not signed_in(user):
+def is_reviewer(user, repo: Repo, token=None, *, scope: Scope = Scope.REVIEW) -> bool:
+    """Whether `user` reviews `repo` (staff review every repo) as far as the credential carries `scope`:
+    deciding requests takes the review scope; seeing and downloading as a reviewer, the read scope."""
+    if not signed_in(user) or not token_allows(token, scope) or not within_reach(token, repo):
         return False
-    return user.is_staff or Reviewer.objects.filter(user=user, repo=repo).exists()
+    return is_staff(user, token) or Reviewer.objects.filter(user=user, repo=repo).exists()
 
 
-def reviewed_repos(user):
-    """The repos whose requests and downloads `user` answers for: every repo for staff."""
-    if is_staff(user):
-        return Repo.objects.all()
-    if not signed_in(user):
+def permit_review(user, repo: Repo, token=None) -> None:
+    """Refuse (403) a caller who may not decide `repo`'s access requests with this credential, saying why."""
+    if is_reviewer(user, repo, token):
+        return
+    if is_reviewer(user, repo):
+        raise missing_scope(Scope.REVIEW, f"decide access requests on {repo.repo_id}")
+    raise AccessDenied(None, f"You are not a reviewer of {repo.repo_id}.", 403)
+
+
+def reviewed_repos(user, token=None):
+    """The repos whose requests and downloads `user` answers for through this credential: every repo for staff."""
+    if not signed_in(user) or not token_allows(token, Scope.REVIEW):
         return Repo.objects.none()
-    return Repo.objects.filter(reviewers__user=user)
+    repos = Repo.objects.all() if is_staff(user, token) else Repo.objects.filter(reviewers__user=user)
+    return in_reach(token, repos)
+
+
+def audited_repos(user, token=None):
+    """The repos whose downloads `user` may audit through this credential; None is every repo (staff)."""
+    return repos_reached(token) if is_staff(user, token) else reviewed_repos(user, token)
+
+
+def may_publish(user, repo: Repo, token=None) -> bool:
+    """Whether `user` may add revisions to `repo` through this credential: staff or a named publisher."""
+    if not signed_in(user) or not token_allows(token, Scope.PUBLISH) or not within_reach(token, repo):
+        return False
+    return is_staff(user, token) or Publisher.objects.filter(user=user, repo=repo).exists()
+
+
+def permit_publish(user, repo: Repo, token=None) -> None:
+    """Refuse a caller who may not publish to `repo` with this credential, saying why."""
+    if may_publish(user, repo, token):
+        return
+    if not can_see(user, repo, token):
+        raise repo_not_found(repo.repo_id)
+    if may_publish(user, repo):
+        raise missing_scope(Scope.PUBLISH, f"publish to {repo.repo_id}")
+    raise AccessDenied(None, f"You may not publish to {repo.repo_id}: staff name its publishers.", 403)
 
 
 def needs_second_factor(user) -> bool:
@@ -95,28 +171,38 @@ def needs_grant(repo: Repo) -> bool:
     return repo.gated
 
 
-def can_see(user, repo: Repo) -> bool:
+def can_see(user, repo: Repo, token=None) -> bool:
+    if not within_reach(token, repo):
+        return False
     if not repo.private:
         return True
     if not signed_in(user):
         return False
-    return is_reviewer(user, repo) or Grant.active().filter(user=user, repo=repo).exists()
+    if any(is_reviewer(user, repo, token, scope=scope) for scope in (Scope.REVIEW, Scope.READ)):
+        return True
+    if may_publish(user, repo, token):
+        return True
+    return token_allows(token, Scope.READ) and Grant.active().filter(user=user, repo=repo).exists()
 
 
-def find_repo(user, org: str, name: str) -> Repo:
+def find_repo(user, org: str, name: str, token=None) -> Repo:
     repo = Repo.objects.filter(org=org, name=name).first()
-    if repo is None or not can_see(user, repo):
+    if repo is None or not can_see(user, repo, token):
         raise repo_not_found(f"{org}/{name}")
     return repo
 
 
 def visible_repos(user):
+    """The repos a signed-in person's pages list (pages take no token)."""
     if is_staff(user):
         return Repo.objects.all()
     if not signed_in(user):
         return Repo.objects.filter(private=False)
     return Repo.objects.filter(
-        Q(private=False) | Q(reviewers__user=user) | Q(grants__user=user, grants__in=Grant.active().filter(user=user))
+        Q(private=False)
+        | Q(reviewers__user=user)
+        | Q(publishers__user=user)
+        | Q(grants__user=user, grants__in=Grant.active().filter(user=user))
     ).distinct()
 
 
@@ -127,11 +213,12 @@ def listed_revisions(user, repo: Repo):
     return repo.revisions.filter(state=Revision.State.RELEASED)
 
 
-def downloadable_revisions(user, repo: Repo):
-    """The revisions `user` may name in a download: unreleased ones are staff-only, drafts (files still
-    being published) no one's."""
+def downloadable_revisions(user, repo: Repo, token=None):
+    """The revisions `user` may name in a download or a listing: unreleased ones are staff-only (through
+    a token, one with the admin and read scopes), drafts (files still being published) no one's."""
     revisions = repo.revisions.exclude(state=Revision.State.DRAFT)
-    return revisions if is_staff(user) else revisions.filter(state=Revision.State.RELEASED)
+    staff_reads = is_staff(user, token) and token_allows(token, Scope.READ)
+    return revisions if staff_reads else revisions.filter(state=Revision.State.RELEASED)
 
 
 def may_see_verification(user, repo: Repo, revision: Revision) -> bool:
@@ -142,12 +229,17 @@ def may_see_verification(user, repo: Repo, revision: Revision) -> bool:
     return signed_in(user) and (is_reviewer(user, repo) or revision.published_by_id == user.pk)
 
 
-def permit_download(user, repo: Repo) -> Grant | None:
+def permit_download(user, repo: Repo, token=None) -> Grant | None:
     """The grant that lets `user` download from `repo`; None when no grant is needed (staff, ungated).
 
-    A private repo the caller may not see is refused as not found, whatever else holds.
+    A private repo the caller may not see is refused as not found, whatever else holds; so is any repo
+    a token does not reach. A token without the read scope downloads nothing.
     """
-    if is_staff(user):
+    if not token_allows(token, Scope.READ) or not within_reach(token, repo):
+        if not can_see(user, repo, token):
+            raise repo_not_found(repo.repo_id)
+        raise missing_scope(Scope.READ, f"download from {repo.repo_id}")
+    if is_staff(user, token):
         return None
     if signed_in(user):
         # One query on the download path: the grant, with the repo's current license version beside it.
@@ -164,7 +256,7 @@ def permit_download(user, repo: Repo) -> Grant | None:
                     403,
                 )
             return grant
-    if repo.private and not is_reviewer(user, repo):
+    if repo.private and not is_reviewer(user, repo, token, scope=Scope.READ):
         raise repo_not_found(repo.repo_id)
     if not needs_grant(repo):
         return None
@@ -234,3 +326,52 @@ def decision_reusable(user, grant: Grant | None, token) -> bool:
     """Whether a download's permission may be reused for the same request for a few seconds (the fast
     path): only for a bearer token of an account that is not staff, under a grant without caps."""
     return signed_in(user) and not user.is_staff and token is not None and not is_capped(grant)
+
+
+def usable_scopes(user) -> list[Scope]:
+    """The scopes that give `user` something, offered when they make a token: read always, review to
+    reviewers, publish to publishers, every one to staff."""
+    usable = {
+        Scope.READ: True,
+        Scope.REVIEW: is_staff(user) or reviewed_repos(user).exists(),
+        Scope.PUBLISH: is_staff(user) or Publisher.objects.filter(user=user).exists(),
+        Scope.ADMIN: is_staff(user),
+    }
+    return [scope for scope, offered in usable.items() if offered]
+
+
+def may_download(user, repo: Repo, token=None) -> bool:
+    try:
+        permit_download(user, repo, token)
+    except AccessDenied:
+        return False
+    return True
+
+
+def reads_gated_repos(token) -> bool:
+    """Whether the credential reads every gated repo its owner has access to (read scope, no repo limit)."""
+    return token_allows(token, Scope.READ) and (token is None or token.repo_ids is None)
+
+
+def powers(user, token=None) -> list[tuple[Repo, list[Scope]]]:
+    """What the credential may do now, repo by repo: for a token limited to repos, each of them; else each
+    repo where its owner holds a grant or a role (every repo for staff). Read: a download would be permitted."""
+    if token is not None and token.repo_ids is not None:
+        repos = in_reach(token, Repo.objects.all())
+    elif is_staff(user, token):
+        repos = Repo.objects.all()
+    else:
+        repos = Repo.objects.filter(
+            Q(grants__in=Grant.active().filter(user=user)) | Q(reviewers__user=user) | Q(publishers__user=user)
+        ).distinct()
+    found = []
+    for repo in repos.order_by("org", "name"):
+        checks = (
+            (Scope.READ, may_download),
+            (Scope.REVIEW, is_reviewer),
+            (Scope.PUBLISH, may_publish),
+        )
+        scopes = [scope for scope, allowed in checks if allowed(user, repo, token)]
+        if scopes:
+            found.append((repo, scopes))
+    return found

@@ -7,7 +7,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from access.endpoints import hf_endpoint
-from access.gate import SecondFactorRequired, check_second_factor, find_repo, is_reviewer, needs_grant
+from access.gate import SecondFactorRequired, check_second_factor, find_repo, needs_grant, permit_review
 from access.models import AccessRequest, Grant, User
 from access.second_factor import WHY
 from access.services import RequestRefused, decide, grant_access
@@ -37,7 +37,8 @@ def as_hub_request(request: AccessRequest) -> dict:
 
 
 def reviewed_repo(request, org, name):
-    """The repo, when the caller may review it; an error response otherwise."""
+    """The repo, when the caller may review it (through a token with the review scope); an error response
+    otherwise."""
     if request.hf_user is None:
         return None, hf_error(401, "Invalid credentials in Authorization header: send a reviewer's token")
     if request.hf_token is None:  # a browser session: the review queue's requirement holds here too
@@ -45,9 +46,8 @@ def reviewed_repo(request, org, name):
             check_second_factor(request)
         except SecondFactorRequired:
             return None, hf_error(403, f"{WHY} This session has not passed yours: send a reviewer's token instead.")
-    repo = find_repo(request.hf_user, org, name)
-    if not is_reviewer(request.hf_user, repo):
-        return None, hf_error(403, f"You are not a reviewer of {repo.repo_id}.")
+    repo = find_repo(request.hf_user, org, name, request.hf_token)
+    permit_review(request.hf_user, repo, request.hf_token)
     if not needs_grant(repo):
         return None, hf_error(400, f"{repo.repo_id} is not gated.")
     return repo, None

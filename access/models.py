@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.functional import cached_property
 
 
 class User(AbstractUser):
@@ -184,9 +185,40 @@ class Reviewer(models.Model):
         return f"{self.user} reviews {self.repo}"
 
 
+class Publisher(models.Model):
+    """Someone staff named to add revisions to a repo (through a token with the publish scope)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="publisher_of")
+    repo = models.ForeignKey("distribution.Repo", on_delete=models.CASCADE, related_name="publishers")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "repo"], name="publisher_unique")]
+
+    def __str__(self):
+        return f"{self.user} publishes to {self.repo}"
+
+
 def hash_token(raw: str) -> str:
     # Tokens carry 256 random bits, so a fast hash is enough: nothing to brute-force.
     return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class Scope(models.TextChoices):
+    """What a token may do for its owner; a scope never gives more than the owner has."""
+
+    READ = "read", "read: download what you have access to"
+    REVIEW = "review", "review: decide access requests on the repos you review"
+    PUBLISH = "publish", "publish: add revisions to the repos you publish to"
+    ADMIN = "admin", "admin: staff powers (every repo, unreleased revisions, the whole audit)"
+
+
+def default_scopes() -> list[str]:
+    return [Scope.READ.value]
+
+
+def validate_scopes(value) -> None:
+    if not isinstance(value, list) or not value or not set(value) <= set(Scope.values):
+        raise ValidationError(f"scopes must be a non-empty list of: {', '.join(Scope.values)}")
 
 
 class ApiToken(models.Model):
@@ -200,6 +232,11 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    scopes = models.JSONField(default=default_scopes, validators=[validate_scopes])
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="empty: the token never expires")
+    # False limits the token to `repos`: with none left (say all were deleted) it reaches no repo at all.
+    all_repos = models.BooleanField(default=True)
+    repos = models.ManyToManyField("distribution.Repo", blank=True, related_name="+")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -208,8 +245,26 @@ class ApiToken(models.Model):
         return f"{self.name} ({self.hint}…)"
 
     @classmethod
-    def issue(cls, user, name: str) -> tuple["ApiToken", str]:
-        """Create a token; the raw secret is returned once and never stored."""
+    def issue(cls, user, name: str, *, scopes=(Scope.READ,), expires_at=None, repos=None) -> tuple["ApiToken", str]:
+        """Create a token; the raw secret is returned once and never stored. `repos`: None for every repo."""
         raw = cls.PREFIX + secrets.token_urlsafe(32)
-        token = cls.objects.create(user=user, name=name, digest=hash_token(raw), hint=raw[:10])
+        token = cls.objects.create(
+            user=user,
+            name=name,
+            digest=hash_token(raw),
+            hint=raw[:10],
+            scopes=sorted({Scope(scope).value for scope in scopes}),
+            expires_at=expires_at,
+            all_repos=repos is None,
+        )
+        if repos is not None:
+            token.repos.set(repos)
         return token, raw
+
+    def expired(self, now=None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or timezone.now())
+
+    @cached_property
+    def repo_ids(self) -> frozenset[int] | None:
+        """The ids of the repos the token is limited to, None when it reaches every repo (read once)."""
+        return None if self.all_repos else frozenset(self.repos.values_list("pk", flat=True))

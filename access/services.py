@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from access.forms import clean_answers
 from access.gate import needs_grant
-from access.models import AccessRequest, AccessRule, ApiToken, GatingPolicy, Grant, Reviewer
+from access.models import AccessRequest, AccessRule, ApiToken, GatingPolicy, Grant, Publisher, Reviewer, Scope
 from audit.chain import record
 from audit.tags import Tag
 from mail.messages import send
@@ -293,11 +293,33 @@ def record_expired_grants(now=None) -> int:
     return recorded
 
 
-def create_token(user, name: str, *, actor=None, request=None) -> tuple[ApiToken, str]:
-    """A new API token for `user` and its raw value (shown once), recorded whoever made it."""
-    token, raw = ApiToken.issue(user, name)
-    record(Tag.TOKEN_CREATED, actor=actor, subject=user, request=request, name=name, hint=token.hint)
+def create_token(
+    user, name: str, *, scopes=(Scope.READ,), expires_at=None, repos=None, actor=None, request=None
+) -> tuple[ApiToken, str]:
+    """A new API token for `user` and its raw value (shown once), recorded whoever made it, with what it
+    may do: its scopes, its expiry and the repos it is limited to (`repos` None: every repo)."""
+    with transaction.atomic():
+        token, raw = ApiToken.issue(user, name, scopes=scopes, expires_at=expires_at, repos=repos)
+        record(
+            Tag.TOKEN_CREATED,
+            actor=actor,
+            subject=user,
+            request=request,
+            name=name,
+            hint=token.hint,
+            scopes=sorted({Scope(scope).value for scope in scopes}),
+            expires_at=expires_at.isoformat() if expires_at else None,
+            repos=None if repos is None else sorted(repo.repo_id for repo in repos),
+        )
     return token, raw
+
+
+def assign_publisher(user, repo, *, via: str, actor=None, request=None) -> bool:
+    """Name `user` a publisher of `repo`, with its event; False when they already were."""
+    _, created = Publisher.objects.get_or_create(user=user, repo=repo)
+    if created:
+        record(Tag.PUBLISHER_ASSIGNED, actor=actor, subject=user, repo=repo, request=request, via=via)
+    return created
 
 
 def record_account_created(user, *, via: str, actor=None, request=None) -> None:

@@ -11,7 +11,7 @@ LAST_USED_RESOLUTION_SECONDS = 60
 
 
 class InvalidToken(Exception):
-    """A token was sent but it is unknown or revoked; never treated as anonymous."""
+    """A token was sent but it is unknown, revoked or expired; never treated as anonymous."""
 
 
 def bearer_from_header(header: str) -> str | None:
@@ -22,7 +22,9 @@ def bearer_from_header(header: str) -> str | None:
 
 
 def token_from_request(request) -> ApiToken | None:
-    """The live token a request carries, None when it carries none; InvalidToken for a bad one."""
+    """The live token a request carries, None when it carries none; InvalidToken for a bad one.
+
+    Recording when it was last used also tells its owner on the account page whether a token is still in use."""
     raw = bearer_from_header(request.META.get("HTTP_AUTHORIZATION", ""))
     if raw is None:
         return None
@@ -34,6 +36,11 @@ def token_from_request(request) -> ApiToken | None:
     if token is None:
         raise InvalidToken("the token is unknown or was revoked: create a new one on your account page")
     now = timezone.now()
+    if token.expired(now):
+        raise InvalidToken(
+            f"this token expired at {token.expires_at:%Y-%m-%d %H:%M} UTC: "
+            "create a new one on your account page, /account/"
+        )
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token
@@ -71,4 +78,13 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
     name = "bearerToken"
 
     def get_security_definition(self, auto_schema):
-        return {"type": "http", "scheme": "bearer", "description": "A portal API token (wg_...)."}
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": (
+                "A portal API token (wg_...), made on the account page. It does what its scopes allow (read: "
+                "download; review: decide and count the requests of the repos you review, audit their downloads; "
+                "publish; admin: a staff member's powers), within the repos it is limited to, until it expires; "
+                "never more than its owner may. An expired token is refused with 401."
+            ),
+        }

@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
+from access.forms import TokenForm
 from access.gate import reviewed_repos
 from access.models import AccessRequest, ApiToken, Reviewer
 from access.second_factor import second_factor_required
@@ -100,12 +101,23 @@ def bulk_decide(request, repos):
 @login_required
 @require_http_methods(["GET", "POST"])
 def account(request):
-    new_token = None
+    new_token, token_form = None, TokenForm(request.user)
     if request.method == "POST":
         action = request.POST.get("action")
         if action == "create-token":
-            name = request.POST.get("name", "").strip()[:100] or "token"
-            _token, new_token = create_token(request.user, name, actor=request.user, request=request)
+            token_form = TokenForm(request.user, request.POST)
+            if not token_form.is_valid():
+                return account_page(request, token_form, None)
+            _token, new_token = create_token(
+                request.user,
+                token_form.cleaned_data["name"].strip() or "token",
+                scopes=token_form.cleaned_data["scopes"],
+                expires_at=token_form.expires_at,
+                repos=token_form.chosen_repos,
+                actor=request.user,
+                request=request,
+            )
+            token_form = TokenForm(request.user)
         elif action == "revoke-token":
             revoked = ApiToken.objects.filter(
                 pk=request.POST.get("token"), user=request.user, revoked_at__isnull=True
@@ -126,10 +138,17 @@ def account(request):
                 messages.success(request, "notification preference saved")
         if new_token is None:
             return redirect("account")
+    return account_page(request, token_form, new_token)
+
+
+def account_page(request, token_form: TokenForm, new_token: str | None):
+    tokens = ApiToken.objects.filter(user=request.user, revoked_at__isnull=True).prefetch_related("repos")
     context = {
-        "tokens": ApiToken.objects.filter(user=request.user, revoked_at__isnull=True),
+        "tokens": tokens,
+        "now": timezone.now(),
         "new_token": new_token,
+        "token_form": token_form,
         "reviews": Reviewer.objects.filter(user=request.user).select_related("repo"),
         "notify_choices": Reviewer.Notify.choices,
     }
-    return render(request, "access/account.html", context)
+    return render(request, "access/account.html", context, status=400 if token_form.errors else 200)

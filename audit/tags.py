@@ -28,6 +28,7 @@ class Tag(StrEnum):
     GRANT_EXPIRED = "access:grant:expired"
     LICENSE_ACCEPTED = "access:license:accepted"
     REVIEWER_ASSIGNED = "access:reviewer:assigned"
+    PUBLISHER_ASSIGNED = "access:publisher:assigned"
     POLICY_CHANGED = "access:policy:changed"
     # What staff change in the admin, by model and action
     ADMIN_ACCESS_REQUEST_CREATED = "admin:accessrequest:created"
@@ -39,6 +40,9 @@ class Tag(StrEnum):
     ADMIN_REVIEWER_CREATED = "admin:reviewer:created"
     ADMIN_REVIEWER_CHANGED = "admin:reviewer:changed"
     ADMIN_REVIEWER_DELETED = "admin:reviewer:deleted"
+    ADMIN_PUBLISHER_CREATED = "admin:publisher:created"
+    ADMIN_PUBLISHER_CHANGED = "admin:publisher:changed"
+    ADMIN_PUBLISHER_DELETED = "admin:publisher:deleted"
     ADMIN_TOKEN_CREATED = "admin:apitoken:created"
     ADMIN_TOKEN_CHANGED = "admin:apitoken:changed"
     ADMIN_TOKEN_DELETED = "admin:apitoken:deleted"

@@ -7,8 +7,16 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from access.endpoints import hf_endpoint
-from access.gate import AccessDenied, find_repo, needs_grant, permit_download
-from access.models import ApiToken, User
+from access.gate import (
+    AccessDenied,
+    find_repo,
+    needs_grant,
+    permit_download,
+    powers,
+    reads_gated_repos,
+    token_in_force,
+)
+from access.models import ApiToken, Scope, User
 from audit.connections import decided_read_only
 from distribution.downloads import channels, fast_path, spool
 from distribution.downloads.events import Downloader, record_event
@@ -50,16 +58,16 @@ def revision_info(revision: Revision, *, with_blobs: bool) -> dict:
 @require_GET
 @hf_endpoint
 def model_info(request, org, name, rev="main"):
-    repo = find_repo(request.hf_user, org, name)
-    revision = resolve_revision(request.hf_user, repo, rev)
+    repo = find_repo(request.hf_user, org, name, request.hf_token)
+    revision = resolve_revision(request.hf_user, repo, rev, request.hf_token)
     return JsonResponse(revision_info(revision, with_blobs=request.GET.get("blobs") == "true"))
 
 
 @require_GET
 @hf_endpoint
 def tree(request, org, name, rev, path=""):
-    repo = find_repo(request.hf_user, org, name)
-    revision = resolve_revision(request.hf_user, repo, rev)
+    repo = find_repo(request.hf_user, org, name, request.hf_token)
+    revision = resolve_revision(request.hf_user, repo, rev, request.hf_token)
     prefix = path.strip("/")
     recursive = request.GET.get("recursive", "").lower() in ("1", "true")
     entries, folders = [], set()
@@ -92,7 +100,7 @@ def tree(request, org, name, rev, path=""):
 @hf_endpoint
 def resolve(request, org, name, rev, path):
     """HEAD answers the file's metadata; GET redirects to a short-lived link that serves the bytes."""
-    stored, grant = decided_read_only(lambda: locate_download(request.hf_user, org, name, rev, path))
+    stored, grant = decided_read_only(lambda: locate_download(request.hf_user, org, name, rev, path, request.hf_token))
     if request.method == "HEAD" and rev != stored.revision.commit:
         # The client downloads from the URL its HEAD ended at: pinning `main` or a tag to the commit here
         # keeps a release that lands between its HEAD and its GET from mixing two revisions in its cache.
@@ -132,15 +140,47 @@ def ticket_holder(claim, filename: str) -> tuple[RevisionFile, Downloader]:
     user = User.objects.filter(pk=claim.user_id, is_active=True).first() if claim.user_id else None
     if stored is None or stored.filename != filename or (claim.user_id and user is None):
         raise LinkRefused("this download link is not valid any more; ask for the file again")
-    grant = permit_download(user, stored.revision.repo)
-    resolve_revision(user, stored.revision.repo, stored.revision.commit)
     token = ApiToken.objects.filter(pk=claim.token_id).first() if claim.token_id else None
+    if claim.token_id and not token_in_force(token):
+        raise LinkRefused("the token this download was asked with was revoked or expired; ask again with a live one")
+    grant = permit_download(user, stored.revision.repo, token)
+    resolve_revision(user, stored.revision.repo, stored.revision.commit, token)
     return stored, Downloader(user, grant, token)
+
+
+# Our scopes in the Hub's fine-grained vocabulary. The admin scope has no Hub counterpart: what it adds
+# shows as the repos (every one) where the token reads, reviews or publishes.
+HUB_PERMISSIONS = {
+    Scope.READ: ["repo.content.read"],
+    Scope.REVIEW: ["repo.access.read", "repo.access.write"],
+    Scope.PUBLISH: ["repo.write"],
+}
+
+
+def hub_time(moment) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def fine_grained(user, token) -> dict:
+    """What the token may do, as the Hub writes a fine-grained token's permissions: repo by repo."""
+    return {
+        "canReadGatedRepos": reads_gated_repos(token),
+        "global": [],
+        "scoped": [
+            {
+                "entity": {"_id": f"{repo.pk:024x}", "type": "model", "name": repo.repo_id},
+                "permissions": [permission for scope in scopes for permission in HUB_PERMISSIONS[scope]],
+            }
+            for repo, scopes in powers(user, token)
+        ],
+    }
 
 
 @require_GET
 @hf_endpoint
 def whoami(request):
+    """Who the token belongs to and, in the Hub's fine-grained format, what it may do (never more than its
+    owner may); `expiresAt`, which the Hub does not send, says when it stops working."""
     user, token = request.hf_user, request.hf_token
     if user is None:
         return hf_error(401, "Invalid credentials in Authorization header: send a portal token as a Bearer token")
@@ -161,8 +201,10 @@ def whoami(request):
                 "type": "access_token",
                 "accessToken": {
                     "displayName": token.name if token else "browser session",
-                    "role": "read",
-                    "createdAt": (token.created_at if token else user.date_joined).isoformat().replace("+00:00", "Z"),
+                    "role": "fineGrained",
+                    "createdAt": hub_time(token.created_at if token else user.date_joined),
+                    "expiresAt": hub_time(token.expires_at if token else None),
+                    "fineGrained": fine_grained(user, token),
                 },
             },
         }

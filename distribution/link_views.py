@@ -20,15 +20,15 @@ def grantee_endpoint(view):
     @functools.wraps(view)
     def wrapper(request, org, name, rev):
         try:
-            user, _ = authenticate(request)
+            user, token = authenticate(request)
         except InvalidToken as error:
             return hf_error(401, str(error))
         if user is None:
             return hf_error(401, "sign in, or send a token: Authorization: Bearer <token>")
         try:
-            repo = find_repo(user, org, name)
-            grant = permit_download(user, repo)
-            revision = resolve_revision(user, repo, rev)
+            repo = find_repo(user, org, name, token)
+            grant = permit_download(user, repo, token)
+            revision = resolve_revision(user, repo, rev, token)
         except AccessDenied as denied:
             return hf_error(denied.status, denied.message)
         return view(request, user, grant, revision)

@@ -15,7 +15,8 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from access.gate import is_staff, reviewed_repos
+from access import gate
+from access.gate import reviewed_repos
 from access.second_factor import SecondFactorForSessions, second_factor_required
 from hub.pages import ReportPages, without_page
 from portal.reports import DownloadFilters, DownloadQuery, as_csv, as_json, as_rows, who_obtained
@@ -24,14 +25,16 @@ PAGE_ROWS = 100  # a page, not a dump: the exports carry every row
 EXPORTS = {"csv": ("text/csv; charset=utf-8", as_csv), "json": ("application/json", as_json)}
 
 
-def audited_repos(user, wanted: str) -> tuple[str, ...] | None:
-    """The repo ids `user` may audit, narrowed to `wanted` when given; None is every repo (staff).
+def audited_repos(user, wanted: str, token=None) -> tuple[str, ...] | None:
+    """The repo ids `user` may audit (through `token`, if one was used), narrowed to `wanted` when given;
+    None is every repo (staff).
 
     A repo they may not audit answers as one that does not exist; someone who audits none is refused.
     """
-    if is_staff(user):
+    repos = gate.audited_repos(user, token)
+    if repos is None:
         return (wanted,) if wanted else None
-    mine = tuple(repo.repo_id for repo in reviewed_repos(user))
+    mine = tuple(repo.repo_id for repo in repos)
     if wanted:
         if wanted not in mine:
             raise Http404(f"no repo {wanted} among the repos you review")
@@ -149,15 +152,18 @@ class DownloadAudit(ReportView):
     )
     def get(self, request):
         filters = DownloadFilters(request.query_params)
-        repos = audited_repos(request.user, request.query_params.get("repo", "").strip())
+        repos = audited_repos(request.user, request.query_params.get("repo", "").strip(), request.auth)
         if not filters.is_valid():
             raise ValidationError(filters.errors)
         return self.rows(as_rows(who_obtained(filters.query(repos))))
 
 
 class MyDownloads(ReportView):
-    """GET: your own downloads, per revision, as the reviewers see them."""
+    """GET: your own downloads, per revision, as the reviewers see them (a token limited to some repos:
+    those repos' only)."""
 
     @extend_schema(parameters=[FORMAT_PARAMETER], responses=ObtainedSerializer(many=True))
     def get(self, request):
-        return self.rows(as_rows(who_obtained(DownloadQuery(user_id=request.user.pk))))
+        reached = gate.repos_reached(request.auth)
+        repos = None if reached is None else tuple(repo.repo_id for repo in reached)
+        return self.rows(as_rows(who_obtained(DownloadQuery(user_id=request.user.pk, repos=repos))))

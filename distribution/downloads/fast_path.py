@@ -16,7 +16,7 @@ What this trades: a change of access made in one process reaches the others' dec
 DOWNLOAD_DECISION_SECONDS (in the process that made it, at once). Links already handed out stay
 valid for DOWNLOAD_REDIRECT_SECONDS whatever happens, so the window is far inside the one that
 presigned links have always had. Grants with download caps, staff, browser sessions and local
-storage always take the full checks; a grant's expiry is honoured to the second.
+storage always take the full checks; a grant's expiry and a token's are honoured to the second.
 """
 
 import hashlib
@@ -82,8 +82,8 @@ def remember(request, decision: Decision) -> None:
 def answer(request, decision: Decision):
     """The redirect the full checks would give, from `decision`; None to send the request through them."""
     stored, who = decision.stored, decision.who
-    if not gate.grant_in_force(who.grant):
-        return None  # the full checks say so, and record the grant's end
+    if not gate.grant_in_force(who.grant) or not gate.token_in_force(who.token):
+        return None  # the full checks say so (and record a grant's end)
     allowed, remaining, reset = take(decision.caller_key)
     if not allowed:
         return with_limit_headers(too_many_requests(reset), remaining, reset)

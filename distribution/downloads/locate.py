@@ -13,9 +13,9 @@ from distribution.models import Repo, Revision, RevisionFile
 COMMIT_PATTERN = re.compile(r"^[0-9a-f]{40}$")
 
 
-def resolve_revision(user, repo: Repo, rev: str) -> Revision:
+def resolve_revision(user, repo: Repo, rev: str, token=None) -> Revision:
     """`main` is the newest released revision; a 40-hex id names one; anything else is a tag."""
-    revisions = gate.downloadable_revisions(user, repo)
+    revisions = gate.downloadable_revisions(user, repo, token)
     if rev == "main":
         revision = revisions.filter(state=Revision.State.RELEASED).order_by("-released_at", "-id").first()
     elif COMMIT_PATTERN.match(rev):
@@ -44,21 +44,21 @@ def released_file(org: str, name: str, rev: str, path: str) -> RevisionFile | No
     return files.first()
 
 
-def locate_download(user, org: str, name: str, rev: str, path: str) -> tuple[RevisionFile, Grant | None]:
+def locate_download(user, org: str, name: str, rev: str, path: str, token=None) -> tuple[RevisionFile, Grant | None]:
     """The file a download names and the grant that permits it; AccessDenied, worded by the full checks.
 
     Every download asks this, so a grantee's request for a released file takes two queries instead of
     four. Staff and every refusal go through the full checks, which say what is wrong.
     """
-    stored = None if gate.is_staff(user) else released_file(org, name, rev, path)
+    stored = None if gate.is_staff(user, token) else released_file(org, name, rev, path)
     if stored is not None:
         try:
-            return stored, gate.permit_download(user, stored.revision.repo)
+            return stored, gate.permit_download(user, stored.revision.repo, token)
         except AccessDenied:
             pass  # the full checks below word the refusal (an unknown repo, a revision, a license)
-    repo = gate.find_repo(user, org, name)
-    grant = gate.permit_download(user, repo)
-    revision = resolve_revision(user, repo, rev)
+    repo = gate.find_repo(user, org, name, token)
+    grant = gate.permit_download(user, repo, token)
+    revision = resolve_revision(user, repo, rev, token)
     stored = revision.files.filter(path=path).select_related("revision__repo").first()
     if stored is None:
         raise AccessDenied(

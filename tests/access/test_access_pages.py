@@ -95,7 +95,7 @@ def test_my_requests_shows_states_and_reasons(client, repo):
 def test_the_account_page_shows_a_new_token_once_and_revokes_it(client, repo):
     alice = person("alice")
     sign_in(client, alice)
-    page = client.post("/account/", {"action": "create-token", "name": "laptop"}).content.decode()
+    page = client.post("/account/", {"action": "create-token", "name": "laptop", "scopes": "read"}).content.decode()
     raw = re.search(r'<code id="new-token">(wg_[^<]+)</code>', page).group(1)
     token = ApiToken.objects.get(user=alice)
     assert token.digest == hash_token(raw) and token.name == "laptop"

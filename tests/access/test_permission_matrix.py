@@ -1,8 +1,12 @@
 """Every endpoint and page against every role, on a public gated repo and on a private one.
 
 Roles: anonymous, an unverified account, an applicant with a pending request, a grantee, a revoked
-grantee, a rejected applicant, a reviewer of another repo, a reviewer of this repo, staff. On the
-private repo, whoever may not see it gets exactly what they would get for a repo that does not exist.
+grantee, a rejected applicant, a reviewer of another repo, a reviewer of this repo, staff. Each calls
+the API with a token that carries every scope (as tokens made before scopes did); the roles named
+`<role>_<scope>` call it with a narrower token of that person: only that scope, or for `elsewhere` a
+read token limited to another repo. Pages take the session, so there a token role is its person.
+On the private repo, whoever may not see it gets exactly what they would get for a repo that does
+not exist; so does a token limited to other repos, on either repo.
 
 Staff and reviewers sign in with a second factor: the matrix is what they get once their session
 passed it; `test_staff_pages_wait_for_the_second_factor` is the other side, enrolled or not.
@@ -13,13 +17,24 @@ from django.test import Client
 from django.utils import timezone
 from django.utils.http import urlencode
 
-from access.models import AccessRequest, Grant
+from access.models import AccessRequest, Grant, Scope
 from access.services import decide, grant_access
 from distribution.models import Repo, Revision, RevisionFile
 from tests.support.personas import enrol_second_factor, person, sign_in, token_for
 
 pytestmark = pytest.mark.django_db
-ROLES = ["anonymous", "unverified", "pending", "grantee", "revoked", "rejected", "other_reviewer", "reviewer", "staff"]
+PEOPLE = ["anonymous", "unverified", "pending", "grantee", "revoked", "rejected", "other_reviewer", "reviewer", "staff"]
+# A narrower token: (its person, its scopes, whether it is limited to the other repo).
+TOKEN_ROLES = {
+    "grantee_read": ("grantee", [Scope.READ], False),
+    "grantee_review": ("grantee", [Scope.REVIEW], False),
+    "grantee_elsewhere": ("grantee", [Scope.READ], True),
+    "reviewer_read": ("reviewer", [Scope.READ], False),
+    "reviewer_review": ("reviewer", [Scope.REVIEW], False),
+    "staff_read": ("staff", [Scope.READ], False),
+    "staff_admin_read": ("staff", [Scope.ADMIN, Scope.READ], False),
+}
+ROLES = PEOPLE + list(TOKEN_ROLES)
 COMMIT = "c" * 40
 
 
@@ -28,7 +43,22 @@ def fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+def person_of(role: str) -> str:
+    return TOKEN_ROLES[role][0] if role in TOKEN_ROLES else role
+
+
 def build(private: bool, role: str):
+    """The repos and the role's account; its API token, when the role names a narrower one, beside it."""
+    user = build_person(private, person_of(role))
+    if role in TOKEN_ROLES:
+        _, scopes, elsewhere = TOKEN_ROLES[role]
+        user.narrow_token = token_for(
+            user, scopes=scopes, repos=[Repo.objects.get(name="other")] if elsewhere else None
+        )
+    return user
+
+
+def build_person(private: bool, role: str):
     repo = Repo.objects.create(org="acme", name="tiny", private=private)
     other = Repo.objects.create(org="acme", name="other")
     revision = Revision.objects.create(
@@ -65,7 +95,7 @@ def call(client: Client, user, method: str, path: str, body=None, api=True):
     headers = {}
     if user is not None:
         if api:
-            headers["HTTP_AUTHORIZATION"] = f"Bearer {token_for(user)}"
+            headers["HTTP_AUTHORIZATION"] = f"Bearer {getattr(user, 'narrow_token', None) or token_for(user)}"
         else:
             sign_in(client, user)
     if body is not None:
@@ -81,65 +111,92 @@ def roles(default: int, **exceptions: int) -> dict[str, int]:
     return {role: exceptions.get(role, default) for role in ROLES}
 
 
+def page(default: int, **exceptions: int) -> dict[str, int]:
+    """A page's statuses: with the session, each token role gets what its person gets."""
+    by_person = roles(default, **exceptions)
+    return {role: by_person[person_of(role)] for role in ROLES}
+
+
+# What the narrower tokens get where their person could: reviewing takes the review scope, downloading
+# the read scope, staff powers the admin scope; a token limited to another repo finds no acme/tiny.
+DOWNLOADS = {"grantee_read": OK, "staff_admin_read": OK, "grantee_elsewhere": HIDDEN}
+REVIEWS = {"reviewer_review": OK, "grantee_elsewhere": HIDDEN}
+AUDITS = {"reviewer_review": OK, "staff_admin_read": OK}
+
+
 # (method, path, JSON body, is a page) and the status each role gets on the public repo.
 ENDPOINTS = {
-    ("get", "/", None, True): roles(OK),
-    ("get", "/acme/tiny", None, True): roles(OK),
-    ("get", f"/acme/tiny/revisions/{COMMIT}", None, True): roles(HIDDEN, reviewer=OK, staff=OK),
-    ("get", "/requests/", None, True): roles(OK, anonymous=LOGIN),
-    ("get", "/account/", None, True): roles(OK, anonymous=LOGIN),
-    ("get", "/review/", None, True): roles(DENIED, anonymous=LOGIN, other_reviewer=OK, reviewer=OK, staff=OK),
-    ("get", "/admin/", None, True): roles(LOGIN, staff=OK),
+    ("get", "/", None, True): page(OK),
+    ("get", "/acme/tiny", None, True): page(OK),
+    ("get", f"/acme/tiny/revisions/{COMMIT}", None, True): page(HIDDEN, reviewer=OK, staff=OK),
+    ("get", "/requests/", None, True): page(OK, anonymous=LOGIN),
+    ("get", "/account/", None, True): page(OK, anonymous=LOGIN),
+    ("get", "/review/", None, True): page(DENIED, anonymous=LOGIN, other_reviewer=OK, reviewer=OK, staff=OK),
+    ("get", "/admin/", None, True): page(LOGIN, staff=OK),
     ("get", "/api/v1/access-requests/", None, False): roles(OK, anonymous=ANON),
     ("post", "/api/v1/access-requests/", '{"repo": "acme/tiny", "accept_license": true}', False): roles(
-        CREATED, anonymous=ANON, unverified=DENIED, pending=CONFLICT, grantee=CONFLICT, rejected=LATER
+        CREATED,
+        anonymous=ANON,
+        unverified=DENIED,
+        pending=CONFLICT,
+        grantee=CONFLICT,
+        rejected=LATER,
+        grantee_read=CONFLICT,
+        grantee_review=CONFLICT,
+        grantee_elsewhere=HIDDEN,
     ),
-    ("get", "/api/v1/counts/", None, False): roles(DENIED, anonymous=ANON, other_reviewer=OK, reviewer=OK, staff=OK),
-    ("get", "/audit/downloads/", None, True): roles(DENIED, anonymous=LOGIN, other_reviewer=OK, reviewer=OK, staff=OK),
-    ("get", "/audit/downloads/?repo=acme/tiny", None, True): roles(HIDDEN, anonymous=LOGIN, reviewer=OK, staff=OK),
-    ("get", "/audit/downloads.csv", None, True): roles(
+    ("get", "/api/v1/counts/", None, False): roles(
+        DENIED, anonymous=ANON, other_reviewer=OK, reviewer=OK, staff=OK, reviewer_review=OK
+    ),
+    ("get", "/audit/downloads/", None, True): page(DENIED, anonymous=LOGIN, other_reviewer=OK, reviewer=OK, staff=OK),
+    ("get", "/audit/downloads/?repo=acme/tiny", None, True): page(HIDDEN, anonymous=LOGIN, reviewer=OK, staff=OK),
+    ("get", "/audit/downloads.csv", None, True): page(
         DENIED, anonymous=LOGIN, other_reviewer=OK, reviewer=OK, staff=OK
     ),
-    ("get", "/account/downloads.json", None, True): roles(OK, anonymous=LOGIN),
+    ("get", "/account/downloads.json", None, True): page(OK, anonymous=LOGIN),
     ("get", "/api/v1/audit/downloads/", None, False): roles(
-        DENIED, anonymous=ANON, other_reviewer=OK, reviewer=OK, staff=OK
+        DENIED, anonymous=ANON, other_reviewer=OK, reviewer=OK, staff=OK, **AUDITS
     ),
     ("get", "/api/v1/audit/downloads/?repo=acme/tiny&format=csv", None, False): roles(
-        HIDDEN, anonymous=ANON, reviewer=OK, staff=OK
+        HIDDEN, anonymous=ANON, reviewer=OK, staff=OK, **AUDITS
     ),
     ("get", "/api/v1/me/downloads/", None, False): roles(OK, anonymous=ANON),
     ("post", "/api/v1/repos/acme/tiny/license-acceptance/", '{"license_version": "1"}', False): roles(
-        HIDDEN, anonymous=ANON, grantee=OK
+        HIDDEN, anonymous=ANON, grantee=OK, grantee_read=OK, grantee_review=OK
     ),
     ("get", "/api/whoami-v2", None, False): roles(OK, anonymous=ANON),
-    ("get", "/api/models/acme/tiny/revision/main", None, False): roles(OK),
-    ("get", f"/api/models/acme/tiny/tree/{COMMIT}", None, False): roles(OK),
+    ("get", "/api/models/acme/tiny/revision/main", None, False): roles(OK, grantee_elsewhere=HIDDEN),
+    ("get", f"/api/models/acme/tiny/tree/{COMMIT}", None, False): roles(OK, grantee_elsewhere=HIDDEN),
     ("head", "/acme/tiny/resolve/main/config.json", None, False): roles(
-        DENIED, anonymous=ANON, grantee=PINNED, staff=PINNED
+        DENIED,
+        anonymous=ANON,
+        grantee=PINNED,
+        staff=PINNED,
+        **{**DOWNLOADS, "grantee_read": PINNED, "staff_admin_read": PINNED},
     ),
     ("head", f"/acme/tiny/resolve/{COMMIT}/config.json", None, False): roles(
-        DENIED, anonymous=ANON, grantee=OK, staff=OK
+        DENIED, anonymous=ANON, grantee=OK, staff=OK, **DOWNLOADS
     ),
     ("get", "/api/models/acme/tiny/user-access-request/pending", None, False): roles(
-        DENIED, anonymous=ANON, reviewer=OK, staff=OK
+        DENIED, anonymous=ANON, reviewer=OK, staff=OK, **REVIEWS
     ),
     ("post", "/api/models/acme/tiny/user-access-request/handle", '{"user": "waiting", "status": "accepted"}', False): (
-        roles(DENIED, anonymous=ANON, reviewer=OK, staff=OK)
+        roles(DENIED, anonymous=ANON, reviewer=OK, staff=OK, **REVIEWS)
     ),
     ("get", "/api/v1/repos/acme/tiny/revisions/main/manifest", None, False): roles(
-        DENIED, anonymous=ANON, grantee=OK, staff=OK
+        DENIED, anonymous=ANON, grantee=OK, staff=OK, **DOWNLOADS
     ),
     ("get", "/api/v1/repos/acme/tiny/revisions/main/SHA256SUMS", None, False): roles(
-        DENIED, anonymous=ANON, grantee=OK, staff=OK
+        DENIED, anonymous=ANON, grantee=OK, staff=OK, **DOWNLOADS
     ),
     ("get", "/api/v1/repos/acme/tiny/revisions/main/download.sh", None, False): roles(
-        DENIED, anonymous=ANON, grantee=OK, staff=OK
+        DENIED, anonymous=ANON, grantee=OK, staff=OK, **DOWNLOADS
     ),
     ("post", "/api/models/acme/tiny/user-access-request/grant", '{"user": "target"}', False): roles(
-        DENIED, anonymous=ANON, reviewer=OK, staff=OK
+        DENIED, anonymous=ANON, reviewer=OK, staff=OK, **REVIEWS
     ),
 }
-SEES_PRIVATE = {"grantee", "reviewer", "staff"}
+SEES_PRIVATE = {"grantee", "reviewer", "staff", "grantee_read", "reviewer_read", "reviewer_review", "staff_admin_read"}
 # Pages and calls about no repo in particular answer the same whatever the private repo is.
 SITE_WIDE = {
     ("get", path)
@@ -163,8 +220,9 @@ SITE_WIDE = {
 
 def expected(endpoint, role: str, private: bool) -> int:
     status = ENDPOINTS[endpoint][role]
-    method, path = endpoint[0], endpoint[1]
-    if not private or role in SEES_PRIVATE or (method, path) in SITE_WIDE or status == LOGIN:
+    method, path, _, is_page = endpoint
+    sees = (person_of(role) if is_page else role) in SEES_PRIVATE
+    if not private or sees or (method, path) in SITE_WIDE or status == LOGIN:
         return status
     # Calls that need an account refuse the anonymous before looking at any repo; download calls,
     # open to the anonymous on public repos, answer as for a repo that does not exist.
@@ -183,12 +241,18 @@ def test_each_role_gets_exactly_what_it_may(endpoint, role, private):
     assert response.status_code == expected(endpoint, role, private), response.content[:300]
 
 
-@pytest.mark.parametrize("role", [r for r in ROLES if r not in SEES_PRIVATE])
-@pytest.mark.parametrize(
-    "endpoint", [e for e in ENDPOINTS if (e[0], e[1]) not in SITE_WIDE], ids=lambda e: f"{e[0]} {e[1]}"
-)
-def test_a_private_repo_answers_like_a_missing_one(endpoint, role):
-    user = build(True, role)
+# Who may not see acme/tiny, on which repo, and the calls about it they make (pages: the people only).
+UNSEEN = [
+    pytest.param(endpoint, role, private, id=f"{endpoint[0]} {endpoint[1]}-{role}-{'private' if private else 'public'}")
+    for role, private in [(role, True) for role in ROLES if role not in SEES_PRIVATE] + [("grantee_elsewhere", False)]
+    for endpoint in ENDPOINTS
+    if (endpoint[0], endpoint[1]) not in SITE_WIDE and not (endpoint[3] and role in TOKEN_ROLES)
+]
+
+
+@pytest.mark.parametrize(("endpoint", "role", "private"), UNSEEN)
+def test_a_repo_out_of_sight_answers_like_a_missing_one(endpoint, role, private):
+    user = build(private, role)
     method, path, body, page = endpoint
     hidden = call(Client(), user, method, path, body, api=not page)
     elsewhere = body.replace("acme/tiny", "acme/nothing") if body else body
@@ -238,7 +302,9 @@ def test_a_session_without_the_second_factor_gets_no_staff_data_but_a_token_does
     assert by_token.status_code == ENDPOINTS[("get", path, None, False)][role]
 
 
-@pytest.mark.parametrize("role", [r for r in ROLES if r not in NEEDS_FACTOR and r != "anonymous"])
+@pytest.mark.parametrize(
+    "role", [r for r in ROLES if r not in NEEDS_FACTOR and r != "anonymous" and r not in TOKEN_ROLES]
+)
 @pytest.mark.parametrize("endpoint", [e for e in ENDPOINTS if e[3]], ids=lambda e: f"{e[0]} {e[1]}")
 def test_applicants_are_never_asked_for_a_second_factor(endpoint, role):
     user = build(False, role)

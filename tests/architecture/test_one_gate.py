@@ -1,5 +1,5 @@
 """Who may see, review or download a repo is decided in access.gate alone: no other module reads an
-account's staff flag, a repo's gating or a grant's caps to decide again."""
+account's staff flag, a repo's gating, a grant's caps or a token's scopes and repos to decide again."""
 
 import ast
 
@@ -8,7 +8,7 @@ from tests.support.servers import REPO_ROOT
 APPS = ("access", "audit", "distribution", "hub", "portal", "verification", "workers")
 GATE = REPO_ROOT / "access" / "gate.py"
 # The attributes access decisions are made from.
-DECIDING = {"is_staff", "gated", "max_complete_downloads", "max_bytes_per_day"}
+DECIDING = {"is_staff", "gated", "max_complete_downloads", "max_bytes_per_day", "scopes", "repo_ids"}
 
 
 def reads(path):

@@ -78,3 +78,18 @@ def test_staff_changes_in_the_admin_are_audited():
     )
     assert Grant.objects.get().expires_at.year == 2030
     assert timezone.now().year < 2030
+
+
+def test_staff_naming_a_publisher_in_the_admin_is_audited():
+    from access import gate
+    from access.models import Publisher
+
+    repo = Repo.objects.create(org="acme", name="tiny")
+    paula = person("paula")
+    staff = Client()
+    staff.force_login(person("carol", staff=True))
+    response = staff.post("/admin/access/publisher/add/", {"user": paula.pk, "repo": repo.pk})
+    assert response.status_code == 302, response.content[:500]
+    event = AuditEvent.objects.get(tag="admin:publisher:created")
+    assert (event.actor_username, event.subject_username, event.repo_id) == ("carol", "paula", "acme/tiny")
+    assert Publisher.objects.filter(user=paula, repo=repo).exists() and gate.may_publish(paula, repo)

@@ -31,6 +31,7 @@ VALUES = {
     "admin:repo:deleted", "admin:revision:changed", "admin:revision:deleted",
     "distribution:draft:started", "distribution:draft:resumed", "distribution:draft:discarded",
     "access:second-factor:added", "access:second-factor:removed",
+    "access:publisher:assigned", "admin:publisher:created", "admin:publisher:changed", "admin:publisher:deleted",
 }  # fmt: skip
 
 

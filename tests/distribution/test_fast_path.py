@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
@@ -18,7 +19,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from access.models import AccessRequest, Grant
+from access.models import AccessRequest, ApiToken, Grant, User, hash_token
 from access.services import decide
 from audit.chain import first_break
 from audit.models import AuditEvent
@@ -27,6 +28,7 @@ from distribution.downloads import remembered as remembered_module
 from distribution.downloads import spool as event_spool
 from distribution.models import DownloadEvent
 from hub import rate_limits
+from tests.support.personas import token_for
 from tests.support.servers import REPO_ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -77,6 +79,15 @@ def test_revoking_the_grant_ends_the_fast_path_at_once(client, s3_release, fast)
     decide(Grant.objects.get().request, status=AccessRequest.State.REJECTED, reviewer=None, reason="ended")
     refused = get(client, token)
     assert refused.status_code == 403 and refused["X-Error-Code"] == "GatedRepo"
+
+
+def test_a_token_expiring_while_its_decision_is_remembered_stops_at_once(client, s3_release, fast, settings):
+    settings.DOWNLOAD_DECISION_SECONDS = 60
+    token = token_for(User.objects.get(username="alice"), expires_at=timezone.now() + timedelta(seconds=2))
+    assert get(client, token).status_code == get(client, token).status_code == 302  # the second from memory
+    time.sleep(max(0, (ApiToken.objects.get(digest=hash_token(token)).expires_at - timezone.now()).total_seconds()))
+    refused = get(client, token)
+    assert refused.status_code == 401 and "this token expired at" in refused["X-Error-Message"]
 
 
 def test_a_change_made_by_another_process_reaches_the_decision_within_its_lifetime(client, s3_release, fast, settings):

@@ -19,7 +19,7 @@ from allauth.mfa.recovery_codes.internal.auth import RecoveryCodes
 from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 
 from access.gate import needs_second_factor
-from access.models import ApiToken, Reviewer, User
+from access.models import ApiToken, Reviewer, Scope, User
 
 TOTP_STEP = 30
 
@@ -39,8 +39,10 @@ def person(username: str, *, verified: bool = True, staff: bool = False, reviews
     return user
 
 
-def token_for(user: User, name: str = "test") -> str:
-    return ApiToken.issue(user, name)[1]
+def token_for(user: User, name: str = "test", *, scopes=tuple(Scope), expires_at=None, repos=None) -> str:
+    """A token of `user`; unless told otherwise it carries every scope and reaches every repo, as the
+    tokens made before scopes existed do, so it can do all its owner may."""
+    return ApiToken.issue(user, name, scopes=scopes, expires_at=expires_at, repos=repos)[1]
 
 
 def totp_code(secret: str, *, steps: int = 0) -> str:
