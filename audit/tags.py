@@ -62,9 +62,19 @@ class Tag(StrEnum):
     DOWNLOAD_TICKET_ISSUED = "distribution:ticket:issued"
     DOWNLOAD_TICKET_RENEWED = "distribution:ticket:renewed"
     REDIRECT_TICKET_ISSUED = "distribution:redirect-ticket:issued"
+    # Traceable copies: one issued per grant and revision; a leak traced, by command or staff page
+    COPY_ISSUED = "distribution:copy:issued"
+    LEAK_TRACED = "distribution:leak:traced"
 
 
 # Tags that change nobody's access (bytes and links handed out), so caches of who may do what keep them.
 ACCESS_NEUTRAL = frozenset(
-    {Tag.DOWNLOAD_SERVED, Tag.DOWNLOAD_TICKET_ISSUED, Tag.DOWNLOAD_TICKET_RENEWED, Tag.REDIRECT_TICKET_ISSUED}
+    {
+        Tag.DOWNLOAD_SERVED,
+        Tag.DOWNLOAD_TICKET_ISSUED,
+        Tag.DOWNLOAD_TICKET_RENEWED,
+        Tag.REDIRECT_TICKET_ISSUED,
+        Tag.COPY_ISSUED,
+        Tag.LEAK_TRACED,
+    }
 )
