@@ -8,11 +8,15 @@ Files without carriers are every recipient's as published. The served bases stay
 (ServedFile: the carriers' marks and the prefix's hash state), so a copy costs its tails, not its size.
 """
 
+import contextlib
 import copy as shallow
 import hashlib
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from django.db import IntegrityError, transaction
 
@@ -23,7 +27,9 @@ from distribution import trace_keys
 from distribution.models import Revision, RevisionFile, TracedCopy, TracedRevision
 from distribution.storage import LocalStorage, get_storage
 from tracing.keys import CopyKeys
+from tracing.leaks import leak_files
 from tracing.served import ServedFile, served_layout
+from tracing.tracer import DEFAULT_THRESHOLD, OriginalCarriers, Tracer, TraceResult, trace
 from verification.core.signature import SIGNATURE_PATH, is_signed_path, sign_digests
 from verification.signing import current_key
 
@@ -191,3 +197,96 @@ def personal(stored: RevisionFile, who, *, request=None) -> RevisionFile:
     else:
         view.copy_source = CopySource(served=served_file(traced, stored.path), recipient=issued.recipient)
     return view
+
+
+@dataclass(frozen=True)
+class Accused:
+    """A recipient a leak names: their copy (grant, account, when it was issued) and score (None: byte-exact)."""
+
+    copy: TracedCopy
+    score: float | None
+    exact_file: str | None
+
+    def to_json(self) -> dict:
+        return {
+            "score": self.score,
+            "exact_file": self.exact_file,
+            "user": self.copy.username,
+            "grant": self.copy.grant_id,
+            "copy": self.copy.pk,
+            "downloaded_at": self.copy.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class LeakVerdict:
+    revision: Revision
+    result: TraceResult
+    named: list[Accused]
+
+    def to_json(self) -> dict:
+        return {
+            "repo": self.revision.repo.repo_id,
+            "revision": self.revision.commit,
+            "named": [accused.to_json() for accused in self.named],
+            "highest_other": self.result.highest_other,
+            "trace": self.result.to_json(),
+        }
+
+
+def traceable_revisions(repo_id: str | None = None) -> list[Revision]:
+    """The revisions a leak may come from, newest first: of `repo_id`, or of every repo."""
+    revisions = Revision.objects.select_related("repo").filter(traced__isnull=False)
+    if repo_id:
+        org, _, name = repo_id.partition("/")
+        revisions = revisions.filter(repo__org=org, repo__name=name)
+    return list(revisions.order_by("-created_at", "-id"))
+
+
+def trace_against(revision: Revision, paths: list[Path], threshold: float) -> LeakVerdict:
+    """Score every copy of `revision` against the leak at `paths` (TracingInputError: unreadable input)."""
+    traced = revision.traced
+    with tempfile.TemporaryDirectory(prefix="trace-") as scratch:
+        bases = {path: base_file(traced, path, Path(scratch)) for path in traced.carriers}
+        names = [name for held in traced.carriers.values() for name in held]
+        tracer = Tracer(OriginalCarriers.from_files(bases, names), copy_keys(traced))
+    issued = {c.recipient: c for c in TracedCopy.objects.filter(revision=revision, key_id=traced.key_id)}
+    by_digest = {c.files[path]["sha256"]: r for r, c in issued.items() for path in traced.files}
+    result = trace(paths, tracer, sorted(issued), threshold=threshold, issued_digests=by_digest)
+    named = [Accused(issued[s.recipient], s.score, s.file) for s in result.named]
+    return LeakVerdict(revision, result, named)
+
+
+def base_file(traced: TracedRevision, path: str, scratch: Path) -> Path:
+    """A served base as a local file: itself on local storage, fetched from S3 into `scratch` otherwise."""
+    storage = get_storage(traced.revision.storage_backend)
+    if isinstance(storage, LocalStorage):
+        return storage.path(traced.storage_key(path))
+    destination = scratch / path
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(storage.open(traced.storage_key(path))) as source, open(destination, "wb") as out:
+        shutil.copyfileobj(source, out, 8 * 1024 * 1024)
+    return destination
+
+
+def trace_leak(paths, *, repo_id: str | None = None, threshold: float = DEFAULT_THRESHOLD, actor=None, request=None):
+    """Every traceable revision's verdict on a leak, those naming someone first; audited. LookupError
+    when there is no traceable revision to trace against; TracingInputError for unreadable input."""
+    paths = [Path(path) for path in paths]
+    leak_files(paths)  # unreadable input is refused before any work
+    revisions = traceable_revisions(repo_id)
+    if not revisions:
+        raise LookupError(f"no traceable revision{' of ' + repo_id if repo_id else ''} has been verified")
+    verdicts = [trace_against(revision, paths, threshold) for revision in revisions]
+    verdicts.sort(key=lambda verdict: not verdict.named)
+    record(
+        Tag.LEAK_TRACED,
+        actor=actor,
+        repo=verdicts[0].revision.repo,
+        request=request,
+        commit=verdicts[0].revision.commit,
+        files=[path.name for path in paths][:20],
+        named=[accused.copy.username for verdict in verdicts for accused in verdict.named],
+        threshold=threshold,
+    )
+    return verdicts

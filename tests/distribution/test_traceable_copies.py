@@ -2,6 +2,7 @@
 every time; files without carriers and repos not traceable are served as published."""
 
 import hashlib
+import json
 import threading
 from pathlib import Path
 
@@ -113,17 +114,14 @@ def test_the_tree_manifest_and_sha256sums_list_the_recipients_digests(live_serve
     revision, _, people = traced
     status, _, body = http("GET", f"{live_server.url}/api/models/{REPO}/tree/main", token=people["alice"])
     assert status == 200
-    import json
-
     listed = {entry["path"]: entry for entry in json.loads(body)}
     issued = TracedCopy.objects.get(revision=revision, username="alice").files
     for path, entry in issued.items():
         assert listed[path]["lfs"]["oid"] == entry["sha256"] and listed[path]["size"] == entry["size"]
     status, _, sums = http("GET", f"{live_server.url}/api/v1/repos/{REPO}/revisions/main/SHA256SUMS", token=people["alice"])
     assert status == 200, sums
-    assert dict(line.split("  ")[::-1] for line in sums.decode().splitlines()) == {
-        path: entry["sha256"] for path, entry in issued.items()
-    }
+    listed_sums = dict(line.split("  ")[::-1] for line in sums.decode().splitlines())
+    assert listed_sums == {path: entry["sha256"] for path, entry in issued.items()}
 
 
 def test_concurrent_first_downloads_make_one_copy(live_server, traced):
