@@ -28,7 +28,7 @@ from distribution.models import Revision, RevisionFile, TracedCopy, TracedRevisi
 from distribution.storage import LocalStorage, get_storage
 from tracing.keys import CopyKeys
 from tracing.leaks import leak_files
-from tracing.served import ServedFile, served_layout
+from tracing.served import ServedFile, served_layout, split_range
 from tracing.tracer import DEFAULT_THRESHOLD, OriginalCarriers, Tracer, TraceResult, trace
 from verification.core.signature import SIGNATURE_PATH, is_signed_path, sign_digests
 from verification.signing import current_key
@@ -70,13 +70,55 @@ def open_served(traced: TracedRevision, path: str) -> ServedFile:
         layout = served_layout(base, path, carriers)
         opened = ServedFile(base, layout, copy_keys(traced))
     else:
-        from distribution.streamed import StreamedServedFile
-
         opened = StreamedServedFile.fetch(storage, traced.storage_key(path), path, carriers, copy_keys(traced))
     recorded = traced.files[path]
     if (opened.layout.size, opened.layout.prefix_size) != (recorded["size"], recorded["prefix_size"]):
         raise ValueError(f"the served base of {path} is not the one verified: run reverify")
     return opened
+
+
+class StreamedServedFile(ServedFile):
+    """A served base in S3, streamed through the web tier: its header and carrier tail are fetched once
+    into a sparse local file (the marks are read from it); its prefix is streamed from S3, once per process
+    for its digest and again for every download. Nothing per recipient is stored."""
+
+    def __init__(self, local: Path, layout, keys: CopyKeys, storage, key: str):
+        super().__init__(local, layout, keys)
+        self.storage, self.key = storage, key
+
+    @classmethod
+    def fetch(cls, storage, key: str, path: str, carriers, keys: CopyKeys) -> "StreamedServedFile":
+        size = storage.stored_objects(key.rsplit("/", 1)[0]).get(key.rsplit("/", 1)[1])
+        local = Path(tempfile.mkdtemp(prefix="served-")) / Path(path).name
+        head = b"".join(storage.stream_range(key, 0, 8))
+        header_end = 8 + int.from_bytes(head, "little")
+        with open(local, "wb") as out:
+            out.write(b"".join(storage.stream_range(key, 0, header_end)))
+            out.truncate(size.size)
+        layout = served_layout(local, path, carriers)
+        with open(local, "r+b") as out:
+            out.seek(layout.prefix_size)
+            for piece in storage.stream_range(key, layout.prefix_size, layout.size):
+                out.write(piece)
+        return cls(local, layout, keys, storage, key)
+
+    def prefix_state(self):
+        if self._prefix_state is None:
+            state = hashlib.sha256()
+            for piece in self.storage.stream_range(self.key, 0, self.layout.prefix_size):
+                state.update(piece)
+            self._prefix_state = state
+        return self._prefix_state
+
+    def read(self, tail: bytes, start: int = 0, end: int | None = None) -> Iterator[bytes | memoryview]:
+        end = self.layout.size if end is None else end
+        if not 0 <= start <= end <= self.layout.size or len(tail) != self.layout.tail_size:
+            raise ValueError(f"range [{start}, {end}) of a {self.layout.size}-byte copy")
+        prefix, tail_part = split_range(self.layout, start, end)
+        if prefix is not None:
+            yield from self.storage.stream_range(self.key, *prefix)
+        if tail_part is not None:
+            yield memoryview(tail)[tail_part[0] : tail_part[1]]
 
 
 def recipient_of(user, grant) -> str:

@@ -43,7 +43,7 @@ def download(live_server, token, folder: Path) -> Path:
 
 
 def test_the_served_layout_is_verified_and_recorded_before_release(traced):
-    revision, checkpoint, _ = traced
+    revision, _checkpoint, _ = traced
     layout = TracedRevision.objects.get(revision=revision)
     assert layout.carriers and set(layout.carriers) <= set(layout.files)
     assert all(entry["prefix_size"] < entry["size"] for entry in layout.files.values())
@@ -118,7 +118,9 @@ def test_the_tree_manifest_and_sha256sums_list_the_recipients_digests(live_serve
     issued = TracedCopy.objects.get(revision=revision, username="alice").files
     for path, entry in issued.items():
         assert listed[path]["lfs"]["oid"] == entry["sha256"] and listed[path]["size"] == entry["size"]
-    status, _, sums = http("GET", f"{live_server.url}/api/v1/repos/{REPO}/revisions/main/SHA256SUMS", token=people["alice"])
+    status, _, sums = http(
+        "GET", f"{live_server.url}/api/v1/repos/{REPO}/revisions/main/SHA256SUMS", token=people["alice"]
+    )
     assert status == 200, sums
     listed_sums = dict(line.split("  ")[::-1] for line in sums.decode().splitlines())
     assert listed_sums == {path: entry["sha256"] for path, entry in issued.items()}
@@ -141,3 +143,20 @@ def test_concurrent_first_downloads_make_one_copy(live_server, traced):
         thread.join()
     assert len(set(answers)) == 1 and len(answers) == 6
     assert TracedCopy.objects.filter(revision=revision, username="carol").count() == 1
+
+
+def test_on_s3_each_copy_is_streamed_through_the_portal_with_ranges(live_server, settings, s3_endpoint, tmp_path):
+    settings.TRACE_CARRIER_PERMILLE = 1000
+    revision, _ = published_traceable(tmp_path, "acme/traced-s3", "s3")
+    alice = person("alice")
+    grant_access(alice, revision.repo, granted_by=None)
+    token = token_for(alice)
+    folder = Path(snapshot_download("acme/traced-s3", endpoint=live_server.url, token=token, local_dir=tmp_path / "a"))
+    issued = TracedCopy.objects.get(revision=revision, username="alice").files
+    for path, entry in issued.items():
+        assert sha256(folder / path) == entry["sha256"], path
+    path = next(iter(TracedRevision.objects.get(revision=revision).files))
+    url = f"{live_server.url}/acme/traced-s3/resolve/main/{path}"
+    whole = (folder / path).read_bytes()
+    status, headers, part = http("GET", url, token=token, headers={"Range": "bytes=100-"})
+    assert status == 206 and part == whole[100:]
