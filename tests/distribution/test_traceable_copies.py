@@ -158,5 +158,5 @@ def test_on_s3_each_copy_is_streamed_through_the_portal_with_ranges(live_server,
     path = next(iter(TracedRevision.objects.get(revision=revision).files))
     url = f"{live_server.url}/acme/traced-s3/resolve/main/{path}"
     whole = (folder / path).read_bytes()
-    status, headers, part = http("GET", url, token=token, headers={"Range": "bytes=100-"})
+    status, _, part = http("GET", url, token=token, headers={"Range": "bytes=100-"})
     assert status == 206 and part == whole[100:]
