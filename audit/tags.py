@@ -69,6 +69,9 @@ class Tag(StrEnum):
     DOWNLOAD_TICKET_ISSUED = "distribution:ticket:issued"
     DOWNLOAD_TICKET_RENEWED = "distribution:ticket:renewed"
     REDIRECT_TICKET_ISSUED = "distribution:redirect-ticket:issued"
+    # Traceable copies: one issued per grant and revision; a leak traced, by command or staff page
+    COPY_ISSUED = "distribution:copy:issued"
+    LEAK_TRACED = "distribution:leak:traced"
 
 
 # Tags that change nobody's access (bytes and links handed out), so caches of who may do what keep them.
@@ -81,5 +84,7 @@ ACCESS_NEUTRAL = frozenset(
         # a second factor guards browser sessions on staff pages, never a token's downloads
         Tag.SECOND_FACTOR_ADDED,
         Tag.SECOND_FACTOR_REMOVED,
+        Tag.COPY_ISSUED,
+        Tag.LEAK_TRACED,
     }
 )

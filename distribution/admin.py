@@ -6,14 +6,14 @@ from django.shortcuts import render
 
 from access.admin import AuditedAdmin, tags_by_action
 from audit.tags import Tag
-from distribution.models import DownloadEvent, Repo, Revision
+from distribution.models import DownloadEvent, Repo, Revision, TracedCopy
 from distribution.publishing import PublishError, withdraw_revision
 
 
 @admin.register(Repo)
 class RepoAdmin(AuditedAdmin):
     audit_tags = tags_by_action(Tag.ADMIN_REPO_CREATED, Tag.ADMIN_REPO_CHANGED, Tag.ADMIN_REPO_DELETED)
-    list_display = ["org", "name", "private", "gated", "created_at"]
+    list_display = ["org", "name", "private", "gated", "traceable", "created_at"]
 
     def audited_repo(self, obj):
         return obj
@@ -84,6 +84,23 @@ class DownloadEventAdmin(admin.ModelAdmin):
 
     list_display = ["created_at", "username", "repo_id", "commit", "path", "status", "bytes_served", "ip"]
     list_filter = ["repo_id", "status"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(TracedCopy)
+class TracedCopyAdmin(admin.ModelAdmin):
+    """The copies issued of traceable revisions: records, read here only."""
+
+    list_display = ["created_at", "username", "revision", "grant", "key_id"]
+    exclude = ["signature", "recipient"]
 
     def has_add_permission(self, request):
         return False

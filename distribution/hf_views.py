@@ -18,6 +18,7 @@ from access.gate import (
 )
 from access.models import ApiToken, Scope, User
 from audit.connections import decided_read_only
+from distribution import copies
 from distribution.downloads import channels, fast_path, spool
 from distribution.downloads.events import Downloader, record_event
 from distribution.downloads.locate import locate_download, resolve_revision
@@ -27,13 +28,20 @@ from hub.errors import hf_error
 from hub.rate_limits import caller_key
 
 
-def revision_info(revision: Revision, *, with_blobs: bool) -> dict:
+def as_received(stored: RevisionFile, personal: dict) -> tuple[str, int]:
+    """(sha256, size) of a file as this person receives it (`personal`: copies.digests_for)."""
+    own = personal.get(stored.path)
+    return (own["sha256"], own["size"]) if own else (stored.sha256, stored.size)
+
+
+def revision_info(revision: Revision, *, with_blobs: bool, personal: dict | None = None) -> dict:
     repo = revision.repo
     siblings = []
     for stored in revision.files.all():
         entry = {"rfilename": stored.path}
         if with_blobs:
-            entry.update(size=stored.size, lfs={"sha256": stored.sha256, "size": stored.size, "pointerSize": 0})
+            sha256, size = as_received(stored, personal or {})
+            entry.update(size=size, lfs={"sha256": sha256, "size": size, "pointerSize": 0})
         siblings.append(entry)
     when = (revision.released_at or revision.created_at).isoformat().replace("+00:00", "Z")
     return {
@@ -60,7 +68,16 @@ def revision_info(revision: Revision, *, with_blobs: bool) -> dict:
 def model_info(request, org, name, rev="main"):
     repo = find_repo(request.hf_user, org, name, request.hf_token)
     revision = resolve_revision(request.hf_user, repo, rev, request.hf_token)
-    return JsonResponse(revision_info(revision, with_blobs=request.GET.get("blobs") == "true"))
+    with_blobs = request.GET.get("blobs") == "true"
+    personal = personal_digests(request, repo, revision) if with_blobs else {}
+    return JsonResponse(revision_info(revision, with_blobs=with_blobs, personal=personal))
+
+
+def personal_digests(request, repo, revision: Revision) -> dict:
+    """What this caller's copy of a traceable revision holds (issuing it if new); {} for any other."""
+    if not repo.traceable:
+        return {}
+    return copies.digests_for(revision, request.hf_user, permit_download(request.hf_user, repo, request.hf_token), request=request)
 
 
 @require_GET
@@ -70,6 +87,7 @@ def tree(request, org, name, rev, path=""):
     revision = resolve_revision(request.hf_user, repo, rev, request.hf_token)
     prefix = path.strip("/")
     recursive = request.GET.get("recursive", "").lower() in ("1", "true")
+    personal = personal_digests(request, repo, revision)
     entries, folders = [], set()
     for stored in revision.files.all():
         if prefix and not stored.path.startswith(prefix + "/"):
@@ -82,13 +100,14 @@ def tree(request, org, name, rev, path=""):
                 folders.add(folder)
                 entries.append({"type": "directory", "oid": "0" * 40, "size": 0, "path": folder})
         if len(parts) == 1 or recursive:
+            sha256, size = as_received(stored, personal)
             entries.append(
                 {
                     "type": "file",
-                    "oid": stored.sha256[:40],
-                    "size": stored.size,
+                    "oid": sha256[:40],
+                    "size": size,
                     "path": stored.path,
-                    "lfs": {"oid": stored.sha256, "size": stored.size, "pointerSize": 0},
+                    "lfs": {"oid": sha256, "size": size, "pointerSize": 0},
                 }
             )
     if prefix and not entries:
@@ -101,6 +120,8 @@ def tree(request, org, name, rev, path=""):
 def resolve(request, org, name, rev, path):
     """HEAD answers the file's metadata; GET redirects to a short-lived link that serves the bytes."""
     stored, grant = decided_read_only(lambda: locate_download(request.hf_user, org, name, rev, path, request.hf_token))
+    who = Downloader(request.hf_user, grant, request.hf_token)
+    stored = copies.personal(stored, who, request=request)  # a traceable revision's file: this person's copy
     if request.method == "HEAD" and rev != stored.revision.commit:
         # The client downloads from the URL its HEAD ended at: pinning `main` or a tag to the commit here
         # keeps a release that lands between its HEAD and its GET from mixing two revisions in its cache.
@@ -110,7 +131,6 @@ def resolve(request, org, name, rev, path):
         response = HttpResponse(status=200, content_type=channels.OCTETS)
         response["Content-Length"] = str(stored.size)
         return channels.file_headers(response, stored)
-    who = Downloader(request.hf_user, grant, request.hf_token)
     if channels.is_local(stored):
         return channels.file_headers(channels.redirect_to_ticket(request, stored, who), stored)
     # The checks above are the full ones; for a reusable outcome only the event's writing is deferred.

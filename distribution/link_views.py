@@ -50,7 +50,7 @@ def manifest(request, user, grant, revision):
 @require_GET
 @grantee_endpoint
 def sha256sums(request, user, grant, revision):
-    response = HttpResponse(links.sha256sums(revision), content_type="text/plain; charset=utf-8")
+    response = HttpResponse(links.sha256sums(revision, user, grant), content_type="text/plain; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="SHA256SUMS"'
     return response
 

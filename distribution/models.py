@@ -84,6 +84,11 @@ class Repo(models.Model):
     # Download links (manifest, download.sh): how long they live and how many requests they serve.
     link_lifetime_hours = models.PositiveIntegerField(default=24)
     link_max_uses = models.PositiveIntegerField(default=100)
+    # Every recipient gets a copy of its own, marked so that a leak names them (tracing/, README
+    # "Traceable copies"); revisions verified while this is on are served that way.
+    traceable = models.BooleanField(
+        default=False, help_text="serve each grantee a marked copy, so that a leaked copy names its recipient"
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["org", "name"], name="repo_unique_id")]
@@ -248,6 +253,63 @@ class RevisionFile(models.Model):
     @property
     def filename(self) -> str:
         return self.path.rsplit("/", 1)[-1]
+
+
+class TracedRevision(models.Model):
+    """The served layout of a traceable revision, written and verified once by a worker before release:
+    each carrier-holding shard rewritten with its carriers last (tracing.served) under `storage_prefix`.
+
+    What tracing a copy needs is recorded here, so changing the defaults never breaks tracing old copies:
+    the carriers of each file, the id of the key that marks them and the scheme. `files` gives each served
+    base's size, shared prefix and sha256."""
+
+    revision = models.OneToOneField(Revision, on_delete=models.CASCADE, related_name="traced")
+    scheme = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=32)
+    carriers = models.JSONField()  # {path: [tensor name, ...]}, only the files that hold some
+    files = models.JSONField()  # {path: {"size": int, "prefix_size": int, "sha256": str}}
+    prepared_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"served layout of {self.revision}"
+
+    @property
+    def storage_prefix(self) -> str:
+        return f"traced/{self.revision.storage_prefix}"
+
+    def storage_key(self, path: str) -> str:
+        return f"{self.storage_prefix}/{path}"
+
+
+class TracedCopy(models.Model):
+    """One recipient's copy of a traceable revision: made at the grant's first download of it, with the
+    digest and size of every file as that recipient receives it and the model.sig signed over them."""
+
+    revision = models.ForeignKey(Revision, on_delete=models.PROTECT, related_name="copies")
+    grant = models.ForeignKey("access.Grant", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    username = models.CharField(max_length=150)  # kept when the account is gone
+    # The id the marks are keyed by, with the repo and revision (tracing.keys.CopyKeys.code): "grant-N" or "user-N".
+    recipient = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=32)
+    scheme = models.CharField(max_length=64)
+    files = models.JSONField()  # {path: {"sha256": str, "size": int}}, every file of the revision
+    signature = models.BinaryField()  # this copy's model.sig
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["revision", "grant"], condition=models.Q(grant__isnull=False), name="traced_copy_per_grant"
+            ),
+            models.UniqueConstraint(
+                fields=["revision", "user"], condition=models.Q(grant__isnull=True), name="traced_copy_per_user"
+            ),
+        ]
+
+    def __str__(self):
+        return f"copy of {self.revision} for {self.username}"
 
 
 class DownloadTicket(models.Model):

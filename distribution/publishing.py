@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from audit.chain import record
 from audit.tags import Tag
-from distribution.models import Repo, Revision, RevisionFile, parse_repo_id
+from distribution.models import Repo, Revision, RevisionFile, TracedRevision, parse_repo_id
 from distribution.storage import StorageError, StoredObject, Transfer, Uploaded, get_storage
 from verification.core.signature import SIGNATURE_PATH
 from verification.outcomes import missing_or_failed_checks
@@ -541,6 +541,7 @@ def publish_checkpoint(
     expect_sha256: Path | None = None,
     progress: Progress | None = None,
     concurrency: int | None = None,
+    traceable: bool = False,
 ) -> Publication:
     """Copy every file of `directory` into storage and record it as a revision waiting for verification
     (the caller queues it: `verification.tasks.verify_revision`).
@@ -548,7 +549,8 @@ def publish_checkpoint(
     Creates the repo when it does not exist (gated, manual approval). The revision is a draft until
     every file is stored; a rerun on the same files resumes it. With `expect_sha256` (a SHA256SUMS
     file) every file is hashed as it is sent, in the same read, and the draft is not completed
-    unless each digest is the one listed.
+    unless each digest is the one listed. With `traceable` the repo is marked traceable (never unmarked
+    here): its revisions verified from then on are served as a marked copy per recipient.
     """
     directory, org, name, files, storage = checked_request(directory, repo_id, storage_backend)
     expected = read_sha256sums(expect_sha256) if expect_sha256 else None
@@ -566,8 +568,15 @@ def publish_checkpoint(
         )
         if expected is not None:
             refuse_differing(draft, expected, outcomes, Path(expect_sha256))
+        if traceable and not draft.repo.traceable:
+            Repo.objects.filter(pk=draft.repo.pk).update(traceable=True)
+            draft.repo.traceable = True
         complete(draft, storage, publisher)
     return Publication(draft, outcomes, resumed)
+
+
+def has_served_layout(revision: Revision) -> bool:
+    return TracedRevision.objects.filter(revision=revision).exists()
 
 
 def release_revision(revision: Revision, *, actor=None, tag: str = "") -> Revision:
@@ -589,6 +598,12 @@ def release_revision(revision: Revision, *, actor=None, tag: str = "") -> Revisi
         raise PublishError(
             f"revision {revision.commit} of {revision.repo.repo_id} cannot be released: {', '.join(problems)}; "
             f"run `manage.py reverify {revision.repo.repo_id} --revision {revision.commit[:12]}`"
+        )
+    if revision.state == Revision.State.VERIFIED and revision.repo.traceable and not has_served_layout(revision):
+        raise PublishError(
+            f"revision {revision.commit} of {revision.repo.repo_id} has no verified served layout, so no "
+            "traceable copy of it can be issued: it was verified before the repo became traceable; publish "
+            "the checkpoint again, or unmark the repo in the admin to release it untraced"
         )
     named = {"tag": tag} if tag else {}
     if revision.state == Revision.State.DRAFT:

@@ -254,6 +254,17 @@ class S3Storage:
         with contextlib.closing(answer["Body"]) as body:
             return body.read()
 
+    def stream_range(self, key: str, start: int, end: int, chunk: int = 1024 * 1024):
+        """Bytes [start, end) of the object, in pieces as they arrive (a served copy's shared prefix)."""
+        if start >= end:
+            return
+        answer = self._call(
+            self.client.get_object, Bucket=self.bucket, Key=checked_key(key), Range=f"bytes={start}-{end - 1}"
+        )
+        with contextlib.closing(answer["Body"]) as body:
+            while piece := body.read(chunk):
+                yield piece
+
     def _objects(self, prefix: str):
         paginator = self.client.get_paginator("list_objects_v2")
         for page in self._call(lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=checked_key(prefix) + "/"))):

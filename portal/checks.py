@@ -88,7 +88,8 @@ def production_parts_are_set(app_configs, **kwargs):
             "W006",
             "SIGNING_KEY is unset: each worker signs releases with a key it generates under its own var/",
             "Set SIGNING_KEY_FILE to the same EC P-256 private key on every worker that runs the smoke pass "
-            "(queue gpu); web hosts need no key (they serve the public keys workers registered).",
+            "(queue gpu), and on web hosts too when a repo is traceable (each copy's model.sig is signed as it "
+            "is issued).",
         ),
         (
             settings.AUDIT_CHAIN_KEY_IS_GENERATED,
@@ -96,6 +97,13 @@ def production_parts_are_set(app_configs, **kwargs):
             "AUDIT_CHAIN_KEY is generated into var/audit-chain-key: each host would chain with a key of its own",
             "Set AUDIT_CHAIN_KEY (or AUDIT_CHAIN_KEY_FILE) from your secret store, the same on every web host and "
             "worker, and keep it out of the database's backups; put a replaced key in AUDIT_CHAIN_KEY_FALLBACKS.",
+        ),
+        (
+            settings.TRACE_KEY_IS_GENERATED,
+            "W008",
+            "TRACE_KEY is generated into var/trace-key: each host would mark and trace copies with a key of its own",
+            "Set TRACE_KEY (or TRACE_KEY_FILE; 32 random bytes as hex) from your secret store, the same on every web "
+            "host and worker, and never in the database; put a replaced key in TRACE_KEY_FALLBACKS.",
         ),
         (
             not settings.HTTPS,

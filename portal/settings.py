@@ -58,6 +58,13 @@ AUDIT_ANCHOR_SECONDS = env_int("AUDIT_ANCHOR_SECONDS", 3600, minimum=60)
 # The EC P-256 key that signs releases (PEM): SIGNING_KEY or SIGNING_KEY_FILE in production, else made once in var/.
 SIGNING_KEY = env_str("SIGNING_KEY")
 SIGNING_KEY_GENERATED_PATH = VAR_DIR / "signing-key.pem"
+# The master key of traceable copies (tracing.keys): every recipient's marks derive from it. Never in the
+# database; TRACE_KEY or TRACE_KEY_FILE in production (hex or base64, 32 bytes at least), else made once in
+# var/. A replaced key goes to TRACE_KEY_FALLBACKS: copies issued under it are served and traced with it.
+TRACE_KEY, TRACE_KEY_IS_GENERATED = _generated_secret("TRACE_KEY", "trace-key")
+TRACE_KEY_FALLBACKS = env_list("TRACE_KEY_FALLBACKS")
+# The share of a shard's weights that may carry marks (tracing.carriers.MAX_FRACTION), in thousandths.
+TRACE_CARRIER_PERMILLE = env_int("TRACE_CARRIER_PERMILLE", 70, minimum=1, maximum=1000)
 # Old keys keep verifying signed links and sessions after a rotation; the first key signs.
 SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS")
 DEBUG = env_bool("DEBUG", False)

@@ -21,7 +21,7 @@ from django.db import close_old_connections, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from distribution.models import Revision, RevisionFile, beating
+from distribution.models import Revision, RevisionFile, TracedRevision, beating
 from distribution.storage import LocalStorage, ObjectChanged, StorageError, get_storage
 from verification.core.checks import (
     CheckpointFile,
@@ -39,6 +39,7 @@ from verification.core.report import FileDigest, Report
 from verification.core.scan import FileScan
 from verification.core.signature import SIGNATURE_PATH, is_signed_path, read_signature, sign_digests
 from verification.models import CheckResult, FileCheck, SigningKey, VerificationRun
+from verification.served import prepare_served_layout
 from verification.signing import current_key
 
 log = logging.getLogger(__name__)
@@ -364,13 +365,14 @@ def run_smoke_stage(revision_id: int) -> Revision | None:
     try:
         with heartbeat(revision):
             smoke_checks(revision, report)
+            traced = prepare_served_layout(revision, report) if report.ok and revision.repo.traceable else None
             signature = store_signature(revision) if report.ok else None
     except StorageError:
         release_claim(revision)
         raise
     with transaction.atomic():
-        run.checks.filter(name="smoke").delete()
-        save_checks(run, report, names=("smoke",))
+        run.checks.filter(name__in=("smoke", "served")).delete()
+        save_checks(run, report, names=("smoke", "served"))
         run.report = {**run.report, "smoke": report.smoke}
         run.ok, run.finished_at = report.ok, timezone.now()
         run.save(update_fields=["report", "ok", "finished_at"])
@@ -383,6 +385,9 @@ def run_smoke_stage(revision_id: int) -> Revision | None:
                     path=SIGNATURE_PATH,
                     defaults={"size": len(signature), "sha256": hashlib.sha256(signature).hexdigest()},
                 )
+                if traced is not None:
+                    TracedRevision.objects.filter(revision=revision).delete()
+                    traced.save()
         else:
             revision.move(State.FAILED, failure_reason=summary(report), verification_stage=Stage.NONE)
     log.info("revision %s: %s", revision, revision.state)

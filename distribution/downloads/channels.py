@@ -13,18 +13,20 @@ them records a DownloadEvent before its first byte goes out.
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.http import FileResponse, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import reverse
 
-from access.gate import LimitReached, is_capped, within_caps
+from access.gate import AccessDenied, LimitReached, is_capped, within_caps
 from audit.chain import record
 from audit.tags import Tag
+from distribution import copies
 from distribution.downloads.events import Downloader, is_stored, record_event
 from distribution.downloads.ranges import CountingFile, RangeNotSatisfiable, corked, parse_range, uncork
 from distribution.downloads.remembered import Remembered
 from distribution.downloads.tickets import issue_ticket
 from distribution.models import DownloadEvent, RevisionFile
 from distribution.storage import LocalStorage, get_storage
+from hub.errors import hf_error
 from hub.metrics import DOWNLOAD_BYTES, DOWNLOADS
 
 OCTETS = "application/octet-stream"
@@ -35,8 +37,15 @@ presigned_links = Remembered(lambda: settings.DOWNLOAD_REDIRECT_SECONDS / 2)
 def serve(request, stored: RevisionFile, who: Downloader, *, record_redirect=record_event) -> HttpResponse:
     """Answer a permitted GET or HEAD for `stored`: the bytes, or a redirect to them.
 
-    `record_redirect` stores the event of a redirect to object storage (the fast path spools it)."""
+    `record_redirect` stores the event of a redirect to object storage (the fast path spools it). A file
+    that differs per recipient (a traceable copy's) is sent by the portal from any storage."""
     try:
+        stored = copies.personal(stored, who, request=request)
+    except AccessDenied as denied:
+        return hf_error(denied.status, denied.message, denied.code)
+    try:
+        if getattr(stored, "copy_source", None) is not None:
+            return send_copy(request, stored, who, requested_window(request, stored))
         if not is_local(stored):
             return redirect_to_storage(request, stored, who, record_redirect)
         window = requested_window(request, stored)
@@ -200,6 +209,41 @@ def send_local_file(request, stored: RevisionFile, who: Downloader, window: Wind
     if window.ranged:
         response["Content-Range"] = f"bytes {window.start}-{window.end}/{window.size}"
     return common_headers(response, stored)
+
+
+def send_copy(request, stored: RevisionFile, who: Downloader, window: Window) -> HttpResponse:
+    """A window of a recipient's own copy: the shared prefix read from the served base (local file or
+    S3), the tail made in memory. Nothing per recipient is stored; no front server can send it."""
+    if request.method == "HEAD":
+        response = HttpResponse(status=window.status)
+    else:
+        event = recorded(
+            request,
+            stored,
+            who,
+            whole=window.whole,
+            channel=DownloadEvent.Channel.LOCAL,
+            status=window.status,
+            expected=window.length,
+        )
+        pieces = stored.copy_source.pieces(window.start, window.end + 1) if window.length else iter(())
+        response = StreamingHttpResponse(counted(pieces, event), status=window.status, content_type=OCTETS)
+    response["Content-Length"] = str(window.length)
+    response["Content-Type"] = OCTETS
+    if window.ranged:
+        response["Content-Range"] = f"bytes {window.start}-{window.end}/{window.size}"
+    return common_headers(response, stored)
+
+
+def counted(pieces, event):
+    """The pieces, with the bytes that went out written to the event once the response is closed."""
+    sent = 0
+    try:
+        for piece in pieces:
+            sent += len(piece)
+            yield piece
+    finally:
+        DownloadEvent.objects.filter(pk=event.pk).update(bytes_served=sent)
 
 
 def common_headers(response: HttpResponse, stored: RevisionFile) -> HttpResponse:

@@ -20,6 +20,7 @@ from django.utils import timezone
 from access.gate import AccessDenied, permit_download, signed_in
 from audit.chain import record
 from audit.tags import Tag
+from distribution import copies
 from distribution.downloads.tickets import LinkRefused
 from distribution.models import DownloadTicket, Revision, RevisionFile
 
@@ -112,22 +113,37 @@ def redeem(signed: str, path: str, *, requester=None, count_use: bool = True) ->
     return ticket, stored
 
 
+def received(revision: Revision, user, grant) -> list[tuple[str, str, int]]:
+    """(path, sha256, size) of every file as this person receives it: their own copy's, for a traceable
+    revision (issued at this first ask if new)."""
+    personal = copies.digests_for(revision, user, grant)
+    listed = []
+    for stored in revision.files.all():
+        own = personal.get(stored.path, {"sha256": stored.sha256, "size": stored.size})
+        listed.append((stored.path, own["sha256"], own["size"]))
+    return listed
+
+
 def manifest(ticket: DownloadTicket, base_url: str) -> dict:
     prefix = base_url + link_prefix(ticket)
-    files = [ticket.file] if ticket.file_id else list(ticket.revision.files.all())
+    files = received(ticket.revision, ticket.user, ticket.grant)
+    if ticket.file_id:
+        files = [entry for entry in files if entry[0] == ticket.file.path]
     return {
         "repo": ticket.revision.repo.repo_id,
         "revision": ticket.revision.commit,
         "expires_at": ticket.expires_at.isoformat().replace("+00:00", "Z"),
         "max_uses": ticket.max_uses,
         "renew_at": base_url + repo_page(ticket.revision),
-        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256, "url": f"{prefix}/{f.path}"} for f in files],
+        "files": [
+            {"path": path, "size": size, "sha256": sha256, "url": f"{prefix}/{path}"} for path, sha256, size in files
+        ],
     }
 
 
-def sha256sums(revision: Revision) -> str:
-    """The format `sha256sum -c` reads: the digest, two spaces, the path."""
-    return "".join(f"{f.sha256}  {f.path}\n" for f in revision.files.all())
+def sha256sums(revision: Revision, user=None, grant=None) -> str:
+    """The format `sha256sum -c` reads: the digest, two spaces, the path (of this person's copy)."""
+    return "".join(f"{sha256}  {path}\n" for path, sha256, _ in received(revision, user, grant))
 
 
 def download_script(ticket: DownloadTicket, base_url: str) -> str:

@@ -57,7 +57,7 @@ def test_a_malformed_value_stops_start_up_with_its_name(tmp_path):
 
 def test_check_deploy_lists_the_embedded_defaults_to_replace(tmp_path):
     result = manage("check", "--deploy", env={}, tmp_path=tmp_path)
-    for code in ("W001", "W002", "W003", "W004", "W005", "W006", "W007"):
+    for code in ("W001", "W002", "W003", "W004", "W005", "W006", "W007", "W008"):
         assert f"weightgate.{code}" in result.stderr
     assert "security.W" not in result.stderr
 
@@ -77,6 +77,7 @@ def test_check_deploy_is_quiet_when_production_settings_are_set(tmp_path):
         "SECURE_HSTS_PRELOAD": "1",
         "ALLOWED_HOSTS": "weights.example.org",
         "AUDIT_CHAIN_KEY": secrets.token_urlsafe(50),
+        "TRACE_KEY": secrets.token_hex(32),
         "SIGNING_KEY": ec.generate_private_key(ec.SECP256R1())
         .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         .decode(),

@@ -108,3 +108,26 @@ def http(method: str, url: str, *, token: str | None = None, body: dict | None =
             return response.status, response.headers, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.headers, error.read()
+
+
+def published_traceable(tmp_path, repo_id: str, storage: str = "local", *, seed: int = 0) -> tuple[Revision, object]:
+    """A small bf16 LLaMA (4 layers, hidden 128: carriers in layers 1 and 2) published with --traceable,
+    verified here (its served layout too) and released. Set TRACE_CARRIER_PERMILLE=1000 first: the model
+    is far smaller than a real one, so every candidate tensor must carry."""
+    from tracing import synthetic
+
+    config = synthetic.llama_config(hidden=128, intermediate=384, layers=4, heads=4, kv_heads=4, vocab=512)
+    checkpoint = tmp_path / "traceable-checkpoint"
+    synthetic.write_checkpoint(checkpoint, config, synthetic.random_weights(config, seed=seed))
+    out = io.StringIO()
+    call_command(
+        "publish_checkpoint", str(checkpoint), "--repo", repo_id, "--storage", storage, "--traceable", stdout=out
+    )
+    revision = Revision.objects.get(commit=out.getvalue().strip())
+    run_checks_stage(revision.pk)
+    run_smoke_stage(revision.pk)
+    revision = wait_for_verdict(revision)
+    assert revision.state == Revision.State.VERIFIED, revision.failure_reason
+    call_command("release", repo_id, stdout=io.StringIO())
+    revision.refresh_from_db()
+    return revision, checkpoint

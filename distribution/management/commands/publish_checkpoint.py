@@ -24,12 +24,17 @@ class Command(BaseCommand):
             metavar="SHA256SUMS",
             help="the training cluster's digests (sha256sum's format); refuse unless every file matches",
         )
+        parser.add_argument(
+            "--traceable",
+            action="store_true",
+            help="mark the repo traceable: every recipient gets a marked copy, and a leak names them (trace_leak)",
+        )
         parser.add_argument("--quiet", action="store_true", help="no progress, only the result")
         parser.add_argument(
             "--json", dest="as_json", action="store_true", help="the result as JSON on stdout instead of the id"
         )
 
-    def handle(self, *args, directory, repo, storage, expect_sha256, quiet, as_json, **options):
+    def handle(self, *args, directory, repo, storage, expect_sha256, traceable, quiet, as_json, **options):
         stderr = getattr(self.stderr, "_out", self.stderr)  # the raw stream: a bar rewrites its line
         try:
             publication = publish_checkpoint(
@@ -38,6 +43,7 @@ class Command(BaseCommand):
                 storage_backend=storage,
                 expect_sha256=expect_sha256,
                 progress=progress_for(stderr, quiet=quiet),
+                traceable=traceable,
             )
         except PublishError as error:
             if as_json and error.details:

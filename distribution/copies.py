@@ -1,0 +1,334 @@
+"""Traceable copies: each recipient's copy of a traceable revision, issued at their first download of it
+and served from then on by every channel (Hub protocol, links, manifest, SHA256SUMS).
+
+A copy is its record (TracedCopy: per file, the sha256 and size of the bytes this recipient receives,
+and their model.sig signed over those digests) and bytes made on the fly: a served shard is its base
+file's prefix, shared by all (tracing.served), then the recipient's tail, made in memory from the keys.
+Files without carriers are every recipient's as published. The served bases stay open per process
+(ServedFile: the carriers' marks and the prefix's hash state), so a copy costs its tails, not its size.
+"""
+
+import contextlib
+import copy as shallow
+import hashlib
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.db import IntegrityError, transaction
+
+from access.gate import AccessDenied
+from audit.chain import record
+from audit.tags import Tag
+from distribution import trace_keys
+from distribution.models import Revision, RevisionFile, TracedCopy, TracedRevision
+from distribution.storage import LocalStorage, get_storage
+from tracing.keys import CopyKeys
+from tracing.leaks import leak_files
+from tracing.served import ServedFile, served_layout, split_range
+from tracing.tracer import DEFAULT_THRESHOLD, OriginalCarriers, Tracer, TraceResult, trace
+from verification.core.signature import SIGNATURE_PATH, is_signed_path, sign_digests
+from verification.signing import current_key
+
+_served: dict[tuple, ServedFile] = {}
+_served_lock = threading.Lock()
+
+
+def traced_revision(revision: Revision) -> TracedRevision | None:
+    """The served layout a revision's copies are made from; None for a revision served as published
+    (its repo is not traceable, or it was verified before the repo became so)."""
+    if not revision.repo.traceable:
+        return None
+    if not hasattr(revision, "_traced_layout"):
+        revision._traced_layout = TracedRevision.objects.filter(revision=revision).first()
+    return revision._traced_layout
+
+
+def copy_keys(traced: TracedRevision) -> CopyKeys:
+    revision = traced.revision
+    return CopyKeys(trace_keys.by_id(traced.key_id), revision.repo.repo_id, revision.commit)
+
+
+def served_file(traced: TracedRevision, path: str) -> ServedFile:
+    """The served base of `path`, opened once per process (its marks and prefix digest are kept)."""
+    key = (traced.revision_id, path, traced.key_id)
+    with _served_lock:
+        found = _served.get(key)
+        if found is None:
+            found = _served[key] = open_served(traced, path)
+    return found
+
+
+def open_served(traced: TracedRevision, path: str) -> ServedFile:
+    storage = get_storage(traced.revision.storage_backend)
+    carriers = traced.carriers[path]
+    if isinstance(storage, LocalStorage):
+        base = storage.path(traced.storage_key(path))
+        layout = served_layout(base, path, carriers)
+        opened = ServedFile(base, layout, copy_keys(traced))
+    else:
+        opened = StreamedServedFile.fetch(storage, traced.storage_key(path), path, carriers, copy_keys(traced))
+    recorded = traced.files[path]
+    if (opened.layout.size, opened.layout.prefix_size) != (recorded["size"], recorded["prefix_size"]):
+        raise ValueError(f"the served base of {path} is not the one verified: run reverify")
+    return opened
+
+
+class StreamedServedFile(ServedFile):
+    """A served base in S3, streamed through the web tier: its header and carrier tail are fetched once
+    into a sparse local file (the marks are read from it); its prefix is streamed from S3, once per process
+    for its digest and again for every download. Nothing per recipient is stored."""
+
+    def __init__(self, local: Path, layout, keys: CopyKeys, storage, key: str):
+        super().__init__(local, layout, keys)
+        self.storage, self.key = storage, key
+
+    @classmethod
+    def fetch(cls, storage, key: str, path: str, carriers, keys: CopyKeys) -> "StreamedServedFile":
+        size = storage.stored_objects(key.rsplit("/", 1)[0]).get(key.rsplit("/", 1)[1])
+        local = Path(tempfile.mkdtemp(prefix="served-")) / Path(path).name
+        head = b"".join(storage.stream_range(key, 0, 8))
+        header_end = 8 + int.from_bytes(head, "little")
+        with open(local, "wb") as out:
+            out.write(b"".join(storage.stream_range(key, 0, header_end)))
+            out.truncate(size.size)
+        layout = served_layout(local, path, carriers)
+        with open(local, "r+b") as out:
+            out.seek(layout.prefix_size)
+            for piece in storage.stream_range(key, layout.prefix_size, layout.size):
+                out.write(piece)
+        return cls(local, layout, keys, storage, key)
+
+    def prefix_state(self):
+        if self._prefix_state is None:
+            state = hashlib.sha256()
+            for piece in self.storage.stream_range(self.key, 0, self.layout.prefix_size):
+                state.update(piece)
+            self._prefix_state = state
+        return self._prefix_state
+
+    def read(self, tail: bytes, start: int = 0, end: int | None = None) -> Iterator[bytes | memoryview]:
+        end = self.layout.size if end is None else end
+        if not 0 <= start <= end <= self.layout.size or len(tail) != self.layout.tail_size:
+            raise ValueError(f"range [{start}, {end}) of a {self.layout.size}-byte copy")
+        prefix, tail_part = split_range(self.layout, start, end)
+        if prefix is not None:
+            yield from self.storage.stream_range(self.key, *prefix)
+        if tail_part is not None:
+            yield memoryview(tail)[tail_part[0] : tail_part[1]]
+
+
+def recipient_of(user, grant) -> str:
+    return f"grant-{grant.pk}" if grant is not None else f"user-{user.pk}"
+
+
+def find_copy(revision: Revision, user, grant) -> TracedCopy | None:
+    copies = TracedCopy.objects.filter(revision=revision)
+    return (copies.filter(grant=grant) if grant is not None else copies.filter(grant=None, user=user)).first()
+
+
+def issue_copy(revision: Revision, traced: TracedRevision, user, grant, *, request=None) -> TracedCopy:
+    """The copy of `revision` for this grant (or, with none, this account): made and audited at the first
+    request, the same record ever after. Two first requests at once make one copy (the constraint decides)."""
+    existing = find_copy(revision, user, grant)
+    if existing is not None:
+        return existing
+    recipient = recipient_of(user, grant)
+    files = {}
+    for stored in revision.files.exclude(path=SIGNATURE_PATH):
+        if stored.path in traced.files:
+            served = served_file(traced, stored.path)
+            files[stored.path] = {"sha256": served.sha256(served.tail_for(recipient)), "size": served.layout.size}
+        else:
+            files[stored.path] = {"sha256": stored.sha256, "size": stored.size}
+    private_key, _ = current_key()
+    signed = {path: entry["sha256"] for path, entry in files.items() if is_signed_path(path)}
+    signature = sign_digests(revision.repo.repo_id, signed, private_key)
+    files[SIGNATURE_PATH] = {"sha256": sha256_hex(signature), "size": len(signature)}
+    try:
+        with transaction.atomic():
+            issued = TracedCopy.objects.create(
+                revision=revision,
+                grant=grant,
+                user=user,
+                username=user.get_username(),
+                recipient=recipient,
+                key_id=traced.key_id,
+                scheme=traced.scheme,
+                files=files,
+                signature=signature,
+            )
+            record(
+                Tag.COPY_ISSUED,
+                actor=user,
+                subject=user,
+                repo=revision.repo,
+                request=request,
+                commit=revision.commit,
+                copy=issued.pk,
+                grant=grant.pk if grant else None,
+                key_id=traced.key_id,
+                files=len(traced.files),
+            )
+    except IntegrityError:
+        return find_copy(revision, user, grant)  # another request issued it first
+    return issued
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def copy_for(revision: Revision, user, grant, *, request=None) -> TracedCopy | None:
+    """This person's copy of a traceable revision (issued now if new); None for a revision served as published."""
+    traced = traced_revision(revision)
+    if traced is None:
+        return None
+    if user is None or not user.is_authenticated:
+        raise AccessDenied(
+            "GatedRepo",
+            f"{revision.repo.repo_id} gives each person a copy of their own: sign in, or send a token",
+            401,
+        )
+    return issue_copy(revision, traced, user, grant, request=request)
+
+
+def digests_for(revision: Revision, user, grant, *, request=None) -> dict[str, dict]:
+    """path -> {"sha256", "size"} of what this person receives, for the listings; {} when every file is
+    served as published."""
+    issued = copy_for(revision, user, grant, request=request)
+    return issued.files if issued is not None else {}
+
+
+@dataclass
+class CopySource:
+    """Where a personal file's bytes come from: a served base and the recipient, or bytes held (model.sig)."""
+
+    served: ServedFile | None = None
+    recipient: str = ""
+    data: bytes | None = None
+    _tail: bytearray | None = field(default=None, repr=False)
+
+    def pieces(self, start: int, end: int) -> Iterator[bytes | memoryview]:
+        """Bytes [start, end) of the file."""
+        if self.data is not None:
+            view = memoryview(self.data)[start:end]
+            return iter([view] if len(view) else [])
+        if self._tail is None:
+            self._tail = self.served.tail_for(self.recipient)
+        return self.served.read(self._tail, start, end)
+
+
+def personal(stored: RevisionFile, who, *, request=None) -> RevisionFile:
+    """`stored` as this downloader receives it: unchanged, or (a file of a traceable revision that differs
+    per recipient) an unsaved copy of the row with their sha256 and size and a `copy_source` for the bytes.
+    AccessDenied for an anonymous download of a traceable revision."""
+    if getattr(stored, "copy_source", None) is not None:
+        return stored
+    traced = traced_revision(stored.revision)
+    if traced is None or (stored.path not in traced.files and stored.path != SIGNATURE_PATH):
+        return stored
+    issued = copy_for(stored.revision, who.account, who.grant, request=request)
+    view = shallow.copy(stored)
+    view.sha256, view.size = issued.files[stored.path]["sha256"], issued.files[stored.path]["size"]
+    if stored.path == SIGNATURE_PATH:
+        view.copy_source = CopySource(data=bytes(issued.signature))
+    else:
+        view.copy_source = CopySource(served=served_file(traced, stored.path), recipient=issued.recipient)
+    return view
+
+
+@dataclass(frozen=True)
+class Accused:
+    """A recipient a leak names: their copy (grant, account, when it was issued) and score (None: byte-exact)."""
+
+    copy: TracedCopy
+    score: float | None
+    exact_file: str | None
+
+    def to_json(self) -> dict:
+        return {
+            "score": self.score,
+            "exact_file": self.exact_file,
+            "user": self.copy.username,
+            "grant": self.copy.grant_id,
+            "copy": self.copy.pk,
+            "downloaded_at": self.copy.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class LeakVerdict:
+    revision: Revision
+    result: TraceResult
+    named: list[Accused]
+
+    def to_json(self) -> dict:
+        return {
+            "repo": self.revision.repo.repo_id,
+            "revision": self.revision.commit,
+            "named": [accused.to_json() for accused in self.named],
+            "highest_other": self.result.highest_other,
+            "trace": self.result.to_json(),
+        }
+
+
+def traceable_revisions(repo_id: str | None = None) -> list[Revision]:
+    """The revisions a leak may come from, newest first: of `repo_id`, or of every repo."""
+    revisions = Revision.objects.select_related("repo").filter(traced__isnull=False)
+    if repo_id:
+        org, _, name = repo_id.partition("/")
+        revisions = revisions.filter(repo__org=org, repo__name=name)
+    return list(revisions.order_by("-created_at", "-id"))
+
+
+def trace_against(revision: Revision, paths: list[Path], threshold: float) -> LeakVerdict:
+    """Score every copy of `revision` against the leak at `paths` (TracingInputError: unreadable input)."""
+    traced = revision.traced
+    with tempfile.TemporaryDirectory(prefix="trace-") as scratch:
+        bases = {path: base_file(traced, path, Path(scratch)) for path in traced.carriers}
+        names = [name for held in traced.carriers.values() for name in held]
+        tracer = Tracer(OriginalCarriers.from_files(bases, names), copy_keys(traced))
+    issued = {c.recipient: c for c in TracedCopy.objects.filter(revision=revision, key_id=traced.key_id)}
+    by_digest = {c.files[path]["sha256"]: r for r, c in issued.items() for path in traced.files}
+    result = trace(paths, tracer, sorted(issued), threshold=threshold, issued_digests=by_digest)
+    named = [Accused(issued[s.recipient], s.score, s.file) for s in result.named]
+    return LeakVerdict(revision, result, named)
+
+
+def base_file(traced: TracedRevision, path: str, scratch: Path) -> Path:
+    """A served base as a local file: itself on local storage, fetched from S3 into `scratch` otherwise."""
+    storage = get_storage(traced.revision.storage_backend)
+    if isinstance(storage, LocalStorage):
+        return storage.path(traced.storage_key(path))
+    destination = scratch / path
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(storage.open(traced.storage_key(path))) as source, open(destination, "wb") as out:
+        shutil.copyfileobj(source, out, 8 * 1024 * 1024)
+    return destination
+
+
+def trace_leak(paths, *, repo_id: str | None = None, threshold: float = DEFAULT_THRESHOLD, actor=None, request=None):
+    """Every traceable revision's verdict on a leak, those naming someone first; audited. LookupError
+    when there is no traceable revision to trace against; TracingInputError for unreadable input."""
+    paths = [Path(path) for path in paths]
+    leak_files(paths)  # unreadable input is refused before any work
+    revisions = traceable_revisions(repo_id)
+    if not revisions:
+        raise LookupError(f"no traceable revision{' of ' + repo_id if repo_id else ''} has been verified")
+    verdicts = [trace_against(revision, paths, threshold) for revision in revisions]
+    verdicts.sort(key=lambda verdict: not verdict.named)
+    record(
+        Tag.LEAK_TRACED,
+        actor=actor,
+        repo=verdicts[0].revision.repo,
+        request=request,
+        commit=verdicts[0].revision.commit,
+        files=[path.name for path in paths][:20],
+        named=[accused.copy.username for verdict in verdicts for accused in verdict.named],
+        threshold=threshold,
+    )
+    return verdicts

@@ -1,0 +1,162 @@
+"""Traceable repos: each grantee downloads a copy of their own, by every channel, and the same copy
+every time; files without carriers and repos not traceable are served as published."""
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from huggingface_hub import snapshot_download
+
+from access.services import grant_access
+from audit.models import AuditEvent
+from audit.tags import Tag
+from distribution.models import TracedCopy, TracedRevision
+from tests.support.flows import http, published_traceable
+from tests.support.personas import person, token_for
+from verification.core.signature import SIGNATURE_PATH
+
+pytestmark = pytest.mark.django_db(transaction=True)
+REPO = "acme/traced"
+
+
+@pytest.fixture
+def traced(settings, tmp_path):
+    settings.TRACE_CARRIER_PERMILLE = 1000
+    revision, checkpoint = published_traceable(tmp_path, REPO)
+    people = {}
+    for name in ("alice", "bob", "carol"):
+        account = person(name)
+        grant_access(account, revision.repo, granted_by=None)
+        people[name] = token_for(account)
+    return revision, checkpoint, people
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def download(live_server, token, folder: Path) -> Path:
+    return Path(snapshot_download(REPO, endpoint=live_server.url, token=token, local_dir=folder))
+
+
+def test_the_served_layout_is_verified_and_recorded_before_release(traced):
+    revision, _checkpoint, _ = traced
+    layout = TracedRevision.objects.get(revision=revision)
+    assert layout.carriers and set(layout.carriers) <= set(layout.files)
+    assert all(entry["prefix_size"] < entry["size"] for entry in layout.files.values())
+    run = revision.runs.first()
+    assert run.checks.filter(name="served", code="ServedLayoutVerified", status="pass").exists()
+
+
+def test_two_people_get_different_bytes_and_one_person_the_same_bytes_every_time(live_server, traced, tmp_path):
+    revision, checkpoint, people = traced
+    alice = download(live_server, people["alice"], tmp_path / "alice")
+    again = download(live_server, people["alice"], tmp_path / "alice-again")
+    bob = download(live_server, people["bob"], tmp_path / "bob")
+    layout = TracedRevision.objects.get(revision=revision)
+    for path in layout.files:
+        assert sha256(alice / path) == sha256(again / path)
+        assert sha256(alice / path) != sha256(bob / path)
+        assert sha256(alice / path) != sha256(checkpoint / path)
+        assert (alice / path).stat().st_size == layout.files[path]["size"]  # the header is written again
+    for path in ("config.json", "model.safetensors.index.json"):
+        assert sha256(alice / path) == sha256(bob / path) == sha256(checkpoint / path)
+    copies = TracedCopy.objects.filter(revision=revision)
+    assert copies.count() == 2
+    alice_copy = copies.get(username="alice")
+    assert all(alice_copy.files[path]["sha256"] == sha256(alice / path) for path in layout.files)
+    assert sha256(alice / SIGNATURE_PATH) == alice_copy.files[SIGNATURE_PATH]["sha256"]
+    assert AuditEvent.objects.filter(tag=Tag.COPY_ISSUED).count() == 2
+
+
+def test_head_names_the_recipients_digest_and_size(live_server, traced):
+    revision, _, people = traced
+    path = next(iter(TracedRevision.objects.get(revision=revision).files))
+    url = f"{live_server.url}/{REPO}/resolve/{revision.commit}/{path}"
+    status, headers, _ = http("HEAD", url, token=people["alice"])
+    assert status == 200
+    issued = TracedCopy.objects.get(revision=revision, username="alice").files[path]
+    assert headers["X-Linked-Etag"] == f'"{issued["sha256"]}"' == headers["ETag"]
+    assert headers["X-Linked-Size"] == str(issued["size"]) == headers["Content-Length"]
+    _, bob_headers, _ = http("HEAD", url, token=people["bob"])
+    assert bob_headers["X-Linked-Etag"] != headers["X-Linked-Etag"]
+
+
+def test_ranges_and_resumes_of_a_copy_are_slices_of_the_whole(live_server, traced):
+    revision, _, people = traced
+    layout = TracedRevision.objects.get(revision=revision)
+    path, entry = next(iter(layout.files.items()))
+    url = f"{live_server.url}/{REPO}/resolve/{revision.commit}/{path}"
+    status, headers, whole = http("GET", url, token=people["alice"])
+    if status == 302:
+        status, headers, whole = http("GET", live_server.url + headers["Location"])
+    assert status == 200 and len(whole) == entry["size"]
+    ticket = None
+    _, redirect, _ = http("GET", url, token=people["alice"])
+    ticket = live_server.url + redirect["Location"]
+    prefix = entry["prefix_size"]
+    etag = f'"{hashlib.sha256(whole).hexdigest()}"'
+    for first, last in [(0, 99), (prefix - 10, prefix + 9), (prefix + 5, entry["size"] - 1), (100, prefix - 1)]:
+        status, headers, part = http("GET", ticket, headers={"Range": f"bytes={first}-{last}", "If-Range": etag})
+        assert status == 206, (first, last)
+        assert part == whole[first : last + 1]
+        assert headers["Content-Range"] == f"bytes {first}-{last}/{len(whole)}"
+    status, _, part = http("GET", ticket, headers={"Range": "bytes=-50"})
+    assert status == 206 and part == whole[-50:]
+    status, _, stale = http("GET", ticket, headers={"Range": "bytes=0-9", "If-Range": '"' + "0" * 64 + '"'})
+    assert status == 200 and stale == whole
+
+
+def test_the_tree_manifest_and_sha256sums_list_the_recipients_digests(live_server, traced):
+    revision, _, people = traced
+    status, _, body = http("GET", f"{live_server.url}/api/models/{REPO}/tree/main", token=people["alice"])
+    assert status == 200
+    listed = {entry["path"]: entry for entry in json.loads(body)}
+    issued = TracedCopy.objects.get(revision=revision, username="alice").files
+    for path, entry in issued.items():
+        assert listed[path]["lfs"]["oid"] == entry["sha256"] and listed[path]["size"] == entry["size"]
+    status, _, sums = http(
+        "GET", f"{live_server.url}/api/v1/repos/{REPO}/revisions/main/SHA256SUMS", token=people["alice"]
+    )
+    assert status == 200, sums
+    listed_sums = dict(line.split("  ")[::-1] for line in sums.decode().splitlines())
+    assert listed_sums == {path: entry["sha256"] for path, entry in issued.items()}
+
+
+def test_concurrent_first_downloads_make_one_copy(live_server, traced):
+    revision, _, people = traced
+    path = next(iter(TracedRevision.objects.get(revision=revision).files))
+    url = f"{live_server.url}/{REPO}/resolve/{revision.commit}/{path}"
+    answers = []
+
+    def head():
+        answers.append(http("HEAD", url, token=people["carol"])[1]["X-Linked-Etag"])
+        connection.close()
+
+    threads = [threading.Thread(target=head) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(answers)) == 1 and len(answers) == 6
+    assert TracedCopy.objects.filter(revision=revision, username="carol").count() == 1
+
+
+def test_on_s3_each_copy_is_streamed_through_the_portal_with_ranges(live_server, settings, s3_endpoint, tmp_path):
+    settings.TRACE_CARRIER_PERMILLE = 1000
+    revision, _ = published_traceable(tmp_path, "acme/traced-s3", "s3")
+    alice = person("alice")
+    grant_access(alice, revision.repo, granted_by=None)
+    token = token_for(alice)
+    folder = Path(snapshot_download("acme/traced-s3", endpoint=live_server.url, token=token, local_dir=tmp_path / "a"))
+    issued = TracedCopy.objects.get(revision=revision, username="alice").files
+    for path, entry in issued.items():
+        assert sha256(folder / path) == entry["sha256"], path
+    path = next(iter(TracedRevision.objects.get(revision=revision).files))
+    url = f"{live_server.url}/acme/traced-s3/resolve/main/{path}"
+    whole = (folder / path).read_bytes()
+    status, _, part = http("GET", url, token=token, headers={"Range": "bytes=100-"})
+    assert status == 206 and part == whole[100:]

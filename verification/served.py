@@ -1,0 +1,138 @@
+"""The served layout of a traceable revision, written and verified before any copy of it goes out.
+
+Once the published files pass every check, the worker that ran the smoke pass rewrites each shard that
+holds carriers with its carriers last (tracing.served.write_served_base: every value kept) under the
+revision's `traced/` prefix, then checks the checkpoint as it will be served (the bases in place of
+their shards, every other file as published) as strictly as the published one: parse, index, config,
+tensors, the smoke pass; and each base's tensors byte for byte against its shard's. Only then is the
+layout recorded (TracedRevision: carriers per file, key id, scheme, sizes), and the revision verified.
+"""
+
+import contextlib
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+
+from distribution import trace_keys
+from distribution.models import Revision, TracedRevision
+from distribution.storage import LocalStorage, get_storage
+from tracing.carriers import NoCarriersError
+from tracing.keys import SCHEME
+from tracing.safetensors_file import read_header, read_raw
+from tracing.served import write_served_base
+from tracing.tracer import choose_carriers
+from verification.core.checks import CheckpointFile, UnreadableCheckpoint, check_files
+from verification.core.file_tensors import ContentChanged
+from verification.core.report import PASS, Report
+from verification.core.signature import SIGNATURE_PATH
+
+
+def local_file(revision: Revision, key: str, size: int, scratch: Path) -> Path:
+    """The stored object `key` as a local file: itself on local storage, a copy in `scratch` from S3."""
+    storage = get_storage(revision.storage_backend)
+    if isinstance(storage, LocalStorage):
+        return storage.path(key)
+    destination = scratch / "published" / key
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(storage.open(key)) as source, open(destination, "wb") as out:
+        shutil.copyfileobj(source, out, 8 * 1024 * 1024)
+    return destination
+
+
+def prepare_served_layout(revision: Revision, report: Report) -> TracedRevision | None:
+    """Write and check the served layout; its record (not yet saved) when it passed, None with the
+    failures in `report` otherwise."""
+    traced = TracedRevision(revision=revision, scheme=SCHEME, key_id=trace_keys.current().key_id)
+    storage = get_storage(revision.storage_backend)
+    shards = [f for f in revision.files.all() if f.path.endswith(".safetensors")]
+    with tempfile.TemporaryDirectory(prefix="served-") as scratch:
+        local = {f.path: local_file(revision, f.storage_key, f.size, Path(scratch)) for f in shards}
+        try:
+            chosen = set(choose_carriers(local, max_fraction=settings.TRACE_CARRIER_PERMILLE / 1000))
+        except NoCarriersError as error:
+            report.fail("served", "NoCarriers", str(error))
+            return None
+        traced.carriers, traced.files = {}, {}
+        for path, source in local.items():
+            held = sorted(name for name in read_header(source).entries if name in chosen)
+            if not held:
+                continue  # served as verified: every recipient's copy of it is the same
+            base = Path(scratch, "served", path)
+            base.parent.mkdir(parents=True, exist_ok=True)
+            layout = write_served_base(source, base, path, held)
+            if not same_tensors(source, base):
+                report.fail("served", "ServedValuesDiffer", f"the served base of {path} differs from it", path)
+                return None
+            storage.put_file(traced.storage_key(path), base)
+            traced.carriers[path] = held
+            traced.files[path] = {"size": layout.size, "prefix_size": layout.prefix_size}
+    served = check_served(revision, traced)
+    for check in served.failures:
+        report.fail("served", check.code, f"as served: {check.message}", check.file)
+    if not served.ok:
+        return None
+    for path, layout in traced.files.items():
+        layout["sha256"] = served.files[path].sha256
+    weights = sum(1 for names in traced.carriers.values() for _ in names)
+    report.add(
+        "served",
+        PASS,
+        "ServedLayoutVerified",
+        f"{len(traced.files)} shards served with {weights} carrier tensors last; parse, index, config and "
+        "smoke pass on the served layout",
+    )
+    return traced
+
+
+def same_tensors(source: Path, base: Path) -> bool:
+    """Every tensor of `base` has the name, dtype, shape and bytes it has in `source`."""
+    original, served = read_header(source), read_header(base)
+    if original.metadata != served.metadata or original.entries.keys() != served.entries.keys():
+        return False
+    for name, entry in original.entries.items():
+        other = served.entries[name]
+        if (entry.dtype, entry.shape) != (other.dtype, other.shape):
+            return False
+        if (
+            hashlib.sha256(read_raw(source, original, entry)).digest()
+            != hashlib.sha256(read_raw(base, served, other)).digest()
+        ):
+            return False
+    return True
+
+
+def check_served(revision: Revision, traced: TracedRevision) -> Report:
+    """Every check, with the smoke pass, on the checkpoint as it is served, read from storage."""
+    storage = get_storage(revision.storage_backend)
+    items = []
+    for stored in revision.files.exclude(path=SIGNATURE_PATH):
+        if stored.path in traced.files:
+            prefix, size = traced.storage_prefix, traced.files[stored.path]["size"]
+        else:
+            prefix, size = revision.storage_prefix, stored.size
+        key = f"{prefix}/{stored.path}"
+        items.append(CheckpointFile(stored.path, size, opener(storage, key), ranger(storage, prefix, stored.path)))
+    report = Report()
+    try:
+        check_files(items, report, smoke=True, allow_code=revision.repo.allows_code)
+    except (UnreadableCheckpoint, ContentChanged) as error:
+        report.fail("files", "Unreadable", str(error))
+    return report
+
+
+def opener(storage, key: str):
+    if isinstance(storage, LocalStorage):
+        return lambda: storage.path(key).open("rb")
+    return lambda: contextlib.closing(storage.open(key))
+
+
+def ranger(storage, prefix: str, path: str):
+    """Reads of ranges of the version of the object listed now (S3; local files need none)."""
+    if isinstance(storage, LocalStorage):
+        return None
+    listed = storage.stored_objects(prefix).get(path)
+    etag = listed.etag if listed else ""
+    return lambda offset, length: storage.read_range(f"{prefix}/{path}", offset, length, etag=etag)
