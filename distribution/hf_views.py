@@ -77,7 +77,8 @@ def personal_digests(request, repo, revision: Revision) -> dict:
     """What this caller's copy of a traceable revision holds (issuing it if new); {} for any other."""
     if not repo.traceable:
         return {}
-    return copies.digests_for(revision, request.hf_user, permit_download(request.hf_user, repo, request.hf_token), request=request)
+    grant = permit_download(request.hf_user, repo, request.hf_token)
+    return copies.digests_for(revision, request.hf_user, grant, request=request)
 
 
 @require_GET
