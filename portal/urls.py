@@ -8,7 +8,7 @@ from access import views as access_views
 from distribution import hf_views as distribution_hf
 from distribution import link_views
 from hub.routes import REPO, RESOLVE_ROUTE
-from portal import anchor_views, audit_views, metrics, views
+from portal import anchor_views, audit_views, metrics, trace_views, views
 from verification import views as verification_views
 
 urlpatterns = [
@@ -21,6 +21,7 @@ urlpatterns = [
     path("account/", access_views.account, name="account"),
     path("requests/", access_views.my_requests, name="my-requests"),
     path("review/", access_views.review_queue, name="review-queue"),
+    path("staff/trace-leak/", trace_views.trace_leak_page, name="trace-leak"),
     path("audit/downloads/", audit_views.downloads, name="audit-downloads"),
     re_path(r"^audit/downloads\.(?P<format>csv|json)$", audit_views.downloads, name="audit-downloads-export"),
     re_path(r"^account/downloads\.(?P<format>csv|json)$", audit_views.my_downloads, name="my-downloads"),
