@@ -86,8 +86,7 @@ def test_staff_naming_a_publisher_in_the_admin_is_audited():
 
     repo = Repo.objects.create(org="acme", name="tiny")
     paula = person("paula")
-    staff = Client()
-    staff.force_login(person("carol", staff=True))
+    staff = sign_in(Client(), person("carol", staff=True))
     response = staff.post("/admin/access/publisher/add/", {"user": paula.pk, "repo": repo.pk})
     assert response.status_code == 302, response.content[:500]
     event = AuditEvent.objects.get(tag="admin:publisher:created")

@@ -107,4 +107,5 @@ def test_with_smtp_down_every_decision_is_saved_and_the_mail_follows(client, pen
         servers.wait_until(lambda: len(acceptances(inbox)) == APPLICANTS, timeout=120, what="the delayed messages")
     finally:
         controller.stop()
-    assert len(inbox.messages) == APPLICANTS  # each sent once, none twice
+    # Delivery is at least once: a server that took a message and then failed the session's end gets it again.
+    assert sorted(acceptances(inbox)) == sorted(f"applicant{number}@example.org" for number in range(APPLICANTS))
