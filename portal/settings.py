@@ -79,7 +79,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "hub.clients.ClientAddressMiddleware",  # first: every later reader sees the client's own address
+    # /livez and /readyz: answered whatever the Host and before the HTTPS redirect (probes use addresses)
+    "portal.probes.ProbeMiddleware",
+    "hub.clients.ClientAddressMiddleware",  # next: every later reader sees the client's own address
     "hub.nul.RefuseNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -234,6 +236,9 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The queues /readyz wants at least one worker answering on (verify,gpu,default in production). None
+# by default: the embedded filesystem broker cannot carry the question to its worker.
+READY_QUEUES = env_list("READY_QUEUES")
 
 # --- Email ---------------------------------------------------------------------------------------
 EMAIL_HOST = env_str("EMAIL_HOST")
