@@ -35,7 +35,7 @@ def names_the_code_reads() -> set[str]:
     for package in ("portal", "access", "audit", "distribution", "hub", "verification", "workers"):
         sources += (REPO_ROOT / package).rglob("*.py")
     names = {name for source in sources for name in READ.findall(source.read_text())}
-    return names - NOT_SETTINGS - {"WEIGHTGATE_IMPORT_ATTEMPTS"}
+    return names - NOT_SETTINGS
 
 
 def names_in_template() -> set[str]:

@@ -9,12 +9,15 @@ template sets them), fetched through nginx by curl:
   stopped), whole once joined;
 - a file of a revision on S3 (SeaweedFS): a 302 to a presigned URL, which then downloads.
 
-SLOW BY DESIGN: about 75 s of wall time, most of it the slow reader (the other two run meanwhile).
-`-m "not slow"` leaves it out of a quick run; `make test` and CI run it.
+SLOW BY DESIGN: that test takes about 75 s of wall time, most of it the slow reader (the other two
+run meanwhile); `-m "not slow"` leaves it out of a quick run, `make test` and CI run it. A second test
+shows gunicorn alone (the portal sending the bytes) neither cutting a download that outlasts its
+timeout nor dropping it when stopped.
 """
 
 import hashlib
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -31,9 +34,10 @@ from tests.support.deployment import start_nginx
 from tests.support.flows import SHARD, http
 from tests.support.personas import person, token_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = pytest.mark.django_db(transaction=True)
 GIB = 1 << 30
 BLOCK = 16 << 20
+WRITE_OUT = "\n%{http_code} %{size_download} %{time_total}"  # appended to the body curl writes
 RATE = 14 << 20  # bytes a second (about 15 MB/s): 1 GiB in about 73 s
 
 
@@ -52,22 +56,22 @@ def front(worker_env, tmp_path):
     servers.stop_process(portal)
 
 
-@pytest.fixture
-def gigabyte_release():
-    """acme/huge, released on local storage with one 1 GiB file, dana granted: (her token, its sha256).
+def release_file(name: str, size: int) -> tuple[str, str, Path]:
+    """acme/`name`, released on local storage with one file of `size` bytes, dana granted: (her token,
+    the file's sha256, where it is stored).
 
     The rows a publish ends in, made directly: publishing and verifying 1 GiB would only add time.
     Each 16 MiB block starts with its own number, so a block sent twice or out of order changes the hash."""
-    repo = Repo.objects.create(org="acme", name="huge")
+    repo = Repo.objects.create(org="acme", name=name)
     revision = Revision.objects.create(
         repo=repo, commit="e" * 40, state=Revision.State.RELEASED, storage_backend="local", released_at=timezone.now()
     )
-    stored = RevisionFile(revision=revision, path="weights.bin", size=GIB, sha256="")
+    stored = RevisionFile(revision=revision, path="weights.bin", size=size, sha256="")
     path = get_storage("local").path(stored.storage_key)
     path.parent.mkdir(parents=True, exist_ok=True)
     digest, noise = hashlib.sha256(), bytearray(os.urandom(BLOCK))
     with path.open("wb") as out:
-        for number in range(GIB // BLOCK):
+        for number in range(size // BLOCK):
             noise[:8] = number.to_bytes(8, "big")
             digest.update(noise)
             out.write(noise)
@@ -75,7 +79,14 @@ def gigabyte_release():
     stored.save()
     dana = person("dana")
     grant_access(dana, repo, granted_by=None)
-    yield token_for(dana), stored.sha256
+    return token_for(dana), stored.sha256, path
+
+
+@pytest.fixture
+def gigabyte_release():
+    """acme/huge with its 1 GiB file: (dana's token, its sha256); the file is removed afterwards."""
+    token, sha256, path = release_file("huge", GIB)
+    yield token, sha256
     path.unlink(missing_ok=True)
 
 
@@ -98,6 +109,7 @@ def hashed(process: subprocess.Popen, into: dict) -> None:
     into.update(sha256=digest.hexdigest(), written=written.decode())
 
 
+@pytest.mark.slow
 def test_the_shipped_nginx_and_gunicorn_serve_a_slow_gigabyte_a_resumed_range_and_an_s3_redirect(
     front, gigabyte_release, s3_release, s3_endpoint, tmp_path
 ):
@@ -112,7 +124,7 @@ def test_the_shipped_nginx_and_gunicorn_serve_a_slow_gigabyte_a_resumed_range_an
     assert (status, body) == (200, b"")
     assert headers["X-Accel-Redirect"] == f"/protected/{stored_key(expected)}"
     started = time.monotonic()
-    slow = curl("--limit-rate", str(RATE), "-w", "\n%{http_code} %{size_download} %{time_total}", url, token=token)
+    slow = curl("--limit-rate", str(RATE), "-w", WRITE_OUT, url, token=token)
     slow_result = {}
     reader = threading.Thread(target=hashed, args=(slow, slow_result))
     reader.start()
@@ -155,6 +167,32 @@ def test_the_shipped_nginx_and_gunicorn_serve_a_slow_gigabyte_a_resumed_range_an
     assert sorted(served.values_list("status", flat=True)) == [200, 200, 200, 206]  # the direct ask counts too
     resumed_event = served.get(status=206)
     assert (resumed_event.range_requested, resumed_event.bytes_expected) == (f"bytes={cut_at}-", GIB - cut_at)
+
+
+def test_gunicorn_cuts_no_download_longer_than_its_timeout_and_finishes_it_when_stopped(worker_env, tmp_path):
+    """Without nginx the portal sends the bytes itself, in one of gunicorn's threads: a download that
+    outlasts GUNICORN_TIMEOUT (2 s here) is not cut, since the timeout is a heartbeat of the process, and
+    a stop (SIGTERM, as systemctl stop sends) lets it finish before gunicorn exits."""
+    token, expected, path = release_file("medium", 4 * BLOCK)
+    env = {**worker_env, "GUNICORN_TIMEOUT": "2", "GUNICORN_GRACEFUL_TIMEOUT": "30"}
+    portal, base = servers.start_gunicorn(env, tmp_path / "gunicorn.log")
+    try:
+        url = f"{base}/acme/medium/resolve/main/weights.bin"
+        reading = curl("--limit-rate", str(8 << 20), "-w", WRITE_OUT, url, token=token)
+        result = {}
+        reader = threading.Thread(target=hashed, args=(reading, result))
+        reader.start()
+        time.sleep(3)  # past the timeout: a sync worker busy this long would have been killed
+        os.killpg(portal.pid, signal.SIGTERM)
+        reader.join(timeout=60)
+        assert reading.wait(timeout=60) == 0, reading.stderr.read().decode()
+        assert portal.wait(timeout=60) == 0  # gunicorn stopped, once the download was done
+    finally:
+        path.unlink(missing_ok=True)
+        servers.stop_process(portal)
+    status, size, seconds = result["written"].split()
+    assert (status, int(size), result["sha256"]) == ("200", 4 * BLOCK, expected)
+    assert float(seconds) > 4  # twice the timeout
 
 
 def stored_key(sha256: str) -> str:
