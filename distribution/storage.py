@@ -101,6 +101,10 @@ class Storage(Protocol):
 
     def delete_prefix(self, prefix: str) -> None: ...
 
+    def probe(self) -> None:
+        """Raise StorageError, quickly, when files cannot be read from here now (the readiness probe)."""
+        ...
+
 
 COPY_CHUNK = 8 * 1024 * 1024
 PARTIAL_SUFFIX = ".partial"  # a local file being written; renamed into place once whole
@@ -171,6 +175,15 @@ class LocalStorage:
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self.path(prefix), ignore_errors=True)
 
+    def probe(self) -> None:
+        # Made when missing, as the first publish would; web hosts may mount it read-only.
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageError(f"LOCAL_STORAGE_ROOT cannot be created: {error.strerror}") from error
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            raise StorageError("LOCAL_STORAGE_ROOT is not readable by this process")
+
 
 class S3Storage:
     name = "s3"
@@ -191,19 +204,22 @@ class S3Storage:
         from botocore.config import Config
 
         self.bucket = bucket
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url or None,
-            aws_access_key_id=access_key_id or None,
-            aws_secret_access_key=secret_access_key or None,
-            region_name=region,
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": addressing_style},
-                retries={"max_attempts": 5, "mode": "standard"},
-                max_pool_connections=max(10, concurrency),  # one connection per part in flight
-            ),
+
+        def client(**config):
+            return boto3.client(
+                "s3",
+                endpoint_url=endpoint_url or None,
+                aws_access_key_id=access_key_id or None,
+                aws_secret_access_key=secret_access_key or None,
+                region_name=region,
+                config=Config(signature_version="s3v4", s3={"addressing_style": addressing_style}, **config),
+            )
+
+        self.client = client(
+            retries={"max_attempts": 5, "mode": "standard"},
+            max_pool_connections=max(10, concurrency),  # one connection per part in flight
         )
+        self._client = client
         # Files at least this large go up in parts of this size (larger when 10,000 would not hold them).
         self.part_size = multipart_threshold
         self.concurrency = concurrency
@@ -296,6 +312,14 @@ class S3Storage:
         for start in range(0, len(keys), 1000):  # the most one DeleteObjects call takes
             batch = keys[start : start + 1000]
             self._call(self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    @functools.cached_property
+    def probe_client(self):
+        """Asks once and briefly: an endpoint that is down must show as down at once, not after retries."""
+        return self._client(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=2)
+
+    def probe(self) -> None:
+        self._call(self.probe_client.head_bucket, Bucket=self.bucket)
 
     def presigned_get(self, key: str, *, filename: str, expires_in: int) -> str:
         safe_name = filename.replace('"', "")

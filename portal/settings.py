@@ -98,7 +98,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "hub.request_ids.RequestIdMiddleware",  # first: every line logged while answering carries the id
+    # /livez and /readyz: answered whatever the Host and before the HTTPS redirect (probes use addresses)
+    "portal.probes.ProbeMiddleware",
+    "hub.request_ids.RequestIdMiddleware",  # next: every line logged while answering carries the id
     "hub.metrics.RequestMetricsMiddleware",
     "hub.clients.ClientAddressMiddleware",  # every later reader sees the client's own address
     "hub.nul.RefuseNulMiddleware",
@@ -263,6 +265,9 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The queues /readyz wants at least one worker answering on (verify,gpu,default in production). None
+# by default: the embedded filesystem broker cannot carry the question to its worker.
+READY_QUEUES = env_list("READY_QUEUES")
 
 # --- Email ---------------------------------------------------------------------------------------
 EMAIL_HOST = env_str("EMAIL_HOST")

@@ -13,7 +13,6 @@ from verification import views as verification_views
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("health", views.health, name="health"),
     path("metrics", metrics.metrics, name="metrics"),
     path("admin/login/", views.admin_login, name="admin-login"),
     path("admin/", admin.site.urls),

@@ -1,7 +1,6 @@
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
-from django.db import connection
-from django.http import Http404, HttpResponseServerError, JsonResponse
+from django.http import Http404, HttpResponseServerError
 from django.shortcuts import redirect, render
 from django.template import loader
 from django.urls import reverse
@@ -23,12 +22,6 @@ def home(request):
     repos = visible_repos(request.user).prefetch_related("revisions")
     rows = [(repo, repo.latest_released()) for repo in repos]
     return render(request, "portal/home.html", {"rows": rows})
-
-
-def health(request):
-    with connection.cursor() as cursor:
-        cursor.execute("select 1")
-    return JsonResponse({"ok": True})
 
 
 def revision_page(request, org, name, commit):

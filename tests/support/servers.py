@@ -197,7 +197,11 @@ def start_worker(
     env: dict[str, str], log_path: Path, queues: str = "verify,gpu,default", *, name: str = "test"
 ) -> subprocess.Popen:
     """A Celery worker process; its tasks see `name` at the start of their worker's hostname."""
-    command = worker_command(queues, f"{name}-{os.getpid()}@%h")
+    return start_celery_worker(worker_command(queues, f"{name}-{os.getpid()}@%h"), env, log_path)
+
+
+def start_celery_worker(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """The Celery worker `command` runs, once it says it is ready."""
     log = log_path.open("wb")
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -251,3 +255,37 @@ def close_other_sessions() -> None:
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+
+
+GUNICORN_CONFIG = REPO_ROOT / "deploy" / "gunicorn.conf.py"
+
+
+def start_gunicorn(env: dict[str, str], log_path: Path, *, workers: int = 1) -> tuple[subprocess.Popen, str]:
+    """gunicorn with the shipped config (deploy/gunicorn.conf.py) on a free loopback port, once /livez
+    answers: (the process, its base URL)."""
+    import urllib.request
+
+    port = free_port()
+    env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(workers)}
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONFIG)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # stop_process ends the whole group: the arbiter and its workers
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def lives() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/livez", timeout=5) as answer:
+                return answer.status == 200
+        except OSError:
+            return False
+
+    wait_until(lives, timeout=60, interval=0.2, what="gunicorn to answer /livez")
+    return process, base

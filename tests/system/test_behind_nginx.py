@@ -1,11 +1,11 @@
-"""Behind Debian's nginx with the shipped site (deploy/nginx/weightgate.conf): the portal sees each
-client's own address, whatever X-Forwarded-For the client sends. Two clients (curl bound to
-127.0.0.2 and 127.0.0.3) are limited and recorded apart; a forged header escapes no limit."""
+"""Behind Debian's nginx with the shipped site (deploy/nginx/weightgate.conf), in front of gunicorn with
+the shipped config (deploy/gunicorn.conf.py): the portal sees each client's own address, whatever
+X-Forwarded-For the client sends. Two clients (curl bound to 127.0.0.2 and 127.0.0.3) are limited and
+recorded apart; a forged header escapes no limit."""
 
 import re
-import shutil
 import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,11 +14,11 @@ from access.services import grant_access
 from audit.models import AuditEvent
 from distribution.models import DownloadEvent
 from tests.support import servers
-from tests.support.flows import http, published_tiny_llama
+from tests.support.deployment import start_nginx
+from tests.support.flows import published_tiny_llama
 from tests.support.personas import person, token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-SITE = servers.REPO_ROOT / "deploy" / "nginx" / "weightgate.conf"
 LIMITS = {
     "TRUSTED_PROXIES": "1",
     "DOWNLOAD_RATE_LIMIT": "3/60",
@@ -28,56 +28,19 @@ LIMITS = {
 }
 
 
-def start(command, env, log, answers):
-    process = subprocess.Popen(
-        command, cwd=servers.REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    servers.wait_until(lambda: process.poll() is None and answers(), timeout=60, what=command[0])
-    return process
-
-
 @pytest.fixture
 def front(worker_env, tmp_path):
-    """gunicorn with the limits above, and nginx with the shipped site in front of it: nginx's URL."""
-    if not shutil.which("nginx"):
-        servers.unavailable("nginx", "Debian's nginx is not installed (apt-get install nginx)")
-    portal_port, nginx_port = servers.free_ports(2)
-    site = SITE.read_text()
-    for shipped, here in (
-        ("server 127.0.0.1:8000;", f"server 127.0.0.1:{portal_port};"),
-        ("listen 80;", f"listen 127.0.0.1:{nginx_port};"),
-        ("alias /srv/weightgate/var/storage/;", f"alias {worker_env['LOCAL_STORAGE_ROOT']}/;"),
-    ):
-        assert shipped in site, f"the shipped site no longer has {shipped!r}"
-        site = site.replace(shipped, here)
-    (tmp_path / "site.conf").write_text(site)
-    (tmp_path / "nginx.conf").write_text(
-        f"daemon off; user root; pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;\n"
-        "events { worker_connections 256; }\n"
-        f"http {{ access_log off; client_body_temp_path {tmp_path}/body; proxy_temp_path {tmp_path}/proxy;\n"
-        f"  fastcgi_temp_path {tmp_path}/fcgi; uwsgi_temp_path {tmp_path}/uwsgi; scgi_temp_path {tmp_path}/scgi;\n"
-        f"  include {tmp_path}/site.conf; }}\n"
-    )
-    url = f"http://127.0.0.1:{nginx_port}"
-    env = {**worker_env, **LIMITS}
-    with (tmp_path / "servers.log").open("wb") as log:
-        portal = start(
-            [sys.executable, "-m", "gunicorn", "portal.wsgi:application", f"--bind=127.0.0.1:{portal_port}"],
-            env,
-            log,
-            lambda: reachable(f"http://127.0.0.1:{portal_port}/health"),
-        )
-        proxy = start(["nginx", "-c", str(tmp_path / "nginx.conf")], env, log, lambda: reachable(f"{url}/health"))
+    """gunicorn (shipped config) with the limits above, and nginx with the shipped site in front of it:
+    nginx's URL."""
+    portal, portal_url = servers.start_gunicorn({**worker_env, **LIMITS}, tmp_path / "gunicorn.log")
+    try:
+        proxy, url = start_nginx(portal_url, Path(worker_env["LOCAL_STORAGE_ROOT"]), tmp_path)
+    except BaseException:
+        servers.stop_process(portal)
+        raise
     yield url
     servers.stop_process(proxy)
     servers.stop_process(portal)
-
-
-def reachable(url: str) -> bool:
-    try:
-        return http("GET", url)[0] == 200
-    except OSError:
-        return False
 
 
 def curl(source: str, url: str, *options: str) -> tuple[int, str]:

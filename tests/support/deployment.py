@@ -1,0 +1,88 @@
+"""The shipped deployment (deploy/), read as the tests run it on this machine: the systemd units with
+their paths moved from the runbook's layout (/srv/weightgate/...) to this checkout and its Python."""
+
+import configparser
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from tests.support import servers
+from tests.support.servers import REPO_ROOT
+
+DEPLOY = REPO_ROOT / "deploy"
+UNITS = sorted((DEPLOY / "systemd").iterdir())
+# The runbook's layout (README, "Running in production") -> this machine.
+APP, VENV_BIN = "/srv/weightgate/app", "/srv/weightgate/venv/bin/"
+VAR, ENV_FILE = "/srv/weightgate/var", "/etc/weightgate"
+
+
+def here(text: str, *, var: Path | None = None, etc: Path | None = None) -> str:
+    """`text` with the runbook's paths replaced by this checkout, this Python's bin folder and, when
+    given, a data folder and a folder for the environment file and secrets."""
+    text = text.replace(VENV_BIN, f"{Path(sys.executable).parent}/").replace(APP, str(REPO_ROOT))
+    if var is not None:
+        text = text.replace(VAR, str(var))
+    if etc is not None:
+        text = text.replace(ENV_FILE, str(etc))
+    return text
+
+
+def unit(name: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # systemd's keys are case-sensitive
+    parser.read_string((DEPLOY / "systemd" / name).read_text())
+    return parser
+
+
+def exec_start(name: str) -> list[str]:
+    """The unit's ExecStart as a command line here: systemd's %H is this host's name, %% a percent sign."""
+    line = here(unit(name)["Service"]["ExecStart"]).replace("%H", socket.gethostname()).replace("%%", "%")
+    return shlex.split(line)
+
+
+SITE = DEPLOY / "nginx" / "weightgate.conf"
+
+
+def start_nginx(portal: str, storage_root: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
+    """Debian's nginx with the shipped site, moved to loopback ports, in front of the portal at `portal`
+    (its base URL) and aliasing `storage_root`: (the process, nginx's base URL) once it answers /livez."""
+    if not shutil.which("nginx"):
+        servers.unavailable("nginx", "Debian's nginx is not installed (apt-get install nginx)")
+    port = servers.free_port()
+    site = SITE.read_text()
+    for shipped, moved in (
+        ("server 127.0.0.1:8000;", f"server {portal.removeprefix('http://')};"),
+        ("listen 80;", f"listen 127.0.0.1:{port};"),
+        ("alias /srv/weightgate/var/storage/;", f"alias {storage_root}/;"),
+    ):
+        assert shipped in site, f"the shipped site no longer has {shipped!r}"
+        site = site.replace(shipped, moved)
+    (workdir / "site.conf").write_text(site)
+    (workdir / "nginx.conf").write_text(
+        f"daemon off; user root; pid {workdir}/nginx.pid; error_log {workdir}/error.log;\n"
+        "events { worker_connections 256; }\n"
+        f"http {{ access_log off; client_body_temp_path {workdir}/body; proxy_temp_path {workdir}/proxy;\n"
+        f"  fastcgi_temp_path {workdir}/fcgi; uwsgi_temp_path {workdir}/uwsgi; scgi_temp_path {workdir}/scgi;\n"
+        f"  include {workdir}/site.conf; }}\n"
+    )
+    log = (workdir / "nginx.log").open("wb")
+    process = subprocess.Popen(
+        ["nginx", "-c", str(workdir / "nginx.conf")], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"nginx exited with {process.returncode}: {(workdir / 'error.log').read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/livez", timeout=5) as answer:
+                return answer.status == 200
+        except OSError:
+            return False
+
+    servers.wait_until(answers, timeout=60, interval=0.2, what="nginx to answer")
+    return process, url
