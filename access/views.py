@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
+from access.activity import activity
 from access.forms import TokenForm
 from access.gate import reviewed_repos
 from access.models import AccessRequest, ApiToken, Reviewer
@@ -18,6 +19,7 @@ from access.second_factor import second_factor_required
 from access.services import RequestRefused, create_token, decide
 from audit.chain import record
 from audit.tags import Tag
+from hub.charts import svg
 from hub.pages import without_page
 
 QUEUE_PAGE = 100
@@ -67,6 +69,7 @@ def review_queue(request):
             "rows": page.object_list,
             "page": page,
             "query_string": without_page(request),
+            "activity": svg(activity(repos)),
             "repos": repos,
             "filters": filters,
             "states": ["pending", "accepted", "rejected", "all"],

@@ -16,8 +16,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access import gate
-from access.gate import reviewed_repos
+from access.activity import activity
+from access.gate import is_staff, reviewed_repos
 from access.second_factor import SecondFactorForSessions, second_factor_required
+from hub.charts import svg
 from hub.pages import ReportPages, without_page
 from portal.reports import DownloadFilters, DownloadQuery, as_csv, as_json, as_rows, who_obtained
 
@@ -69,6 +71,7 @@ def downloads(request, format=None):
         "rows": page.object_list,
         "page": page,
         "total": len(rows),
+        "activity": svg(activity(None if is_staff(request.user) else reviewed_repos(request.user))),
         "query_string": without_page(request),
     }
     return render(request, "portal/audit_downloads.html", context)

@@ -350,6 +350,10 @@ LOG_LEVEL = env_choice("LOG_LEVEL", "info", choices=("debug", "info", "warning",
 # /metrics answers a bearer METRICS_TOKEN, or these addresses (after TRUSTED_PROXIES is applied).
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 METRICS_ALLOWED_ADDRESSES = env_networks("METRICS_ALLOWED_ADDRESSES", "127.0.0.1,::1")
+# prometheus_client writes its files there from the first metric made: a worker or a manage.py command
+# sharing the environment file must find the directory, not only gunicorn (which empties it at start).
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 # text for people (`make run`), json for a log pipeline: one object per line, with the request id.
 LOG_FORMAT = env_choice("LOG_FORMAT", "text", choices=("text", "json"))

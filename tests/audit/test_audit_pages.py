@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import random
+import re
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
@@ -412,3 +413,24 @@ def test_a_csv_cell_a_spreadsheet_would_run_as_a_formula_is_quoted():
     parsed = list(csv.DictReader(io.StringIO(as_csv(rows))))
     assert parsed[0]["username"] == '\'=HYPERLINK("http://x")'
     assert parsed[0]["repo"] == "acme/tiny"  # ordinary values are untouched
+
+
+def test_the_audit_and_review_pages_chart_each_days_downloads_and_requests(client, portal):
+    from access.models import AccessRequest
+
+    tiny = Repo.objects.get(org="acme", name="tiny")
+    for name in ("hal", "ida", "jon"):
+        AccessRequest.objects.create(user=person(name), repo=tiny, license_version="1")
+    sign_in(client, portal["staff"])
+    chart = client.get("/audit/downloads/").content.decode()
+    drawn = chart[chart.index('id="activity"') :]
+    assert "<svg" in drawn and "<script" not in drawn
+    # Every download and request of the fixture is in the last 30 days' bars, one title per bar.
+    downloads = sum(int(n) for n in re.findall(r": (\d+) downloads</title>", drawn))
+    requests = sum(int(n) for n in re.findall(r": (\d+) requests</title>", drawn))
+    recent = timezone.now() - timedelta(days=29)
+    assert downloads == DownloadEvent.objects.filter(created_at__gte=recent.replace(hour=0, minute=0)).count()
+    assert requests == AccessRequest.objects.filter(created_at__gte=recent.replace(hour=0, minute=0)).count() >= 3
+    sign_in(client, portal["reviewer"])
+    queue = client.get("/review/").content.decode()
+    assert 'id="activity"' in queue and "in the repos you review" in queue

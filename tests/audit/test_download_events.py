@@ -14,7 +14,6 @@ from tests.support.flows import SHARD, published_tiny_llama
 from tests.support.personas import person, token_for
 
 pytestmark = pytest.mark.django_db
-GUNICORN = ("--workers=3", "--threads=2", "--no-control-socket")  # several processes append to one chain
 CURL = ("curl", "-sSfL", "-o", "/dev/null", "-w", "%{http_code}")
 RESOLVE = f"acme/tiny/resolve/main/{SHARD}"
 
@@ -50,7 +49,7 @@ def test_downloads_served_by_several_processes_at_once_leave_one_event_each_and_
     alice = person("alice")
     grant_access(alice, revision.repo, granted_by=None)
     token = token_for(alice)
-    server, base = servers.start_gunicorn(worker_env, tmp_path / "gunicorn.log", *GUNICORN)
+    server, base = servers.start_gunicorn(worker_env, tmp_path / "gunicorn.log", workers=3, threads=2)
     try:
         # Each curl is a process of its own: the resolve redirect, then the ranged download it leads to.
         clients = [

@@ -67,7 +67,7 @@ def test_json_lines_from_gunicorn_and_the_worker_carry_the_requests_id(worker_en
     env = {**worker_env, "LOG_FORMAT": "json", "EMAIL_HOST": "127.0.0.1", "EMAIL_PORT": str(servers.free_port())}
     env["EMAIL_USE_TLS"] = "0"
     worker = servers.start_worker(env, tmp_path / "worker.log", queues="mail", name="logs")
-    server, base = servers.start_gunicorn(env, tmp_path / "gunicorn.log", "--workers=1")
+    server, base = servers.start_gunicorn(env, tmp_path / "gunicorn.log")
     try:
         import requests
 

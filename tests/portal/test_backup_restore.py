@@ -62,7 +62,7 @@ def test_a_dumped_dropped_and_restored_portal_serves_its_release_whole(worker_en
     checked = check_restore(worker_env)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "the restore is whole" in checked.stdout and "intact against its anchors" in checked.stdout
-    server, base = servers.start_gunicorn(worker_env, tmp_path / "gunicorn.log", "--workers=1")
+    server, base = servers.start_gunicorn(worker_env, tmp_path / "gunicorn.log")
     try:
         folder = snapshot_download("acme/tiny", endpoint=base, token=token, local_dir=tmp_path / "download")
         sums = subprocess.run(

@@ -144,7 +144,7 @@ def test_prometheus_scraping_two_gunicorn_workers_counts_every_download(worker_e
     counts = tmp_path / "multiproc"
     counts.mkdir()
     env = {**worker_env, "PROMETHEUS_MULTIPROC_DIR": str(counts), "METRICS_TOKEN": scrape_token}
-    server, base = servers.start_gunicorn(env, tmp_path / "gunicorn.log", "--workers=2", "--threads=4")
+    server, base = servers.start_gunicorn(env, tmp_path / "gunicorn.log", workers=2, threads=4)
     prometheus, prometheus_url = start_prometheus(tmp_path, int(base.rsplit(":", 1)[1]), scrape_token)
     downloads = 41
     try:

@@ -216,34 +216,6 @@ def start_celery_worker(command: list[str], env: dict[str, str], log_path: Path)
     return process
 
 
-def start_gunicorn(env: dict[str, str], log_path: Path, *options: str) -> tuple[subprocess.Popen, str]:
-    """The portal under gunicorn on a free port, answering /health; (process, base URL). Its stderr (the
-    portal's log lines) goes to `log_path`."""
-    port = free_port()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "portal.wsgi:application", f"--bind=127.0.0.1:{port}", *options],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,  # stop_process ends the whole group: the arbiter and its workers
-        )
-    base = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    wait_until(answers, timeout=60, what="gunicorn to answer")
-    return process, base
-
-
 def close_other_sessions() -> None:
     """Worker processes (one of them killed on purpose) may leave a PostgreSQL session behind for a
     moment; the test database can only be dropped once they are gone."""
@@ -260,13 +232,14 @@ def close_other_sessions() -> None:
 GUNICORN_CONFIG = REPO_ROOT / "deploy" / "gunicorn.conf.py"
 
 
-def start_gunicorn(env: dict[str, str], log_path: Path, *, workers: int = 1) -> tuple[subprocess.Popen, str]:
+def start_gunicorn(
+    env: dict[str, str], log_path: Path, *, workers: int = 1, threads: int = 8
+) -> tuple[subprocess.Popen, str]:
     """gunicorn with the shipped config (deploy/gunicorn.conf.py) on a free loopback port, once /livez
-    answers: (the process, its base URL)."""
-    import urllib.request
-
+    answers: (the process, its base URL). Its output (the portal's log lines among it) goes to `log_path`."""
     port = free_port()
     env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(workers)}
+    env["GUNICORN_THREADS"] = str(threads)
     log = log_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONFIG)],

@@ -61,8 +61,9 @@ def test_the_readmes_configuration_table_names_every_variable_of_the_template():
 def test_the_portal_starts_from_the_template_as_the_runbook_reads_it(tmp_path):
     etc, var = tmp_path / "etc", tmp_path / "var"
     etc.mkdir()
-    for secret in ("secret_key", "audit-chain-key", "smtp-password"):
+    for secret in ("secret_key", "audit-chain-key", "smtp-password", "metrics-token"):
         (etc / secret).write_text(secrets.token_urlsafe(50))
+    (etc / "trace-key").write_text(secrets.token_hex(32))
     environment = etc / "weightgate.env"
     environment.write_text(here(TEMPLATE.read_text(), var=var, etc=etc))
     clean = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
@@ -107,7 +108,7 @@ def test_the_shipped_units_pass_systemd_analyze_verify(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "queues", "concurrency"),
-    [("weightgate-worker.service", "verify,default", None), ("weightgate-gpu-worker.service", "gpu", "1")],
+    [("weightgate-worker.service", "verify,default,mail", None), ("weightgate-gpu-worker.service", "gpu", "1")],
 )
 def test_each_worker_unit_consumes_its_queues(name, queues, concurrency):
     command = exec_start(name)

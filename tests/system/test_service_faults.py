@@ -28,7 +28,7 @@ REDIS_OPTIONS = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--e
 
 def gunicorn(env: dict[str, str], log: Path):
     # Connections kept between requests: the case a terminated backend breaks.
-    return servers.start_gunicorn({**env, "DATABASE_CONN_MAX_AGE": "600"}, log, "--workers=2")
+    return servers.start_gunicorn({**env, "DATABASE_CONN_MAX_AGE": "600"}, log, workers=2)
 
 
 def download_many(base: str, token: str, during) -> Counter:
