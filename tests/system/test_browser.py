@@ -23,7 +23,8 @@ def snap(page, name: str) -> None:
 
 
 def test_sign_up_verify_ask_get_accepted_and_see_how_to_download(browser, live_server, tmp_path):
-    revision, _ = published_tiny_llama(tmp_path, "acme/tiny", verify_here=True)
+    card = "# Tiny LLaMA\n\nA **test** model.\n\n<script>alert(1)</script>\n"
+    revision, _ = published_tiny_llama(tmp_path, "acme/tiny", verify_here=True, extra_files={"README.md": card})
     GatingPolicy.objects.update_or_create(
         repo=revision.repo,
         defaults={
@@ -108,3 +109,18 @@ def test_sign_up_verify_ask_get_accepted_and_see_how_to_download(browser, live_s
     snap(applicant, "10-my-requests")
     assert "accepted" in applicant.content()
     assert any("accepted" in message.subject for message in mail.outbox if "alice@lab.example" in message.to)
+
+    # What model hubs show, as the recipient sees it: the card (no script ran), files, checks.
+    dialogs = []
+    applicant.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    applicant.goto(f"{live_server.url}/acme/tiny")
+    assert applicant.locator("#model-card h1").inner_text() == "Tiny LLaMA" and dialogs == []
+    assert applicant.locator("#files tr").count() == revision.files.count() + 1  # and the heading row
+    assert applicant.locator("#verification").get_by_text("Smoke inference").is_visible()
+    snap(applicant, "13-repo-page")
+    reviewer.goto(f"{live_server.url}/review/?state=all")
+    assert reviewer.locator("#activity svg rect").count() == 60  # 30 days, two bars each
+    snap(reviewer, "14-review-queue-activity")
+    missing = applicant.goto(f"{live_server.url}/acme/no-such-model")
+    assert missing.status == 404 and applicant.locator("#not-found").is_visible()
+    snap(applicant, "15-not-found")
