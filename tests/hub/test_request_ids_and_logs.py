@@ -17,11 +17,11 @@ TOKEN = "wg_" + "s" * 43
 
 
 def test_every_answer_carries_a_request_id_and_a_proxys_sane_one_is_kept(client, db):
-    made = client.get("/health")["X-Request-ID"]
-    assert len(made) == 32 and made != client.get("/health")["X-Request-ID"]
-    assert client.get("/health", HTTP_X_REQUEST_ID="edge-1234abcd")["X-Request-ID"] == "edge-1234abcd"
+    made = client.get("/")["X-Request-ID"]
+    assert len(made) == 32 and made != client.get("/")["X-Request-ID"]
+    assert client.get("/", HTTP_X_REQUEST_ID="edge-1234abcd")["X-Request-ID"] == "edge-1234abcd"
     for odd in ("short", "x" * 65, "has spaces in it", "inject\nline-feed"):
-        assert client.get("/health", HTTP_X_REQUEST_ID=odd)["X-Request-ID"] not in (odd, "")
+        assert client.get("/", HTTP_X_REQUEST_ID=odd)["X-Request-ID"] not in (odd, "")
 
 
 def line(formatter: logging.Formatter, message: str, *args) -> str:
