@@ -11,11 +11,14 @@ from hub.rate_limits import caller_key, rate_limited
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
-def hf_endpoint(view):
+def hf_endpoint(view=None, *, reads_only: bool = False):
     """Authenticate the caller (token or session) into request.hf_user / request.hf_token; map refusals.
 
     A request that changes something must carry a bearer token: a browser attaches its session to a
-    form another site posts, never an Authorization header, so these endpoints need no CSRF token."""
+    form another site posts, never an Authorization header, so these endpoints need no CSRF token.
+    `reads_only` marks a POST that only reads (the Hub's paths-info), open to whoever may read."""
+    if view is None:
+        return functools.partial(hf_endpoint, reads_only=reads_only)
 
     @functools.wraps(view)
     def wrapper(request, *args, **kwargs):
@@ -23,7 +26,7 @@ def hf_endpoint(view):
             request.hf_user, request.hf_token = decided_read_only(lambda: authenticate(request))
         except InvalidToken as error:
             return hf_error(401, f"Invalid credentials in Authorization header: {error}")
-        if request.method not in SAFE_METHODS and request.hf_token is None:
+        if not reads_only and request.method not in SAFE_METHODS and request.hf_token is None:
             return hf_error(
                 401,
                 "This request changes access and must send a token (Authorization: Bearer <token>); "

@@ -206,6 +206,13 @@ def visible_repos(user):
     ).distinct()
 
 
+def repos_in_sight(user, token=None) -> list[Repo]:
+    """The repos a listing through this credential names (the Hub's model list): each one `can_see`
+    allows, by name, and never another."""
+    candidates = in_reach(token, visible_repos(user)).order_by("org", "name")
+    return [repo for repo in candidates if can_see(user, repo, token)]
+
+
 def listed_revisions(user, repo: Repo):
     """The revisions a repo page lists: every whole one for its reviewers, the released ones for everyone else."""
     if is_reviewer(user, repo):

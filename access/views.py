@@ -77,7 +77,6 @@ def review_queue(request):
     )
 
 
-
 def bulk_decide(request, repos):
     status = request.POST.get("decision")
     ids = request.POST.getlist("request")

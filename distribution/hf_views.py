@@ -21,17 +21,12 @@ from audit.connections import decided_read_only
 from distribution import copies
 from distribution.downloads import channels, fast_path, spool
 from distribution.downloads.events import Downloader, record_event
-from distribution.downloads.locate import locate_download, resolve_revision
+from distribution.downloads.locate import history, locate_download, resolve_revision
 from distribution.downloads.tickets import LinkRefused, read_ticket
+from distribution.hf_entries import as_received, hub_time, last_changes, tree_entries
 from distribution.models import Revision, RevisionFile
 from hub.errors import hf_error
 from hub.rate_limits import caller_key
-
-
-def as_received(stored: RevisionFile, personal: dict) -> tuple[str, int]:
-    """(sha256, size) of a file as this person receives it (`personal`: copies.digests_for)."""
-    own = personal.get(stored.path)
-    return (own["sha256"], own["size"]) if own else (stored.sha256, stored.size)
 
 
 def revision_info(revision: Revision, *, with_blobs: bool, personal: dict | None = None) -> dict:
@@ -84,36 +79,32 @@ def personal_digests(request, repo, revision: Revision) -> dict:
 @require_GET
 @hf_endpoint
 def tree(request, org, name, rev, path=""):
+    """The files and folders under `path`; `recursive` lists every level, `expand` adds each one's lastCommit."""
     repo = find_repo(request.hf_user, org, name, request.hf_token)
     revision = resolve_revision(request.hf_user, repo, rev, request.hf_token)
     prefix = path.strip("/")
-    recursive = request.GET.get("recursive", "").lower() in ("1", "true")
-    personal = personal_digests(request, repo, revision)
-    entries, folders = [], set()
-    for stored in revision.files.all():
-        if prefix and not stored.path.startswith(prefix + "/"):
-            continue
-        below = stored.path[len(prefix) + 1 :] if prefix else stored.path
-        parts = below.split("/")
-        for depth in range(1, len(parts)):
-            folder = "/".join(([prefix] if prefix else []) + parts[:depth])
-            if folder not in folders and (recursive or depth == 1):
-                folders.add(folder)
-                entries.append({"type": "directory", "oid": "0" * 40, "size": 0, "path": folder})
-        if len(parts) == 1 or recursive:
-            sha256, size = as_received(stored, personal)
-            entries.append(
-                {
-                    "type": "file",
-                    "oid": sha256[:40],
-                    "size": size,
-                    "path": stored.path,
-                    "lfs": {"oid": sha256, "size": size, "pointerSize": 0},
-                }
-            )
+    files = list(revision.files.all())
+    entries = tree_entries(
+        files,
+        prefix,
+        recursive=flag(request.GET, "recursive"),
+        personal=personal_digests(request, repo, revision),
+        changes=changes_if(request.GET, request, repo, revision),
+    )
     if prefix and not entries:
         raise AccessDenied("EntryNotFound", f"{prefix} does not exist in revision {revision.commit}", 404)
     return JsonResponse(entries, safe=False)
+
+
+def flag(params, name: str) -> bool:
+    return params.get(name, "").lower() in ("1", "true")
+
+
+def changes_if(params, request, repo, revision: Revision) -> dict | None:
+    """The revision that last changed each file, when the call asks to `expand`; else None."""
+    if not flag(params, "expand"):
+        return None
+    return last_changes(history(request.hf_user, repo, revision, request.hf_token))
 
 
 @require_http_methods(["GET", "HEAD"])
@@ -176,10 +167,6 @@ HUB_PERMISSIONS = {
     Scope.REVIEW: ["repo.access.read", "repo.access.write"],
     Scope.PUBLISH: ["repo.write"],
 }
-
-
-def hub_time(moment) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
 def fine_grained(user, token) -> dict:

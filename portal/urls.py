@@ -5,8 +5,8 @@ from drf_spectacular.views import SpectacularAPIView
 from access import api as access_api
 from access import hf_views as access_hf
 from access import views as access_views
+from distribution import hf_reading, link_views
 from distribution import hf_views as distribution_hf
-from distribution import link_views
 from hub.routes import REPO, RESOLVE_ROUTE
 from portal import anchor_views, audit_views, metrics, trace_views, views
 from verification import views as verification_views
@@ -45,7 +45,12 @@ urlpatterns = [
     ),
     # Hugging Face Hub protocol
     path("api/whoami-v2", distribution_hf.whoami, name="hf-whoami"),
+    path("api/models", hf_reading.models, name="hf-models"),
     re_path(rf"^api/models/{REPO}$", distribution_hf.model_info, name="hf-model-info"),
+    re_path(rf"^api/models/{REPO}/auth-check$", hf_reading.auth_check, name="hf-auth-check"),
+    re_path(rf"^api/models/{REPO}/paths-info/(?P<rev>[^/]+)$", hf_reading.paths_info, name="hf-paths-info"),
+    re_path(rf"^api/models/{REPO}/refs$", hf_reading.refs, name="hf-refs"),
+    re_path(rf"^api/models/{REPO}/commits/(?P<rev>[^/]+)$", hf_reading.commits, name="hf-commits"),
     re_path(rf"^api/models/{REPO}/revision/(?P<rev>[^/]+)$", distribution_hf.model_info, name="hf-revision"),
     re_path(rf"^api/models/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$", distribution_hf.tree, name="hf-tree"),
     re_path(

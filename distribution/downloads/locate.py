@@ -4,6 +4,7 @@ request goes through before a channel answers it."""
 import re
 
 from django.db.models import OuterRef, Subquery
+from django.db.models.functions import Coalesce
 
 from access import gate
 from access.gate import AccessDenied
@@ -27,6 +28,16 @@ def resolve_revision(user, repo: Repo, rev: str, token=None) -> Revision:
             "RevisionNotFound", f"Invalid rev id: {rev} (no released revision of {repo.repo_id} has it)", 404
         )
     return revision
+
+
+def history(user, repo: Repo, revision: Revision, token=None) -> list[Revision]:
+    """The revisions the caller may name, from `revision` back to the first, newest first: its commits."""
+    ordered = list(
+        gate.downloadable_revisions(user, repo, token)
+        .select_related("repo")
+        .order_by(Coalesce("released_at", "created_at").desc(), "-id")
+    )
+    return ordered[[older.pk for older in ordered].index(revision.pk) :]
 
 
 def released_file(org: str, name: str, rev: str, path: str) -> RevisionFile | None:

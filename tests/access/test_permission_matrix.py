@@ -99,7 +99,9 @@ def call(client: Client, user, method: str, path: str, body=None, api=True):
         else:
             sign_in(client, user)
     if body is not None:
-        return getattr(client, method)(path, data=body, content_type="application/json", **headers)
+        # A JSON body for the calls that take one; the Hub's paths-info takes a form.
+        content_type = "application/json" if body.startswith("{") else "application/x-www-form-urlencoded"
+        return getattr(client, method)(path, data=body, content_type=content_type, **headers)
     return getattr(client, method)(path, **headers)
 
 
@@ -167,6 +169,18 @@ ENDPOINTS = {
     ("get", "/api/whoami-v2", None, False): roles(OK, anonymous=ANON),
     ("get", "/api/models/acme/tiny/revision/main", None, False): roles(OK, grantee_elsewhere=HIDDEN),
     ("get", f"/api/models/acme/tiny/tree/{COMMIT}", None, False): roles(OK, grantee_elsewhere=HIDDEN),
+    ("get", "/api/models/acme/tiny/tree/main?recursive=true&expand=true", None, False): roles(
+        OK, grantee_elsewhere=HIDDEN
+    ),
+    ("post", "/api/models/acme/tiny/paths-info/main", "paths=config.json&expand=true", False): roles(
+        OK, grantee_elsewhere=HIDDEN
+    ),
+    ("get", "/api/models/acme/tiny/refs", None, False): roles(OK, grantee_elsewhere=HIDDEN),
+    ("get", "/api/models/acme/tiny/commits/main", None, False): roles(OK, grantee_elsewhere=HIDDEN),
+    ("get", "/api/models?author=acme", None, False): roles(OK),
+    ("get", "/api/models/acme/tiny/auth-check", None, False): roles(
+        DENIED, anonymous=ANON, grantee=OK, staff=OK, **DOWNLOADS
+    ),
     ("head", "/acme/tiny/resolve/main/config.json", None, False): roles(
         DENIED,
         anonymous=ANON,
@@ -197,6 +211,7 @@ ENDPOINTS = {
     ),
 }
 SEES_PRIVATE = {"grantee", "reviewer", "staff", "grantee_read", "reviewer_read", "reviewer_review", "staff_admin_read"}
+DOWNLOAD_CALLS = ("/resolve/", "/auth-check")
 # Pages and calls about no repo in particular answer the same whatever the private repo is.
 SITE_WIDE = {
     ("get", path)
@@ -209,6 +224,7 @@ SITE_WIDE = {
         "/api/v1/access-requests/",
         "/api/v1/counts/",
         "/api/whoami-v2",
+        "/api/models?author=acme",
         "/audit/downloads/",
         "/audit/downloads.csv",
         "/account/downloads.json",
@@ -224,9 +240,10 @@ def expected(endpoint, role: str, private: bool) -> int:
     sees = (person_of(role) if is_page else role) in SEES_PRIVATE
     if not private or sees or (method, path) in SITE_WIDE or status == LOGIN:
         return status
-    # Calls that need an account refuse the anonymous before looking at any repo; download calls,
-    # open to the anonymous on public repos, answer as for a repo that does not exist.
-    if status == ANON and "/resolve/" not in path:
+    # Calls that need an account refuse the anonymous before looking at any repo; download calls (and
+    # auth-check, which answers what a download would), open to the anonymous on public repos, answer as
+    # for a repo that does not exist.
+    if status == ANON and not any(call in path for call in DOWNLOAD_CALLS):
         return ANON
     return HIDDEN
 
@@ -239,6 +256,15 @@ def test_each_role_gets_exactly_what_it_may(endpoint, role, private):
     method, path, body, page = endpoint
     response = call(Client(), user, method, path, body, api=not page)
     assert response.status_code == expected(endpoint, role, private), response.content[:300]
+
+
+@pytest.mark.parametrize("private", [False, True], ids=["public", "private"])
+@pytest.mark.parametrize("role", ROLES)
+def test_the_model_list_names_the_repo_only_to_whoever_may_see_it(role, private):
+    user = build(private, role)
+    listed = [model["id"] for model in call(Client(), user, "get", "/api/models").json()]
+    sees = (role in SEES_PRIVATE or not private) and role != "grantee_elsewhere"
+    assert listed == (["acme/other", "acme/tiny"] if sees else ["acme/other"])
 
 
 # Who may not see acme/tiny, on which repo, and the calls about it they make (pages: the people only).

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
-from huggingface_hub import snapshot_download
+from huggingface_hub import HfApi, snapshot_download
 
 from access.services import grant_access
 from audit.models import AuditEvent
@@ -160,3 +160,18 @@ def test_on_s3_each_copy_is_streamed_through_the_portal_with_ranges(live_server,
     whole = (folder / path).read_bytes()
     status, _, part = http("GET", url, token=token, headers={"Range": "bytes=100-"})
     assert status == 206 and part == whole[100:]
+
+
+def test_paths_info_and_files_metadata_give_each_recipient_their_own_digests(live_server, traced):
+    revision, _, people = traced
+    hub = HfApi(endpoint=live_server.url)
+    for name in ("alice", "bob"):
+        infos = hub.get_paths_info(REPO, list(revision.files.values_list("path", flat=True)), token=people[name])
+        issued = TracedCopy.objects.get(revision=revision, username=name).files
+        listed = {info.path: info for info in infos}
+        for path, entry in issued.items():
+            assert listed[path].lfs.sha256 == entry["sha256"] and listed[path].size == entry["size"]
+        siblings = {s.rfilename: s for s in hub.model_info(REPO, files_metadata=True, token=people[name]).siblings}
+        assert all(siblings[path].lfs.sha256 == entry["sha256"] for path, entry in issued.items())
+    alice, bob = (TracedCopy.objects.get(revision=revision, username=n).files for n in ("alice", "bob"))
+    assert any(alice[path]["sha256"] != bob[path]["sha256"] for path in alice)
