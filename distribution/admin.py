@@ -78,35 +78,30 @@ class RevisionAdmin(AuditedAdmin):
         super().delete_queryset(request, queryset)
 
 
+class RecordsAdmin(admin.ModelAdmin):
+    """Records of what happened: read in the admin, never added, edited or deleted there."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(DownloadEvent)
-class DownloadEventAdmin(admin.ModelAdmin):
+class DownloadEventAdmin(RecordsAdmin):
     """Downloads are records: read here, never added, edited or deleted."""
 
     list_display = ["created_at", "username", "repo_id", "commit", "path", "status", "bytes_served", "ip"]
     list_filter = ["repo_id", "status"]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(TracedCopy)
-class TracedCopyAdmin(admin.ModelAdmin):
+class TracedCopyAdmin(RecordsAdmin):
     """The copies issued of traceable revisions: records, read here only."""
 
     list_display = ["created_at", "username", "revision", "grant", "key_id"]
     exclude = ["signature", "recipient"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

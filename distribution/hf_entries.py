@@ -1,7 +1,8 @@
 """How a revision's files, folders, commits and refs are written in the Hub's JSON, for the listings
 (tree, paths-info, commits, refs, model info). Who may see them is decided before these are called."""
 
-from distribution.models import Revision, RevisionFile
+from access.gate import needs_grant
+from distribution.models import Repo, Revision, RevisionFile
 
 NO_TREE_OID = "0" * 40  # folders have no git tree here: each revision is a whole snapshot
 
@@ -132,3 +133,25 @@ def path_entries(files: list[RevisionFile], paths: list[str], *, personal: dict,
         elif path and any(name.startswith(path + "/") for name in by_path):
             found.append(folder_from(path, files, changes))
     return found
+
+
+def model_entry(repo: Repo, revision: Revision | None) -> dict:
+    """A repo as the Hub describes a model; `sha` and `lastModified` from `revision` (the listings give
+    `main`, when one is released; model info the revision asked for)."""
+    entry = {
+        "_id": f"{repo.pk:024x}",
+        "id": repo.repo_id,
+        "modelId": repo.repo_id,
+        "author": repo.org,
+        "private": repo.private,
+        "gated": "manual" if needs_grant(repo) else False,
+        "disabled": False,
+        "downloads": 0,
+        "likes": 0,
+        "tags": [],
+        "library_name": "transformers",
+        "createdAt": hub_time(repo.created_at),
+    }
+    if revision is not None:
+        entry.update(sha=revision.commit, lastModified=hub_time(revision.released_at or revision.created_at))
+    return entry

@@ -12,12 +12,11 @@ from access.gate import (
     AccessDenied,
     downloadable_revisions,
     find_repo,
-    needs_grant,
     permit_download,
     repos_in_sight,
 )
 from distribution.downloads.locate import history, resolve_revision
-from distribution.hf_entries import commit_entry, hub_time, path_entries
+from distribution.hf_entries import commit_entry, model_entry, path_entries
 from distribution.hf_views import changes_if, personal_digests
 from distribution.models import Repo, Revision
 
@@ -100,7 +99,7 @@ def models(request):
         found.sort(key=lambda pair: SORTS[params["sort"]](*pair), reverse=params["sort"] != "id")
     limit = params.get("limit", "")
     listed = found[: int(limit)] if limit.isdigit() else found
-    return JsonResponse([summary(repo, main) for repo, main in listed], safe=False)
+    return JsonResponse([model_entry(repo, main) for repo, main in listed], safe=False)
 
 
 def newest_release(user, repo: Repo, token) -> Revision | None:
@@ -108,24 +107,3 @@ def newest_release(user, repo: Repo, token) -> Revision | None:
         return resolve_revision(user, repo, "main", token)
     except AccessDenied:
         return None  # nothing released yet
-
-
-def summary(repo: Repo, main: Revision | None) -> dict:
-    """A repo as the Hub lists a model; `sha` and `lastModified` from its `main` when one is released."""
-    entry = {
-        "_id": f"{repo.pk:024x}",
-        "id": repo.repo_id,
-        "modelId": repo.repo_id,
-        "author": repo.org,
-        "private": repo.private,
-        "gated": "manual" if needs_grant(repo) else False,
-        "disabled": False,
-        "downloads": 0,
-        "likes": 0,
-        "tags": [],
-        "library_name": "transformers",
-        "createdAt": hub_time(repo.created_at),
-    }
-    if main is not None:
-        entry.update(sha=main.commit, lastModified=hub_time(main.released_at or main.created_at))
-    return entry

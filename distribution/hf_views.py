@@ -10,7 +10,6 @@ from access.endpoints import hf_endpoint
 from access.gate import (
     AccessDenied,
     find_repo,
-    needs_grant,
     permit_download,
     powers,
     reads_gated_repos,
@@ -23,7 +22,7 @@ from distribution.downloads import channels, fast_path, spool
 from distribution.downloads.events import Downloader, record_event
 from distribution.downloads.locate import history, locate_download, resolve_revision
 from distribution.downloads.tickets import LinkRefused, read_ticket
-from distribution.hf_entries import as_received, hub_time, last_changes, tree_entries
+from distribution.hf_entries import as_received, hub_time, last_changes, model_entry, tree_entries
 from distribution.models import Revision, RevisionFile
 from hub.errors import hf_error
 from hub.rate_limits import caller_key
@@ -38,24 +37,7 @@ def revision_info(revision: Revision, *, with_blobs: bool, personal: dict | None
             sha256, size = as_received(stored, personal or {})
             entry.update(size=size, lfs={"sha256": sha256, "size": size, "pointerSize": 0})
         siblings.append(entry)
-    when = (revision.released_at or revision.created_at).isoformat().replace("+00:00", "Z")
-    return {
-        "_id": f"{repo.pk:024x}",
-        "id": repo.repo_id,
-        "modelId": repo.repo_id,
-        "author": repo.org,
-        "sha": revision.commit,
-        "lastModified": when,
-        "createdAt": repo.created_at.isoformat().replace("+00:00", "Z"),
-        "private": repo.private,
-        "gated": "manual" if needs_grant(repo) else False,
-        "disabled": False,
-        "downloads": 0,
-        "likes": 0,
-        "tags": [],
-        "library_name": "transformers",
-        "siblings": siblings,
-    }
+    return {**model_entry(repo, revision), "siblings": siblings}
 
 
 @require_GET

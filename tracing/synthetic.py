@@ -32,7 +32,7 @@ def llama_config(hidden=512, intermediate=1376, layers=4, heads=8, kv_heads=8, v
 
 
 def llama_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    """The tensors of a LlamaForCausalLM of `config`, in transformers' order."""
+    """The tensors of a LlamaForCausalLM of `config`, in transformers' order (no lm_head when tied)."""
     hidden, inter, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
     kv = hidden // config["num_attention_heads"] * config["num_key_value_heads"]
     shapes = {"model.embed_tokens.weight": (vocab, hidden)}
@@ -50,7 +50,8 @@ def llama_shapes(config: dict) -> dict[str, tuple[int, ...]]:
             f"{prefix}.post_attention_layernorm.weight": (hidden,),
         }
     shapes["model.norm.weight"] = (hidden,)
-    shapes["lm_head.weight"] = (vocab, hidden)
+    if not config.get("tie_word_embeddings"):
+        shapes["lm_head.weight"] = (vocab, hidden)
     return shapes
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
+from tracing.synthetic import llama_shapes
 from verification.core.layout import INDEX_NAME
 
 TINY_LLAMA_CONFIG = {
@@ -33,30 +34,8 @@ TINY_LLAMA_CONFIG = {
 }
 
 
-def llama_parameter_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    hidden, inter, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
-    head_dim = hidden // config["num_attention_heads"]
-    kv_dim = head_dim * config["num_key_value_heads"]
-    shapes = {"model.embed_tokens.weight": (vocab, hidden)}
-    for layer in range(config["num_hidden_layers"]):
-        prefix = f"model.layers.{layer}"
-        shapes.update(
-            {
-                f"{prefix}.self_attn.q_proj.weight": (hidden, hidden),
-                f"{prefix}.self_attn.k_proj.weight": (kv_dim, hidden),
-                f"{prefix}.self_attn.v_proj.weight": (kv_dim, hidden),
-                f"{prefix}.self_attn.o_proj.weight": (hidden, hidden),
-                f"{prefix}.mlp.gate_proj.weight": (inter, hidden),
-                f"{prefix}.mlp.up_proj.weight": (inter, hidden),
-                f"{prefix}.mlp.down_proj.weight": (hidden, inter),
-                f"{prefix}.input_layernorm.weight": (hidden,),
-                f"{prefix}.post_attention_layernorm.weight": (hidden,),
-            }
-        )
-    shapes["model.norm.weight"] = (hidden,)
-    if not config.get("tie_word_embeddings"):
-        shapes["lm_head.weight"] = (vocab, hidden)
-    return shapes
+# One description of LLaMA's tensors, shared with the traceable copies' synthetic checkpoints.
+llama_parameter_shapes = llama_shapes
 
 
 def parameter_shapes(config: dict) -> dict[str, tuple[int, ...]]:
