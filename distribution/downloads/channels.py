@@ -182,7 +182,9 @@ def send_through_front_server(request, stored: RevisionFile, who: Downloader, wi
     return common_headers(response, stored)
 
 
-def send_local_file(request, stored: RevisionFile, who: Downloader, window: Window) -> HttpResponse:
+def send_window(request, stored: RevisionFile, who: Downloader, window: Window, respond) -> HttpResponse:
+    """HEAD, or the window's bytes sent by the portal: its event recorded first, then `respond(event)`
+    makes the response that carries them (and writes to the event what went out)."""
     if request.method == "HEAD":
         response = HttpResponse(status=window.status)
     else:
@@ -195,6 +197,16 @@ def send_local_file(request, stored: RevisionFile, who: Downloader, window: Wind
             status=window.status,
             expected=window.length,
         )
+        response = respond(event)
+    response["Content-Length"] = str(window.length)
+    response["Content-Type"] = OCTETS
+    if window.ranged:
+        response["Content-Range"] = f"bytes {window.start}-{window.end}/{window.size}"
+    return common_headers(response, stored)
+
+
+def send_local_file(request, stored: RevisionFile, who: Downloader, window: Window) -> HttpResponse:
+    def respond(event) -> HttpResponse:
         client = corked(request)
 
         def on_close(sent: int) -> None:
@@ -203,36 +215,20 @@ def send_local_file(request, stored: RevisionFile, who: Downloader, window: Wind
 
         path = get_storage(stored.revision.storage_backend).path(stored.storage_key)
         body = CountingFile(path, window.start, window.end, on_close)
-        response = FileResponse(body, status=window.status, content_type=OCTETS)
-    response["Content-Length"] = str(window.length)
-    response["Content-Type"] = OCTETS
-    if window.ranged:
-        response["Content-Range"] = f"bytes {window.start}-{window.end}/{window.size}"
-    return common_headers(response, stored)
+        return FileResponse(body, status=window.status, content_type=OCTETS)
+
+    return send_window(request, stored, who, window, respond)
 
 
 def send_copy(request, stored: RevisionFile, who: Downloader, window: Window) -> HttpResponse:
     """A window of a recipient's own copy: the shared prefix read from the served base (local file or
     S3), the tail made in memory. Nothing per recipient is stored; no front server can send it."""
-    if request.method == "HEAD":
-        response = HttpResponse(status=window.status)
-    else:
-        event = recorded(
-            request,
-            stored,
-            who,
-            whole=window.whole,
-            channel=DownloadEvent.Channel.LOCAL,
-            status=window.status,
-            expected=window.length,
-        )
+
+    def respond(event) -> HttpResponse:
         pieces = stored.copy_source.pieces(window.start, window.end + 1) if window.length else iter(())
-        response = StreamingHttpResponse(counted(pieces, event), status=window.status, content_type=OCTETS)
-    response["Content-Length"] = str(window.length)
-    response["Content-Type"] = OCTETS
-    if window.ranged:
-        response["Content-Range"] = f"bytes {window.start}-{window.end}/{window.size}"
-    return common_headers(response, stored)
+        return StreamingHttpResponse(counted(pieces, event), status=window.status, content_type=OCTETS)
+
+    return send_window(request, stored, who, window, respond)
 
 
 def counted(pieces, event):

@@ -37,3 +37,21 @@ def fast(settings, tmp_path, monkeypatch):
     yield
     own.close()  # stores what is left: nothing of this test reaches the next one's database
     fast_path.decisions.clear()
+
+
+@pytest.fixture
+def traced(settings, tmp_path):
+    """acme/traced published traceable and released, alice, bob and carol granted: (revision,
+    checkpoint directory, each one's token by name)."""
+    from access.services import grant_access
+    from tests.support.flows import published_traceable
+    from tests.support.personas import person, token_for
+
+    settings.TRACE_CARRIER_PERMILLE = 1000  # the test model is tiny: every candidate tensor must carry
+    revision, checkpoint = published_traceable(tmp_path, "acme/traced")
+    tokens = {}
+    for name in ("alice", "bob", "carol"):
+        account = person(name)
+        grant_access(account, revision.repo, granted_by=None)
+        tokens[name] = token_for(account)
+    return revision, checkpoint, tokens

@@ -13,12 +13,10 @@ from django.core.management import CommandError, call_command
 from huggingface_hub import snapshot_download
 from safetensors.torch import load_file, save_file
 
-from access.services import grant_access
 from audit.models import AuditEvent
 from audit.tags import Tag
 from distribution.models import TracedCopy, TracedRevision
-from tests.support.flows import http, published_traceable
-from tests.support.personas import person, token_for
+from tests.support.flows import http
 from tests.verification.test_release_signing import fetch_public_key, model_signing_verify
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,17 +31,6 @@ def trace_leak(*args) -> tuple[int, str]:
         return error.returncode, out.getvalue() + str(error)
     return 0, out.getvalue()
 
-
-@pytest.fixture
-def traced(settings, tmp_path):
-    settings.TRACE_CARRIER_PERMILLE = 1000
-    revision, checkpoint = published_traceable(tmp_path, REPO)
-    tokens = {}
-    for name in ("alice", "bob", "carol"):
-        account = person(name)
-        grant_access(account, revision.repo, granted_by=None)
-        tokens[name] = token_for(account)
-    return revision, checkpoint, tokens
 
 
 def test_three_copies_verify_and_bobs_shard_as_fp16_names_bob(live_server, traced, tmp_path):

@@ -22,17 +22,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 REPO = "acme/traced"
 
 
-@pytest.fixture
-def traced(settings, tmp_path):
-    settings.TRACE_CARRIER_PERMILLE = 1000
-    revision, checkpoint = published_traceable(tmp_path, REPO)
-    people = {}
-    for name in ("alice", "bob", "carol"):
-        account = person(name)
-        grant_access(account, revision.repo, granted_by=None)
-        people[name] = token_for(account)
-    return revision, checkpoint, people
-
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -7,7 +7,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 from tests.support import servers
@@ -74,15 +73,5 @@ def start_nginx(portal: str, storage_root: Path, workdir: Path) -> tuple[subproc
         ["nginx", "-c", str(workdir / "nginx.conf")], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"nginx exited with {process.returncode}: {(workdir / 'error.log').read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/livez", timeout=5) as answer:
-                return answer.status == 200
-        except OSError:
-            return False
-
-    servers.wait_until(answers, timeout=60, interval=0.2, what="nginx to answer")
+    servers.wait_for_answer(process, f"{url}/livez", "nginx", lambda: (workdir / "error.log").read_text())
     return process, url

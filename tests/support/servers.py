@@ -250,15 +250,20 @@ def start_gunicorn(
         start_new_session=True,  # stop_process ends the whole group: the arbiter and its workers
     )
     base = f"http://127.0.0.1:{port}"
+    wait_for_answer(process, f"{base}/livez", "gunicorn", lambda: log_path.read_text()[-3000:])
+    return process, base
 
-    def lives() -> bool:
+
+def wait_for_answer(process: subprocess.Popen, url: str, name: str, why_it_exited) -> None:
+    """Wait until `url` answers 200; `name` exited instead: RuntimeError with `why_it_exited()`."""
+
+    def answers() -> bool:
         if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{why_it_exited()}")
         try:
-            with urllib.request.urlopen(f"{base}/livez", timeout=5) as answer:
+            with urllib.request.urlopen(url, timeout=5) as answer:
                 return answer.status == 200
         except OSError:
             return False
 
-    wait_until(lives, timeout=60, interval=0.2, what="gunicorn to answer /livez")
-    return process, base
+    wait_until(answers, timeout=60, interval=0.2, what=f"{name} to answer {url}")
