@@ -23,6 +23,14 @@ def pytest_report_header(config):
     return [f"weightgate: database={engine} broker={broker} storage=local+s3(SeaweedFS) required={required}"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fast_passwords():
+    """Every person the tests make has a password; the production hasher's million rounds cost about a
+    second each on this machine. Servers the tests start in other processes keep the real hashers."""
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def fresh_rate_limits():
     """Throttles and lock-outs count in the cache; each test starts with none spent."""

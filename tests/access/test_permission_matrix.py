@@ -38,11 +38,6 @@ ROLES = PEOPLE + list(TOKEN_ROLES)
 COMMIT = "c" * 40
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def person_of(role: str) -> str:
     return TOKEN_ROLES[role][0] if role in TOKEN_ROLES else role
 

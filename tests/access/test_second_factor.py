@@ -29,11 +29,6 @@ CODE_AT_SIGN_IN = "/accounts/2fa/authenticate/"
 WHY = "Staff and reviewers sign in with a second factor"
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def repo():
     return Repo.objects.create(org="acme", name="tiny")

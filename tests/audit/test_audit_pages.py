@@ -24,11 +24,6 @@ START = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 TINY, OTHER = "a" * 40, "b" * 40
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def revision_with(repo_id: str, commit: str, sizes: dict[str, int]) -> Revision:
     org, name = repo_id.split("/")
     repo, _ = Repo.objects.get_or_create(org=org, name=name)

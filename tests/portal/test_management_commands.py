@@ -29,7 +29,6 @@ def test_the_demo_reviewer_passes_the_second_factor_with_what_make_run_prints(se
     from portal.management.commands.run_demo import demo_account, demo_second_factor
     from tests.support.personas import totp_code
 
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.VAR_DIR = tmp_path  # where the demo keeps its passwords
     admin, password = demo_account("admin", staff=True)
     secret, recovery = demo_second_factor(admin)

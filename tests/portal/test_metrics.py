@@ -155,7 +155,9 @@ def test_prometheus_scraping_two_gunicorn_workers_counts_every_download(worker_e
         curl = ["curl", "-sSfL", "-o", "/dev/null", "-w", "%{http_code}\n", "-H", f"Authorization: Bearer {token}"]
         # The kernel may hand one worker every connection of a burst: send bursts until both have served.
         for _ in range(10):
-            clients = [subprocess.Popen([*curl, f"{base}{RESOLVE}"], stdout=subprocess.PIPE, text=True) for _ in range(21)]
+            clients = [
+                subprocess.Popen([*curl, f"{base}{RESOLVE}"], stdout=subprocess.PIPE, text=True) for _ in range(21)
+            ]
             statuses += [client.communicate(timeout=60)[0].strip() for client in clients]
             if len(counting_workers()) == 2:
                 break
