@@ -64,6 +64,8 @@ class Tag(StrEnum):
     REVISION_RELEASED = "distribution:revision:released"
     REVISION_TAGGED = "distribution:revision:tagged"
     REVISION_WITHDRAWN = "distribution:revision:withdrawn"
+    # A traceable revision's served layout written after its verification (manage.py prepare_traceable)
+    SERVED_LAYOUT_PREPARED = "verification:served-layout:prepared"
     # Downloads and the links that lead to them
     DOWNLOAD_SERVED = "distribution:download:served"
     DOWNLOAD_TICKET_ISSUED = "distribution:ticket:issued"

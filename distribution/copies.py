@@ -14,10 +14,12 @@ import hashlib
 import shutil
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 
 from access.gate import AccessDenied
@@ -25,13 +27,15 @@ from audit.chain import record
 from audit.tags import Tag
 from distribution import trace_keys
 from distribution.models import Revision, RevisionFile, TracedCopy, TracedRevision
-from distribution.storage import LocalStorage, get_storage
+from distribution.storage import LocalStorage, StorageError, get_storage
+from hub.errors import Unavailable
 from tracing.keys import CopyKeys
 from tracing.leaks import leak_files
-from tracing.served import ServedFile, served_layout, split_range
+from tracing.safetensors_file import MAX_HEADER_BYTES, parse_header
+from tracing.served import ServedFile, check_range, layout_of, served_layout, split_range
 from tracing.tracer import DEFAULT_THRESHOLD, OriginalCarriers, Tracer, TraceResult, trace
 from verification.core.signature import SIGNATURE_PATH, is_signed_path, sign_digests
-from verification.signing import current_key
+from verification.signing import SigningUnavailable, current_key
 
 _served: dict[tuple, ServedFile] = {}
 _served_lock = threading.Lock()
@@ -53,54 +57,103 @@ def copy_keys(traced: TracedRevision) -> CopyKeys:
 
 
 def served_file(traced: TracedRevision, path: str) -> ServedFile:
-    """The served base of `path`, opened once per process (its marks and prefix digest are kept)."""
+    """The served base of `path`, opened once per process (its marks and prefix digest are kept); a local
+    one is looked for again at each call, so that no copy is issued or sent once it is gone."""
     key = (traced.revision_id, path, traced.key_id)
     with _served_lock:
         found = _served.get(key)
         if found is None:
             found = _served[key] = open_served(traced, path)
+        elif not isinstance(found, StreamedServedFile) and not found.path.is_file():
+            del _served[key]
+            raise base_missing(traced, path, FileNotFoundError(f"{found.path} is gone"))
     return found
 
 
 def open_served(traced: TracedRevision, path: str) -> ServedFile:
+    """CopyUnavailable when this host lacks the revision's trace key or its served base is missing or changed."""
+    keys = keys_for(traced)
     storage = get_storage(traced.revision.storage_backend)
     carriers = traced.carriers[path]
-    if isinstance(storage, LocalStorage):
-        base = storage.path(traced.storage_key(path))
-        layout = served_layout(base, path, carriers)
-        opened = ServedFile(base, layout, copy_keys(traced))
-    else:
-        opened = StreamedServedFile.fetch(storage, traced.storage_key(path), path, carriers, copy_keys(traced))
-    recorded = traced.files[path]
-    if (opened.layout.size, opened.layout.prefix_size) != (recorded["size"], recorded["prefix_size"]):
-        raise ValueError(f"the served base of {path} is not the one verified: run reverify")
+    try:
+        if isinstance(storage, LocalStorage):
+            base = storage.path(traced.storage_key(path))
+            opened = ServedFile(base, served_layout(base, path, carriers), keys)
+        else:
+            opened = StreamedServedFile.fetch(storage, traced.storage_key(path), path, carriers, keys)
+        recorded = traced.files[path]
+        if (opened.layout.size, opened.layout.prefix_size) != (recorded["size"], recorded["prefix_size"]):
+            raise ValueError(f"its size or prefix is not the one verified ({opened.layout.size} bytes)")
+    except (OSError, ValueError, StorageError) as error:
+        raise base_missing(traced, path, error) from error
     return opened
 
 
-class StreamedServedFile(ServedFile):
-    """A served base in S3, streamed through the web tier: its header and carrier tail are fetched once
-    into a sparse local file (the marks are read from it); its prefix is streamed from S3, once per process
-    for its digest and again for every download. Nothing per recipient is stored."""
+class CopyUnavailable(Unavailable):
+    """A traceable copy that cannot be made or sent on this host until an operator acts; nothing is issued."""
 
-    def __init__(self, local: Path, layout, keys: CopyKeys, storage, key: str):
-        super().__init__(local, layout, keys)
+
+def base_missing(traced: TracedRevision, path: str, error: Exception) -> CopyUnavailable:
+    repo_id, commit = traced.revision.repo.repo_id, traced.revision.commit
+    return CopyUnavailable(
+        f"{repo_id} gives each person a copy of their own, and {path} of revision {commit[:12]} cannot be made "
+        f"now: its served layout is missing or damaged in storage. The operators must run `manage.py "
+        f"prepare_traceable {repo_id} --revision {commit[:12]}` on a worker host; try again later.",
+        f"served base {traced.storage_key(path)}: {error}",
+    )
+
+
+def keys_for(traced: TracedRevision) -> CopyKeys:
+    try:
+        return copy_keys(traced)
+    except (LookupError, ImproperlyConfigured) as error:
+        raise CopyUnavailable(
+            f"{traced.revision.repo.repo_id} gives each person a copy of their own, made with trace key "
+            f"{traced.key_id}, which this server does not hold. The operators must set TRACE_KEY (or "
+            "TRACE_KEY_FALLBACKS) on every web host to the key the workers mark with; try again later.",
+            str(error),
+        ) from error
+
+
+def signing_key():
+    """The key each copy's model.sig is signed with: this host's configured one, never one made here (a web
+    host that made its own would sign with a key nobody checks against)."""
+    try:
+        private_key, _ = current_key(generate=False)
+    except SigningUnavailable as error:
+        raise CopyUnavailable(
+            "each copy of a traceable repo comes with a model.sig signed as it is issued, and this server has no "
+            "usable signing key. The operators must set SIGNING_KEY_FILE on every web host to the key the "
+            "workers sign releases with; try again later.",
+            str(error),
+        ) from error
+    return private_key
+
+
+class StreamedServedFile(ServedFile):
+    """A served base in S3, streamed through the web tier: its header and carrier tail are read once into
+    memory (the marks are made from them; nothing is written to disk); its prefix is streamed from S3, once
+    per process for its digest and again for every download. Nothing per recipient is stored."""
+
+    def __init__(self, layout, keys: CopyKeys, base_tail: bytes, storage, key: str):
+        super().__init__(PurePosixPath(key), layout, keys, base_tail)
         self.storage, self.key = storage, key
 
     @classmethod
     def fetch(cls, storage, key: str, path: str, carriers, keys: CopyKeys) -> "StreamedServedFile":
-        size = storage.stored_objects(key.rsplit("/", 1)[0]).get(key.rsplit("/", 1)[1])
-        local = Path(tempfile.mkdtemp(prefix="served-")) / Path(path).name
-        head = b"".join(storage.stream_range(key, 0, 8))
-        header_end = 8 + int.from_bytes(head, "little")
-        with open(local, "wb") as out:
-            out.write(b"".join(storage.stream_range(key, 0, header_end)))
-            out.truncate(size.size)
-        layout = served_layout(local, path, carriers)
-        with open(local, "r+b") as out:
-            out.seek(layout.prefix_size)
-            for piece in storage.stream_range(key, layout.prefix_size, layout.size):
-                out.write(piece)
-        return cls(local, layout, keys, storage, key)
+        folder, _, name = key.rpartition("/")
+        listed = storage.stored_objects(folder).get(name)
+        if listed is None:
+            raise FileNotFoundError(f"{key} is not in storage")
+        length = int.from_bytes(storage.read_range(key, 0, 8, etag=listed.etag), "little")
+        if not 0 < length <= min(MAX_HEADER_BYTES, listed.size - 8):
+            raise ValueError(f"{key}: its header claims {length} bytes")
+        header = parse_header(storage.read_range(key, 8, length, etag=listed.etag), listed.size)
+        layout = layout_of(header, path, carriers, key)
+        tail = (
+            storage.read_range(key, layout.prefix_size, layout.tail_size, etag=listed.etag) if layout.tail_size else b""
+        )
+        return cls(layout, keys, tail, storage, key)
 
     def prefix_state(self):
         if self._prefix_state is None:
@@ -110,10 +163,9 @@ class StreamedServedFile(ServedFile):
             self._prefix_state = state
         return self._prefix_state
 
-    def read(self, tail: bytes, start: int = 0, end: int | None = None) -> Iterator[bytes | memoryview]:
+    def read(self, tail: bytes | None, start: int = 0, end: int | None = None) -> Iterator[bytes | memoryview]:
         end = self.layout.size if end is None else end
-        if not 0 <= start <= end <= self.layout.size or len(tail) != self.layout.tail_size:
-            raise ValueError(f"range [{start}, {end}) of a {self.layout.size}-byte copy")
+        check_range(self.layout, tail, start, end)
         prefix, tail_part = split_range(self.layout, start, end)
         if prefix is not None:
             yield from self.storage.stream_range(self.key, *prefix)
@@ -137,14 +189,14 @@ def issue_copy(revision: Revision, traced: TracedRevision, user, grant, *, reque
     if existing is not None:
         return existing
     recipient = recipient_of(user, grant)
+    private_key = signing_key()
     files = {}
     for stored in revision.files.exclude(path=SIGNATURE_PATH):
         if stored.path in traced.files:
-            served = served_file(traced, stored.path)
-            files[stored.path] = {"sha256": served.sha256(served.tail_for(recipient)), "size": served.layout.size}
+            source = CopySource(served=served_file(traced, stored.path), recipient=recipient)
+            files[stored.path] = {"sha256": source.served.sha256(source.tail()), "size": source.served.layout.size}
         else:
             files[stored.path] = {"sha256": stored.sha256, "size": stored.size}
-    private_key, _ = current_key()
     signed = {path: entry["sha256"] for path, entry in files.items() if is_signed_path(path)}
     signature = sign_digests(revision.repo.repo_id, signed, private_key)
     files[SIGNATURE_PATH] = {"sha256": sha256_hex(signature), "size": len(signature)}
@@ -212,14 +264,56 @@ class CopySource:
     data: bytes | None = None
     _tail: bytearray | None = field(default=None, repr=False)
 
+    def tail(self) -> bytearray:
+        if self._tail is None:
+            self._tail = recent_tails.get((self.served, self.recipient))
+        if self._tail is None:
+            self._tail = self.served.tail_for(self.recipient)
+            recent_tails.put((self.served, self.recipient), self._tail)
+        return self._tail
+
     def pieces(self, start: int, end: int) -> Iterator[bytes | memoryview]:
-        """Bytes [start, end) of the file."""
+        """Bytes [start, end) of the file (the recipient's tail is made only for a range that reaches it)."""
         if self.data is not None:
             view = memoryview(self.data)[start:end]
             return iter([view] if len(view) else [])
-        if self._tail is None:
-            self._tail = self.served.tail_for(self.recipient)
-        return self.served.read(self._tail, start, end)
+        return self.served.read(self.tail() if end > self.served.layout.prefix_size else None, start, end)
+
+    def local_prefix(self, start: int, end: int) -> tuple[Path, int, int] | None:
+        """(base file, first, end) of the part of [start, end) that is the shared prefix of a base on local
+        storage, which a server can send from the file itself; None when there is none."""
+        if self.served is None or isinstance(self.served, StreamedServedFile):
+            return None
+        prefix, _ = split_range(self.served.layout, start, end)
+        return (self.served.path, *prefix) if prefix else None
+
+
+class RecentTails:
+    """The tails made last in this process, up to `capacity` bytes: the tail a copy's issue made serves its
+    first download, and the ranges of one download (resumes, parallel parts) make it once."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self._held, self._lock = capacity, OrderedDict(), threading.Lock()
+
+    def get(self, key) -> bytearray | None:
+        with self._lock:
+            if key in self._held:
+                self._held.move_to_end(key)
+            return self._held.get(key)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._held.clear()
+
+    def put(self, key, tail: bytearray) -> None:
+        with self._lock:
+            self._held[key] = tail
+            self._held.move_to_end(key)
+            while sum(len(held) for held in self._held.values()) > self.capacity and len(self._held) > 1:
+                self._held.popitem(last=False)
+
+
+recent_tails = RecentTails(128 * 1024 * 1024)
 
 
 def personal(stored: RevisionFile, who, *, request=None) -> RevisionFile:
@@ -237,7 +331,8 @@ def personal(stored: RevisionFile, who, *, request=None) -> RevisionFile:
     if stored.path == SIGNATURE_PATH:
         view.copy_source = CopySource(data=bytes(issued.signature))
     else:
-        view.copy_source = CopySource(served=served_file(traced, stored.path), recipient=issued.recipient)
+        served = served_file(traced, stored.path)
+        view.copy_source = CopySource(served=served, recipient=issued.recipient)
     return view
 
 

@@ -602,8 +602,9 @@ def release_revision(revision: Revision, *, actor=None, tag: str = "") -> Revisi
     if revision.state == Revision.State.VERIFIED and revision.repo.traceable and not has_served_layout(revision):
         raise PublishError(
             f"revision {revision.commit} of {revision.repo.repo_id} has no verified served layout, so no "
-            "traceable copy of it can be issued: it was verified before the repo became traceable; publish "
-            "the checkpoint again, or unmark the repo in the admin to release it untraced"
+            "traceable copy of it can be issued: it was verified before the repo became traceable; run "
+            f"`manage.py prepare_traceable {revision.repo.repo_id} --revision {revision.commit[:12]}` on a worker "
+            "host, or unmark the repo in the admin to release it untraced"
         )
     named = {"tag": tag} if tag else {}
     if revision.state == Revision.State.DRAFT:

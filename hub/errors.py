@@ -1,7 +1,13 @@
 """Hub-style errors: the client turns `X-Error-Code` into its exceptions (GatedRepoError,
 RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) and shows `X-Error-Message`."""
 
+import logging
+
 from django.http import JsonResponse
+
+log = logging.getLogger(__name__)
+# What a 503 asks a client to wait: long enough for an operator to have been told, short enough to retry.
+RETRY_AFTER_SECONDS = 300
 
 
 def hf_error(status: int, message: str, code: str | None = None, **headers) -> JsonResponse:
@@ -12,3 +18,28 @@ def hf_error(status: int, message: str, code: str | None = None, **headers) -> J
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
     return response
+
+
+class Unavailable(Exception):
+    """A request the portal cannot answer until an operator acts (a key or a file missing on this host):
+    answered 503 with `message`, which says what the operator must do; `detail` goes to the log only."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.message, self.detail = message, detail
+
+
+class UnavailableMiddleware:
+    """One place that turns Unavailable, from any view, into a 503 and an error line for the operator."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, Unavailable):
+            return None
+        log.error("%s %s: 503, %s (%s)", request.method, request.path, exception.message, exception.detail or "-")
+        return hf_error(503, exception.message, Retry_After=str(RETRY_AFTER_SECONDS))

@@ -21,7 +21,7 @@ import numpy as np
 from tracing.floats import MARKABLE
 from tracing.keys import CopyKeys
 from tracing.marking import TensorMark
-from tracing.safetensors_file import encode_header, read_header, read_raw
+from tracing.safetensors_file import Header, encode_header, read_header
 
 CHUNK = 1024 * 1024
 
@@ -84,8 +84,11 @@ def copy_range(reader, writer, offset: int, count: int) -> None:
 
 def served_layout(path: Path, file: str, carriers: Collection[str]) -> ServedLayout:
     """The layout of a served base file; ValueError unless its carriers are exactly its last tensors."""
-    path = Path(path)
-    header = read_header(path)
+    return layout_of(read_header(Path(path)), file, carriers, path)
+
+
+def layout_of(header: Header, file: str, carriers: Collection[str], path) -> ServedLayout:
+    """The layout a served base's `header` gives (`path` names the base in errors)."""
     entries = list(header.entries.values())
     count = sum(1 for entry in entries if entry.name in carriers)
     if any(entry.name in carriers for entry in entries[: len(entries) - count]):
@@ -102,12 +105,19 @@ class ServedFile:
     """One served base file, ready to issue copies of: its layout, its carriers' marks (read once) and, on
     first use, the hash state of its prefix. Keep one per process and file: hash states cannot be pickled."""
 
-    def __init__(self, path: Path, layout: ServedLayout, keys: CopyKeys):
+    def __init__(self, path: Path, layout: ServedLayout, keys: CopyKeys, base_tail: bytes | None = None):
+        """`base_tail`: the base's bytes after its prefix (its carriers as verified), when already in memory;
+        read from `path` otherwise."""
         self.path, self.layout, self.keys = Path(path), layout, keys
-        header = read_header(self.path)
+        if base_tail is None:
+            base_tail = b"".join(read_file_range(self.path, layout.prefix_size, layout.size))
+        if len(base_tail) != layout.tail_size:
+            raise ValueError(f"{path}: a tail of {len(base_tail)} bytes, not {layout.tail_size}")
         self.marks = []
         for slot in layout.carriers:
-            bits = read_raw(self.path, header, header.entries[slot.name]).view(MARKABLE[slot.dtype].uint)
+            uint = MARKABLE[slot.dtype].uint
+            start = slot.offset - layout.prefix_size
+            bits = np.frombuffer(base_tail, dtype=uint, count=slot.nbytes // np.dtype(uint).itemsize, offset=start)
             self.marks.append((slot, TensorMark(bits, slot.dtype, keys.pattern(layout.file, slot.name, bits.size))))
         self._prefix_state = None
 
@@ -150,8 +160,9 @@ class ServedFile:
         state.update(tail)
         return state.hexdigest()
 
-    def read(self, tail: bytes, start: int = 0, end: int | None = None) -> Iterator[bytes | memoryview]:
-        """Bytes [start, end) of the copy whose tail is `tail`, in pieces: the prefix's from the base file."""
+    def read(self, tail: bytes | None, start: int = 0, end: int | None = None) -> Iterator[bytes | memoryview]:
+        """Bytes [start, end) of the copy whose tail is `tail` (None for a range of the prefix alone), in
+        pieces: the prefix's from the base file."""
         return read_copy(self.path, self.layout, tail, start, end)
 
     def write_copy(self, destination: Path, tail: bytes) -> None:
@@ -182,13 +193,21 @@ def read_file_range(path: Path, start: int, end: int) -> Iterator[bytes]:
 
 
 def read_copy(
-    path: Path, layout: ServedLayout, tail: bytes, start: int = 0, end: int | None = None
+    path: Path, layout: ServedLayout, tail: bytes | None, start: int = 0, end: int | None = None
 ) -> Iterator[bytes | memoryview]:
-    """Bytes [start, end) of a recipient's copy, with `path` the base file and `tail` the recipient's."""
+    """Bytes [start, end) of a recipient's copy, with `path` the base file and `tail` the recipient's (None
+    when the range ends within the prefix)."""
     end = layout.size if end is None else end
-    if not 0 <= start <= end <= layout.size or len(tail) != layout.tail_size:
-        raise ValueError(f"range [{start}, {end}) of a {layout.size}-byte copy, tail of {len(tail)} bytes")
+    check_range(layout, tail, start, end)
     return copy_pieces(path, tail, *split_range(layout, start, end))
+
+
+def check_range(layout: ServedLayout, tail: bytes | None, start: int, end: int) -> None:
+    """ValueError unless [start, end) is within the copy and `tail` is its whole tail (or the range needs none)."""
+    wrong_tail = (end > layout.prefix_size or tail is not None) and len(tail or b"") != layout.tail_size
+    if not 0 <= start <= end <= layout.size or wrong_tail:
+        size = "no tail" if tail is None else f"a tail of {len(tail)} bytes"
+        raise ValueError(f"range [{start}, {end}) of a {layout.size}-byte copy, {size}")
 
 
 def copy_pieces(path, tail, prefix, tail_part) -> Iterator[bytes | memoryview]:

@@ -42,24 +42,33 @@ def local_file(revision: Revision, key: str, size: int, scratch: Path) -> Path:
     return destination
 
 
-def prepare_served_layout(revision: Revision, report: Report) -> TracedRevision | None:
+def prepare_served_layout(
+    revision: Revision, report: Report, *, recorded: TracedRevision | None = None, say=lambda line: None
+) -> TracedRevision | None:
     """Write and check the served layout; its record (not yet saved) when it passed, None with the
-    failures in `report` otherwise."""
-    traced = TracedRevision(revision=revision, scheme=SCHEME, key_id=trace_keys.current().key_id)
+    failures in `report` otherwise. With `recorded` (a layout written before, lost or damaged since) its
+    carriers and key are kept and the files written again must be the ones recorded, so that the copies
+    already issued stay what their recipients received. `say` is told each step, for a command."""
+    key_id = recorded.key_id if recorded else trace_keys.current().key_id
+    traced = TracedRevision(revision=revision, scheme=SCHEME, key_id=key_id)
     storage = get_storage(revision.storage_backend)
     shards = [f for f in revision.files.all() if f.path.endswith(".safetensors")]
     with tempfile.TemporaryDirectory(prefix="served-") as scratch:
         local = {f.path: local_file(revision, f.storage_key, f.size, Path(scratch)) for f in shards}
-        try:
-            chosen = set(choose_carriers(local, max_fraction=settings.TRACE_CARRIER_PERMILLE / 1000))
-        except NoCarriersError as error:
-            report.fail("served", "NoCarriers", str(error))
-            return None
+        if recorded:
+            chosen = {name for names in recorded.carriers.values() for name in names}
+        else:
+            try:
+                chosen = set(choose_carriers(local, max_fraction=settings.TRACE_CARRIER_PERMILLE / 1000))
+            except NoCarriersError as error:
+                report.fail("served", "NoCarriers", str(error))
+                return None
         traced.carriers, traced.files = {}, {}
-        for path, source in local.items():
+        for number, (path, source) in enumerate(local.items(), start=1):
             held = sorted(name for name in read_header(source).entries if name in chosen)
             if not held:
                 continue  # served as verified: every recipient's copy of it is the same
+            say(f"{path} ({number}/{len(local)}): writing its served base, {len(held)} carrier tensors last")
             base = Path(scratch, "served", path)
             base.parent.mkdir(parents=True, exist_ok=True)
             layout = write_served_base(source, base, path, held)
@@ -69,6 +78,7 @@ def prepare_served_layout(revision: Revision, report: Report) -> TracedRevision 
             storage.put_file(traced.storage_key(path), base)
             traced.carriers[path] = held
             traced.files[path] = {"size": layout.size, "prefix_size": layout.prefix_size}
+    say("checking the checkpoint as served: parse, index, config, tensors, smoke pass")
     served = check_served(revision, traced)
     for check in served.failures:
         report.fail("served", check.code, f"as served: {check.message}", check.file)
@@ -76,6 +86,14 @@ def prepare_served_layout(revision: Revision, report: Report) -> TracedRevision 
         return None
     for path, layout in traced.files.items():
         layout["sha256"] = served.files[path].sha256
+    if recorded and (traced.carriers, traced.files) != (recorded.carriers, recorded.files):
+        report.fail(
+            "served",
+            "ServedLayoutChanged",
+            "the served layout written again differs from the one recorded, so the copies issued from it could "
+            "not be served as their recipients received them (was the published checkpoint changed?)",
+        )
+        return None
     weights = sum(1 for names in traced.carriers.values() for _ in names)
     report.add(
         "served",

@@ -21,6 +21,8 @@ from django.db import close_old_connections, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from audit.chain import record
+from audit.tags import Tag
 from distribution.models import Revision, RevisionFile, TracedRevision, beating
 from distribution.storage import LocalStorage, ObjectChanged, StorageError, get_storage
 from verification.core.checks import (
@@ -436,6 +438,44 @@ def reverify(revision: Revision, progress=None) -> VerificationRun:
             else:
                 revision.move(State.FAILED, failure_reason=reason)
     return run
+
+
+def prepare_traceable(revision: Revision, *, say=lambda line: None) -> Report:
+    """Write and verify the served layout of a verified or released revision of a traceable repo, in this
+    process (the smoke pass needs the worker extra): for a repo marked traceable after the revision was
+    verified, or a served layout lost from storage since (rebuilt with its recorded carriers and key, and
+    it must come out the same). The "served" checks of the revision's verification are replaced by these;
+    the layout is recorded only when every check passed. ValueError for a revision it does not apply to."""
+    if not revision.repo.traceable:
+        raise ValueError(
+            f"{revision.repo.repo_id} is not traceable: mark it in the admin (Repo.traceable) first; its "
+            "revisions are served as published until then"
+        )
+    if revision.state not in (State.VERIFIED, State.RELEASED):
+        raise ValueError(
+            f"revision {revision.commit} is {revision.state}: only a verified or released revision gets a served "
+            "layout (a new one gets it when its verification passes)"
+        )
+    recorded = TracedRevision.objects.filter(revision=revision).first()
+    report = Report()
+    traced = prepare_served_layout(revision, report, recorded=recorded, say=say)
+    run = revision.runs.filter(kind=VerificationRun.Kind.PUBLISH).first()
+    with transaction.atomic():
+        if run is not None:
+            run.checks.filter(name="served").delete()
+            save_checks(run, report, names=("served",))
+        if traced is not None and recorded is None:
+            traced.save()
+        if traced is not None:
+            record(
+                Tag.SERVED_LAYOUT_PREPARED,
+                repo=revision.repo,
+                commit=revision.commit,
+                files=sorted(traced.files),
+                key_id=traced.key_id,
+                rebuilt=recorded is not None,
+            )
+    return report
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,16 @@ class SigningUnavailable(Exception):
     """The configured signing key cannot be used; says how to fix it."""
 
 
-def load_private_key() -> ec.EllipticCurvePrivateKey:
-    """The portal's signing key: configured (SIGNING_KEY[_FILE]) or, by default, made once under var/."""
+def load_private_key(*, generate: bool = True) -> ec.EllipticCurvePrivateKey:
+    """The portal's signing key: configured (SIGNING_KEY[_FILE]) or, by default, made once under var/
+    (unless `generate` is off: then SigningUnavailable when there is none yet)."""
     if settings.SIGNING_KEY:
         pem, origin = settings.SIGNING_KEY.encode(), "SIGNING_KEY (or SIGNING_KEY_FILE)"
     else:
         path = settings.SIGNING_KEY_GENERATED_PATH
         if not path.exists():
+            if not generate:
+                raise SigningUnavailable(f"SIGNING_KEY is unset and no key was generated at {path}")
             generate_key_file(path)
         pem, origin = path.read_bytes(), str(path)
     try:
@@ -51,9 +54,9 @@ def generate_key_file(path) -> None:
     partial.replace(path)
 
 
-def current_key():
+def current_key(*, generate: bool = True):
     """(private key, its SigningKey row); a new key is registered and the ones before it retired."""
-    private_key = load_private_key()
+    private_key = load_private_key(generate=generate)
     pem = public_pem(private_key)
     with transaction.atomic():
         row, created = SigningKey.objects.get_or_create(

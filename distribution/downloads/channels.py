@@ -221,24 +221,42 @@ def send_local_file(request, stored: RevisionFile, who: Downloader, window: Wind
 
 
 def send_copy(request, stored: RevisionFile, who: Downloader, window: Window) -> HttpResponse:
-    """A window of a recipient's own copy: the shared prefix read from the served base (local file or
-    S3), the tail made in memory. Nothing per recipient is stored; no front server can send it."""
+    """A window of a recipient's own copy: the shared prefix from the served base (local file or S3), the
+    tail made in memory. Nothing per recipient is stored; no front server can send it, but where the WSGI
+    server gives its socket (gunicorn) a local base's prefix goes out by sendfile, as an untraced file does."""
+    source = stored.copy_source
 
     def respond(event) -> HttpResponse:
-        pieces = stored.copy_source.pieces(window.start, window.end + 1) if window.length else iter(())
-        return StreamingHttpResponse(counted(pieces, event), status=window.status, content_type=OCTETS)
+        start, end = window.start, window.end + 1 if window.length else window.start
+        client = corked(request) if source.local_prefix(start, end) else None
+        body = sent_copy(source, start, end, client, event)
+        return StreamingHttpResponse(body, status=window.status, content_type=OCTETS)
 
     return send_window(request, stored, who, window, respond)
 
 
-def counted(pieces, event):
-    """The pieces, with the bytes that went out written to the event once the response is closed."""
+def sent_copy(source: copies.CopySource, start: int, end: int, client, event):
+    """Bytes [start, end) of a copy, with what went out written to the event at the end. Given the server's
+    socket, the local prefix is sent from the file by the kernel: an empty piece first makes the server
+    write the headers, then the prefix follows them on the socket, then the tail goes through the server."""
     sent = 0
     try:
-        for piece in pieces:
+        local = source.local_prefix(start, end) if client is not None else None
+        if local is not None:
+            path, first, last = local
+            yield b""
+            with open(path, "rb") as base:
+                base.seek(first)
+                try:
+                    client.sendfile(base, first, last - first)
+                finally:
+                    sent += base.tell() - first
+            start = last
+        for piece in source.pieces(start, end) if start < end else ():
             sent += len(piece)
             yield piece
     finally:
+        uncork(client)
         DownloadEvent.objects.filter(pk=event.pk).update(bytes_served=sent)
 
 

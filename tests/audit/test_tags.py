@@ -27,7 +27,7 @@ VALUES = {
     "verification:revision:failed", "distribution:revision:released", "distribution:revision:tagged",
     "distribution:revision:withdrawn", "distribution:download:served", "distribution:ticket:issued",
     "distribution:ticket:renewed", "distribution:redirect-ticket:issued",
-    "distribution:copy:issued", "distribution:leak:traced",
+    "distribution:copy:issued", "distribution:leak:traced", "verification:served-layout:prepared",
     "admin:user:created", "admin:user:changed", "admin:user:deleted", "admin:repo:created", "admin:repo:changed",
     "admin:repo:deleted", "admin:revision:changed", "admin:revision:deleted",
     "distribution:draft:started", "distribution:draft:resumed", "distribution:draft:discarded",

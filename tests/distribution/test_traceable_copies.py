@@ -3,6 +3,7 @@ every time; files without carriers and repos not traceable are served as publish
 
 import hashlib
 import json
+import tempfile
 import threading
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from huggingface_hub import HfApi, snapshot_download
 from access.services import grant_access
 from audit.models import AuditEvent
 from audit.tags import Tag
+from distribution import copies
 from distribution.models import TracedCopy, TracedRevision
 from tests.support.flows import http, published_traceable
 from tests.support.personas import person, token_for
@@ -20,7 +22,6 @@ from verification.core.signature import SIGNATURE_PATH
 
 pytestmark = pytest.mark.django_db(transaction=True)
 REPO = "acme/traced"
-
 
 
 def sha256(path: Path) -> str:
@@ -134,12 +135,18 @@ def test_concurrent_first_downloads_make_one_copy(live_server, traced):
     assert TracedCopy.objects.filter(revision=revision, username="carol").count() == 1
 
 
-def test_on_s3_each_copy_is_streamed_through_the_portal_with_ranges(live_server, settings, s3_endpoint, tmp_path):
+def test_on_s3_each_copy_is_streamed_through_the_portal_with_ranges_and_leaves_no_temporary_file(
+    live_server, settings, s3_endpoint, tmp_path, monkeypatch
+):
     settings.TRACE_CARRIER_PERMILLE = 1000
     revision, _ = published_traceable(tmp_path, "acme/traced-s3", "s3")
     alice = person("alice")
     grant_access(alice, revision.repo, granted_by=None)
     token = token_for(alice)
+    temporary = tmp_path / "temporary"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))  # where this process's temporary files go
+    copies._served.clear()  # the served bases are read from S3 by this test's downloads
     folder = Path(snapshot_download("acme/traced-s3", endpoint=live_server.url, token=token, local_dir=tmp_path / "a"))
     issued = TracedCopy.objects.get(revision=revision, username="alice").files
     for path, entry in issued.items():
@@ -149,6 +156,7 @@ def test_on_s3_each_copy_is_streamed_through_the_portal_with_ranges(live_server,
     whole = (folder / path).read_bytes()
     status, _, part = http("GET", url, token=token, headers={"Range": "bytes=100-"})
     assert status == 206 and part == whole[100:]
+    assert list(temporary.iterdir()) == []
 
 
 def test_paths_info_and_files_metadata_give_each_recipient_their_own_digests(live_server, traced):

@@ -110,19 +110,26 @@ def http(method: str, url: str, *, token: str | None = None, body: dict | None =
         return error.code, error.headers, error.read()
 
 
-def published_traceable(tmp_path, repo_id: str, storage: str = "local", *, seed: int = 0) -> tuple[Revision, object]:
-    """A small bf16 LLaMA (4 layers, hidden 128: carriers in layers 1 and 2) published with --traceable,
-    verified here (its served layout too) and released. Set TRACE_CARRIER_PERMILLE=1000 first: the model
-    is far smaller than a real one, so every candidate tensor must carry."""
+def traceable_checkpoint(directory, *, vocab: int = 512, seed: int = 0):
+    """A small bf16 LLaMA (4 layers, hidden 128: carriers in layers 1 and 2) in `directory`. With the
+    default vocabulary set TRACE_CARRIER_PERMILLE=1000 first: the model is far smaller than a real one, so
+    every candidate tensor must carry; with 4096 words the default share (7%) finds carriers in each shard."""
     from tracing import synthetic
 
-    config = synthetic.llama_config(hidden=128, intermediate=384, layers=4, heads=4, kv_heads=4, vocab=512)
-    checkpoint = tmp_path / "traceable-checkpoint"
-    synthetic.write_checkpoint(checkpoint, config, synthetic.random_weights(config, seed=seed))
+    config = synthetic.llama_config(hidden=128, intermediate=384, layers=4, heads=4, kv_heads=4, vocab=vocab)
+    synthetic.write_checkpoint(directory, config, synthetic.random_weights(config, seed=seed))
+    return directory
+
+
+def published_traceable(
+    tmp_path, repo_id: str, storage: str = "local", *, seed: int = 0, traceable: bool = True
+) -> tuple[Revision, object]:
+    """traceable_checkpoint published (with --traceable unless told otherwise), verified here (its served
+    layout too) and released."""
+    checkpoint = traceable_checkpoint(tmp_path / "traceable-checkpoint", seed=seed)
     out = io.StringIO()
-    call_command(
-        "publish_checkpoint", str(checkpoint), "--repo", repo_id, "--storage", storage, "--traceable", stdout=out
-    )
+    flags = ["--traceable"] if traceable else []
+    call_command("publish_checkpoint", str(checkpoint), "--repo", repo_id, "--storage", storage, *flags, stdout=out)
     revision = Revision.objects.get(commit=out.getvalue().strip())
     run_checks_stage(revision.pk)
     run_smoke_stage(revision.pk)

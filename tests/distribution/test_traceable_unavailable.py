@@ -1,0 +1,77 @@
+"""A traceable copy this host cannot make or send (no trace key for the revision, no signing key, a served
+base gone from storage): a 503 that says what the operator must do, an error line for the operator, and
+nothing half-issued (no copy recorded without its bytes)."""
+
+import json
+import logging
+import secrets
+
+import pytest
+from django.test import override_settings
+
+from audit.models import AuditEvent
+from audit.tags import Tag
+from distribution import copies
+from distribution.models import TracedCopy, TracedRevision
+from distribution.storage import get_storage
+from tests.support.flows import http
+
+pytestmark = pytest.mark.django_db(transaction=True)
+REPO = "acme/traced"
+
+
+@pytest.fixture
+def fresh_process_state():
+    """What a web process keeps of served bases and tails, emptied as a process that just started has it."""
+    copies._served.clear()
+    copies.recent_tails.clear()
+    yield
+    copies._served.clear()
+    copies.recent_tails.clear()
+
+
+def refused(answer, *phrases) -> str:
+    status, headers, body = answer
+    assert status == 503, body
+    message = headers["X-Error-Message"]
+    assert headers["Retry-After"] and (not body or json.loads(body)["error"] == message)  # HEAD has no body
+    for phrase in phrases:
+        assert phrase in message
+    return message
+
+
+def test_a_copy_this_host_cannot_make_is_refused_with_what_to_do_and_nothing_is_issued(
+    live_server, traced, tmp_path, caplog, fresh_process_state
+):
+    revision, _, people = traced
+    layout = TracedRevision.objects.get(revision=revision)
+    path = next(iter(layout.files))
+    url = f"{live_server.url}/{REPO}/resolve/{revision.commit}/{path}"
+    caplog.set_level(logging.ERROR, logger="hub.errors")
+
+    # A web host with neither SIGNING_KEY nor a key generated before: it must not make one of its own.
+    with override_settings(SIGNING_KEY="", SIGNING_KEY_GENERATED_PATH=tmp_path / "no-key.pem"):
+        refused(http("HEAD", url, token=people["alice"]), "SIGNING_KEY_FILE")
+        assert not (tmp_path / "no-key.pem").exists()
+
+    # A web host whose TRACE_KEY is not the one the revision was marked with.
+    with override_settings(TRACE_KEY=secrets.token_hex(32), TRACE_KEY_FALLBACKS=[]):
+        copies._served.clear()
+        refused(http("GET", url, token=people["alice"]), "TRACE_KEY", layout.key_id)
+        refused(http("GET", f"{live_server.url}/api/models/{REPO}/tree/main", token=people["alice"]), "TRACE_KEY")
+    assert not TracedCopy.objects.exists()
+    assert not AuditEvent.objects.filter(tag=Tag.COPY_ISSUED).exists()
+    assert any("TRACE_KEY" in line.getMessage() and "not configured" in line.getMessage() for line in caplog.records)
+
+    # Bob's copy is issued while everything is in place; then the served base disappears from storage.
+    status, _, _ = http("HEAD", url, token=people["bob"])
+    assert status == 200 and TracedCopy.objects.filter(username="bob").count() == 1
+    _, redirect, _ = http("GET", url, token=people["bob"])
+    ticket = live_server.url + redirect["Location"]
+    get_storage(revision.storage_backend).path(layout.storage_key(path)).unlink()
+    fix = f"prepare_traceable {REPO} --revision {revision.commit[:12]}"
+    refused(http("GET", ticket), fix)  # no byte of bob's copy goes out
+    refused(http("HEAD", url, token=people["alice"]), fix)  # and alice's is not issued
+    assert list(TracedCopy.objects.values_list("username", flat=True)) == ["bob"]
+    assert AuditEvent.objects.filter(tag=Tag.COPY_ISSUED).count() == 1
+    assert any(layout.storage_key(path) in line.getMessage() for line in caplog.records)

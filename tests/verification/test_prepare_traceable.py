@@ -1,0 +1,71 @@
+"""`manage.py prepare_traceable ORG/NAME [--revision REV]`: a repo marked traceable after its revision was
+released gets its served layout, written and verified in the command's process; a layout lost from storage
+is written again, the same bytes as recorded, so the copies already issued stay what was received."""
+
+import hashlib
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from access.services import grant_access
+from audit.models import AuditEvent
+from audit.tags import Tag
+from distribution import copies
+from distribution.models import Repo, TracedCopy, TracedRevision
+from distribution.storage import get_storage
+from tests.support.flows import published_traceable
+from tests.support.personas import person, token_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+REPO = "acme/late"
+
+
+def prepare(*args) -> str:
+    out = io.StringIO()
+    call_command("prepare_traceable", REPO, *args, stdout=out)
+    return out.getvalue()
+
+
+def linked_etag(client: Client, token: str, path: str) -> str:
+    answer = client.head(f"/{REPO}/resolve/main/{path}", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert answer.status_code == 307, answer.headers  # to the commit, with the file's headers
+    return answer["X-Linked-Etag"].strip('"')
+
+
+def test_a_repo_marked_traceable_after_release_gets_its_layout_and_a_lost_one_comes_back_the_same(settings, tmp_path):
+    settings.TRACE_CARRIER_PERMILLE = 1000  # the test model is tiny: every candidate tensor must carry
+    revision, _ = published_traceable(tmp_path, REPO, traceable=False)
+    with pytest.raises(CommandError, match="not traceable: mark it in the admin"):
+        prepare()
+    with pytest.raises(CommandError, match="has no revision"):
+        prepare("--revision", "f" * 12)
+    assert not TracedRevision.objects.exists()
+
+    Repo.objects.filter(pk=revision.repo_id).update(traceable=True)
+    output = prepare("--revision", revision.commit[:12])
+    assert "writing its served base" in output and "smoke pass" in output
+    assert output.strip().endswith("served layout verified; each recipient now gets their own copy")
+    layout = TracedRevision.objects.get(revision=revision)
+    assert revision.runs.first().checks.filter(name="served", code="ServedLayoutVerified", status="pass").exists()
+    assert AuditEvent.objects.filter(tag=Tag.SERVED_LAYOUT_PREPARED).count() == 1
+
+    alice = person("alice")
+    grant_access(alice, revision.repo, granted_by=None)
+    path = next(iter(layout.files))
+    issued = linked_etag(Client(), token_for(alice), path)
+    assert issued == TracedCopy.objects.get(username="alice").files[path]["sha256"]
+    assert issued != revision.files.get(path=path).sha256
+
+    base = get_storage(revision.storage_backend).path(layout.storage_key(path))
+    base.unlink()
+    copies._served.clear()  # as a web process started after the loss has it
+    output = prepare()  # the latest released revision
+    assert f"{REPO}@{revision.commit} (released): preparing its served layout" in output
+    assert "served layout verified" in output
+    rebuilt = TracedRevision.objects.get(revision=revision)
+    assert (rebuilt.pk, rebuilt.files, rebuilt.key_id) == (layout.pk, layout.files, layout.key_id)
+    assert hashlib.sha256(base.read_bytes()).hexdigest() == layout.files[path]["sha256"]
+    copies._served.clear()
+    assert linked_etag(Client(), token_for(alice), path) == issued  # alice's copy is what she received
