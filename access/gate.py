@@ -270,7 +270,8 @@ def permit_download(user, repo: Repo, token=None) -> Grant | None:
                     403,
                 )
             return grant
-    if repo.private and not is_reviewer(user, repo, token, scope=Scope.READ):
+    if not can_see(user, repo, token):
+        # Who may see the repo (its publishers too) is told below what a download takes; anyone else, nothing.
         raise repo_not_found(repo.repo_id)
     if not needs_grant(repo):
         return None
