@@ -57,19 +57,23 @@ def release(request, org, name, commit):
     if revision is None:
         raise Http404(f"{repo.repo_id} has no revision {commit}")
     tag = request.POST.get("tag", "").strip()
+    page = request.POST.get("page", "")
     try:
         if tag:
             validate_tag_for(revision, tag)
         release_revision(revision, actor=request.user, tag=tag)
-    except ValidationError as refused:
-        return render_revisions(request, repo, request.POST.get("page"), refused={revision.pk: refused.messages[0]})
-    except PublishError as refused:
-        return render_revisions(request, repo, request.POST.get("page"), refused={revision.pk: str(refused)})
-    named = f" as {revision.tag}" if revision.tag else ""
-    messages.success(request, f"Released {repo.repo_id}@{revision.commit[:12]}{named}: grantees can download it now.")
-    back = reverse("repo-revisions", kwargs={"org": repo.org, "name": repo.name})
-    page = request.POST.get("page", "")
-    return redirect(f"{back}?page={page}#revision-{revision.commit}" if page.isdigit() else back)
+    except ValidationError as error:
+        reason = error.messages[0]
+    except PublishError as error:
+        reason = str(error)
+    else:
+        named = f" as {revision.tag}" if revision.tag else ""
+        messages.success(
+            request, f"Released {repo.repo_id}@{revision.commit[:12]}{named}: grantees can download it now."
+        )
+        back = reverse("repo-revisions", kwargs={"org": repo.org, "name": repo.name})
+        return redirect(f"{back}?page={page}#revision-{revision.commit}" if page.isdigit() else back)
+    return render_revisions(request, repo, page, refused={revision.pk: reason})
 
 
 def render_revisions(request, repo: Repo, page_number, *, refused: dict | None = None):

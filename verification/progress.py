@@ -30,6 +30,7 @@ class Progress:
     files: list[FileCheck] = field(default_factory=list)
     run: VerificationRun | None = None
     checks: list[CheckResult] = field(default_factory=list)
+    refused: str = ""  # why a release of it was just refused, for the page to say on its card
 
     @property
     def settled(self) -> bool:
