@@ -80,7 +80,7 @@ def missing_scope(scope: Scope, to: str) -> AccessDenied:
 
 
 class SecondFactorRequired(Exception):
-    """A staff member or reviewer whose browser session has not passed their second factor: `enrolled`
+    """A staff member, reviewer or publisher whose browser session has not passed their second factor: `enrolled`
     says whether they must set one up first or only enter a code from the one they have."""
 
     def __init__(self, *, enrolled: bool):
@@ -147,9 +147,13 @@ def permit_publish(user, repo: Repo, token=None) -> None:
 
 
 def needs_second_factor(user) -> bool:
-    """Staff and reviewers (of any repo): whoever reads applicants' answers and who downloaded what, or
-    decides access."""
-    return is_staff(user) or (signed_in(user) and Reviewer.objects.filter(user=user).exists())
+    """Staff, reviewers and publishers (of any repo): whoever reads applicants' answers and who downloaded
+    what, decides access, or releases a revision to every grantee at once."""
+    if is_staff(user):
+        return True
+    return signed_in(user) and (
+        Reviewer.objects.filter(user=user).exists() or Publisher.objects.filter(user=user).exists()
+    )
 
 
 def check_second_factor(request) -> None:
@@ -214,8 +218,9 @@ def repos_in_sight(user, token=None) -> list[Repo]:
 
 
 def listed_revisions(user, repo: Repo):
-    """The revisions a repo page lists: every whole one for its reviewers, the released ones for everyone else."""
-    if is_reviewer(user, repo):
+    """The revisions a repo page lists: every whole one for its reviewers and publishers, the released ones
+    for everyone else."""
+    if is_reviewer(user, repo) or may_publish(user, repo):
         return repo.revisions.exclude(state=Revision.State.DRAFT)
     return repo.revisions.filter(state=Revision.State.RELEASED)
 
@@ -229,11 +234,13 @@ def downloadable_revisions(user, repo: Repo, token=None):
 
 
 def may_see_verification(user, repo: Repo, revision: Revision) -> bool:
-    """The check-by-check verification of a revision is for its repo's reviewers and its publisher;
-    a draft has none to see."""
+    """The check-by-check verification of a revision is for its repo's reviewers and publishers, and
+    whoever published it; a draft has none to see."""
     if revision.state == Revision.State.DRAFT:
         return False
-    return signed_in(user) and (is_reviewer(user, repo) or revision.published_by_id == user.pk)
+    if not signed_in(user):
+        return False
+    return is_reviewer(user, repo) or may_publish(user, repo) or revision.published_by_id == user.pk
 
 
 def permit_download(user, repo: Repo, token=None) -> Grant | None:
@@ -263,7 +270,8 @@ def permit_download(user, repo: Repo, token=None) -> Grant | None:
                     403,
                 )
             return grant
-    if repo.private and not is_reviewer(user, repo, token, scope=Scope.READ):
+    if not can_see(user, repo, token):
+        # Who may see the repo (its publishers too) is told below what a download takes; anyone else, nothing.
         raise repo_not_found(repo.repo_id)
     if not needs_grant(repo):
         return None

@@ -18,7 +18,10 @@ from access.gate import SecondFactorRequired, check_second_factor
 
 # The page the enrolment interrupted; the recovery codes page, where it ends, links back to it.
 AFTER_ENROLMENT_KEY = "second_factor_next"
-WHY = "Staff and reviewers sign in with a second factor before the review queue, the admin and the audit pages."
+WHY = (
+    "Staff and reviewers sign in with a second factor before the review queue, the admin and the audit pages; "
+    "publishers before the publishing pages."
+)
 
 
 def sent_to_second_factor(request, missing: SecondFactorRequired) -> HttpResponseRedirect:
@@ -40,8 +43,8 @@ def sent_to_second_factor(request, missing: SecondFactorRequired) -> HttpRespons
 
 
 def second_factor_required(view):
-    """A staff page: a staff member or reviewer reaches it only in a session that passed their second
-    factor; anyone else goes on to the view, which decides as before."""
+    """A staff page: a staff member, reviewer or publisher reaches it only in a session that passed their
+    second factor; anyone else goes on to the view, which decides as before."""
 
     @functools.wraps(view)
     def wrapper(request, *args, **kwargs):

@@ -37,6 +37,13 @@ def validate_tag(tag: str) -> None:
         )
 
 
+def validate_tag_for(revision: "Revision", tag: str) -> None:
+    """Refuse a tag that cannot name `revision`: one no client could ask for, or another revision's of its repo."""
+    validate_tag(tag)
+    if revision.repo.revisions.filter(tag=tag).exclude(pk=revision.pk).exists():
+        raise ValidationError(f"{revision.repo.repo_id} already has a revision tagged {tag}: choose another name")
+
+
 def parse_repo_id(repo_id: str) -> tuple[str, str]:
     """Split 'org/name', refusing anything the Hugging Face client could not address."""
     org, slash, name = repo_id.partition("/")

@@ -1,5 +1,6 @@
-"""The parts of the REST API under /api/v1/ that are plain Django views (download links and the signing
-keys), described in the OpenAPI schema beside the DRF views drf-spectacular finds on its own."""
+"""The parts of the REST API under /api/v1/ that are plain Django views (download links, a revision's
+progress and the signing keys), described in the OpenAPI schema beside the DRF views drf-spectacular
+finds on its own."""
 
 REPO_PARAMETERS = [
     {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": text}
@@ -62,7 +63,64 @@ MANIFEST = object_of(
     renew_at=STRING,
     files=list_of(path=STRING, size=INTEGER, sha256=STRING, url=STRING),
 )
+PROGRESS = object_of(
+    repo=STRING,
+    commit=STRING,
+    tag=STRING,
+    state={"type": "string", "description": "uploaded, verifying, verified, failed, released, withdrawn, ..."},
+    state_label=STRING,
+    stage={"type": "string", "description": "while verifying: checks, judging, smoke-queued or smoke"},
+    stage_words=STRING,
+    settled={"type": "boolean", "description": "nothing more happens until a person acts"},
+    releasable={"type": "boolean"},
+    failure_reason=STRING,
+    published_at=TIME,
+    verification_started_at={**TIME, "nullable": True},
+    verified_at={**TIME, "nullable": True},
+    released_at={**TIME, "nullable": True},
+    files=object_of(
+        counts=object_of(pending=INTEGER, checking=INTEGER, done=INTEGER),
+        list=list_of(
+            path=STRING,
+            size=INTEGER,
+            state=STRING,
+            worker={"type": "string", "description": "the worker checking it, or that checked it"},
+            claims=INTEGER,
+            sha256=STRING,
+            finished_at={**TIME, "nullable": True},
+            unreadable=STRING,
+        ),
+    ),
+    checks=list_of(name=STRING, status=STRING, code=STRING, file=STRING, message=STRING),
+    run={**object_of(kind=STRING, started_at=TIME), "nullable": True},
+    smoke={"type": "object", "nullable": True, "description": "what the smoke pass saw: device, dtype, tokens"},
+    step={"type": "string", "description": "changes whenever anything above does: compare it to poll cheaply"},
+)
 PATHS = {
+    "/api/v1/repos/{org}/{name}/revisions/{commit}/progress": {
+        "get": {
+            "operationId": "revision_progress",
+            "summary": "how far the verification of a revision has got (for its publishers: the publish scope)",
+            "tags": ["publishing"],
+            "parameters": [
+                *REPO_PARAMETERS[:2],
+                {
+                    "name": "commit",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9a-f]{40}$"},
+                    "description": "the revision's commit",
+                },
+            ],
+            "security": BEARER,
+            "responses": {
+                "200": {"description": "the progress", "content": {"application/json": {"schema": PROGRESS}}},
+                "401": ERROR,
+                "403": ERROR,
+                "404": ERROR,
+            },
+        }
+    },
     "/api/v1/repos/{org}/{name}/revisions/{rev}/manifest": download_operation(
         "download_manifest",
         "every file of the revision with its size, sha256 and a fresh download link",

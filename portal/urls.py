@@ -8,7 +8,7 @@ from access import views as access_views
 from distribution import hf_reading, link_views
 from distribution import hf_views as distribution_hf
 from hub.routes import REPO, RESOLVE_ROUTE
-from portal import anchor_views, audit_views, metrics, trace_views, views
+from portal import anchor_views, audit_views, metrics, publishing_views, trace_views, views
 from verification import views as verification_views
 
 urlpatterns = [
@@ -72,8 +72,17 @@ urlpatterns = [
         link_views.download_script,
         name="api-download-script",
     ),
+    re_path(
+        rf"^api/v1/repos/{REPO}/revisions/(?P<commit>[0-9a-f]{{40}})/progress$",
+        publishing_views.revision_progress,
+        name="api-revision-progress",
+    ),
     re_path(rf"^{REPO}$", views.repo_page, name="repo"),
+    re_path(rf"^{REPO}/revisions/$", publishing_views.revisions_page, name="repo-revisions"),
     re_path(rf"^{REPO}/revisions/(?P<commit>[0-9a-f]{{40}})$", views.revision_page, name="revision"),
+    re_path(
+        rf"^{REPO}/revisions/(?P<commit>[0-9a-f]{{40}})/release$", publishing_views.release, name="revision-release"
+    ),
 ]
 
 handler404 = "portal.views.not_found"

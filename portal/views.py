@@ -8,7 +8,15 @@ from django.views.decorators.http import require_http_methods
 
 from access.api import submission_throttled
 from access.forms import request_form
-from access.gate import AccessDenied, find_repo, is_reviewer, listed_revisions, may_see_verification, visible_repos
+from access.gate import (
+    AccessDenied,
+    find_repo,
+    is_reviewer,
+    listed_revisions,
+    may_publish,
+    may_see_verification,
+    visible_repos,
+)
 from access.models import AccessRequest, GatingPolicy, Grant
 from access.services import RequestRefused, accept_current_license, submit_request
 from hub import request_ids
@@ -99,7 +107,8 @@ def repo_page(request, org, name):
         "grant": grant,
         "my_request": AccessRequest.objects.filter(user=user, repo=repo).first() if user.is_authenticated else None,
         "revisions": listed_revisions(user, repo),
-        "can_see_checks": is_reviewer(user, repo),
+        "can_see_checks": is_reviewer(user, repo) or may_publish(user, repo),
+        "can_publish": may_publish(user, repo),
         "base_url": request.build_absolute_uri("/").rstrip("/"),
     }
     return render(request, "portal/repo.html", context)

@@ -1,15 +1,16 @@
 """Every endpoint and page against every role, on a public gated repo and on a private one.
 
 Roles: anonymous, an unverified account, an applicant with a pending request, a grantee, a revoked
-grantee, a rejected applicant, a reviewer of another repo, a reviewer of this repo, staff. Each calls
+grantee, a rejected applicant, a reviewer of another repo, a reviewer of this repo, a publisher of this
+repo, staff. Each calls
 the API with a token that carries every scope (as tokens made before scopes did); the roles named
 `<role>_<scope>` call it with a narrower token of that person: only that scope, or for `elsewhere` a
 read token limited to another repo. Pages take the session, so there a token role is its person.
 On the private repo, whoever may not see it gets exactly what they would get for a repo that does
 not exist; so does a token limited to other repos, on either repo.
 
-Staff and reviewers sign in with a second factor: the matrix is what they get once their session
-passed it; `test_staff_pages_wait_for_the_second_factor` is the other side, enrolled or not.
+Staff, reviewers and publishers sign in with a second factor: the matrix is what they get once their
+session passed it; `test_staff_pages_wait_for_the_second_factor` is the other side, enrolled or not.
 """
 
 import pytest
@@ -23,7 +24,18 @@ from distribution.models import Repo, Revision, RevisionFile
 from tests.support.personas import enrol_second_factor, person, sign_in, token_for
 
 pytestmark = pytest.mark.django_db
-PEOPLE = ["anonymous", "unverified", "pending", "grantee", "revoked", "rejected", "other_reviewer", "reviewer", "staff"]
+PEOPLE = [
+    "anonymous",
+    "unverified",
+    "pending",
+    "grantee",
+    "revoked",
+    "rejected",
+    "other_reviewer",
+    "reviewer",
+    "publisher",
+    "staff",
+]
 # A narrower token: (its person, its scopes, whether it is limited to the other repo).
 TOKEN_ROLES = {
     "grantee_read": ("grantee", [Scope.READ], False),
@@ -31,6 +43,8 @@ TOKEN_ROLES = {
     "grantee_elsewhere": ("grantee", [Scope.READ], True),
     "reviewer_read": ("reviewer", [Scope.READ], False),
     "reviewer_review": ("reviewer", [Scope.REVIEW], False),
+    "publisher_publish": ("publisher", [Scope.PUBLISH], False),
+    "publisher_read": ("publisher", [Scope.READ], False),
     "staff_read": ("staff", [Scope.READ], False),
     "staff_admin_read": ("staff", [Scope.ADMIN, Scope.READ], False),
 }
@@ -68,6 +82,7 @@ def build_person(private: bool, role: str):
         "unverified": lambda: person("user", verified=False),
         "other_reviewer": lambda: person("user", reviews=[other]),
         "reviewer": lambda: person("user", reviews=[repo]),
+        "publisher": lambda: person("user", publishes=[repo]),
         "staff": lambda: person("user", staff=True),
     }.get(role, lambda: person("user"))()
     if role == "pending":
@@ -101,6 +116,7 @@ def call(client: Client, user, method: str, path: str, body=None, api=True):
 
 
 OK, CREATED, PINNED = 200, 201, 307  # PINNED: a HEAD of `main` redirected to the same file at its commit
+DONE = 302  # a form that did what it was asked: back to its page
 ANON, DENIED, HIDDEN, CONFLICT, LATER, LOGIN = 401, 403, 404, 409, 429, 302
 
 
@@ -125,7 +141,14 @@ AUDITS = {"reviewer_review": OK, "staff_admin_read": OK}
 ENDPOINTS = {
     ("get", "/", None, True): page(OK),
     ("get", "/acme/tiny", None, True): page(OK),
-    ("get", f"/acme/tiny/revisions/{COMMIT}", None, True): page(HIDDEN, reviewer=OK, staff=OK),
+    ("get", f"/acme/tiny/revisions/{COMMIT}", None, True): page(HIDDEN, reviewer=OK, publisher=OK, staff=OK),
+    ("get", "/acme/tiny/revisions/", None, True): page(DENIED, anonymous=LOGIN, publisher=OK, staff=OK),
+    ("post", f"/acme/tiny/revisions/{COMMIT}/release", "tag=v2", True): page(
+        DENIED, anonymous=LOGIN, publisher=DONE, staff=DONE
+    ),
+    ("get", f"/api/v1/repos/acme/tiny/revisions/{COMMIT}/progress", None, False): roles(
+        DENIED, anonymous=ANON, publisher=OK, staff=OK, publisher_publish=OK, grantee_elsewhere=HIDDEN
+    ),
     ("get", "/requests/", None, True): page(OK, anonymous=LOGIN),
     ("get", "/account/", None, True): page(OK, anonymous=LOGIN),
     ("get", "/review/", None, True): page(DENIED, anonymous=LOGIN, other_reviewer=OK, reviewer=OK, staff=OK),
@@ -205,7 +228,17 @@ ENDPOINTS = {
         DENIED, anonymous=ANON, reviewer=OK, staff=OK, **REVIEWS
     ),
 }
-SEES_PRIVATE = {"grantee", "reviewer", "staff", "grantee_read", "reviewer_read", "reviewer_review", "staff_admin_read"}
+SEES_PRIVATE = {
+    "grantee",
+    "reviewer",
+    "publisher",
+    "staff",
+    "grantee_read",
+    "reviewer_read",
+    "reviewer_review",
+    "publisher_publish",
+    "staff_admin_read",
+}
 DOWNLOAD_CALLS = ("/resolve/", "/auth-check")
 # Pages and calls about no repo in particular answer the same whatever the private repo is.
 SITE_WIDE = {
@@ -284,10 +317,22 @@ def test_a_repo_out_of_sight_answers_like_a_missing_one(endpoint, role, private)
 
 
 # The pages only staff and reviewers use, and the calls a browser session makes to the same data.
-STAFF_PAGES = ["/review/", "/admin/", "/audit/downloads/", "/audit/downloads/?repo=acme/tiny", "/audit/downloads.csv"]
-STAFF_CALLS = ["/api/v1/counts/", "/api/v1/audit/downloads/", "/api/models/acme/tiny/user-access-request/pending"]
+STAFF_PAGES = [
+    "/review/",
+    "/admin/",
+    "/audit/downloads/",
+    "/audit/downloads/?repo=acme/tiny",
+    "/audit/downloads.csv",
+    "/acme/tiny/revisions/",
+]
+STAFF_CALLS = [
+    "/api/v1/counts/",
+    "/api/v1/audit/downloads/",
+    "/api/models/acme/tiny/user-access-request/pending",
+    f"/api/v1/repos/acme/tiny/revisions/{COMMIT}/progress",
+]
 SETUP, CODE = "/accounts/2fa/totp/activate/", "/accounts/2fa/reauthenticate/"
-NEEDS_FACTOR = ["other_reviewer", "reviewer", "staff"]
+NEEDS_FACTOR = ["other_reviewer", "reviewer", "publisher", "staff"]
 
 
 @pytest.mark.parametrize("private", [False, True], ids=["public", "private"])

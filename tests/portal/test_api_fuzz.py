@@ -48,6 +48,7 @@ def test_every_rest_endpoint_is_in_the_schema(client):
         "/api/v1/repos/{org}/{name}/revisions/{rev}/manifest",
         "/api/v1/repos/{org}/{name}/revisions/{rev}/SHA256SUMS",
         "/api/v1/repos/{org}/{name}/revisions/{rev}/download.sh",
+        "/api/v1/repos/{org}/{name}/revisions/{commit}/progress",
         "/api/v1/signing-key.pem",
         "/api/v1/signing-keys/",
         "/api/v1/signing-keys/{fingerprint}.pem",

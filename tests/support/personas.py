@@ -1,9 +1,10 @@
 """Named people, built the same way in every test.
 
 alice applies for access, bob reviews acme's repos, carol is staff, dave is a stranger whose email
-is not verified yet. Staff and reviewers sign in with a second factor: `sign_in` gives a test client
-the session they have after the login form and its code; `enrol_second_factor` and `totp_code` are
-the authenticator app, for tests that go through the pages themselves.
+is not verified yet, paula publishes. Staff, reviewers and publishers sign in with a second factor:
+`sign_in` gives a test client the session they have after the login form and its code;
+`enrol_second_factor` and `totp_code` are the authenticator app, for tests that go through the pages
+themselves.
 """
 
 import base64
@@ -19,12 +20,14 @@ from allauth.mfa.recovery_codes.internal.auth import RecoveryCodes
 from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 
 from access.gate import needs_second_factor
-from access.models import ApiToken, Reviewer, Scope, User
+from access.models import ApiToken, Publisher, Reviewer, Scope, User
 
 TOTP_STEP = 30
 
 
-def person(username: str, *, verified: bool = True, staff: bool = False, reviews=(), email: str = "") -> User:
+def person(
+    username: str, *, verified: bool = True, staff: bool = False, reviews=(), publishes=(), email: str = ""
+) -> User:
     user = User.objects.create_user(
         username=username,
         email=email or f"{username}@example.org",
@@ -36,6 +39,8 @@ def person(username: str, *, verified: bool = True, staff: bool = False, reviews
         user.mark_email_verified()
     for repo in reviews:
         Reviewer.objects.create(user=user, repo=repo)
+    for repo in publishes:
+        Publisher.objects.create(user=user, repo=repo)
     return user
 
 
@@ -82,7 +87,7 @@ def recovery_codes(user: User) -> list[str]:
 
 
 def sign_in(client, user: User, *, second_factor: bool = True):
-    """Sign `user` in on a test client. Staff and reviewers are enrolled (if they were not) and the
+    """Sign `user` in on a test client. Staff, reviewers and publishers are enrolled (if they were not) and the
     session records the code they gave at sign-in, unless `second_factor=False`: then the session is
     one that never passed it, as one made before they enrolled."""
     client.force_login(user)

@@ -1,6 +1,7 @@
 """A person in a real browser (Debian's Chromium driven by Playwright): sign up, open the emailed
 link, ask for access; a reviewer accepts in the queue; the applicant sees the decision and how to
-download. Screenshots of each page go to tests/artifacts/ (ignored by git)."""
+download. A publisher follows a revision's checks and releases it from the publishing page.
+Screenshots of each page go to tests/artifacts/ (ignored by git)."""
 
 import json
 import re
@@ -10,8 +11,12 @@ import pytest
 from django.core import mail
 
 from access.models import AccessRequest, GatingPolicy, Grant
-from tests.support.flows import published_tiny_llama
+from audit.models import AuditEvent
+from distribution.models import Repo, Revision
+from tests.support.flows import publish_undispatched, published_tiny_llama
 from tests.support.personas import enrol_second_factor, person, totp_code
+from verification.core.tiny_llama import write_tiny_llama
+from verification.services import check_stored_file, finish_checks, run_smoke_stage, start_checks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ARTIFACTS = Path(__file__).parent.parent / "artifacts"
@@ -124,3 +129,55 @@ def test_sign_up_verify_ask_get_accepted_and_see_how_to_download(browser, live_s
     missing = applicant.goto(f"{live_server.url}/acme/no-such-model")
     assert missing.status == 404 and applicant.locator("#not-found").is_visible()
     snap(applicant, "15-not-found")
+
+
+def test_a_publisher_follows_the_checks_and_releases_from_the_page(browser, live_server, tmp_path):
+    repo = Repo.objects.create(org="acme", name="tiny")
+    paula_secret = enrol_second_factor(person("paula", publishes=[repo]))
+    revision = publish_undispatched(write_tiny_llama(tmp_path / "checkpoint", shards=2), "acme/tiny")
+    first, *rest = start_checks(revision.pk)
+    check_stored_file(revision.pk, first, worker="verify-1@journey")
+    publisher = browser.new_page()
+    publisher.goto(f"{live_server.url}/accounts/login/")
+    publisher.fill("input[name=login]", "paula")
+    publisher.fill("input[name=password]", "paula-password")
+    publisher.click("form button[type=submit]")
+    publisher.wait_for_load_state()
+    publisher.fill("input[name=code]", totp_code(paula_secret))  # publishers sign in with a second factor too
+    publisher.click("form button[type=submit]")
+    publisher.wait_for_load_state()
+
+    publisher.goto(f"{live_server.url}/acme/tiny")
+    publisher.click("#publishing")
+    publisher.wait_for_load_state()
+    card = publisher.locator(f"#revision-{revision.commit}")
+    assert card.locator(f"tr[data-file='{first}']").inner_text().split("\t")[2:] == ["checked", "verify-1@journey"]
+    assert card.locator("tr[data-file] .state.pending").count() == len(rest)
+    assert "checking its files" in card.inner_text()
+    snap(publisher, "16-publisher-checks-under-way")
+
+    # The rest of the verification, as the workers would do it: the open page follows it without a reload.
+    for path in rest:
+        check_stored_file(revision.pk, path, worker="verify-2@journey")
+    finish_checks(revision.pk)
+    run_smoke_stage(revision.pk)
+    publisher.wait_for_selector(f"#revision-{revision.commit} form.release", timeout=30_000)
+    card = publisher.locator(f"#revision-{revision.commit}")
+    assert card.locator(".state.verified").inner_text() == "Verified"
+    assert "Smoke inference" in card.inner_text() and "none failed" in card.inner_text()
+    snap(publisher, "17-publisher-verified")
+
+    card.locator("input[name=tag]").fill("two words")
+    card.locator("form.release button").click()
+    publisher.wait_for_load_state()
+    assert "cannot name a revision" in publisher.locator(f"#revision-{revision.commit} .refused").inner_text()
+    publisher.locator(f"#revision-{revision.commit} input[name=tag]").fill("v1.0")
+    publisher.locator(f"#revision-{revision.commit} form.release button").click()
+    publisher.wait_for_load_state()
+    assert "Released acme/tiny@" in publisher.content()
+    assert publisher.locator(f"#revision-{revision.commit} .state.released").inner_text() == "Released"
+    snap(publisher, "18-publisher-released")
+    revision.refresh_from_db()
+    assert (revision.state, revision.tag) == (Revision.State.RELEASED, "v1.0")
+    released = AuditEvent.objects.get(tag="distribution:revision:released")
+    assert released.actor_username == "paula"

@@ -1,7 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from distribution.models import Repo, Revision, validate_tag
+from distribution.models import Repo, Revision, validate_tag_for
 from distribution.publishing import PublishError, release_revision
 
 
@@ -26,11 +26,9 @@ class Command(BaseCommand):
                 raise CommandError(f"{repo} has no verified revision to release (revisions: {states})")
         if tag:
             try:
-                validate_tag(tag)
+                validate_tag_for(target, tag)
             except ValidationError as error:
                 raise CommandError(error.messages[0]) from None
-            if found.revisions.filter(tag=tag).exclude(pk=target.pk).exists():
-                raise CommandError(f"{repo} already has a revision tagged {tag}")
         try:
             release_revision(target, tag=tag or "")
         except PublishError as error:
