@@ -5,24 +5,31 @@ commit a revision that a real worker verifies; and every refusal in the Hub's sh
 The installed client uploads by Xet when hf_xet is installed; the portal speaks LFS, so these uploads run
 with HF_HUB_DISABLE_XET=1, the client's own switch (a Xet upload is refused with that advice)."""
 
+import hashlib
+import json
 import os
+import pickle
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
+from huggingface_hub import CommitOperationAdd, HfApi, constants
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from access.models import Publisher, Scope
+from access.services import grant_access
 from audit.models import AuditEvent
 from audit.tags import Tag
 from distribution.models import LfsObject, Repo, Revision
 from distribution.storage import get_storage
-from tests.support.flows import wait_for_verdict
+from tests.support.flows import http, wait_for_verdict
 from tests.support.personas import person, token_for
+from tests.support.publishing import IN_PARTS, MIB
+from tests.support.servers import s3_client
 from verification.core.tiny_llama import write_tiny_llama
-from verification.models import FileCheck
 
 pytestmark = pytest.mark.django_db(transaction=True)
 REPO_ID = "acme/tiny"
@@ -79,3 +86,142 @@ def test_a_publisher_creates_a_repo_and_upload_folder_ends_verified_by_a_worker(
     published = AuditEvent.objects.get(tag=Tag.REVISION_PUBLISHED, data__commit=revision.commit)
     assert published.actor_username == "paula" and published.data["summary"] == "first weights"
     assert AuditEvent.objects.filter(tag=Tag.REPO_CREATED, repo_id=REPO_ID).count() == 1
+
+
+@pytest.fixture
+def on_s3(s3_endpoint, settings):
+    """New revisions and uploads go to SeaweedFS, files of 5 MiB and more in parts of 5 MiB (S3's least)."""
+    settings.STORAGE_BACKEND = "s3"
+    settings.S3_MULTIPART_THRESHOLD = 5 * MIB
+    return s3_endpoint
+
+
+def bucket_keys(endpoint, prefix: str) -> list[str]:
+    client = s3_client(endpoint)
+    return [item["Key"] for item in client.list_objects_v2(Bucket=endpoint.bucket, Prefix=prefix).get("Contents", [])]
+
+
+def test_create_commit_sends_large_files_to_s3_in_presigned_parts_and_is_verified(hub, paula, on_s3, tmp_path, worker):
+    checkpoint = write_tiny_llama(tmp_path / "ckpt", shards=3, config_overrides=IN_PARTS)
+    hub.create_repo(REPO_ID, token=paula, exist_ok=True)
+    operations = [CommitOperationAdd(path.name, str(path)) for path in sorted(checkpoint.iterdir())]
+    info = hub.create_commit(REPO_ID, operations, commit_message="in parts", token=paula)
+    revision = Revision.objects.get(commit=info.oid)
+    assert revision.storage_backend == "s3"
+    uploads = LfsObject.objects.filter(repo__name="tiny")
+    # every shard went up in parts, straight to S3, and was accepted once its sha256 was read back
+    assert sorted(uploads.values_list("part_size", "state")) == [(5 * MIB, "accepted")] * 3
+    assert wait_for_verdict(revision).state == Revision.State.VERIFIED, revision.failure_reason
+    assert {p: d for p, d in stored_bytes(revision).items() if p != "model.sig"} == local_files(checkpoint)
+
+
+def hf_cli(*args: str, endpoint: str, token: str, xet: bool = False, **popen) -> subprocess.Popen:
+    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_TOKEN": token, "HF_HUB_DISABLE_IMPLICIT_TOKEN": ""}
+    env["HF_HUB_DISABLE_XET"] = "" if xet else "1"
+    hf = str(Path(sys.executable).with_name("hf"))
+    return subprocess.Popen([hf, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def test_hf_upload_publishes_a_folder_by_lfs_and_a_xet_upload_is_refused(live_server, paula, checkpoint, worker):
+    refused = hf_cli("upload", REPO_ID, str(checkpoint), endpoint=live_server.url, token=paula, xet=True)
+    output = refused.communicate(timeout=120)[0]
+    # hf_xet shows the status and the call, not the portal's message (which names HF_HUB_DISABLE_XET=1)
+    assert refused.returncode != 0 and "501 Not Implemented" in output and "xet-write-token" in output, output
+    assert not Revision.objects.filter(repo__name="tiny").exists()
+    upload = hf_cli("upload", REPO_ID, str(checkpoint), endpoint=live_server.url, token=paula)
+    output = upload.communicate(timeout=120)[0]
+    assert upload.returncode == 0, output[-2000:]
+    revision = Revision.objects.get(repo__name="tiny")
+    assert revision.commit in output
+    assert wait_for_verdict(revision).state == Revision.State.VERIFIED, revision.failure_reason
+
+
+@pytest.mark.parametrize("storage", ["local", "s3"])
+def test_bytes_that_are_not_the_oid_are_refused_and_nothing_is_kept(live_server, paula, storage, request, settings):
+    if storage == "s3":
+        request.getfixturevalue("on_s3")
+    Repo.objects.create(org="acme", name="tiny")
+    Publisher.objects.create(user=Publisher.objects.get(repo__name="first").user, repo=Repo.objects.get(name="tiny"))
+    announced, sent = b"the bytes announced" * 1000, b"other bytes, as long" * 950
+    oid = hashlib.sha256(announced).hexdigest()
+    status, _, body = http(
+        "POST",
+        f"{live_server.url}/{REPO_ID}.git/info/lfs/objects/batch",
+        token=paula,
+        body={"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": len(sent)}]},
+    )
+    assert status == 200, body
+    actions = json.loads(body)["objects"][0]["actions"]
+    put = urllib.request.Request(actions["upload"]["href"], data=sent, method="PUT")
+    try:
+        with urllib.request.urlopen(put, timeout=30) as answer:
+            stored_status = answer.status
+    except urllib.error.HTTPError as error:  # local storage hashes while it writes: refused at the PUT
+        stored_status, message = error.code, error.headers["X-Error-Message"]
+    if storage == "s3":
+        assert stored_status == 200  # S3 took the PUT; the portal judges it at the verify step
+        status, headers, _ = http("POST", actions["verify"]["href"], token=paula, body={"oid": oid, "size": len(sent)})
+        stored_status, message = status, headers["X-Error-Message"]
+    assert stored_status == 400 and "not the oid" in message
+    assert not LfsObject.objects.exists()
+    if storage == "s3":
+        assert bucket_keys(on_s3_endpoint(request), "uploads/") == []
+    else:
+        assert not any(Path(settings.LOCAL_STORAGE_ROOT, "uploads").rglob("*.incoming"))
+    # a commit naming it is refused: nothing of it was accepted
+    with pytest.raises(HfHubHTTPError, match="no accepted upload"):
+        commit_lines(live_server.url, paula, [{"key": "lfsFile", "value": {"path": "x.safetensors", "oid": oid}}])
+
+
+def on_s3_endpoint(request):
+    return request.getfixturevalue("s3_endpoint")
+
+
+def commit_lines(endpoint: str, token: str, operations: list[dict]):
+    """An NDJSON commit as the client sends it, raising the client's own error for a refusal."""
+    from huggingface_hub.utils import get_session, hf_raise_for_status
+
+    lines = [{"key": "header", "value": {"summary": "by hand"}}, *operations]
+    response = get_session().post(
+        f"{endpoint}/api/models/{REPO_ID}/commit/main",
+        content=b"".join(json.dumps(line).encode() + b"\n" for line in lines),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"},
+    )
+    hf_raise_for_status(response)
+    return response.json()
+
+
+def test_a_pickle_is_refused_at_preupload_with_a_clear_message(hub, paula, checkpoint):
+    hub.create_repo(REPO_ID, token=paula, exist_ok=True)
+    (checkpoint / "pytorch_model.bin").write_bytes(pickle.dumps({"weights": [1.0, 2.0]}))
+    (checkpoint / "notes.weights").write_bytes(pickle.dumps([1, 2, 3], protocol=4))
+    with pytest.raises(HfHubHTTPError) as refused:
+        hub.upload_folder(repo_id=REPO_ID, folder_path=checkpoint, token=paula)
+    assert refused.value.response.status_code == 400
+    assert "pytorch_model.bin is a pickle-based file" in str(refused.value)
+    assert "notes.weights is a pickle-based file" in str(refused.value)
+    assert not LfsObject.objects.exists() and not Revision.objects.filter(repo__name="tiny").exists()
+
+
+def test_readers_tokens_without_publish_and_the_anonymous_are_refused_as_the_hub_refuses(hub, paula, checkpoint):
+    hub.create_repo(REPO_ID, token=paula)
+    repo = Repo.objects.get(name="tiny")
+    reader = person("rita")
+    grant_access(reader, repo, granted_by=None)
+    paula_reads = token_for(Publisher.objects.get(repo=repo).user, scopes=[Scope.READ])
+    operations = [CommitOperationAdd("config.json", str(checkpoint / "config.json"))]
+    for token, status, words in [
+        (token_for(reader), 403, "may not publish"),
+        (paula_reads, 403, "publish scope"),
+        (False, 401, "token"),
+    ]:
+        with pytest.raises(HfHubHTTPError) as refused:
+            hub.create_commit(REPO_ID, operations, commit_message="no", token=token)
+        assert refused.value.response.status_code == status and words in str(refused.value)
+    Repo.objects.filter(pk=repo.pk).update(private=True)
+    with pytest.raises(RepositoryNotFoundError):
+        hub.create_commit(REPO_ID, operations, commit_message="no", token=token_for(person("mallory")))
+    with pytest.raises(HfHubHTTPError) as elsewhere:
+        hub.create_repo("globex/new", token=paula)  # a publisher in acme is no one in globex
+    assert elsewhere.value.response.status_code == 403
+    assert not Revision.objects.exists() and not Repo.objects.filter(org="globex").exists()
