@@ -141,6 +141,8 @@ def permit_publish(user, repo: Repo, token=None) -> None:
         return
     if not can_see(user, repo, token):
         raise repo_not_found(repo.repo_id)
+    if not signed_in(user):
+        raise AccessDenied(None, f"Publishing to {repo.repo_id} takes a token (Authorization: Bearer ...).", 401)
     if may_publish(user, repo):
         raise missing_scope(Scope.PUBLISH, f"publish to {repo.repo_id}")
     raise AccessDenied(None, f"You may not publish to {repo.repo_id}: staff name its publishers.", 403)

@@ -205,5 +205,7 @@ def commit(request, org, name, rev):
 @hf_endpoint
 def xet_write_token(request, org, name, rev):
     """The client's Xet upload asks here first: refused, saying how to upload by LFS instead."""
+    if request.hf_user is None:  # as every publishing call refuses the anonymous, before looking at the repo
+        return hf_error(401, "Publishing takes a token (Authorization: Bearer ...).")
     repo = publishing_repo(request, org, name)
     return hf_error(501, f"{repo.repo_id}: {XET_ADVICE}")

@@ -17,13 +17,24 @@ from django.test import Client
 from django.utils import timezone
 from django.utils.http import urlencode
 
-from access.models import AccessRequest, Grant, Scope
+from access.models import AccessRequest, Grant, Publisher, Scope
 from access.services import decide, grant_access
 from distribution.models import Repo, Revision, RevisionFile
 from tests.support.personas import enrol_second_factor, person, sign_in, token_for
 
 pytestmark = pytest.mark.django_db
-PEOPLE = ["anonymous", "unverified", "pending", "grantee", "revoked", "rejected", "other_reviewer", "reviewer", "staff"]
+PEOPLE = [
+    "anonymous",
+    "unverified",
+    "pending",
+    "grantee",
+    "revoked",
+    "rejected",
+    "other_reviewer",
+    "reviewer",
+    "publisher",
+    "staff",
+]
 # A narrower token: (its person, its scopes, whether it is limited to the other repo).
 TOKEN_ROLES = {
     "grantee_read": ("grantee", [Scope.READ], False),
@@ -32,6 +43,8 @@ TOKEN_ROLES = {
     "reviewer_read": ("reviewer", [Scope.READ], False),
     "reviewer_review": ("reviewer", [Scope.REVIEW], False),
     "staff_read": ("staff", [Scope.READ], False),
+    "publisher_read": ("publisher", [Scope.READ], False),
+    "publisher_publish": ("publisher", [Scope.PUBLISH], False),
     "staff_admin_read": ("staff", [Scope.ADMIN, Scope.READ], False),
 }
 ROLES = PEOPLE + list(TOKEN_ROLES)
@@ -73,6 +86,7 @@ def build_person(private: bool, role: str):
         "unverified": lambda: person("user", verified=False),
         "other_reviewer": lambda: person("user", reviews=[other]),
         "reviewer": lambda: person("user", reviews=[repo]),
+        "publisher": lambda: publisher_of(repo),
         "staff": lambda: person("user", staff=True),
     }.get(role, lambda: person("user"))()
     if role == "pending":
@@ -88,6 +102,12 @@ def build_person(private: bool, role: str):
             reviewer=None,
             reason="no",
         )
+    return user
+
+
+def publisher_of(repo: Repo):
+    user = person("user")
+    Publisher.objects.create(user=user, repo=repo)
     return user
 
 
@@ -124,6 +144,14 @@ def page(default: int, **exceptions: int) -> dict[str, int]:
 DOWNLOADS = {"grantee_read": OK, "staff_admin_read": OK, "grantee_elsewhere": HIDDEN}
 REVIEWS = {"reviewer_review": OK, "grantee_elsewhere": HIDDEN}
 AUDITS = {"reviewer_review": OK, "staff_admin_read": OK}
+# Publishing takes the publish scope, of a publisher of the repo or of staff; creating a repo in acme, of
+# a publisher of any acme repo or of staff (acme/tiny exists: they get the Hub's 409 with its URL).
+PUBLISHES = {"publisher": OK, "staff": OK, "publisher_publish": OK, "grantee_elsewhere": HIDDEN}
+CREATES = {"publisher": CONFLICT, "staff": CONFLICT, "publisher_publish": CONFLICT}
+A_COMMIT = (
+    '{"key": "header", "value": {"summary": "matrix"}}\n{"key": "deletedFile", "value": {"path": "config.json"}}\n'
+    '{"key": "file", "value": {"path": "README.md", "content": "aGk=", "encoding": "base64"}}\n'
+)
 
 
 # (method, path, JSON body, is a page) and the status each role gets on the public repo.
@@ -209,9 +237,36 @@ ENDPOINTS = {
     ("post", "/api/models/acme/tiny/user-access-request/grant", '{"user": "target"}', False): roles(
         DENIED, anonymous=ANON, reviewer=OK, staff=OK, **REVIEWS
     ),
+    ("post", "/api/repos/create", '{"organization": "acme", "name": "tiny"}', False): roles(
+        DENIED, anonymous=ANON, **CREATES
+    ),
+    (
+        "post",
+        "/api/models/acme/tiny/preupload/main",
+        '{"files": [{"path": "a.json", "sample": "", "size": 2}]}',
+        False,
+    ): (roles(DENIED, anonymous=ANON, **PUBLISHES)),
+    ("post", "/acme/tiny.git/info/lfs/objects/batch", '{"operation": "upload", "objects": []}', False): roles(
+        DENIED, anonymous=ANON, **PUBLISHES
+    ),
+    ("post", "/api/models/acme/tiny/commit/main", A_COMMIT, False): roles(DENIED, anonymous=ANON, **PUBLISHES),
+    ("get", "/api/models/acme/tiny/xet-write-token/main", None, False): roles(
+        DENIED, anonymous=ANON, **{**PUBLISHES, **dict.fromkeys(["publisher", "staff", "publisher_publish"], 501)}
+    ),
 }
-SEES_PRIVATE = {"grantee", "reviewer", "staff", "grantee_read", "reviewer_read", "reviewer_review", "staff_admin_read"}
+SEES_PRIVATE = {
+    "grantee",
+    "reviewer",
+    "staff",
+    "grantee_read",
+    "reviewer_read",
+    "reviewer_review",
+    "staff_admin_read",
+    "publisher",
+    "publisher_publish",
+}
 DOWNLOAD_CALLS = ("/resolve/", "/auth-check")
+PUBLISHER_UNSEEN = (*DOWNLOAD_CALLS, "/revisions/main/")
 # Pages and calls about no repo in particular answer the same whatever the private repo is.
 SITE_WIDE = {
     ("get", path)
@@ -231,13 +286,16 @@ SITE_WIDE = {
         "/api/v1/audit/downloads/",
         "/api/v1/me/downloads/",
     )
-}
+} | {("post", "/api/repos/create")}
 
 
 def expected(endpoint, role: str, private: bool) -> int:
     status = ENDPOINTS[endpoint][role]
     method, path, _, is_page = endpoint
     sees = (person_of(role) if is_page else role) in SEES_PRIVATE
+    if private and role == "publisher" and status == DENIED and any(call in path for call in PUBLISHER_UNSEEN):
+        # a publisher sees the private repo, and is refused its bytes as whoever may not have them is
+        return HIDDEN
     if not private or sees or (method, path) in SITE_WIDE or status == LOGIN:
         return status
     # Calls that need an account refuse the anonymous before looking at any repo; download calls (and
