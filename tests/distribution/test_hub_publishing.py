@@ -6,6 +6,7 @@ The installed client uploads by Xet when hf_xet is installed; the portal speaks 
 with HF_HUB_DISABLE_XET=1, the client's own switch (a Xet upload is refused with that advice)."""
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -16,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from django.core.management import CommandError, call_command
 from huggingface_hub import CommitOperationAdd, HfApi, constants
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
@@ -23,13 +25,16 @@ from access.models import Publisher, Scope
 from access.services import grant_access
 from audit.models import AuditEvent
 from audit.tags import Tag
+from distribution import hf_publish
 from distribution.models import LfsObject, Repo, Revision
 from distribution.storage import get_storage
 from tests.support.flows import http, wait_for_verdict
 from tests.support.personas import person, token_for
 from tests.support.publishing import IN_PARTS, MIB
 from tests.support.servers import s3_client
+from verification import services
 from verification.core.tiny_llama import write_tiny_llama
+from verification.models import FileCheck
 
 pytestmark = pytest.mark.django_db(transaction=True)
 REPO_ID = "acme/tiny"
@@ -225,3 +230,69 @@ def test_readers_tokens_without_publish_and_the_anonymous_are_refused_as_the_hub
         hub.create_repo("globex/new", token=paula)  # a publisher in acme is no one in globex
     assert elsewhere.value.response.status_code == 403
     assert not Revision.objects.exists() and not Repo.objects.filter(org="globex").exists()
+
+
+def adds(directory: Path, *names: str) -> list[CommitOperationAdd]:
+    return [CommitOperationAdd(name, str(directory / name)) for name in names]
+
+
+def test_a_commit_lacking_shards_waits_incomplete_until_a_later_commit_brings_them(hub, paula, checkpoint, worker):
+    hub.create_repo(REPO_ID, token=paula)
+    first = hub.create_commit(
+        REPO_ID, adds(checkpoint, "config.json", INDEX, SHARD_1), commit_message="part 1", token=paula
+    )
+    waiting = Revision.objects.get(commit=first.oid)
+    assert waiting.state == Revision.State.INCOMPLETE and SHARD_2 in waiting.failure_reason
+    second = hub.create_commit(REPO_ID, adds(checkpoint, SHARD_2), commit_message="part 2", token=paula)
+    whole = Revision.objects.get(commit=second.oid)
+    assert sorted(whole.files.values_list("path", flat=True)) == sorted(["config.json", INDEX, SHARD_1, SHARD_2])
+    assert wait_for_verdict(whole).state == Revision.State.VERIFIED, whole.failure_reason
+    waiting.refresh_from_db()  # never verified, never failed: the worker had it all along and left it
+    assert waiting.state == Revision.State.INCOMPLETE and not FileCheck.objects.filter(revision=waiting).exists()
+    with pytest.raises(CommandError, match="incomplete"):  # nor is it ever released
+        call_command("release", REPO_ID, "--revision", waiting.commit, stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def test_a_commit_changing_one_shard_checks_only_that_shard_again(hub, paula, checkpoint, tmp_path, worker):
+    hub.create_repo(REPO_ID, token=paula)
+    first = Revision.objects.get(commit=hub.upload_folder(repo_id=REPO_ID, folder_path=checkpoint, token=paula).oid)
+    assert wait_for_verdict(first).state == Revision.State.VERIFIED, first.failure_reason
+    retrained = write_tiny_llama(tmp_path / "retrained", shards=2, seed=1)  # same tensors, other weights
+    changed = hub.upload_folder(repo_id=REPO_ID, folder_path=retrained, allow_patterns=[SHARD_2], token=paula)
+    second = Revision.objects.get(commit=changed.oid)
+    assert wait_for_verdict(second).state == Revision.State.VERIFIED, second.failure_reason
+    checks = {check.path: check for check in FileCheck.objects.filter(revision=second)}
+    assert checks[SHARD_2].claims == 1 and checks[SHARD_2].sha256 == sha256_of(retrained / SHARD_2)
+    for path in ("config.json", INDEX, SHARD_1):  # copied from the first revision's checks, never read again
+        assert checks[path].claims == 0 and checks[path].checked_by.startswith("reused"), path
+        assert checks[path].sha256 == FileCheck.objects.get(revision=first, path=path).sha256
+    # the checks of the whole checkpoint ran again, smoke pass included
+    assert {"index", "config", "smoke"} <= set(second.checks.values_list("name", flat=True))
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_newer_commit_supersedes_the_verification_of_an_older_one(hub, paula, checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(hf_publish.current_app, "send_task", lambda *args, **kwargs: None)  # this test verifies
+    hub.create_repo(REPO_ID, token=paula)
+    older = Revision.objects.get(commit=hub.upload_folder(repo_id=REPO_ID, folder_path=checkpoint, token=paula).oid)
+    pending = services.start_checks(older.pk)  # a worker has begun it
+    services.check_stored_file(older.pk, pending[0])
+    retrained = write_tiny_llama(tmp_path / "retrained", shards=2, seed=1)
+    newer_commit = hub.upload_folder(repo_id=REPO_ID, folder_path=retrained, token=paula).oid
+    older.refresh_from_db()
+    assert older.state == Revision.State.FAILED and f"superseded by the newer commit {newer_commit}" in (
+        older.failure_reason
+    )
+    assert older.verification_stage == Revision.Stage.NONE
+    # the worker that held it checks nothing more and stores no verdict
+    assert services.check_stored_file(older.pk, pending[1]) is None
+    assert services.finish_checks(older.pk) is None and not older.runs.exists()
+    newer = Revision.objects.get(commit=newer_commit)
+    services.run_checks_stage(newer.pk)
+    services.run_smoke_stage(newer.pk)
+    newer.refresh_from_db()
+    assert newer.state == Revision.State.VERIFIED, newer.failure_reason
+    assert AuditEvent.objects.filter(tag=Tag.REVISION_FAILED, data__commit=older.commit).count() == 1
