@@ -10,8 +10,10 @@ import io
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,7 +27,7 @@ from access.models import Publisher, Scope
 from access.services import grant_access
 from audit.models import AuditEvent
 from audit.tags import Tag
-from distribution import hf_publish
+from distribution import hf_publish, lfs
 from distribution.models import LfsObject, Repo, Revision
 from distribution.storage import get_storage
 from tests.support.flows import http, wait_for_verdict
@@ -296,3 +298,50 @@ def test_a_newer_commit_supersedes_the_verification_of_an_older_one(hub, paula, 
     newer.refresh_from_db()
     assert newer.state == Revision.State.VERIFIED, newer.failure_reason
     assert AuditEvent.objects.filter(tag=Tag.REVISION_FAILED, data__commit=older.commit).count() == 1
+
+
+def test_hf_upload_killed_halfway_sends_only_what_is_missing_when_run_again(
+    live_server, paula, on_s3, tmp_path, monkeypatch, worker
+):
+    checkpoint = write_tiny_llama(tmp_path / "ckpt", shards=3, config_overrides=IN_PARTS)
+    shards = sorted(path.name for path in checkpoint.glob("*.safetensors"))
+    accepted, killed, first = threading.Event(), threading.Event(), threading.Lock()
+    accept, killed_runs = lfs.accept, set()
+
+    def first_only(obj):
+        """Of the killed run's objects only the first to complete is accepted (the others wait for the kill,
+        then fail, even when their request reached the portal just before it); later runs' as usual."""
+        if killed.is_set() and obj.pk not in killed_runs:
+            return accept(obj)
+        killed_runs.add(obj.pk)
+        if not first.acquire(blocking=False):
+            killed.wait(60)
+            raise lfs.Refused("the portal went away", 503)
+        accept(obj)
+        accepted.set()
+        return obj
+
+    monkeypatch.setattr(lfs, "accept", first_only)
+    first_run = hf_cli("upload", REPO_ID, str(checkpoint), endpoint=live_server.url, token=paula)
+    assert accepted.wait(120), first_run.communicate(timeout=5)[0]
+    first_run.send_signal(signal.SIGKILL)
+    first_run.wait(30)
+    killed_runs.update(LfsObject.objects.values_list("pk", flat=True))
+    killed.set()
+    kept = LfsObject.objects.get(state=LfsObject.State.ACCEPTED)
+    assert not Revision.objects.filter(repo__name="tiny").exists()  # killed before it could commit
+    started = LfsObject.objects.order_by("-id").first().pk
+
+    second_run = hf_cli("upload", REPO_ID, str(checkpoint), endpoint=live_server.url, token=paula)
+    output = second_run.communicate(timeout=300)[0]
+    assert second_run.returncode == 0, output[-3000:]
+    sent_again = LfsObject.objects.filter(pk__gt=started)
+    sizes = {path: (checkpoint / path).stat().st_size for path in shards}
+    # the run again asked to upload only the shards the killed one had not finished, and sent only their bytes
+    assert sorted(sent_again.values_list("size", flat=True)) == sorted(
+        size for path, size in sizes.items() if sha256_of(checkpoint / path) != kept.oid
+    )
+    assert not sent_again.filter(oid=kept.oid).exists()
+    revision = Revision.objects.get(repo__name="tiny")
+    assert wait_for_verdict(revision).state == Revision.State.VERIFIED, revision.failure_reason
+    assert {p: d for p, d in stored_bytes(revision).items() if p != "model.sig"} == local_files(checkpoint)
