@@ -172,7 +172,7 @@ def test_bytes_that_are_not_the_oid_are_refused_and_nothing_is_kept(live_server,
     assert stored_status == 400 and "not the oid" in message
     assert not LfsObject.objects.exists()
     if storage == "s3":
-        assert bucket_keys(on_s3_endpoint(request), "uploads/") == []
+        assert bucket_keys(on_s3_endpoint(request), f"uploads/acme/tiny/{oid}/") == []
     else:
         assert not any(Path(settings.LOCAL_STORAGE_ROOT, "uploads").rglob("*.incoming"))
     # a commit naming it is refused: nothing of it was accepted
