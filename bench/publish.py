@@ -201,10 +201,6 @@ def main(argv=None) -> None:
     publish_results("publish.md", lines)
 
 
-if __name__ == "__main__":
-    main()
-
-
 # --- Publishing with the Hub client (python -m bench.publish --hub) ------------------------------------
 #
 #   boto3        each file by `upload_file` into SeaweedFS, as many files at once as the Hub client sends
@@ -385,3 +381,7 @@ def hub_main(args) -> None:
         "(the smoke pass still loads every shard, hashing it again as it loads)",
     ]
     publish_results("publish_hub.md", lines)
+
+
+if __name__ == "__main__":
+    main()
