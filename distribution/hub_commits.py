@@ -19,8 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from access.gate import AccessDenied, is_staff, missing_scope, signed_in, token_allows
-from access.models import Publisher, Scope
+from access.gate import is_staff, permit_create_repo
 from access.services import assign_publisher
 from audit.chain import record
 from audit.tags import Tag
@@ -46,33 +45,13 @@ class CommitRefused(Exception):
 # --- Creating a repo --------------------------------------------------------------------------------
 
 
-def may_create_in(user, org: str, token) -> bool:
-    """Who may create a repo in `org` through this credential (publish scope): staff, and whoever publishes
-    to another repo of that organisation, since staff named them for it."""
-    if not signed_in(user) or not token_allows(token, Scope.PUBLISH):
-        return False
-    if token is not None and token.repo_ids is not None:
-        return False  # a token limited to some repos reaches no new one
-    return is_staff(user, token) or Publisher.objects.filter(user=user, repo__org=org).exists()
-
-
 def create_repo(user, token, org: str, name: str, *, private: bool, request=None) -> tuple[Repo, bool]:
     """(the repo, whether it is new); the creator becomes its publisher. AccessDenied when they may not."""
     try:
         parse_repo_id(f"{org}/{name}")
     except Exception as error:
         raise CommitRefused(str(getattr(error, "messages", [error])[0])) from None
-    if not may_create_in(user, org, token):
-        if not signed_in(user):
-            raise AccessDenied(None, "Creating a repo takes a token (Authorization: Bearer ...)", 401)
-        if not token_allows(token, Scope.PUBLISH):
-            raise missing_scope(Scope.PUBLISH, f"create repos in {org}")
-        raise AccessDenied(
-            None,
-            f"You may not create repos in {org}: staff do, and the publishers of its repos. Ask staff to name "
-            "you a publisher of a repo there (or to create the repo).",
-            403,
-        )
+    permit_create_repo(user, org, token)
     with transaction.atomic():
         repo, created = Repo.objects.get_or_create(org=org, name=name, defaults={"private": private})
         if created:
