@@ -141,9 +141,35 @@ def permit_publish(user, repo: Repo, token=None) -> None:
         return
     if not can_see(user, repo, token):
         raise repo_not_found(repo.repo_id)
+    if not signed_in(user):
+        raise AccessDenied(None, f"Publishing to {repo.repo_id} takes a token (Authorization: Bearer ...).", 401)
     if may_publish(user, repo):
         raise missing_scope(Scope.PUBLISH, f"publish to {repo.repo_id}")
     raise AccessDenied(None, f"You may not publish to {repo.repo_id}: staff name its publishers.", 403)
+
+
+def may_create_repo_in(user, org: str, token=None) -> bool:
+    """Who may create a repo in `org` through this credential (publish scope, reaching every repo): staff,
+    and whoever publishes to another repo of that organisation, since staff named them for it."""
+    if not signed_in(user) or not token_allows(token, Scope.PUBLISH) or repos_reached(token) is not None:
+        return False
+    return is_staff(user, token) or Publisher.objects.filter(user=user, repo__org=org).exists()
+
+
+def permit_create_repo(user, org: str, token=None) -> None:
+    """Refuse, saying why, a caller who may not create repos in `org` with this credential."""
+    if may_create_repo_in(user, org, token):
+        return
+    if not signed_in(user):
+        raise AccessDenied(None, "Creating a repo takes a token (Authorization: Bearer ...).", 401)
+    if not token_allows(token, Scope.PUBLISH):
+        raise missing_scope(Scope.PUBLISH, f"create repos in {org}")
+    raise AccessDenied(
+        None,
+        f"You may not create repos in {org}: staff do, and the publishers of its repos. Ask staff to name "
+        "you a publisher of a repo there (or to create the repo).",
+        403,
+    )
 
 
 def needs_second_factor(user) -> bool:

@@ -54,6 +54,8 @@ class Tag(StrEnum):
     ADMIN_REPO_DELETED = "admin:repo:deleted"
     ADMIN_REVISION_CHANGED = "admin:revision:changed"
     ADMIN_REVISION_DELETED = "admin:revision:deleted"
+    # A repo created by a publisher's Hub client (staff create theirs in the admin)
+    REPO_CREATED = "distribution:repo:created"
     # Revisions, from publishing to release; a draft is a publish whose files are not all stored yet
     DRAFT_STARTED = "distribution:draft:started"
     DRAFT_RESUMED = "distribution:draft:resumed"

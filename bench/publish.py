@@ -10,6 +10,9 @@ The shards' bodies are random bytes behind a valid safetensors header: the files
 only sent. Every arm runs in its own process after Django is set up, on a warm page cache, into a fresh
 prefix; the best of the rounds counts. Usage: python -m bench.publish [--gigabytes 4] [--rounds 2]
 Target: weightgate at least 0.9x boto3's rate.
+
+`--hub` compares the Hub client's upload_folder with boto3 instead, and times the verdict on a commit that
+changes one shard against a full verification (see below; bench/results/publish_hub.md).
 """
 
 import argparse
@@ -147,8 +150,23 @@ def main(argv=None) -> None:
     parser.add_argument("--dir", type=Path, default=Path("var/bench/publish/checkpoint"))
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
+    parser.add_argument("--hub", action="store_true", help="the Hub client's upload_folder against boto3 (LFS)")
+    parser.add_argument("--hub-arm", choices=HUB_ARMS, help=argparse.SUPPRESS)
+    parser.add_argument("--hub-verdicts", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--retrained", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--token", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.dir = args.dir.resolve()
+    if args.hub_arm:
+        print(json.dumps(hub_arm(args.hub_arm, args.dir, args.run, args.endpoint, args.token)))
+        return
+    if args.hub_verdicts:
+        print(json.dumps(hub_verdicts(args.dir, args.retrained, args.endpoint, args.token)))
+        return
+    if args.hub:
+        hub_main(args)
+        return
     if args.arm:
         print(json.dumps(run_arm(args.arm, args.dir, args.run)))
         return
@@ -181,6 +199,188 @@ def main(argv=None) -> None:
         f"with --expect-sha256 (one read: sent and hashed) {boto3_seconds / best['weightgate-sha256']['seconds']:.2f}x",
     ]
     publish_results("publish.md", lines)
+
+
+# --- Publishing with the Hub client (python -m bench.publish --hub) ------------------------------------
+#
+#   boto3        each file by `upload_file` into SeaweedFS, as many files at once as the Hub client sends
+#                (HUB_THREADS), each one's parts one after the other as the client sends them: the same
+#                parallelism, the same part size
+#   hub          `HfApi.upload_folder` against the portal under gunicorn: preupload, the LFS batch, every part
+#                PUT straight to SeaweedFS by its presigned link, each object read back and hashed by the
+#                portal at its completion call, then the commit (server-side copies into the revision)
+#
+# Then the verdicts: the checkpoint committed whole and verified in full, then committed again with one
+# shard retrained (upload_folder of that shard alone), whose other files' checks are reused.
+
+HUB_THREADS = 5  # the files create_commit uploads at once (its num_threads)
+HUB_ARMS = ("boto3", "hub")
+# A LLaMA of about 300 MB in four shards: a checkpoint of real tensors, so that it verifies.
+HUB_MODEL = {
+    "hidden_size": 768,
+    "intermediate_size": 2048,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 4,
+    "vocab_size": 16000,
+}
+
+
+def hub_arm(name: str, directory: Path, run: str, endpoint: str, token: str) -> dict:
+    """In a child process: time one arm alone."""
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    django.setup()
+    from concurrent.futures import ThreadPoolExecutor
+
+    from boto3.s3.transfer import TransferConfig
+
+    from distribution.storage import get_storage
+
+    storage = get_storage("s3")
+    started = time.perf_counter()
+    if name == "boto3":
+        config = TransferConfig(
+            multipart_threshold=storage.part_size, multipart_chunksize=storage.part_size, max_concurrency=1
+        )
+
+        def send(path: Path) -> None:
+            storage.client.upload_file(str(path), storage.bucket, f"bench/{run}/{path.name}", Config=config)
+
+        with ThreadPoolExecutor(HUB_THREADS) as pool:
+            list(pool.map(send, files_of(directory)))
+    else:
+        from huggingface_hub import HfApi
+
+        api = HfApi(endpoint=endpoint, token=token)
+        api.create_repo(f"bench/{run}", exist_ok=True)
+        api.upload_folder(repo_id=f"bench/{run}", folder_path=directory)
+    return {"arm": name, "seconds": time.perf_counter() - started, "part_mib": storage.part_size // 1024**2}
+
+
+def hub_verdicts(directory: Path, retrained: Path, endpoint: str, token: str) -> dict:
+    """In a child process: the seconds to a verdict of the whole checkpoint, and of it changed in one shard."""
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    django.setup()
+    from huggingface_hub import HfApi
+
+    from distribution.models import Revision
+    from verification.models import FileCheck
+    from verification.services import run_checks_stage, run_smoke_stage
+
+    api = HfApi(endpoint=endpoint, token=token)
+    api.create_repo("bench/verdicts", exist_ok=True)
+    changed = sorted(p.name for p in retrained.glob("*.safetensors"))[-1]
+    timings = {}
+    for label, folder, patterns in (("whole", directory, None), ("one shard changed", retrained, [changed])):
+        commit = api.upload_folder(repo_id="bench/verdicts", folder_path=folder, allow_patterns=patterns).oid
+        revision = Revision.objects.get(commit=commit)
+        started = time.perf_counter()
+        run_checks_stage(revision.pk)
+        run_smoke_stage(revision.pk)
+        revision.refresh_from_db()
+        assert revision.state == Revision.State.VERIFIED, revision.failure_reason
+        read = FileCheck.objects.filter(revision=revision, claims__gt=0)
+        timings[label] = {
+            "seconds": time.perf_counter() - started,
+            "files_read": read.count(),
+            "bytes_read": sum(read.values_list("size", flat=True)),
+        }
+    return timings
+
+
+def hub_compare(directory: Path, retrained: Path, rounds: int, scratch: Path) -> tuple[dict, dict]:
+    from tests.support.servers import start_gunicorn
+
+    weed_dir = scratch / "seaweedfs"
+    weed_dir.mkdir()
+    size = sum(p.stat().st_size for p in files_of(directory))
+    weed, s3 = start_seaweedfs(weed_dir, volume_mb=1024, volumes=int(6 * rounds * size / 1e9) + 8)
+    gunicorn = None
+    try:
+        wait_for_bucket(weed, s3, weed_dir)
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "WEIGHTGATE_REQUIRE"))},
+            **s3.env(),
+            "WEIGHTGATE_VAR_DIR": str(scratch / "var"),
+            "STORAGE_BACKEND": "s3",
+            "HF_HUB_DISABLE_XET": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        }
+        manage(env, "migrate", "--verbosity=0")
+        account = ["create_account", "bench", "--email", "bench@example.org", "--staff", "--print-token"]
+        created = subprocess.run(
+            [sys.executable, "manage.py", *account], capture_output=True, text=True, check=True, cwd=ROOT, env=env
+        )
+        token = created.stdout.strip().splitlines()[-1]
+        gunicorn, base = start_gunicorn(env, scratch / "gunicorn.log")
+        client, best = s3_client(s3), {}
+        for round_number in range(rounds):
+            for name in HUB_ARMS if round_number % 2 == 0 else reversed(HUB_ARMS):
+                command = [sys.executable, "-m", "bench.publish", "--hub-arm", name, "--dir", str(directory)]
+                command += ["--run", f"{name}-{round_number}", "--endpoint", base, "--token", token]
+                output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT, env=env)
+                result = json.loads(output.stdout.strip().splitlines()[-1])
+                print(f"  {name}: {result['seconds']:.2f} s", flush=True)
+                if name not in best or result["seconds"] < best[name]["seconds"]:
+                    best[name] = result
+        empty_bucket(client, s3.bucket)
+        command = [sys.executable, "-m", "bench.publish", "--hub-verdicts", "--dir", str(directory)]
+        command += ["--retrained", str(retrained), "--endpoint", base, "--token", token]
+        output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT, env=env)
+        return best, json.loads(output.stdout.strip().splitlines()[-1])
+    finally:
+        if gunicorn is not None:
+            stop_process(gunicorn)
+        stop_process(weed)
+
+
+def hub_main(args) -> None:
+    from verification.core.tiny_llama import write_tiny_llama
+
+    directory, retrained = args.dir.parent / "hub-checkpoint", args.dir.parent / "hub-retrained"
+    if not directory.exists():
+        write_tiny_llama(directory, shards=4, config_overrides=HUB_MODEL)
+        write_tiny_llama(retrained, shards=4, seed=1, config_overrides=HUB_MODEL)
+    files = files_of(directory)
+    size = sum(p.stat().st_size for p in files)
+    for path in files:
+        sha256_of(path)  # a warm page cache for every arm
+    with tempfile.TemporaryDirectory(dir=directory.parent) as scratch:
+        best, verdicts = hub_compare(directory, retrained, args.rounds, Path(scratch))
+    boto3_seconds, hub_seconds = best["boto3"]["seconds"], best["hub"]["seconds"]
+    whole, changed = verdicts["whole"], verdicts["one shard changed"]
+    lines = [
+        f"# Publishing with the Hub client: a {size / 1e6:.0f} MB checkpoint ({len(files)} files) to S3 "
+        "(SeaweedFS on the same machine)",
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; parts of "
+        f"{best['boto3']['part_mib']} MiB; {HUB_THREADS} files at once, each one's parts in turn, in both arms; "
+        f"warm page cache; best of {args.rounds} runs per arm, each in its own process; the portal under "
+        "gunicorn (the shipped config) with SQLite",
+        "",
+        "| arm | seconds | MB/s | x boto3's rate |",
+        "| --- | --- | --- | --- |",
+        f"| boto3 upload_file | {boto3_seconds:.2f} | {size / boto3_seconds / 1e6:.0f} | 1.00 |",
+        f"| HfApi.upload_folder (LFS multipart, presigned parts, hashed at completion, commit) | {hub_seconds:.2f} "
+        f"| {size / hub_seconds / 1e6:.0f} | {boto3_seconds / hub_seconds:.2f} |",
+        "",
+        f"upload_folder = {boto3_seconds / hub_seconds:.2f}x boto3's rate (target >= 0.8x)",
+        "",
+        "## Time to a verdict (checks and smoke pass, in one process)",
+        "",
+        "| commit | seconds | files read by the per-file checks | bytes read |",
+        "| --- | --- | --- | --- |",
+        f"| the whole checkpoint | {whole['seconds']:.2f} | {whole['files_read']} | {whole['bytes_read']} |",
+        f"| one shard retrained | {changed['seconds']:.2f} | {changed['files_read']} | {changed['bytes_read']} |",
+        "",
+        f"one shard changed: {changed['seconds'] / whole['seconds']:.2f}x the time of the full verification "
+        "(the smoke pass still loads every shard, hashing it again as it loads)",
+    ]
+    publish_results("publish_hub.md", lines)
 
 
 if __name__ == "__main__":

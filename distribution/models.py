@@ -134,6 +134,9 @@ class Revision(models.Model):
     class State(models.TextChoices):
         # Files still going into storage (distribution.publishing): never verified, listed or served.
         DRAFT = "draft"
+        # Every file stored, but the checkpoint names files it lacks (an index's shards, which a later
+        # commit brings): it waits for them, never verified, released or served, and never failed.
+        INCOMPLETE = "incomplete"
         UPLOADED = "uploaded"
         VERIFYING = "verifying"
         VERIFIED = "verified"
@@ -152,10 +155,12 @@ class Revision(models.Model):
         SMOKE = "smoke"
 
     # The only moves a revision may make; states never go back. A re-verification that fails
-    # moves a verified revision to failed and a released one to withdrawn.
+    # moves a verified revision to failed and a released one to withdrawn; a newer Hub commit fails
+    # the verification of an older one that is still waiting or running (superseded).
     TRANSITIONS = {
-        State.DRAFT: {State.UPLOADED},
-        State.UPLOADED: {State.VERIFYING},
+        State.DRAFT: {State.UPLOADED, State.INCOMPLETE},
+        State.INCOMPLETE: set(),
+        State.UPLOADED: {State.VERIFYING, State.FAILED},
         State.VERIFYING: {State.VERIFIED, State.FAILED},
         State.VERIFIED: {State.RELEASED, State.FAILED},
         State.FAILED: set(),
@@ -260,6 +265,37 @@ class RevisionFile(models.Model):
     @property
     def filename(self) -> str:
         return self.path.rsplit("/", 1)[-1]
+
+
+class LfsObject(models.Model):
+    """A file a publisher's Hub client uploads by the LFS batch API, before a commit names it: staged under
+    `key`, never listed or served. It is `accepted` only once the portal has read it back and its sha256
+    is the oid it was announced with; a commit copies accepted objects into its revision."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        ACCEPTED = "accepted"
+
+    repo = models.ForeignKey(Repo, on_delete=models.CASCADE, related_name="lfs_objects")
+    oid = models.CharField(max_length=64)  # the sha256 the client announced
+    size = models.BigIntegerField()
+    storage_backend = models.CharField(max_length=8)
+    key = models.CharField(max_length=512, unique=True)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING)
+    upload_id = models.CharField(max_length=1024, blank=True)  # S3's multipart upload, while one is open
+    part_size = models.BigIntegerField(null=True, blank=True)  # the parts' size, for a multipart transfer
+    etag = models.CharField(max_length=128, blank=True)  # the accepted version's S3 ETag: a copy takes only it
+    head = models.BinaryField(blank=True, default=b"")  # the first bytes, by which a commit judges its kind
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["repo", "oid"], name="lfs_object_by_oid")]
+
+    def __str__(self):
+        return f"{self.repo.repo_id} LFS object {self.oid[:12]} ({self.state})"
 
 
 class TracedRevision(models.Model):

@@ -35,6 +35,7 @@ from audit.chain import record
 from audit.tags import Tag
 from distribution.models import Repo, Revision, RevisionFile, TracedRevision, parse_repo_id
 from distribution.storage import StorageError, StoredObject, Transfer, Uploaded, get_storage
+from verification.core.layout import INDEX_NAME
 from verification.core.signature import SIGNATURE_PATH
 from verification.outcomes import missing_or_failed_checks
 
@@ -260,11 +261,16 @@ def open_draft(storage, org: str, name: str, directory: Path, files: list[Source
 
 
 @transaction.atomic
-def start_draft(draft: Revision, org: str, name: str, files: list[SourceFile]) -> Revision:
-    """Record the draft and the files it expects, in the repo (created if new)."""
+def start_draft(draft: Revision, org: str, name: str, files, *, digests: dict[str, str] | None = None) -> Revision:
+    """Record the draft and the files it expects (each with a path and a size; `digests` gives the sha256
+    of those known on arrival), in the repo (created if new)."""
     draft.repo, _ = Repo.objects.get_or_create(org=org, name=name)
     draft.save()
-    RevisionFile.objects.bulk_create(RevisionFile(revision=draft, path=file.path, size=file.size) for file in files)
+    known = digests or {}
+    RevisionFile.objects.bulk_create(
+        RevisionFile(revision=draft, path=file.path, size=file.size, upload_sha256=known.get(file.path, ""))
+        for file in files
+    )
     record(
         Tag.DRAFT_STARTED,
         actor=draft.published_by,
@@ -457,8 +463,11 @@ def refuse_differing(draft: Revision, expected: dict[str, str], outcomes: list[F
         )
 
 
-def complete(draft: Revision, storage, publisher) -> None:
-    """Every file is there: the draft becomes an uploaded revision, to be queued for verification."""
+def complete(draft: Revision, storage, publisher, *, request=None, supersede: bool = False, **details) -> None:
+    """Every file is there: the draft becomes an uploaded revision, to be queued for verification, or an
+    incomplete one when its checkpoint names files it lacks (an index's shards a later commit brings).
+    With `supersede` (Hub commits), an uploaded revision ends the verification of the repo's older ones
+    still waiting or running: only the newest commit is worth verifying."""
     with storage_errors(f"checking draft {draft.commit} in {storage.name} storage failed; run again to finish it"):
         storage.discard_unfinished(draft.storage_prefix)
         stored = storage.stored_objects(draft.storage_prefix)
@@ -469,17 +478,66 @@ def complete(draft: Revision, storage, publisher) -> None:
             f"{', '.join(absent)} vanished from {storage.name} storage while draft {draft.commit} was published: "
             "run the same command again to send them"
         )
+    lacking = files_lacking(draft, storage, {row.path for row in rows})
+    state = State.INCOMPLETE if lacking else State.UPLOADED
+    waiting = f"waiting for {', '.join(lacking)}, which its index names: commit them to finish it" if lacking else ""
     with transaction.atomic():
-        if draft.move(State.UPLOADED, created_at=timezone.now(), publish_heartbeat_at=None):
+        if draft.move(state, created_at=timezone.now(), publish_heartbeat_at=None, failure_reason=waiting):
             record(
                 Tag.REVISION_PUBLISHED,
                 actor=publisher,
                 repo=draft.repo,
                 commit=draft.commit,
+                request=request,
                 storage=storage.name,
+                state=state,
                 files=len(rows),
                 bytes=sum(row.size for row in rows),
+                **({"lacking": lacking} if lacking else {}),
+                **details,
             )
+            if supersede and state == State.UPLOADED:
+                supersede_older(draft, publisher)
+
+
+def files_lacking(draft: Revision, storage, paths: set[str]) -> list[str]:
+    """The shards the checkpoint's index names that the revision does not hold (an index that cannot be
+    read names none: verification reports it)."""
+    if INDEX_NAME not in paths:
+        return []
+    try:
+        with storage.open(f"{draft.storage_prefix}/{INDEX_NAME}") as handle:
+            weight_map = json.loads(handle.read(16 * 1024 * 1024))["weight_map"]
+        named = {str(shard) for shard in weight_map.values()}
+    except (OSError, StorageError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+    return sorted(named - paths)
+
+
+def supersede_older(newer: Revision, publisher) -> None:
+    """Fail the verification of the repo's older revisions still waiting for it or under way: their workers
+    find them failed at their next claim and store nothing more."""
+    older = Revision.objects.filter(
+        repo=newer.repo, state__in=(State.UPLOADED, State.VERIFYING), created_at__lte=newer.created_at
+    ).exclude(pk=newer.pk)
+    for revision in older:
+        revision.move(
+            State.FAILED,
+            actor=publisher,
+            failure_reason=f"superseded by the newer commit {newer.commit} before its verification finished",
+            verification_stage=Revision.Stage.NONE,
+            verification_heartbeat_at=None,
+        )
+
+
+def publish_draft(draft: Revision, storage, publisher, store, **completing):
+    """The one way a draft becomes a revision, for the operator's `publish_checkpoint` and a Hub commit
+    alike: held by this run while `store()` puts its files into storage, then completed (`complete`).
+    Returns what `store()` returned."""
+    with held(draft):
+        stored = store()
+        complete(draft, storage, publisher, **completing)
+    return stored
 
 
 # --- The whole publish ----------------------------------------------------------------------------
@@ -557,7 +615,8 @@ def publish_checkpoint(
     if expected is not None:
         refuse_unlisted_or_missing(expected, files, Path(expect_sha256))
     draft, resumed = open_draft(storage, org, name, directory, files, publisher)
-    with held(draft):
+
+    def store() -> list[FileOutcome]:
         outcomes = store_missing(
             draft,
             storage,
@@ -571,7 +630,9 @@ def publish_checkpoint(
         if traceable and not draft.repo.traceable:
             Repo.objects.filter(pk=draft.repo.pk).update(traceable=True)
             draft.repo.traceable = True
-        complete(draft, storage, publisher)
+        return outcomes
+
+    outcomes = publish_draft(draft, storage, publisher, store)
     return Publication(draft, outcomes, resumed)
 
 

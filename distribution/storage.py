@@ -16,6 +16,7 @@ import functools
 import hashlib
 import io
 import os
+import queue
 import shutil
 import threading
 from collections.abc import Callable
@@ -87,7 +88,9 @@ class Storage(Protocol):
 
     def put_file(self, key: str, source: Path | str) -> None: ...
 
-    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def put_bytes(self, key: str, data: bytes) -> str:
+        """Store `data` under `key`; its ETag ("" for local files)."""
+        ...
 
     def open(self, key: str) -> BinaryIO: ...
 
@@ -101,9 +104,65 @@ class Storage(Protocol):
 
     def delete_prefix(self, prefix: str) -> None: ...
 
+    def delete(self, key: str) -> None: ...
+
+    def copy(self, source: str, target: str, *, etag: str = "") -> str:
+        """Store under `target` the object at `source` (with `etag`, only that version of it, else
+        ObjectChanged) without its bytes passing through this process where the backend allows; its ETag."""
+        ...
+
+    def digest(self, key: str, *, etag: str = "") -> "Digest":
+        """The sha256, size and first bytes of the object at `key`, in one read."""
+        ...
+
     def probe(self) -> None:
         """Raise StorageError, quickly, when files cannot be read from here now (the readiness probe)."""
         ...
+
+
+@dataclass(frozen=True)
+class Digest:
+    sha256: str
+    size: int
+    head: bytes  # the first HEAD_BYTES, by which a file's kind is judged
+
+
+HEAD_BYTES = 512  # as much as the Hub client samples of each file it announces
+
+
+def digest_of(chunks) -> Digest:
+    """Hash the byte strings `chunks` yields, read by a side thread a few chunks ahead, so the reading
+    (a socket, a disk) and the hashing (which releases the GIL) overlap."""
+    pending: queue.Queue = queue.Queue(maxsize=4)
+    failure: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                pending.put(chunk)
+        except BaseException as error:  # handed to the hashing side, which raises it
+            failure.append(error)
+        finally:
+            pending.put(None)
+
+    reader = threading.Thread(target=read, name="digest-read", daemon=True)
+    reader.start()
+    sha256, size, head = hashlib.sha256(), 0, b""
+    while (chunk := pending.get()) is not None:
+        sha256.update(chunk)
+        if len(head) < HEAD_BYTES:
+            head += chunk[: HEAD_BYTES - len(head)]
+        size += len(chunk)
+    reader.join()
+    if failure:
+        raise failure[0]
+    return Digest(sha256.hexdigest(), size, head)
+
+
+def read_chunks(stream: BinaryIO, chunk: int):
+    with contextlib.closing(stream):
+        while data := stream.read(chunk):
+            yield data
 
 
 COPY_CHUNK = 8 * 1024 * 1024
@@ -146,9 +205,10 @@ class LocalStorage:
         with self._writing(key) as out, Path(source).open("rb") as handle:
             shutil.copyfileobj(handle, out, COPY_CHUNK)
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def put_bytes(self, key: str, data: bytes) -> str:
         with self._writing(key) as out:
             out.write(data)
+        return ""
 
     def open(self, key: str) -> BinaryIO:
         return self.path(key).open("rb")
@@ -174,6 +234,50 @@ class LocalStorage:
 
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self.path(prefix), ignore_errors=True)
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def copy(self, source: str, target: str, *, etag: str = "") -> str:
+        """A hard link where the filesystem allows (files are never written in place, only renamed into
+        place, so two names may share one file), else a copy; either appears under `target` whole."""
+        origin, destination = self.path(source), self.path(target)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        partial = destination.with_name(destination.name + PARTIAL_SUFFIX)
+        partial.unlink(missing_ok=True)
+        try:
+            os.link(origin, partial)
+        except OSError:
+            shutil.copyfile(origin, partial)
+        partial.replace(destination)
+        return ""
+
+    def digest(self, key: str, *, etag: str = "") -> Digest:
+        return digest_of(read_chunks(self.open(key), COPY_CHUNK))
+
+    def write_at(self, key: str, offset: int, source: BinaryIO, length: int) -> str:
+        """Write `length` bytes of `source` at `offset` of the file at `key` (made if new, never renamed
+        into place here); the MD5 of those bytes, as S3 tags a part."""
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        md5 = hashlib.md5(usedforsecurity=False)
+        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            written = 0
+            while written < length and (chunk := source.read(min(COPY_CHUNK, length - written))):
+                os.pwrite(descriptor, chunk, offset + written)
+                md5.update(chunk)
+                written += len(chunk)
+        finally:
+            os.close(descriptor)
+        if written != length:
+            raise StorageError(f"{key}: {written} of the {length} bytes announced arrived")
+        return md5.hexdigest()
+
+    def rename(self, source: str, target: str) -> None:
+        destination = self.path(target)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        self.path(source).replace(destination)
 
     def probe(self) -> None:
         # Made when missing, as the first publish would; web hosts may mount it read-only.
@@ -250,8 +354,8 @@ class S3Storage:
         with Transfer(self.concurrency) as transfer, Path(source).open("rb") as handle:
             self.upload(key, handle, os.fstat(handle.fileno()).st_size, transfer)
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        self._call(self.client.put_object, Bucket=self.bucket, Key=checked_key(key), Body=data)
+    def put_bytes(self, key: str, data: bytes) -> str:
+        return self._call(self.client.put_object, Bucket=self.bucket, Key=checked_key(key), Body=data)["ETag"]
 
     def open(self, key: str, *, etag: str = "") -> BinaryIO:
         """The object's bytes as a stream; with `etag`, only that version of it (else ObjectChanged)."""
@@ -312,6 +416,64 @@ class S3Storage:
         for start in range(0, len(keys), 1000):  # the most one DeleteObjects call takes
             batch = keys[start : start + 1000]
             self._call(self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def delete(self, key: str) -> None:
+        self._call(self.client.delete_object, Bucket=self.bucket, Key=checked_key(key))
+
+    def copy(self, source: str, target: str, *, etag: str = "") -> str:
+        """A server-side copy (in parts above 5 GB, as boto3's managed copy does): no byte comes here."""
+        from boto3.s3.transfer import TransferConfig
+
+        extra = {"CopySourceIfMatch": etag} if etag else {}
+        config = TransferConfig(multipart_threshold=4 * 1024**3, multipart_chunksize=512 * 1024**2)
+        self._call(
+            self.client.copy,
+            {"Bucket": self.bucket, "Key": checked_key(source)},
+            self.bucket,
+            checked_key(target),
+            ExtraArgs=extra,
+            Config=config,
+        )
+        return self._call(self.client.head_object, Bucket=self.bucket, Key=target)["ETag"]
+
+    def digest(self, key: str, *, etag: str = "") -> Digest:
+        return digest_of(read_chunks(self.open(key, etag=etag), COPY_CHUNK))
+
+    def etag(self, key: str) -> str | None:
+        """The object's ETag; None when there is none under `key`."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=checked_key(key))["ETag"]
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StorageError(f"S3 bucket {self.bucket}: {error}") from error
+
+    def presigned_put(self, key: str, *, expires_in: int) -> str:
+        return self.client.generate_presigned_url(
+            "put_object", Params={"Bucket": self.bucket, "Key": checked_key(key)}, ExpiresIn=expires_in
+        )
+
+    def start_parts(self, key: str) -> str:
+        """Open a multipart upload whose parts the client sends straight to S3; its upload id."""
+        return self._call(self.client.create_multipart_upload, Bucket=self.bucket, Key=checked_key(key))["UploadId"]
+
+    def presigned_part(self, key: str, upload_id: str, number: int, *, expires_in: int) -> str:
+        params = {"Bucket": self.bucket, "Key": checked_key(key), "UploadId": upload_id, "PartNumber": number}
+        return self.client.generate_presigned_url("upload_part", Params=params, ExpiresIn=expires_in)
+
+    def complete_parts(self, key: str, upload_id: str, etags: list[str]) -> str:
+        """Assemble the parts the client sent (part N has etags[N-1]); the whole object's ETag."""
+        parts = [{"PartNumber": number, "ETag": etag} for number, etag in enumerate(etags, start=1)]
+        done = self._call(
+            self.client.complete_multipart_upload,
+            Bucket=self.bucket,
+            Key=checked_key(key),
+            UploadId=upload_id,
+            MultipartUpload={"Parts": parts},
+        )
+        return done["ETag"]
 
     @functools.cached_property
     def probe_client(self):

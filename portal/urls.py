@@ -1,11 +1,12 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
 from access import api as access_api
 from access import hf_views as access_hf
 from access import views as access_views
-from distribution import hf_reading, link_views
+from distribution import hf_publish, hf_reading, link_views
 from distribution import hf_views as distribution_hf
 from hub.routes import REPO, RESOLVE_ROUTE
 from portal import anchor_views, audit_views, metrics, publishing_views, trace_views, views
@@ -60,6 +61,16 @@ urlpatterns = [
     ),
     re_path(rf"^api/models/{REPO}/user-access-request/handle$", access_hf.handle_request, name="hf-access-handle"),
     re_path(rf"^api/models/{REPO}/user-access-request/grant$", access_hf.grant, name="hf-access-grant"),
+    # Hugging Face Hub protocol: publishing
+    path("api/repos/create", hf_publish.create_repo, name="hf-create-repo"),
+    re_path(rf"^api/models/{REPO}/preupload/(?P<rev>[^/]+)$", hf_publish.preupload, name="hf-preupload"),
+    re_path(rf"^api/models/{REPO}/commit/(?P<rev>[^/]+)$", hf_publish.commit, name="hf-commit"),
+    re_path(rf"^api/models/{REPO}/xet-write-token/(?P<rev>[^/]+)$", hf_publish.xet_write_token, name="hf-xet"),
+    re_path(rf"^{REPO}\.git/info/lfs/objects/batch$", hf_publish.lfs_batch, name="hf-lfs-batch"),
+    path("api/lfs/<str:signed>/complete", hf_publish.lfs_complete, name="lfs-complete"),
+    path("api/lfs/<str:signed>/verify", hf_publish.lfs_verify, name="lfs-verify"),
+    path("api/lfs/<str:signed>/object", hf_publish.lfs_object, name="lfs-object"),
+    path("api/lfs/<str:signed>/part/<int:number>", hf_publish.lfs_part, name="lfs-part"),
     re_path(RESOLVE_ROUTE, distribution_hf.resolve, name="hf-resolve"),
     path("files/<str:ticket>/<str:filename>", distribution_hf.ticket_download, name="download-ticket"),
     path("dl/<str:signed>/<path:path>", link_views.link_download, name="download-link"),
@@ -83,6 +94,8 @@ urlpatterns = [
     re_path(
         rf"^{REPO}/revisions/(?P<commit>[0-9a-f]{{40}})/release$", publishing_views.release, name="revision-release"
     ),
+    # The commit URL the Hub client is given (it reads the repo from what comes before /commit/)
+    re_path(rf"^{REPO}/commit/(?P<commit>[0-9a-f]{{40}})$", RedirectView.as_view(pattern_name="revision")),
 ]
 
 handler404 = "portal.views.not_found"

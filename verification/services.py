@@ -136,6 +136,13 @@ def check_against_record(revision: Revision, report: Report) -> None:
                 f"{path} no longer has the sha256 it was verified with ({stored.sha256[:16]}…)",
                 path,
             )
+        elif stored.upload_sha256 and digest.sha256 != stored.upload_sha256:
+            report.fail(
+                "files",
+                "ContentChanged",
+                f"{path} is not the file that was published (which had sha256 {stored.upload_sha256[:16]}…)",
+                path,
+            )
     for path in recorded.keys() - report.files.keys():
         report.fail("files", "FileMissing", f"{path} was published but is not in storage", path)
 
@@ -233,10 +240,44 @@ def start_checks(revision_id: int) -> list[str] | None:
     except StorageError:
         release_claim(revision)
         raise
+    reused = reusable_checks(revision, {item.path: item.size for item in files})
     FileCheck.objects.bulk_create(
-        [FileCheck(revision=revision, path=item.path, size=item.size) for item in files], ignore_conflicts=True
+        [reused.get(item.path) or FileCheck(revision=revision, path=item.path, size=item.size) for item in files],
+        ignore_conflicts=True,
     )
     return list(revision.file_checks.exclude(state=FileCheck.State.DONE).values_list("path", flat=True))
+
+
+def reusable_checks(revision: Revision, sizes: dict[str, int]) -> dict[str, FileCheck]:
+    """The files whose sha256 is known since they arrived (a Hub commit's, a publish with --expect-sha256)
+    and that an earlier revision of the repo already checked with that sha256 and size: their digest,
+    header and tensor scan are copied, done, and never read again. The checks of the whole checkpoint
+    still judge them."""
+    arrived = dict(
+        revision.files.exclude(upload_sha256="").filter(path__in=sizes.keys()).values_list("path", "upload_sha256")
+    )
+    earlier: dict[tuple[str, int], FileCheck] = {}
+    done = FileCheck.objects.filter(
+        revision__repo_id=revision.repo_id, state=FileCheck.State.DONE, sha256__in=set(arrived.values())
+    )
+    for check in done.exclude(revision=revision).select_related("revision").order_by("-finished_at", "-id"):
+        if "unreadable" not in check.scan:
+            earlier.setdefault((check.sha256, check.size), check)
+    reused = {}
+    for path, sha256 in arrived.items():
+        source = earlier.get((sha256, sizes[path]))
+        if source is not None:
+            reused[path] = FileCheck(
+                revision=revision,
+                path=path,
+                size=sizes[path],
+                state=FileCheck.State.DONE,
+                sha256=sha256,
+                scan={**source.scan, "path": path},
+                checked_by=f"reused: {source.path} of {source.revision.commit}",
+                finished_at=timezone.now(),
+            )
+    return reused
 
 
 def claim_file(revision_id: int, path: str, worker: str) -> FileCheck | None:
@@ -328,8 +369,11 @@ def judged_checks(revision: Revision) -> Report:
 
 
 def record_checks(revision: Revision, report: Report) -> None:
-    """Stage one's verdict: the run and its results, each file's sha256, and the revision moved on."""
+    """Stage one's verdict: the run and its results, each file's sha256, and the revision moved on; nothing
+    when the revision stopped being verified meanwhile (a newer commit superseded it)."""
     with transaction.atomic():
+        if not still_verifying(revision):
+            return
         run = VerificationRun.objects.create(revision=revision, report=report.as_dict())
         save_checks(run, report)
         for stored in revision.files.all():
@@ -344,6 +388,12 @@ def record_checks(revision: Revision, report: Report) -> None:
         else:
             Revision.objects.filter(pk=revision.pk).update(verification_stage=Stage.SMOKE_QUEUED)
             revision.verification_stage = Stage.SMOKE_QUEUED
+
+
+def still_verifying(revision: Revision) -> bool:
+    """Whether the revision is still being verified, its row locked until the transaction ends so that a
+    newer commit superseding it waits for what this worker stores, or this worker stores nothing."""
+    return Revision.objects.select_for_update().filter(pk=revision.pk, state=State.VERIFYING).exists()
 
 
 def run_checks_stage(revision_id: int) -> Revision | None:
@@ -373,6 +423,8 @@ def run_smoke_stage(revision_id: int) -> Revision | None:
         release_claim(revision)
         raise
     with transaction.atomic():
+        if not still_verifying(revision):
+            return revision
         run.checks.filter(name__in=("smoke", "served")).delete()
         save_checks(run, report, names=("smoke", "served"))
         run.report = {**run.report, "smoke": report.smoke}

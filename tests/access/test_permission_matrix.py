@@ -136,6 +136,14 @@ def page(default: int, **exceptions: int) -> dict[str, int]:
 DOWNLOADS = {"grantee_read": OK, "staff_admin_read": OK, "grantee_elsewhere": HIDDEN}
 REVIEWS = {"reviewer_review": OK, "grantee_elsewhere": HIDDEN}
 AUDITS = {"reviewer_review": OK, "staff_admin_read": OK}
+# Publishing takes the publish scope, of a publisher of the repo or of staff; creating a repo in acme, of
+# a publisher of any acme repo or of staff (acme/tiny exists: they get the Hub's 409 with its URL).
+PUBLISHES = {"publisher": OK, "staff": OK, "publisher_publish": OK, "grantee_elsewhere": HIDDEN}
+CREATES = {"publisher": CONFLICT, "staff": CONFLICT, "publisher_publish": CONFLICT}
+A_COMMIT = (
+    '{"key": "header", "value": {"summary": "matrix"}}\n{"key": "deletedFile", "value": {"path": "config.json"}}\n'
+    '{"key": "file", "value": {"path": "README.md", "content": "aGk=", "encoding": "base64"}}\n'
+)
 
 
 # (method, path, JSON body, is a page) and the status each role gets on the public repo.
@@ -228,17 +236,33 @@ ENDPOINTS = {
     ("post", "/api/models/acme/tiny/user-access-request/grant", '{"user": "target"}', False): roles(
         DENIED, anonymous=ANON, reviewer=OK, staff=OK, **REVIEWS
     ),
+    ("post", "/api/repos/create", '{"organization": "acme", "name": "tiny"}', False): roles(
+        DENIED, anonymous=ANON, **CREATES
+    ),
+    (
+        "post",
+        "/api/models/acme/tiny/preupload/main",
+        '{"files": [{"path": "a.json", "sample": "", "size": 2}]}',
+        False,
+    ): (roles(DENIED, anonymous=ANON, **PUBLISHES)),
+    ("post", "/acme/tiny.git/info/lfs/objects/batch", '{"operation": "upload", "objects": []}', False): roles(
+        DENIED, anonymous=ANON, **PUBLISHES
+    ),
+    ("post", "/api/models/acme/tiny/commit/main", A_COMMIT, False): roles(DENIED, anonymous=ANON, **PUBLISHES),
+    ("get", "/api/models/acme/tiny/xet-write-token/main", None, False): roles(
+        DENIED, anonymous=ANON, **{**PUBLISHES, **dict.fromkeys(["publisher", "staff", "publisher_publish"], 501)}
+    ),
 }
 SEES_PRIVATE = {
     "grantee",
     "reviewer",
-    "publisher",
     "staff",
     "grantee_read",
     "reviewer_read",
     "reviewer_review",
-    "publisher_publish",
     "staff_admin_read",
+    "publisher",
+    "publisher_publish",
 }
 DOWNLOAD_CALLS = ("/resolve/", "/auth-check")
 # Pages and calls about no repo in particular answer the same whatever the private repo is.
@@ -260,7 +284,7 @@ SITE_WIDE = {
         "/api/v1/audit/downloads/",
         "/api/v1/me/downloads/",
     )
-}
+} | {("post", "/api/repos/create")}
 
 
 def expected(endpoint, role: str, private: bool) -> int:

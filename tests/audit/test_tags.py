@@ -33,6 +33,7 @@ VALUES = {
     "distribution:draft:started", "distribution:draft:resumed", "distribution:draft:discarded",
     "access:second-factor:added", "access:second-factor:removed",
     "access:publisher:assigned", "admin:publisher:created", "admin:publisher:changed", "admin:publisher:deleted",
+    "distribution:repo:created",
 }  # fmt: skip
 
 

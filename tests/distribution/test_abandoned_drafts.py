@@ -1,11 +1,14 @@
 """Drafts nobody finishes do not stay in the bucket for good: a daily job discards them, their copies and
-their unfinished multipart uploads, once PUBLISH_DRAFT_DAYS have passed since they began."""
+their unfinished multipart uploads, once PUBLISH_DRAFT_DAYS have passed since they began; so are the Hub
+client's uploads that old (a commit has copied what it names into its revision)."""
 
 import pytest
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from distribution.models import Revision
+from distribution import lfs
+from distribution.models import LfsObject, Repo, Revision
+from distribution.storage import get_storage
 from distribution.tasks import discard_abandoned_publishes
 from tests.support import servers
 from tests.support.publishing import IN_PARTS, MIB, refused_draft
@@ -46,3 +49,17 @@ def test_an_old_draft_a_run_is_finishing_now_is_left_to_it(tmp_path):
     assert discard_abandoned_publishes() == 0
     draft.refresh_from_db()
     assert draft.state == Revision.State.DRAFT
+
+
+def test_hub_uploads_no_commit_named_in_time_are_deleted_with_their_unfinished_parts(s3_endpoint, settings):
+    settings.STORAGE_BACKEND, settings.S3_MULTIPART_THRESHOLD = "s3", 5 * MIB
+    repo = Repo.objects.create(org="acme", name="uploads")
+    s3, bucket = servers.s3_client(s3_endpoint), s3_endpoint.bucket
+    old = lfs.pending_object(repo, None, "a" * 64, 20 * MIB, get_storage("s3"), multipart=True)
+    s3.upload_part(Bucket=bucket, Key=old.key, UploadId=old.upload_id, PartNumber=1, Body=b"x" * 5 * MIB)
+    LfsObject.objects.filter(pk=old.pk).update(created_at=timezone.now() - timezone.timedelta(days=8))
+    recent = lfs.pending_object(repo, None, "b" * 64, 10, get_storage("s3"), multipart=True)
+
+    assert discard_abandoned_publishes() == 1
+    assert list(LfsObject.objects.values_list("pk", flat=True)) == [recent.pk]
+    assert s3.list_multipart_uploads(Bucket=bucket, Prefix=old.key).get("Uploads", []) == []

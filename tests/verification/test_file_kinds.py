@@ -7,7 +7,8 @@ import pickle
 import pytest
 
 from tests.support.servers import REPO_ROOT
-from verification.core.checks import check_directory, is_pickle
+from verification.core.checks import check_directory
+from verification.core.kinds import is_pickle
 from verification.core.tiny_llama import write_tiny_llama
 
 LICENSE_TEXT = "Permission is granted to use these weights for research.\n" * 200

@@ -6,7 +6,6 @@ run on a local directory and on objects streamed from S3.
 
 import functools
 import os
-import pickletools
 import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,46 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from verification.core.kinds import refused_kind
 from verification.core.layout import INDEX_NAME, is_weight_shard, read_json
 from verification.core.model_checks import check_config, run_smoke, smoke_sink
 from verification.core.report import PASS, WARN, FileDigest, Report
 from verification.core.scan import FileScan, scan_stream
-from verification.core.signature import SIGNATURE_PATH
-
-# Weight formats that run code when loaded; they are refused, never opened.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz")
-PICKLE_PROTOCOL_MARKS = tuple(bytes([0x80, protocol]) for protocol in range(2, 6))
-ZIP_MAGIC = b"PK\x03\x04"
-# What a model repo holds besides its weights: configs and indexes, tokenizers, chat templates, text
-# and the model card's pictures. A loader never unpickles these; any other kind of file is refused.
-ALLOWED_SUFFIXES = (
-    ".safetensors",
-    ".json",
-    ".model",
-    ".tiktoken",
-    ".jinja",
-    ".txt",
-    ".md",
-    ".yaml",
-    ".yml",
-    ".cff",
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".gif",
-)
-# The portal's own signature of a release (publishing refuses one a checkpoint brings) is read again by
-# a re-verification.
-ALLOWED_NAMES = frozenset(
-    {"LICENSE", "NOTICE", "README", "USE_POLICY", "COPYING", ".gitattributes", ".gitignore", SIGNATURE_PATH}
-)
-# Code a recipient's loader runs under trust_remote_code: refused unless the repo allows it.
-CODE_SUFFIXES = (".py",)
-# Opcodes that build objects: text read as opcodes (a line starting with P, S, I, ...) has none of them.
-BUILDING_OPCODES = frozenset(
-    {"MARK", "GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD", "INST", "OBJ", "NEWOBJ", "APPEND", "APPENDS", "SETITEM"}
-    | {"SETITEMS", "DICT", "LIST", "TUPLE", "EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE"}
-)
 
 
 class UnreadableCheckpoint(Exception):
@@ -120,56 +84,11 @@ def check_paths(files: list[CheckpointFile], report: Report) -> None:
             )
 
 
-def is_pickle(head: bytes) -> bool:
-    """Whether a file's first bytes are a pickle program, of any protocol (0 and 1 carry no mark): one
-    that is the whole of them or builds objects before its end, or one that runs on past them,
-    building objects all along (text read as opcodes builds nothing)."""
-    if head.startswith(PICKLE_PROTOCOL_MARKS):
-        return True
-    names = []
-    try:
-        for opcode, _argument, position in pickletools.genops(head):
-            names.append(opcode.name)
-            if opcode.name == "STOP":
-                return position == len(head) - 1 or bool(BUILDING_OPCODES.intersection(names))
-    except ValueError:  # cut short at the end of `head`, or bytes that are no opcode
-        pass
-    except Exception:  # anything else genops cannot read is no pickle it knows
-        return False
-    return len(names) >= 32 and len(BUILDING_OPCODES.intersection(names)) >= 3
-
-
 def check_file_kinds(scans: list[FileScan], report: Report, *, allow_code: bool = False) -> None:
     for scan in scans:
-        name = scan.path.rsplit("/", 1)[-1]
-        # A safetensors file starts with its header length, which can look like a pickle mark: its
-        # own parser judges it. Anything else is sniffed, whatever its name says.
-        sniffed = not scan.path.endswith(".safetensors") and (is_pickle(scan.head) or scan.head.startswith(ZIP_MAGIC))
-        if scan.path.lower().endswith(PICKLE_SUFFIXES) or sniffed:
-            report.fail(
-                "files",
-                "PickleWeights",
-                f"{scan.path} is a pickle-based file, which can run code when loaded; it was not opened. "
-                "Convert the weights to safetensors and publish again.",
-                scan.path,
-            )
-        elif name.endswith(CODE_SUFFIXES):
-            if not allow_code:
-                report.fail(
-                    "files",
-                    "CodeNotAllowed",
-                    f"{scan.path} is Python code, which runs on every recipient's machine under "
-                    "trust_remote_code; this repo does not allow code (staff can allow it in the repo's settings)",
-                    scan.path,
-                )
-        elif not (name.endswith(ALLOWED_SUFFIXES) or name.split(".")[0] in ALLOWED_NAMES or name in ALLOWED_NAMES):
-            report.fail(
-                "files",
-                "FileKindNotAllowed",
-                f"{scan.path} is not a kind of file a model repo holds (weights in .safetensors, JSON configs, "
-                "tokenizer files, text, pictures); remove it or convert it, and publish again",
-                scan.path,
-            )
+        refused = refused_kind(scan.path, scan.head, allow_code=allow_code)
+        if refused is not None:
+            report.fail("files", *refused, scan.path)
 
 
 def check_safetensors_headers(scans: list[FileScan], report: Report) -> None:
