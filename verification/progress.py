@@ -13,8 +13,9 @@ from distribution.models import Revision
 from verification.models import CheckResult, FileCheck, VerificationRun
 
 State = Revision.State
-# States a revision stays in until a person acts: nothing more to follow.
-SETTLED = frozenset({State.VERIFIED, State.FAILED, State.RELEASED, State.WITHDRAWN})
+# States a revision stays in until a person acts: nothing more to follow (an incomplete one never
+# moves: the commit that brings its missing files is a new revision).
+SETTLED = frozenset({State.INCOMPLETE, State.VERIFIED, State.FAILED, State.RELEASED, State.WITHDRAWN})
 # What each stage of a verifying revision is doing, in words for the publisher.
 STAGE_WORDS = {
     Revision.Stage.CHECKS: "checking its files",

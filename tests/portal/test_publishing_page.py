@@ -130,13 +130,25 @@ def test_a_file_being_checked_names_its_worker_and_the_page_follows_it(repo, pub
 
 def test_a_state_added_later_is_shown_by_its_name_and_followed(repo, publisher):
     revision = checked_revision(repo, 1)
-    Revision.objects.filter(pk=revision.pk).update(state="incomplete", verification_stage="more-shards")
+    Revision.objects.filter(pk=revision.pk).update(state="quarantined", verification_stage="")
     page = publisher.get(PAGE)
     assert page.status_code == 200
-    assert '<span class="state incomplete">incomplete</span>' in page.content.decode()
+    assert '<span class="state quarantined">quarantined</span>' in page.content.decode()
     assert f'data-progress="{progress_url(revision)}"' in page.content.decode()
     progress = publisher.get(progress_url(revision)).json()
-    assert (progress["state_label"], progress["settled"], progress["releasable"]) == ("incomplete", False, False)
+    assert (progress["state_label"], progress["settled"], progress["releasable"]) == ("quarantined", False, False)
+
+
+def test_an_incomplete_revision_says_what_it_waits_for_and_is_not_followed(repo, publisher):
+    revision = checked_revision(repo, 1)
+    waiting = "waiting for model-00002-of-00002.safetensors, which its index names: commit them to finish it"
+    Revision.objects.filter(pk=revision.pk).update(state=Revision.State.INCOMPLETE, failure_reason=waiting)
+    page = publisher.get(PAGE).content.decode()
+    assert '<span class="state incomplete">Incomplete</span>' in page
+    assert f'<p class="msg">{waiting}</p>' in page
+    assert f'data-progress="{progress_url(revision)}"' not in page
+    progress = publisher.get(progress_url(revision)).json()
+    assert (progress["state_label"], progress["settled"], progress["releasable"]) == ("Incomplete", True, False)
 
 
 def test_a_publisher_releases_a_verified_revision_with_a_tag(repo, paula, publisher, tmp_path):
