@@ -1,7 +1,5 @@
 """The Hub's user-access-request API, so `HfApi(endpoint=...)` can list, accept, reject and grant."""
 
-import json
-
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
@@ -11,6 +9,7 @@ from access.gate import SecondFactorRequired, check_second_factor, find_repo, ne
 from access.models import AccessRequest, Grant, User
 from access.second_factor import WHY
 from access.services import RequestRefused, decide, grant_access
+from hub.bodies import json_object
 from hub.errors import hf_error
 
 
@@ -57,12 +56,9 @@ def json_body(request) -> dict:
     if request.content_type != "application/json":
         raise RequestRefused(f"send the body as JSON (Content-Type: application/json), not {request.content_type}", 415)
     try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        raise RequestRefused("the request body is not JSON") from None
-    if not isinstance(body, dict):
-        raise RequestRefused("the request body must be a JSON object")
-    return body
+        return json_object(request.body)
+    except ValueError as error:
+        raise RequestRefused(str(error)) from None
 
 
 def text(body: dict, name: str) -> str:

@@ -3,8 +3,6 @@
 publishers staff named). The client's upload by Xet is not spoken: it uploads by LFS with
 HF_HUB_DISABLE_XET=1, and a Xet token request is refused with that advice."""
 
-import json
-
 from celery import current_app
 from django.db import transaction
 from django.http import HttpResponse, JsonResponse
@@ -17,6 +15,7 @@ from access.gate import find_repo, permit_publish
 from distribution import hub_commits, lfs
 from distribution.hub_commits import CommitRefused
 from distribution.models import Revision
+from hub.bodies import json_object
 from hub.errors import hf_error
 
 # Sent by name: the web tier never imports the verification tasks, which lead to torch.
@@ -29,12 +28,9 @@ XET_ADVICE = (
 
 def body_json(request) -> dict:
     try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        raise CommitRefused("the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise CommitRefused("the body must be a JSON object")
-    return body
+        return json_object(request.body)
+    except ValueError as error:
+        raise CommitRefused(str(error)) from None
 
 
 def refusing(view):

@@ -2,6 +2,7 @@
 their paths moved from the runbook's layout (/srv/weightgate/...) to this checkout and its Python."""
 
 import configparser
+import contextlib
 import shlex
 import shutil
 import socket
@@ -75,3 +76,20 @@ def start_nginx(portal: str, storage_root: Path, workdir: Path) -> tuple[subproc
     url = f"http://127.0.0.1:{port}"
     servers.wait_for_answer(process, f"{url}/livez", "nginx", lambda: (workdir / "error.log").read_text())
     return process, url
+
+
+@contextlib.contextmanager
+def behind_nginx(worker_env: dict[str, str], workdir: Path, *, workers: int = 1, **settings: str):
+    """gunicorn (shipped config) with `settings` added to the worker environment, and nginx with the
+    shipped site in front of it: yields (nginx's base URL, gunicorn's base URL); both stop after."""
+    portal, portal_url = servers.start_gunicorn({**worker_env, **settings}, workdir / "gunicorn.log", workers=workers)
+    try:
+        proxy, url = start_nginx(portal_url, Path(worker_env["LOCAL_STORAGE_ROOT"]), workdir)
+    except BaseException:
+        servers.stop_process(portal)
+        raise
+    try:
+        yield url, portal_url
+    finally:
+        servers.stop_process(proxy)
+        servers.stop_process(portal)

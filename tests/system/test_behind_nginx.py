@@ -6,7 +6,6 @@ recorded apart; a forged header escapes no limit."""
 import re
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,7 @@ from access.models import AccessRequest
 from access.services import grant_access
 from audit.models import AuditEvent
 from distribution.models import DownloadEvent
-from tests.support import servers
-from tests.support.deployment import start_nginx
+from tests.support.deployment import behind_nginx
 from tests.support.flows import published_tiny_llama
 from tests.support.personas import person, token_for
 
@@ -33,15 +31,8 @@ LIMITS = {
 def front(worker_env, tmp_path):
     """gunicorn (shipped config) with the limits above, and nginx with the shipped site in front of it:
     nginx's URL."""
-    portal, portal_url = servers.start_gunicorn({**worker_env, **LIMITS}, tmp_path / "gunicorn.log")
-    try:
-        proxy, url = start_nginx(portal_url, Path(worker_env["LOCAL_STORAGE_ROOT"]), tmp_path)
-    except BaseException:
-        servers.stop_process(portal)
-        raise
-    yield url
-    servers.stop_process(proxy)
-    servers.stop_process(portal)
+    with behind_nginx(worker_env, tmp_path, **LIMITS) as (url, _):
+        yield url
 
 
 def curl(source: str, url: str, *options: str) -> tuple[int, str]:

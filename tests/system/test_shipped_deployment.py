@@ -30,7 +30,7 @@ from access.services import grant_access
 from distribution.models import DownloadEvent, Repo, Revision, RevisionFile
 from distribution.storage import get_storage
 from tests.support import servers
-from tests.support.deployment import start_nginx
+from tests.support.deployment import behind_nginx
 from tests.support.flows import SHARD, http
 from tests.support.personas import person, token_for
 
@@ -44,16 +44,10 @@ RATE = 14 << 20  # bytes a second (about 15 MB/s): 1 GiB in about 73 s
 @pytest.fixture
 def front(worker_env, tmp_path):
     """(nginx's URL, gunicorn's), nginx in front of gunicorn as the environment template configures it."""
-    env = {**worker_env, "X_ACCEL_REDIRECT_PREFIX": "/protected/", "TRUSTED_PROXIES": "1"}
-    portal, portal_url = servers.start_gunicorn(env, tmp_path / "gunicorn.log", workers=2)
-    try:
-        proxy, url = start_nginx(portal_url, Path(worker_env["LOCAL_STORAGE_ROOT"]), tmp_path)
-    except BaseException:
-        servers.stop_process(portal)
-        raise
-    yield url, portal_url
-    servers.stop_process(proxy)
-    servers.stop_process(portal)
+    with behind_nginx(
+        worker_env, tmp_path, workers=2, X_ACCEL_REDIRECT_PREFIX="/protected/", TRUSTED_PROXIES="1"
+    ) as urls:
+        yield urls
 
 
 def release_file(name: str, size: int) -> tuple[str, str, Path]:

@@ -13,8 +13,7 @@ from huggingface_hub import snapshot_download
 
 from access.services import grant_access
 from distribution.models import Revision, TracedCopy, TracedRevision
-from tests.support import servers
-from tests.support.deployment import start_nginx
+from tests.support.deployment import behind_nginx
 from tests.support.flows import http, traceable_checkpoint, wait_for_verdict
 from tests.support.personas import person, token_for
 
@@ -25,17 +24,8 @@ REPO = "acme/traced-by-worker"
 @pytest.fixture
 def front(worker_env, tmp_path):
     """gunicorn (shipped config, files sent through nginx) and nginx with the shipped site: nginx's URL."""
-    portal, portal_url = servers.start_gunicorn(
-        {**worker_env, "TRUSTED_PROXIES": "1", "X_ACCEL_REDIRECT_PREFIX": "/protected/"}, tmp_path / "gunicorn.log"
-    )
-    try:
-        proxy, url = start_nginx(portal_url, Path(worker_env["LOCAL_STORAGE_ROOT"]), tmp_path)
-    except BaseException:
-        servers.stop_process(portal)
-        raise
-    yield url
-    servers.stop_process(proxy)
-    servers.stop_process(portal)
+    with behind_nginx(worker_env, tmp_path, TRUSTED_PROXIES="1", X_ACCEL_REDIRECT_PREFIX="/protected/") as (url, _):
+        yield url
 
 
 def test_a_worker_verifies_the_served_layout_and_each_person_downloads_their_own_copy(worker, front, tmp_path):
