@@ -21,6 +21,7 @@ from access.models import User
 from access.services import assign_reviewer, create_token, record_account_created, verify_email_address
 from distribution.models import Repo, Revision
 from distribution.publishing import publish_checkpoint, release_revision
+from portal.forked_web import start_web_server
 from verification.core.tiny_llama import write_tiny_llama
 from verification.signing import current_key
 from verification.tasks import verify_revision
@@ -28,6 +29,14 @@ from workers.celery import worker_command
 
 DEMO_REPO = "demo/tiny-llama"
 VERIFY_WAIT_SECONDS = 300
+# gunicorn's settings by name (as its command line spells them: --workers=2 --threads=4 ...).
+WEB_SERVER_SETTINGS = {
+    "workers": 2,
+    "threads": 4,
+    "accesslog": "-",
+    "graceful_timeout": 5,
+    "control_socket_disable": True,
+}
 
 
 def demo_password(name: str) -> str:
@@ -80,18 +89,15 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         _, signing_key = current_key()  # made under var/ on the first start, published before anything is signed
-        admin, admin_password = demo_account("admin", staff=True)
-        applicant, applicant_password = demo_account("alice", staff=False)
-        totp_secret, recovery_code = demo_second_factor(admin)
 
-        children = []
+        children = {}
 
         def stop_all(*_):
-            for child in children:
+            for child in children.values():
                 if child.poll() is None:
                     child.terminate()
             deadline = time.monotonic() + 10
-            for child in children:
+            for child in children.values():
                 try:
                     child.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
@@ -99,12 +105,14 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
         try:
-            children.append(subprocess.Popen(worker_command("verify,gpu,default,mail", "demo@%h", beat=True)))
-            web = [sys.executable, "-m", "gunicorn", "portal.wsgi:application", f"--bind={bind}:{port}"]
-            web += ["--workers=2", "--threads=4", "--access-logfile=-", "--graceful-timeout=5", "--no-control-socket"]
-            children.append(subprocess.Popen(web))
+            # The web server first: the portal answers while the demo accounts and repo are being made.
+            children["gunicorn"] = start_web_server(bind, port, **WEB_SERVER_SETTINGS)
+            children["celery"] = subprocess.Popen(worker_command("verify,gpu,default,mail", "demo@%h", beat=True))
+            admin, admin_password = demo_account("admin", staff=True)
+            applicant, applicant_password = demo_account("alice", staff=False)
+            totp_secret, recovery_code = demo_second_factor(admin)
             revision = self.demo_revision(admin)
-            self.wait_for_release(revision, children)
+            self.wait_for_release(revision, children.values())
             assign_reviewer(admin, revision.repo, via="make run")
             token = create_token(applicant, "make run demo")[1]
             url = f"http://{'localhost' if bind in ('127.0.0.1', '0.0.0.0') else bind}:{port}"  # noqa: S104
@@ -122,9 +130,9 @@ class Command(BaseCommand):
                 f"  Releases are signed:     {url}/api/v1/signing-key.pem (key {signing_key.fingerprint[:16]}…)\n"
                 "  Press Ctrl-C to stop the web server and the worker.\n"
             )
-            while all(child.poll() is None for child in children):
+            while all(child.poll() is None for child in children.values()):
                 time.sleep(0.5)
-            failed = [child.args[2] for child in children if child.poll() not in (None, 0)]
+            failed = [name for name, child in children.items() if child.poll() not in (None, 0)]
             raise CommandError(f"a process stopped unexpectedly: {', '.join(failed) or 'unknown'}")
         except KeyboardInterrupt:
             self.stdout.write("\nStopping…")

@@ -1,0 +1,63 @@
+"""The web server `make run` starts: gunicorn in a forked copy of the process that has already loaded the portal.
+
+Neither gunicorn nor its workers import Django, the views and the middleware again: on a new machine's first
+start that import was most of the wait for the first page, paid twice over by two workers on the same cores.
+"""
+
+import multiprocessing
+import subprocess
+
+from django.db import connections
+from django.urls import get_resolver
+from gunicorn.app.base import BaseApplication
+
+
+class LoadedPortal(BaseApplication):
+    """gunicorn serving a WSGI application already in memory, with settings given by name."""
+
+    def __init__(self, application, settings: dict):
+        self.application = application
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self):
+        for name, value in self.settings.items():
+            self.cfg.set(name, value)
+
+    def load(self):
+        return self.application
+
+
+class ForkedProcess:
+    """A function run in a forked child, answering the calls `subprocess.Popen` answers that run_demo makes."""
+
+    def __init__(self, name: str, target):
+        self.name = name
+        self.process = multiprocessing.get_context("fork").Process(target=target, name=name)
+        self.process.start()
+        self.pid = self.process.pid
+
+    def poll(self) -> int | None:
+        return self.process.exitcode
+
+    def terminate(self) -> None:
+        self.process.terminate()
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            raise subprocess.TimeoutExpired(self.name, timeout)
+        return self.process.exitcode
+
+
+def start_web_server(bind: str, port: int, **settings) -> ForkedProcess:
+    """gunicorn on bind:port, forked once the portal (middleware, URL conf, views) is loaded here."""
+    from portal.wsgi import application  # loads the middleware (whitenoise reads the collected static files)
+
+    get_resolver().url_patterns  # noqa: B018  (imports every view now, not in each worker's first request)
+    connections.close_all()  # a database connection is never shared across a fork
+    server = LoadedPortal(application, {"bind": [f"{bind}:{port}"], "worker_class": "gthread", **settings})
+    return ForkedProcess("gunicorn", server.run)
