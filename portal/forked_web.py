@@ -33,6 +33,7 @@ class ForkedProcess:
 
     def __init__(self, name: str, target):
         self.name = name
+        connections.close_all()  # a database connection is never shared across a fork
         self.process = multiprocessing.get_context("fork").Process(target=target, name=name)
         self.process.start()
         self.pid = self.process.pid
@@ -53,11 +54,15 @@ class ForkedProcess:
         return self.process.exitcode
 
 
-def start_web_server(bind: str, port: int, **settings) -> ForkedProcess:
-    """gunicorn on bind:port, forked once the portal (middleware, URL conf, views) is loaded here."""
-    from portal.wsgi import application  # loads the middleware (whitenoise reads the collected static files)
+def load_portal():
+    """The WSGI application with its middleware (whitenoise reads the collected static files) and every view."""
+    from portal.wsgi import application
 
     get_resolver().url_patterns  # noqa: B018  (imports every view now, not in each worker's first request)
-    connections.close_all()  # a database connection is never shared across a fork
+    return application
+
+
+def start_web_server(application, bind: str, port: int, **settings) -> ForkedProcess:
+    """gunicorn serving `application` on bind:port, from a fork of this process."""
     server = LoadedPortal(application, {"bind": [f"{bind}:{port}"], "worker_class": "gthread", **settings})
     return ForkedProcess("gunicorn", server.run)

@@ -21,7 +21,8 @@ from access.models import User
 from access.services import assign_reviewer, create_token, record_account_created, verify_email_address
 from distribution.models import Repo, Revision
 from distribution.publishing import publish_checkpoint, release_revision
-from portal.forked_web import start_web_server
+from portal.forked_web import ForkedProcess, load_portal, start_web_server
+from portal.new_database import migrate_database
 from verification.core.tiny_llama import write_tiny_llama
 from verification.signing import current_key
 from verification.tasks import verify_revision
@@ -79,6 +80,7 @@ def demo_second_factor(user: User) -> tuple[str, str]:
 
 class Command(BaseCommand):
     help = "Run the portal on this machine with a worker and a released demo repo (what `make run` does)."
+    requires_system_checks = []  # run in handle, while the database is migrated
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=8000)
@@ -86,8 +88,16 @@ class Command(BaseCommand):
 
     def handle(self, *args, port, bind, **options):
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
-        call_command("migrate", interactive=False, verbosity=0)
-        call_command("collectstatic", interactive=False, verbosity=0)
+        # The longest step of a first start, in a child, while this process loads the portal it will serve.
+        migration = ForkedProcess("migrate", migrate_database)
+        try:
+            self.check()  # the system checks (requires_system_checks), now beside the migrate
+            call_command("collectstatic", interactive=False, verbosity=0)
+            application = load_portal()
+        finally:
+            migration.wait()
+        if migration.poll() != 0:
+            raise CommandError("the database could not be migrated (the error is above)")
         _, signing_key = current_key()  # made under var/ on the first start, published before anything is signed
 
         children = {}
@@ -106,7 +116,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
         try:
             # The web server first: the portal answers while the demo accounts and repo are being made.
-            children["gunicorn"] = start_web_server(bind, port, **WEB_SERVER_SETTINGS)
+            children["gunicorn"] = start_web_server(application, bind, port, **WEB_SERVER_SETTINGS)
             children["celery"] = subprocess.Popen(worker_command("verify,gpu,default,mail", "demo@%h", beat=True))
             admin, admin_password = demo_account("admin", staff=True)
             applicant, applicant_password = demo_account("alice", staff=False)
