@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 
 from django.conf import settings
 from django.core.management import call_command
@@ -17,7 +18,8 @@ from access.services import assign_reviewer, create_token
 from portal.forked_web import ForkedProcess, load_portal, start_web_server
 from portal.new_database import migrate_database
 from verification.signing import current_key
-from workers.celery import worker_command
+from workers.celery import app as celery_app
+from workers.celery import worker_arguments
 
 # gunicorn's settings by name (as its command line spells them: --workers=2 --threads=4 ...).
 WEB_SERVER_SETTINGS = {
@@ -78,7 +80,9 @@ class Command(BaseCommand):
         try:
             # The web server first: the portal answers while the demo accounts and repo are being made.
             children["gunicorn"] = start_web_server(application, bind, port, **WEB_SERVER_SETTINGS)
-            children["celery"] = subprocess.Popen(worker_command("verify,gpu,default,mail", "demo@%h", beat=True))
+            # Forked too: the worker starts with the portal loaded, ready for the demo's verification at once.
+            worker = worker_arguments("verify,gpu,default,mail", "demo@%h", beat=True)
+            children["celery"] = ForkedProcess("celery", partial(celery_app.worker_main, worker))
             admin, admin_password = demo.demo_account("admin", staff=True)
             applicant, applicant_password = demo.demo_account("alice", staff=False)
             totp_secret, recovery_code = demo.demo_second_factor(admin)
