@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from access.services import assign_reviewer, create_token
-from portal.forked_web import ForkedProcess, load_portal, start_web_server
+from portal.forked_processes import ForkedProcess, load_portal, start_web_server
 from portal.new_database import migrate_database
 from verification.signing import current_key
 from workers.celery import app as celery_app

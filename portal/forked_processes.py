@@ -1,10 +1,11 @@
-"""The web server `make run` starts: gunicorn in a forked copy of the process that has already loaded the portal.
+"""`make run`'s children (the migrate, gunicorn, the worker) as forked copies of the process that has loaded the portal.
 
-Neither gunicorn nor its workers import Django, the views and the middleware again: on a new machine's first
-start that import was most of the wait for the first page, paid twice over by two workers on the same cores.
+None of them imports Django, the views and the middleware again: on a new machine's first start those imports
+were most of the wait for the first page, paid by the web server's two workers and the worker on the same cores.
 """
 
 import multiprocessing
+import signal
 import subprocess
 
 from django.db import connections
@@ -34,8 +35,16 @@ class ForkedProcess:
     def __init__(self, name: str, target):
         self.name = name
         connections.close_all()  # a database connection is never shared across a fork
-        self.process = multiprocessing.get_context("fork").Process(target=target, name=name)
-        self.process.start()
+        # This process's SIGTERM handler stops its children: held back across the fork, so a SIGTERM
+        # arriving meanwhile reaches the child as it would a new process, never running that handler there.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            self.process = multiprocessing.get_context("fork").Process(
+                target=as_new_process, args=(target, mask), name=name
+            )
+            self.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         self.pid = self.process.pid
 
     def poll(self) -> int | None:
@@ -52,6 +61,12 @@ class ForkedProcess:
         if self.process.exitcode is None:
             raise subprocess.TimeoutExpired(self.name, timeout)
         return self.process.exitcode
+
+
+def as_new_process(target, mask) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    target()
 
 
 def load_portal():
