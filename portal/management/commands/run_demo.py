@@ -54,13 +54,12 @@ class Command(BaseCommand):
             self.check()  # the system checks (requires_system_checks), now beside the migrate
             call_command("collectstatic", interactive=False, verbosity=0)
             application = load_portal()
+            # Only now: the demo's imports (numpy, the verification core) would have held up the migrate's start.
+            from portal import demo
         finally:
             migration.wait()
         if migration.poll() != 0:
             raise CommandError("the database could not be migrated (the error is above)")
-        # Only now: the demo's imports (numpy, the verification core) would have held up the migrate's start.
-        from portal import demo
-
         _, signing_key = current_key()  # made under var/ on the first start, published before anything is signed
 
         children = {}
