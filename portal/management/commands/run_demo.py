@@ -1,6 +1,7 @@
-"""`make run`: migrate, publish a demo checkpoint, start a worker and the web server, release the demo.
+"""`make run`: migrate, start the web server and a worker, publish a demo checkpoint, release the demo.
 
-Everything it starts is a child process; Ctrl-C (or SIGTERM) stops them all.
+Everything it starts is a child process, forked from this one once it has loaded the portal (so none imports
+Django again); Ctrl-C (or SIGTERM) stops them all.
 """
 
 import gc
