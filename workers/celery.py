@@ -80,15 +80,20 @@ def queue_depths() -> dict[str, int]:
     return depths
 
 
-def worker_command(queues: str, hostname: str, *, beat: bool = False) -> list[str]:
-    """The worker command line `make run` and the test suite start: one process, tasks one at a time.
+def worker_arguments(queues: str, hostname: str, *, beat: bool = False) -> list[str]:
+    """The worker `make run` and the test suite start, as `celery` arguments: one process, tasks one at a time.
 
     The solo pool and no gossip, mingle or heartbeat keep it working on the filesystem broker,
     which has no broadcast. `beat` runs the periodic jobs in the same process (one machine only).
     """
-    command = [sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel=info", f"--queues={queues}"]
-    command += ["--pool=solo", "--without-gossip", "--without-mingle", "--without-heartbeat", f"--hostname={hostname}"]
-    return command + (["--beat"] if beat else [])
+    arguments = ["worker", "--loglevel=info", f"--queues={queues}", "--pool=solo", "--without-gossip"]
+    arguments += ["--without-mingle", "--without-heartbeat", f"--hostname={hostname}"]
+    return arguments + (["--beat"] if beat else [])
+
+
+def worker_command(queues: str, hostname: str, *, beat: bool = False) -> list[str]:
+    """That worker's command line, for a process of its own."""
+    return [sys.executable, "-m", "celery", "-A", "workers", *worker_arguments(queues, hostname, beat=beat)]
 
 
 # The embedded broker is a pair of folders; they must exist before the first message.

@@ -19,7 +19,6 @@ from django.urls import reverse
 from access.gate import AccessDenied, LimitReached, is_capped, within_caps
 from audit.chain import record
 from audit.tags import Tag
-from distribution import copies
 from distribution.downloads.events import Downloader, is_stored, record_event
 from distribution.downloads.ranges import CountingFile, RangeNotSatisfiable, corked, parse_range, uncork
 from distribution.downloads.remembered import Remembered
@@ -39,6 +38,10 @@ def serve(request, stored: RevisionFile, who: Downloader, *, record_redirect=rec
 
     `record_redirect` stores the event of a redirect to object storage (the fast path spools it). A file
     that differs per recipient (a traceable copy's) is sent by the portal from any storage."""
+    # Here, not at the top: this module loads with every process (the fast path's receivers), and copies
+    # bring tracing and numpy, which only a download needs.
+    from distribution import copies
+
     try:
         stored = copies.personal(stored, who, request=request)
     except AccessDenied as denied:

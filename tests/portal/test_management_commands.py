@@ -26,7 +26,7 @@ def test_a_failing_command_exits_non_zero_with_one_line(tmp_path):
 def test_the_demo_reviewer_passes_the_second_factor_with_what_make_run_prints(settings, tmp_path):
     from django.test import Client
 
-    from portal.management.commands.run_demo import demo_account, demo_second_factor
+    from portal.demo import demo_account, demo_second_factor
     from tests.support.personas import totp_code
 
     settings.VAR_DIR = tmp_path  # where the demo keeps its passwords
