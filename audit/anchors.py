@@ -101,9 +101,7 @@ def parsed(name: str, document: bytes) -> Anchor:
         raise BadAnchor(f"{name} is not an audit anchor: {error}") from None
 
 
-def anchor_breaks(
-    documents: dict[str, bytes], public_keys: dict[str, ec.EllipticCurvePublicKey]
-) -> Iterator[str]:
+def anchor_breaks(documents: dict[str, bytes], public_keys: dict[str, ec.EllipticCurvePublicKey]) -> Iterator[str]:
     """Every disagreement between the chain in the database and the anchors in `documents` (name -> bytes),
     checked with the keys that have signed releases (`public_keys`, fingerprint -> key)."""
     anchors = []

@@ -110,8 +110,7 @@ def event_breaks(event: AuditEvent, expected_sequence: int, expected_previous: s
     """What is wrong with `event` where the chain expects `expected_sequence` after `expected_previous`."""
     if event.sequence != expected_sequence:
         yield (
-            f"event {expected_sequence} is missing (deleted, or its sequence changed): "
-            f"the next one is {event.sequence}"
+            f"event {expected_sequence} is missing (deleted, or its sequence changed): the next one is {event.sequence}"
         )
     elif event.previous_hash != expected_previous:
         yield f"event {event.sequence} does not follow event {event.sequence - 1}: an event was removed or moved"

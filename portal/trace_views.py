@@ -36,7 +36,10 @@ def trace_leak_page(request):
             paths = saved(uploads, Path(scratch))
             try:
                 verdicts = trace_leak(
-                    paths, repo_id=request.POST.get("repo") or None, threshold=threshold, actor=request.user,
+                    paths,
+                    repo_id=request.POST.get("repo") or None,
+                    threshold=threshold,
+                    actor=request.user,
                     request=request,
                 )
             except (TracingInputError, LookupError) as error:

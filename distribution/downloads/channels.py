@@ -11,6 +11,7 @@ them records a DownloadEvent before its first byte goes out.
 """
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.http import FileResponse, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
@@ -27,6 +28,9 @@ from distribution.models import DownloadEvent, RevisionFile
 from distribution.storage import LocalStorage, get_storage
 from hub.errors import hf_error
 from hub.metrics import DOWNLOAD_BYTES, DOWNLOADS
+
+if TYPE_CHECKING:
+    from distribution import copies
 
 OCTETS = "application/octet-stream"
 # A presigned link is reused for half its life, so whoever receives it has at least the other half.
@@ -238,7 +242,7 @@ def send_copy(request, stored: RevisionFile, who: Downloader, window: Window) ->
     return send_window(request, stored, who, window, respond)
 
 
-def sent_copy(source: copies.CopySource, start: int, end: int, client, event):
+def sent_copy(source: "copies.CopySource", start: int, end: int, client, event):
     """Bytes [start, end) of a copy, with what went out written to the event at the end. Given the server's
     socket, the local prefix is sent from the file by the kernel: an empty piece first makes the server
     write the headers, then the prefix follows them on the socket, then the tail goes through the server."""

@@ -32,7 +32,6 @@ def trace_leak(*args) -> tuple[int, str]:
     return 0, out.getvalue()
 
 
-
 def test_three_copies_verify_and_bobs_shard_as_fp16_names_bob(live_server, traced, tmp_path):
     revision, checkpoint, tokens = traced
     public_key = fetch_public_key(f"{live_server.url}/api/v1/signing-key.pem", tmp_path / "key.pem")

@@ -66,9 +66,16 @@ def test_a_dumped_dropped_and_restored_portal_serves_its_release_whole(worker_en
     try:
         folder = snapshot_download("acme/tiny", endpoint=base, token=token, local_dir=tmp_path / "download")
         sums = subprocess.run(
-            ["curl", "-sSf", "-H", f"Authorization: Bearer {token}",
-             f"{base}/api/v1/repos/acme/tiny/revisions/main/SHA256SUMS"],
-            capture_output=True, text=True, check=True,
+            [
+                "curl",
+                "-sSf",
+                "-H",
+                f"Authorization: Bearer {token}",
+                f"{base}/api/v1/repos/acme/tiny/revisions/main/SHA256SUMS",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     finally:
         servers.stop_process(server)

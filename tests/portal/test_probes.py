@@ -177,4 +177,3 @@ def test_readyz_wants_a_worker_on_each_declared_queue_and_names_the_one_without(
     report = json.loads(body)
     assert status == 503 and report["failed"] == ["queue:gpu"]
     assert report["checks"]["queue:gpu"]["error"] == "Unavailable: no worker consuming queue gpu answered within 1 s"
-
