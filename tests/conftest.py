@@ -1,5 +1,6 @@
 import os
 import shutil
+import signal
 from pathlib import Path
 
 # The Hugging Face client reads these when imported: no telemetry, no update check, no user cache.
@@ -14,6 +15,18 @@ from django.test.utils import override_settings
 from tests.support import servers
 
 CHROMIUM = "/usr/bin/chromium"
+
+
+def pytest_configure(config):
+    """A run stopped with SIGTERM (`timeout`, CI) unwinds like Ctrl-C, so the fixtures stop the servers and
+    workers they started in sessions of their own; otherwise they outlive it and a stale worker takes the
+    next run's tasks from the same broker."""
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, interrupted)
 
 
 def pytest_report_header(config):

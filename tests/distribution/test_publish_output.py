@@ -15,6 +15,7 @@ import pytest
 from django.core.management import call_command
 
 from distribution.models import Revision
+from tests.support.flows import wait_for_verdict
 from tests.support.publishing import publish_command, run_publish
 from tests.support.servers import REPO_ROOT
 from verification.core.tiny_llama import write_tiny_llama
@@ -31,6 +32,15 @@ def printed(stream: str) -> list[str]:
 @pytest.fixture
 def local_env(worker_env):
     return {**worker_env, "STORAGE_BACKEND": "local"}
+
+
+@pytest.fixture(autouse=True)
+def verdicts_before_the_flush(worker):
+    """The run's worker verifies what these commands publish; the flush after each test waits for its
+    verdicts, or it truncates tables the worker is writing (a deadlock in PostgreSQL, and a flush undone)."""
+    yield
+    for revision in Revision.objects.filter(state__in=[Revision.State.UPLOADED, Revision.State.VERIFYING]):
+        wait_for_verdict(revision)
 
 
 def test_off_a_terminal_stdout_is_the_revision_id_and_stderr_plain_lines(local_env, tmp_path):
