@@ -13,6 +13,7 @@ from access.gate import needs_grant
 from access.models import AccessRequest, AccessRule, ApiToken, GatingPolicy, Grant, Publisher, Reviewer, Scope
 from audit.chain import record
 from audit.tags import Tag
+from hub.errors import Refusal
 from mail.messages import send
 
 State = AccessRequest.State
@@ -24,11 +25,9 @@ DECIDED = {
 }
 
 
-class RequestRefused(Exception):
+class RequestRefused(Refusal):
     def __init__(self, message: str, status: int = 400, errors: dict | None = None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
+        super().__init__(message, status)
         self.errors = errors or {}
 
 

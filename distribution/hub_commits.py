@@ -27,6 +27,7 @@ from distribution import lfs
 from distribution.models import Repo, Revision, RevisionFile, parse_repo_id
 from distribution.publishing import SAFE_PATH, PublishError, discard_draft, publish_draft, start_draft, storage_errors
 from distribution.storage import HEAD_BYTES, StorageError, get_storage
+from hub.errors import Refusal
 from verification.core.kinds import refused_kind
 from verification.core.signature import SIGNATURE_PATH
 
@@ -36,10 +37,10 @@ REGULAR_MAX_BYTES = 1024 * 1024
 COMMIT_MAX_BYTES = 64 * 1024 * 1024
 
 
-class CommitRefused(Exception):
+class CommitRefused(Refusal):
     def __init__(self, message: str, status: int = 400, code: str | None = None):
-        super().__init__(message)
-        self.message, self.status, self.code = message, status, code
+        super().__init__(message, status)
+        self.code = code
 
 
 # --- Creating a repo --------------------------------------------------------------------------------

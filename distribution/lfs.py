@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from distribution.models import LfsObject, Repo, Revision, RevisionFile
 from distribution.storage import LocalStorage, StorageError, get_storage, part_size_for
+from hub.errors import Refusal
 
 OID = re.compile(r"^[0-9a-f]{64}$")
 SALT = "weightgate.lfs-upload"
@@ -35,13 +36,8 @@ SALT = "weightgate.lfs-upload"
 UPLOAD_LINK_SECONDS = 6 * 3600
 
 
-class Refused(Exception):
+class Refused(Refusal):
     """An upload step refused; `status` and the message are what the client shows."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 @dataclass(frozen=True)

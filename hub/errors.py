@@ -20,6 +20,15 @@ def hf_error(status: int, message: str, code: str | None = None, **headers) -> J
     return response
 
 
+class Refusal(Exception):
+    """A request refused for a reason its caller can act on: `message` is what they are shown, `status` the
+    HTTP status it is answered with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
 class Unavailable(Exception):
     """A request the portal cannot answer until an operator acts (a key or a file missing on this host):
     answered 503 with `message`, which says what the operator must do; `detail` goes to the log only."""

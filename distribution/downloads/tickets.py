@@ -8,16 +8,16 @@ from dataclasses import dataclass
 
 from django.core import signing
 
+from hub.errors import Refusal
+
 SALT = "weightgate.download-ticket"
 
 
-class LinkRefused(Exception):
+class LinkRefused(Refusal):
     """A download link (a Hub redirect ticket or a DownloadTicket) that must not serve; says why."""
 
     def __init__(self, message: str, status: int = 403):
-        super().__init__(message)
-        self.message = message
-        self.status = status
+        super().__init__(message, status)
 
 
 @dataclass(frozen=True)
