@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 
@@ -36,9 +37,6 @@ from tracing.served import ServedFile, check_range, layout_of, served_layout, sp
 from tracing.tracer import DEFAULT_THRESHOLD, OriginalCarriers, Tracer, TraceResult, trace
 from verification.core.signature import SIGNATURE_PATH, is_signed_path, sign_digests
 from verification.signing import SigningUnavailable, current_key
-
-_served: dict[tuple, ServedFile] = {}
-_served_lock = threading.Lock()
 
 
 def traced_revision(revision: Revision) -> TracedRevision | None:
@@ -60,12 +58,13 @@ def served_file(traced: TracedRevision, path: str) -> ServedFile:
     """The served base of `path`, opened once per process (its marks and prefix digest are kept); a local
     one is looked for again at each call, so that no copy is issued or sent once it is gone."""
     key = (traced.revision_id, path, traced.key_id)
-    with _served_lock:
+    with _opening:
         found = _served.get(key)
         if found is None:
-            found = _served[key] = open_served(traced, path)
+            found = open_served(traced, path)
+            _served.put(key, found)
         elif not isinstance(found, StreamedServedFile) and not found.path.is_file():
-            del _served[key]
+            _served.drop(key)
             raise base_missing(traced, path, FileNotFoundError(f"{found.path} is gone"))
     return found
 
@@ -288,14 +287,14 @@ class CopySource:
         return (self.served.path, *prefix) if prefix else None
 
 
-class RecentTails:
-    """The tails made last in this process, up to `capacity` bytes: the tail a copy's issue made serves its
-    first download, and the ranges of one download (resumes, parallel parts) make it once."""
+class Recent:
+    """The values used last in this process, up to `capacity` by `weight` (one each by default): what is
+    used again soon costs nothing, and a long-running process holds no more than the capacity."""
 
-    def __init__(self, capacity: int):
-        self.capacity, self._held, self._lock = capacity, OrderedDict(), threading.Lock()
+    def __init__(self, capacity: int, weight=lambda value: 1):
+        self.capacity, self.weight, self._held, self._lock = capacity, weight, OrderedDict(), threading.Lock()
 
-    def get(self, key) -> bytearray | None:
+    def get(self, key):
         with self._lock:
             if key in self._held:
                 self._held.move_to_end(key)
@@ -305,15 +304,27 @@ class RecentTails:
         with self._lock:
             self._held.clear()
 
-    def put(self, key, tail: bytearray) -> None:
+    def drop(self, key) -> None:
         with self._lock:
-            self._held[key] = tail
+            self._held.pop(key, None)
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._held[key] = value
             self._held.move_to_end(key)
-            while sum(len(held) for held in self._held.values()) > self.capacity and len(self._held) > 1:
+            while sum(map(self.weight, self._held.values())) > self.capacity and len(self._held) > 1:
                 self._held.popitem(last=False)
 
+    def __len__(self) -> int:
+        return len(self._held)
 
-recent_tails = RecentTails(128 * 1024 * 1024)
+
+# The tails made last, by bytes: the tail a copy's issue made serves its first download, and the ranges of
+# one download (resumes, parallel parts) make it once.
+recent_tails = Recent(128 * 1024 * 1024, weight=len)
+# The served bases opened last, by the memory their carriers' marks take (the tail's bits and keyed pattern).
+_served = Recent(settings.TRACE_SERVED_BASES_MB * 1024 * 1024, weight=lambda served: 2 * served.layout.tail_size)
+_opening = threading.Lock()  # one opening of a base at a time: two requests never read the same one twice
 
 
 def personal(stored: RevisionFile, who, *, request=None) -> RevisionFile:

@@ -65,6 +65,9 @@ TRACE_KEY, TRACE_KEY_IS_GENERATED = _generated_secret("TRACE_KEY", "trace-key")
 TRACE_KEY_FALLBACKS = env_list("TRACE_KEY_FALLBACKS")
 # The share of a shard's weights that may carry marks (tracing.carriers.MAX_FRACTION), in thousandths.
 TRACE_CARRIER_PERMILLE = env_int("TRACE_CARRIER_PERMILLE", 70, minimum=1, maximum=1000)
+# The memory each web process gives the served bases of traceable files it keeps ready (their carriers'
+# marks, about twice their tails): past it the least recently used are let go, and opened again when asked.
+TRACE_SERVED_BASES_MB = env_int("TRACE_SERVED_BASES_MB", 512, minimum=1)
 # Old keys keep verifying signed links and sessions after a rotation; the first key signs.
 SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS")
 DEBUG = env_bool("DEBUG", False)

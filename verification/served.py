@@ -18,7 +18,7 @@ from django.conf import settings
 
 from distribution import trace_keys
 from distribution.models import Revision, TracedRevision
-from distribution.storage import LocalStorage, get_storage
+from distribution.storage import LocalStorage, StorageError, get_storage
 from tracing.carriers import NoCarriersError
 from tracing.keys import SCHEME
 from tracing.safetensors_file import read_header, read_raw
@@ -80,9 +80,7 @@ def prepare_served_layout(
             traced.files[path] = {"size": layout.size, "prefix_size": layout.prefix_size}
     say("checking the checkpoint as served: parse, index, config, tensors, smoke pass")
     served = check_served(revision, traced)
-    for check in served.failures:
-        report.fail("served", check.code, f"as served: {check.message}", check.file)
-    if not served.ok:
+    if not passed_as_served(served, report):
         return None
     for path, layout in traced.files.items():
         layout["sha256"] = served.files[path].sha256
@@ -103,6 +101,41 @@ def prepare_served_layout(
         "smoke pass on the served layout",
     )
     return traced
+
+
+def passed_as_served(served: Report, report: Report) -> bool:
+    """Copy the failures of the checks on the served layout into `report`, as the "served" checks."""
+    for check in served.failures:
+        report.fail("served", check.code, f"as served: {check.message}", check.file)
+    return served.ok
+
+
+def recheck_served_layout(revision: Revision, traced: TracedRevision, report: Report) -> None:
+    """Re-verification of a traceable revision: its served layout as stored now passes every check, and each
+    base is still the one recorded, or the copies issued from it are not what their recipients received."""
+    rebuild = (
+        f"run `manage.py prepare_traceable {revision.repo.repo_id} --revision {revision.commit[:12]}` to write it "
+        "again as recorded"
+    )
+    try:
+        served = check_served(revision, traced)
+    except (OSError, StorageError) as error:
+        report.fail("served", "ServedLayoutMissing", f"the served layout cannot be read ({error}): {rebuild}")
+        return
+    passed = passed_as_served(served, report)
+    for path, recorded in traced.files.items():
+        found = served.files.get(path)
+        if found is not None and (found.size, found.sha256) != (recorded["size"], recorded["sha256"]):
+            passed = False
+            report.fail(
+                "served",
+                "ServedLayoutChanged",
+                f"the served base of {path} has {found.size} bytes and sha256 {found.sha256[:16]}…, not the "
+                f"{recorded['size']} bytes and {recorded['sha256'][:16]}… recorded: {rebuild}",
+                path,
+            )
+    if passed:
+        report.add("served", PASS, "ServedLayoutVerified", f"{len(traced.files)} served bases as recorded")
 
 
 def same_tensors(source: Path, base: Path) -> bool:

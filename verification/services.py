@@ -41,7 +41,7 @@ from verification.core.report import FileDigest, Report
 from verification.core.scan import FileScan
 from verification.core.signature import SIGNATURE_PATH, is_signed_path, read_signature, sign_digests
 from verification.models import CheckResult, FileCheck, SigningKey, VerificationRun
-from verification.served import prepare_served_layout
+from verification.served import prepare_served_layout, recheck_served_layout
 from verification.signing import current_key
 
 log = logging.getLogger(__name__)
@@ -469,7 +469,8 @@ def fail_verification(revision_id: int, reason: str) -> None:
 def reverify(revision: Revision, progress=None) -> VerificationRun:
     """Check a verified or released revision's stored bytes again, in this process.
 
-    A failure withdraws a released revision (downloads stop at once) and fails a verified one.
+    A traceable revision's served layout is checked too, and each base must be the one its copies were
+    issued from. A failure withdraws a released revision (downloads stop at once) and fails a verified one.
     `progress(item, bytes)` follows the reads, as `scan_files` calls it.
     """
     if revision.state not in (State.VERIFIED, State.RELEASED):
@@ -479,6 +480,9 @@ def reverify(revision: Revision, progress=None) -> VerificationRun:
         )
     run = VerificationRun.objects.create(revision=revision, kind=VerificationRun.Kind.REVERIFY)
     report = checks_on_storage(revision, smoke=True, progress=progress)
+    traced = TracedRevision.objects.filter(revision=revision).first() if revision.repo.traceable else None
+    if traced is not None:  # what its recipients are served is checked too
+        recheck_served_layout(revision, traced, report)
     with transaction.atomic():
         save_checks(run, report)
         run.report, run.ok, run.finished_at = report.as_dict(), report.ok, timezone.now()

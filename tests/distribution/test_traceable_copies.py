@@ -172,3 +172,22 @@ def test_paths_info_and_files_metadata_give_each_recipient_their_own_digests(liv
         assert all(siblings[path].lfs.sha256 == entry["sha256"] for path, entry in issued.items())
     alice, bob = (TracedCopy.objects.get(revision=revision, username=n).files for n in ("alice", "bob"))
     assert any(alice[path]["sha256"] != bob[path]["sha256"] for path in alice)
+
+
+def test_a_process_keeps_no_more_served_bases_than_its_memory_allows_and_still_serves_each_copy(
+    live_server, traced, tmp_path, monkeypatch
+):
+    revision, _, people = traced
+    layout = TracedRevision.objects.get(revision=revision)
+    assert len(layout.files) >= 2, "the test needs two carrier-holding shards"
+    copies._served.clear()
+    largest = max(2 * (entry["size"] - entry["prefix_size"]) for entry in layout.files.values())
+    monkeypatch.setattr(copies._served, "capacity", largest)  # room for one base at a time
+    first = download(live_server, people["alice"], tmp_path / "alice")
+    assert len(copies._served) == 1  # every file was opened, one is held
+    copies.recent_tails.clear()  # made again from the bases, opened again, not from tails kept
+    again = download(live_server, people["alice"], tmp_path / "again")
+    issued = TracedCopy.objects.get(revision=revision, username="alice").files
+    for path in layout.files:
+        assert sha256(first / path) == sha256(again / path) == issued[path]["sha256"]
+    assert len(copies._served) == 1

@@ -69,3 +69,27 @@ def test_a_repo_marked_traceable_after_release_gets_its_layout_and_a_lost_one_co
     assert hashlib.sha256(base.read_bytes()).hexdigest() == layout.files[path]["sha256"]
     copies._served.clear()
     assert linked_etag(Client(), token_for(alice), path) == issued  # alice's copy is what she received
+
+
+def test_reverify_checks_the_served_layout_and_withdraws_a_revision_whose_served_base_changed(settings, tmp_path):
+    settings.TRACE_CARRIER_PERMILLE = 1000
+    revision, _ = published_traceable(tmp_path, REPO)
+    layout = TracedRevision.objects.get(revision=revision)
+    out = io.StringIO()
+    call_command("reverify", REPO, stdout=out)
+    assert "every check passed (released)" in out.getvalue()
+    assert revision.runs.first().checks.filter(name="served", code="ServedLayoutVerified", status="pass").exists()
+
+    path = next(iter(layout.files))
+    base = get_storage(revision.storage_backend).path(layout.storage_key(path))
+    changed = bytearray(base.read_bytes())
+    changed[layout.files[path]["prefix_size"] - 1] ^= 0x01  # the lowest bit of the prefix's last weight
+    base.write_bytes(bytes(changed))
+    with pytest.raises(CommandError, match="1 revision"):
+        call_command("reverify", REPO, stdout=io.StringIO())
+    revision.refresh_from_db()
+    assert revision.state == "withdrawn"
+    assert f"the served base of {path} has" in revision.failure_reason
+    assert f"prepare_traceable {REPO} --revision {revision.commit[:12]}" in revision.failure_reason
+    failed = revision.runs.first().checks.get(name="served", status="fail")
+    assert (failed.code, failed.file) == ("ServedLayoutChanged", path)

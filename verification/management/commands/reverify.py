@@ -7,8 +7,8 @@ from verification.services import reverify
 
 class Command(BaseCommand):
     help = (
-        "Check the stored bytes of a verified or released revision again (hashes, headers, tensors, smoke pass). "
-        "A failure withdraws a released revision at once."
+        "Check the stored bytes of a verified or released revision again (hashes, headers, tensors, smoke pass; "
+        "for a traceable repo, its served layout too). A failure withdraws a released revision at once."
     )
 
     def add_arguments(self, parser):
