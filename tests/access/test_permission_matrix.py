@@ -441,3 +441,43 @@ def test_applicants_are_never_asked_for_a_second_factor(endpoint, role):
     response = getattr(sign_in(Client(), user, second_factor=False), method)(path)
     assert response.status_code == ENDPOINTS[endpoint][role]
     assert "/accounts/2fa/" not in response.get("Location", "")
+
+
+# The upload links a batch answer gives (local storage) are capabilities, as S3's presigned links are: the
+# bytes and the completion answer to the link, whoever sends them; the verify step is a publishing call.
+PUBLISHING_CALL = ("post", "/api/models/acme/tiny/commit/main", A_COMMIT, False)
+
+
+@pytest.mark.parametrize("private", [False, True], ids=["public", "private"])
+@pytest.mark.parametrize("role", ROLES)
+def test_upload_links_answer_to_the_link_and_verify_to_the_publisher(role, private, settings, tmp_path):
+    import hashlib
+
+    from distribution import lfs
+    from distribution.models import LfsObject
+    from distribution.storage import get_storage
+
+    settings.STORAGE_BACKEND, settings.LOCAL_STORAGE_ROOT = "local", tmp_path
+    caller = Caller(build(private, role))
+    data = b"weights"
+    obj = lfs.pending_object(
+        Repo.objects.get(name="tiny"), None, hashlib.sha256(data).hexdigest(), len(data), get_storage(), False
+    )
+    signed = lfs.sign(obj)
+    altered = signed[:-1] + ("A" if signed[-1] != "A" else "B")
+    publishes = expected(PUBLISHING_CALL, role, private) == OK
+    refused = expected(PUBLISHING_CALL, role, private)
+    answers = {}
+
+    def ask(what: str, wanted: int, method: str, path: str, body: str) -> None:
+        response = caller(method, path, body)
+        answers[what] = (wanted, response.status_code, response.content)
+
+    ask("altered link", DENIED, "put", f"/api/lfs/{altered}/object", "weights")
+    ask("complete of a one-PUT upload", 400, "post", f"/api/lfs/{signed}/complete", '{"oid": "x", "parts": []}')
+    ask("verify before the bytes", HIDDEN if publishes else refused, "post", f"/api/lfs/{signed}/verify", "{}")
+    ask("the bytes", OK, "put", f"/api/lfs/{signed}/object", "weights")
+    assert not mismatches(answers), mismatches(answers)
+    # the bytes were taken (outside the rolled-back savepoint: the call's writes are undone, its file is not)
+    assert (tmp_path / obj.key).read_bytes() == data
+    assert LfsObject.objects.get(pk=obj.pk).state == LfsObject.State.PENDING
