@@ -16,9 +16,11 @@ from access.gate import (
     repos_in_sight,
 )
 from distribution.downloads.locate import history, resolve_revision
-from distribution.hf_entries import commit_entry, model_entry, path_entries
+from distribution.hf_entries import commit_entry, path_entries
+from distribution.hf_model_properties import BadProperties, asked, described
 from distribution.hf_views import changes_if, personal_digests
 from distribution.models import Repo, Revision
+from hub.errors import hf_error
 
 
 @require_GET
@@ -86,9 +88,14 @@ SORTS = {
 @hf_endpoint
 def models(request):
     """The repos the caller may see (never another), narrowed by `author` and `search` as the Hub narrows
-    them; `sort` by createdAt, lastModified (newest first) or id; `limit`. The Hub's tag filters
-    (`filter`) match nothing: no repo here carries its tags."""
+    them; `sort` by createdAt, lastModified (newest first) or id; `limit`; `full`, `cardData`, `config`
+    and `expand` as in model info. The Hub's tag filters (`filter`) match nothing: no repo here carries
+    its tags."""
     user, token, params = request.hf_user, request.hf_token, request.GET
+    try:
+        wanted, only = asked(params)
+    except BadProperties as error:
+        return hf_error(400, str(error))
     author, search = params.get("author"), params.get("search", "").lower()
     found = [
         (repo, newest_release(user, repo, token))
@@ -99,7 +106,7 @@ def models(request):
         found.sort(key=lambda pair: SORTS[params["sort"]](*pair), reverse=params["sort"] != "id")
     limit = params.get("limit", "")
     listed = found[: int(limit)] if limit.isdigit() else found
-    return JsonResponse([model_entry(repo, main) for repo, main in listed], safe=False)
+    return JsonResponse([described(repo, main, wanted, only) for repo, main in listed], safe=False)
 
 
 def newest_release(user, repo: Repo, token) -> Revision | None:

@@ -22,13 +22,18 @@ from distribution.downloads import channels, fast_path, spool
 from distribution.downloads.events import Downloader, record_event
 from distribution.downloads.locate import history, locate_download, resolve_revision
 from distribution.downloads.tickets import LinkRefused, read_ticket
-from distribution.hf_entries import as_received, hub_time, last_changes, model_entry, tree_entries
+from distribution.hf_entries import as_received, hub_time, last_changes, tree_entries
+from distribution.hf_model_properties import BadProperties, asked, described
 from distribution.models import Revision, RevisionFile
 from hub.errors import hf_error
 from hub.rate_limits import caller_key
 
 
-def revision_info(revision: Revision, *, with_blobs: bool, personal: dict | None = None) -> dict:
+def revision_info(
+    revision: Revision, *, with_blobs: bool, personal: dict | None = None, wanted=("siblings",), only=False
+) -> dict:
+    """Model info of a revision: the repo's entry with its files (`with_blobs`: their sizes and digests, as
+    this person receives them) and whatever else `wanted` names (only those, when `only`)."""
     repo = revision.repo
     siblings = []
     for stored in revision.files.all():
@@ -37,7 +42,7 @@ def revision_info(revision: Revision, *, with_blobs: bool, personal: dict | None
             sha256, size = as_received(stored, personal or {})
             entry.update(size=size, lfs={"sha256": sha256, "size": size, "pointerSize": 0})
         siblings.append(entry)
-    return {**model_entry(repo, revision), "siblings": siblings}
+    return described(repo, revision, set(wanted), only, siblings=siblings)
 
 
 @require_GET
@@ -45,9 +50,14 @@ def revision_info(revision: Revision, *, with_blobs: bool, personal: dict | None
 def model_info(request, org, name, rev="main"):
     repo = find_repo(request.hf_user, org, name, request.hf_token)
     revision = resolve_revision(request.hf_user, repo, rev, request.hf_token)
+    try:
+        wanted, only = asked(request.GET)
+    except BadProperties as error:
+        return hf_error(400, str(error))
     with_blobs = request.GET.get("blobs") == "true"
     personal = personal_digests(request, repo, revision) if with_blobs else {}
-    return JsonResponse(revision_info(revision, with_blobs=with_blobs, personal=personal))
+    wanted = wanted if only else wanted | {"siblings"}  # model info lists the files unless `expand` chose
+    return JsonResponse(revision_info(revision, with_blobs=with_blobs, personal=personal, wanted=wanted, only=only))
 
 
 def personal_digests(request, repo, revision: Revision) -> dict:

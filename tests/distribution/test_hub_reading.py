@@ -217,6 +217,36 @@ def test_the_model_list_filters_by_author_and_search_and_never_names_a_hidden_re
     assert len(list(hub.list_models(limit=1, token=alice))) == 1
 
 
+CARD = "---\nlicense: other\nlanguage: [en]\ntags: [llama, tiny]\n---\n# Tiny\n\nA card.\n"
+
+
+def test_the_model_list_and_model_info_give_files_card_data_and_config_when_asked(hub, tmp_path):
+    revision, _ = published_tiny_llama(tmp_path, "acme/carded", verify_here=True, extra_files={"README.md": CARD})
+    Repo.objects.create(org="acme", name="empty")  # nothing released: nothing to describe but the repo
+    plain = {m.id: m for m in hub.list_models(author="acme", token=False)}
+    assert plain["acme/carded"].siblings is None and plain["acme/carded"].card_data is None
+
+    full = {m.id: m for m in hub.list_models(author="acme", full=True, cardData=True, fetch_config=True, token=False)}
+    carded = full["acme/carded"]
+    assert sorted(s.rfilename for s in carded.siblings) == sorted(f.path for f in revision.files.all())
+    assert carded.card_data.license == "other" and carded.card_data.tags == ["llama", "tiny"]
+    assert carded.config == {"architectures": ["LlamaForCausalLM"], "model_type": "llama"}
+    assert full["acme/empty"].siblings is None and full["acme/empty"].sha is None
+
+    (expanded,) = hub.list_models(search="carded", expand=["cardData", "sha"], token=False)
+    assert (expanded.sha, expanded.card_data.language) == (revision.commit, ["en"])
+    assert expanded.siblings is None and expanded.gated is None and expanded.private is None  # only those asked
+    info = hub.model_info("acme/carded", expand=["config", "siblings"], token=False)
+    assert info.config["model_type"] == "llama" and len(info.siblings) == revision.files.count()
+    assert info.card_data is None and info.sha is None
+
+    with pytest.raises(HfHubHTTPError, match="unknown properties to expand: colour") as refused:
+        hub.model_info("acme/carded", expand=["colour"], token=False)
+    assert refused.value.response.status_code == 400
+    with pytest.raises(HfHubHTTPError, match="unknown properties to expand: colour"):
+        list(hub.list_models(expand=["colour"], token=False))
+
+
 def test_hf_file_system_lists_globs_describes_and_reads_ranges(live_server, released, alice):
     revision, checkpoint = released
     fs = HfFileSystem(endpoint=live_server.url, token=alice)
