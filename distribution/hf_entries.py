@@ -14,7 +14,8 @@ def hub_time(moment) -> str | None:
 def as_received(stored: RevisionFile, personal: dict) -> tuple[str, int]:
     """(sha256, size) of a file as this person receives it (`personal`: copies.digests_for)."""
     own = personal.get(stored.path)
-    return (own["sha256"], own["size"]) if own else (stored.sha256, stored.size)
+    # before verification, the digest the upload was checked against (a revision its publisher describes)
+    return (own["sha256"], own["size"]) if own else (stored.sha256 or stored.upload_sha256, stored.size)
 
 
 def commit_title(revision: Revision) -> str:

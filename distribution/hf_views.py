@@ -10,6 +10,7 @@ from access.endpoints import hf_endpoint
 from access.gate import (
     AccessDenied,
     find_repo,
+    may_publish,
     permit_download,
     powers,
     reads_gated_repos,
@@ -17,7 +18,7 @@ from access.gate import (
 )
 from access.models import ApiToken, Scope, User
 from audit.connections import decided_read_only
-from distribution import copies
+from distribution import copies, hub_commits
 from distribution.downloads import channels, fast_path, spool
 from distribution.downloads.events import Downloader, record_event
 from distribution.downloads.locate import history, locate_download, resolve_revision
@@ -49,7 +50,7 @@ def revision_info(
 @hf_endpoint
 def model_info(request, org, name, rev="main"):
     repo = find_repo(request.hf_user, org, name, request.hf_token)
-    revision = resolve_revision(request.hf_user, repo, rev, request.hf_token)
+    revision = described_revision(request, repo, rev)
     try:
         wanted, only = asked(request.GET)
     except BadProperties as error:
@@ -58,6 +59,17 @@ def model_info(request, org, name, rev="main"):
     personal = personal_digests(request, repo, revision) if with_blobs else {}
     wanted = wanted if only else wanted | {"siblings"}  # model info lists the files unless `expand` chose
     return JsonResponse(revision_info(revision, with_blobs=with_blobs, personal=personal, wanted=wanted, only=only))
+
+
+def described_revision(request, repo, rev: str) -> Revision:
+    """`main` is, for whoever publishes to the repo, its head: the commit their next one builds on, released
+    or not, as on the Hub (the client describes it after a commit with nothing new); for everyone else the
+    newest release. Describing is all: downloads name revisions as downloadable_revisions allows."""
+    if rev == "main" and may_publish(request.hf_user, repo, request.hf_token):
+        head = hub_commits.head_revision(repo)
+        if head is not None:
+            return head
+    return resolve_revision(request.hf_user, repo, rev, request.hf_token)
 
 
 def personal_digests(request, repo, revision: Revision) -> dict:

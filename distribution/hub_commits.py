@@ -80,7 +80,7 @@ def upload_modes(repo: Repo, files: list) -> list[dict]:
     revision holds under that path (the client leaves out a file that did not change). CommitRefused,
     naming every refused file, when any is refused: nothing of them is uploaded."""
     head = head_revision(repo)
-    held = {row.path: row.sha256 or row.upload_sha256 for row in head.files.all()} if head else {}
+    held = {row.path: row for row in head.files.all()} if head else {}
     answers, problems = [], []
     for item in files:
         path = item.get("path") if isinstance(item, dict) else None
@@ -95,12 +95,28 @@ def upload_modes(repo: Repo, files: list) -> list[dict]:
             continue
         regular = size <= REGULAR_MAX_BYTES and not path.endswith(".safetensors") and b"\x00" not in sample
         answer = {"path": path, "uploadMode": "regular" if regular else "lfs", "shouldIgnore": False}
-        if not regular and held.get(path):
-            answer["oid"] = held[path]
+        row = held.get(path)
+        oid = None if row is None else git_blob_oid(row) if regular else row.sha256 or row.upload_sha256
+        if oid:
+            answer["oid"] = oid
         answers.append(answer)
     if problems:
         raise CommitRefused(f"{repo.repo_id} cannot take these files: " + " | ".join(problems))
     return answers
+
+
+def git_blob_oid(row: RevisionFile) -> str | None:
+    """The git object id of a small file the head holds, as the client computes it for a file it sends
+    inline (sha1 of `blob SIZE`, a NUL and the bytes), so an unchanged one is left out of the commit;
+    None for a file too large to be sent inline or that cannot be read now."""
+    if row.size > REGULAR_MAX_BYTES:
+        return None
+    try:
+        with get_storage(row.revision.storage_backend).open(row.storage_key) as handle:
+            data = handle.read(REGULAR_MAX_BYTES + 1)
+    except (StorageError, OSError):
+        return None  # the client then sends the file again: a commit too many, nothing lost
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
 # --- The commit -------------------------------------------------------------------------------------

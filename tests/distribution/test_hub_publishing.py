@@ -345,3 +345,23 @@ def test_hf_upload_killed_halfway_sends_only_what_is_missing_when_run_again(
     revision = Revision.objects.get(repo__name="tiny")
     assert wait_for_verdict(revision).state == Revision.State.VERIFIED, revision.failure_reason
     assert {p: d for p, d in stored_bytes(revision).items() if p != "model.sig"} == local_files(checkpoint)
+
+
+def test_the_same_folder_uploaded_again_before_release_is_the_same_commit(hub, paula, checkpoint):
+    """The client skips files the head already holds and, with nothing left, describes `main`: for a
+    publisher that is the head (as on the Hub), released or not, so the second run succeeds."""
+    hub.create_repo(REPO_ID, token=paula)
+    first = hub.upload_folder(repo_id=REPO_ID, folder_path=checkpoint, token=paula)
+    again = hub.upload_folder(repo_id=REPO_ID, folder_path=checkpoint, token=paula)
+    assert again.oid == first.oid
+    assert Revision.objects.filter(repo__name="tiny").count() == 1
+    info = hub.model_info(REPO_ID, token=paula, files_metadata=True)
+    assert info.sha == first.oid
+    digests = {sibling.rfilename: sibling.lfs.sha256 for sibling in info.siblings if sibling.lfs}
+    shard = checkpoint / SHARD_1
+    assert digests[SHARD_1] == hashlib.sha256(shard.read_bytes()).hexdigest()
+    grantee = person("gina")
+    grant_access(grantee, Repo.objects.get(name="tiny"), granted_by=None)
+    with pytest.raises(HfHubHTTPError) as unreleased:  # a recipient's `main` is the newest release: none yet
+        hub.model_info(REPO_ID, token=token_for(grantee))
+    assert unreleased.value.response.status_code == 404
