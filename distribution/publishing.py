@@ -27,7 +27,7 @@ from typing import BinaryIO, Protocol
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -640,11 +640,27 @@ def has_served_layout(revision: Revision) -> bool:
     return TracedRevision.objects.filter(revision=revision).exists()
 
 
+@contextlib.contextmanager
+def tag_unique(revision: Revision, tag: str):
+    """A tag another revision of the repo took meanwhile (a release racing this one, after both checked it
+    was free) refuses this one, saying so; nothing of it was written."""
+    try:
+        yield
+    except IntegrityError:
+        if not tag:
+            raise
+        raise PublishError(
+            f"the tag {tag!r} was just given to another revision of {revision.repo.repo_id}: choose another "
+            "tag and release again"
+        ) from None
+
+
 def release_revision(revision: Revision, *, actor=None, tag: str = "") -> Revision:
     """Release a verified revision whose every required check ran and passed; `tag` names it for clients."""
     if revision.state == Revision.State.RELEASED:
         if tag and revision.tag != tag:
-            Revision.objects.filter(pk=revision.pk).update(tag=tag)
+            with tag_unique(revision, tag), transaction.atomic():
+                Revision.objects.filter(pk=revision.pk).update(tag=tag)
             record(
                 Tag.REVISION_TAGGED,
                 actor=actor,
@@ -673,7 +689,9 @@ def release_revision(revision: Revision, *, actor=None, tag: str = "") -> Revisi
             f"revision {revision.commit} of {revision.repo.repo_id} is a draft: its files are still being "
             "published; run publish_checkpoint again on the same directory to finish it, then wait for verification"
         )
-    if not revision.move(Revision.State.RELEASED, actor=actor, released_at=timezone.now(), **named):
+    with tag_unique(revision, tag):
+        moved = revision.move(Revision.State.RELEASED, actor=actor, released_at=timezone.now(), **named)
+    if not moved:
         raise PublishError(
             f"revision {revision.commit} of {revision.repo.repo_id} is {revision.state}, not verified: "
             "only a verified revision can be released"
