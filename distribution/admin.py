@@ -31,7 +31,7 @@ def withdraw(modeladmin, request, queryset):
         return render(request, "distribution/admin/withdraw.html", context)
     for revision in queryset.select_related("repo"):
         try:
-            withdraw_revision(revision, reason=form.cleaned_data["reason"], actor=request.user)
+            withdraw_revision(revision, reason=form.cleaned_data["reason"], actor=request.user, request=request)
             messages.success(request, f"withdrawn {revision.repo.repo_id}@{revision.commit[:12]}")
         except PublishError as refused:
             messages.error(request, str(refused))

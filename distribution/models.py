@@ -221,11 +221,11 @@ class Revision(models.Model):
         alive = Revision.objects.filter(pk=self.pk, state=while_state)
         return beating(lambda: alive.update(**{field: timezone.now()}), every=every, name=f"heartbeat-{self.pk}")
 
-    def move(self, to_state: str, *, actor=None, **fields) -> bool:
+    def move(self, to_state: str, *, actor=None, request=None, **fields) -> bool:
         """Move to `to_state` only from a state that allows it; return whether this call did it.
 
         The conditional update makes the move safe when several workers race for the same row, and
-        only the call that made the move writes its audit event.
+        only the call that made the move writes its audit event (with `request`'s address and agent).
         """
         sources = [state for state, targets in self.TRANSITIONS.items() if to_state in targets]
         with transaction.atomic():
@@ -233,7 +233,14 @@ class Revision(models.Model):
             if changed and to_state in self.TRANSITION_TAGS:
                 details = {"reason": fields.get("failure_reason"), "revision_tag": fields.get("tag")}
                 details = {name: value for name, value in details.items() if value}
-                record(self.TRANSITION_TAGS[to_state], actor=actor, repo=self.repo, commit=self.commit, **details)
+                record(
+                    self.TRANSITION_TAGS[to_state],
+                    actor=actor,
+                    repo=self.repo,
+                    request=request,
+                    commit=self.commit,
+                    **details,
+                )
         if changed:
             self.refresh_from_db()
         return bool(changed)

@@ -655,8 +655,9 @@ def tag_unique(revision: Revision, tag: str):
         ) from None
 
 
-def release_revision(revision: Revision, *, actor=None, tag: str = "") -> Revision:
-    """Release a verified revision whose every required check ran and passed; `tag` names it for clients."""
+def release_revision(revision: Revision, *, actor=None, tag: str = "", request=None) -> Revision:
+    """Release a verified revision whose every required check ran and passed; `tag` names it for clients.
+    `request`: the page's, whose address and agent the audit event records."""
     if revision.state == Revision.State.RELEASED:
         if tag and revision.tag != tag:
             with tag_unique(revision, tag), transaction.atomic():
@@ -665,6 +666,7 @@ def release_revision(revision: Revision, *, actor=None, tag: str = "") -> Revisi
                 Tag.REVISION_TAGGED,
                 actor=actor,
                 repo=revision.repo,
+                request=request,
                 commit=revision.commit,
                 revision_tag=tag,
             )
@@ -690,7 +692,9 @@ def release_revision(revision: Revision, *, actor=None, tag: str = "") -> Revisi
             "published; run publish_checkpoint again on the same directory to finish it, then wait for verification"
         )
     with tag_unique(revision, tag):
-        moved = revision.move(Revision.State.RELEASED, actor=actor, released_at=timezone.now(), **named)
+        moved = revision.move(
+            Revision.State.RELEASED, actor=actor, request=request, released_at=timezone.now(), **named
+        )
     if not moved:
         raise PublishError(
             f"revision {revision.commit} of {revision.repo.repo_id} is {revision.state}, not verified: "
@@ -700,14 +704,17 @@ def release_revision(revision: Revision, *, actor=None, tag: str = "") -> Revisi
     return revision
 
 
-def withdraw_revision(revision: Revision, *, reason: str, actor=None) -> Revision:
+def withdraw_revision(revision: Revision, *, reason: str, actor=None, request=None) -> Revision:
     """Stop every download of a released revision: the Hub API, links and tickets the portal issued
     (each request checks the state again), and, in every web process, the fast path's remembered
     decisions (within DOWNLOAD_DECISION_SECONDS; at once in this process)."""
     reason = reason.strip()
     if not reason:
         raise PublishError("give a reason: it is recorded and shown to staff")
-    if not revision.move(Revision.State.WITHDRAWN, actor=actor, withdrawn_at=timezone.now(), failure_reason=reason):
+    withdrawn = revision.move(
+        Revision.State.WITHDRAWN, actor=actor, request=request, withdrawn_at=timezone.now(), failure_reason=reason
+    )
+    if not withdrawn:
         raise PublishError(
             f"revision {revision.commit} of {revision.repo.repo_id} is {revision.state}: only a released revision "
             "is withdrawn (one that is not released serves nothing)"

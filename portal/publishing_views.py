@@ -61,7 +61,7 @@ def release(request, org, name, commit):
     try:
         if tag:
             validate_tag_for(revision, tag)
-        release_revision(revision, actor=request.user, tag=tag)
+        release_revision(revision, actor=request.user, tag=tag, request=request)
     except ValidationError as error:
         reason = error.messages[0]
     except PublishError as error:

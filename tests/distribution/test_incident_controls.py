@@ -76,11 +76,14 @@ def test_the_admin_withdraws_with_a_reason_and_downloads_stop(staff, setup, sett
     action = {"action": "withdraw", "_selected_action": [revision.pk]}
     asked = staff.post("/admin/distribution/revision/", action)
     assert asked.status_code == 200 and b"Withdraw 1 revision" in asked.content  # first: why?
-    done = staff.post("/admin/distribution/revision/", {**action, "reason": "leaked on a torrent"})
+    done = staff.post(
+        "/admin/distribution/revision/", {**action, "reason": "leaked on a torrent"}, REMOTE_ADDR="198.51.100.7"
+    )
     assert done.status_code == 302
     revision.refresh_from_db()
     assert revision.state == Revision.State.WITHDRAWN
     event = AuditEvent.objects.get(tag="distribution:revision:withdrawn")
     assert event.actor_username == "carol" and event.data["reason"] == "leaked on a torrent"
+    assert event.ip == "198.51.100.7"  # from where it was done
     refused = Client().get("/acme/tiny/resolve/main/config.json", HTTP_AUTHORIZATION=f"Bearer {setup['token']}")
     assert refused.status_code == 404

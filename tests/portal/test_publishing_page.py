@@ -155,11 +155,17 @@ def test_a_publisher_releases_a_verified_revision_with_a_tag(repo, paula, publis
     revision, _ = published_tiny_llama(tmp_path, "acme/tiny", release=False, verify_here=True)
     page = publisher.get(PAGE).content.decode()
     assert f'action="/acme/tiny/revisions/{revision.commit}/release"' in page
-    answer = publisher.post(f"/acme/tiny/revisions/{revision.commit}/release", {"tag": "v1.0", "page": "1"})
+    answer = publisher.post(
+        f"/acme/tiny/revisions/{revision.commit}/release",
+        {"tag": "v1.0", "page": "1"},
+        REMOTE_ADDR="203.0.113.9",
+        HTTP_USER_AGENT="Firefox/140",
+    )
     assert answer.status_code == 302 and answer["Location"] == f"{PAGE}?page=1#revision-{revision.commit}"
     revision.refresh_from_db()
     assert (revision.state, revision.tag) == (Revision.State.RELEASED, "v1.0")
     event = AuditEvent.objects.get(tag=RELEASED)
+    assert (event.ip, event.user_agent) == ("203.0.113.9", "Firefox/140")  # from where, as every page action
     assert (event.actor_username, event.data["commit"], event.data["revision_tag"]) == (
         "paula",
         revision.commit,
