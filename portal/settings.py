@@ -153,6 +153,7 @@ ACCOUNT_EMAIL_CONFIRMATION_EXPIRE_DAYS = 3
 # The second factor staff and reviewers must pass before the review queue, the admin and the audit
 # pages (access.gate.check_second_factor): an authenticator app (TOTP) and single-use recovery codes.
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_ADAPTER = "access.sealed_secrets.SealedSecretsAdapter"  # their secrets encrypted in the database
 MFA_TOTP_ISSUER = env_str("MFA_TOTP_ISSUER", "Weightgate")
 # One 30-second step either side of the server's clock, for phones whose clocks drift (RFC 6238 5.2);
 # allauth refuses a code used once for the whole window.
