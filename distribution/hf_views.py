@@ -97,7 +97,22 @@ def tree(request, org, name, rev, path=""):
     )
     if prefix and not entries:
         raise AccessDenied("EntryNotFound", f"{prefix} does not exist in revision {revision.commit}", 404)
-    return JsonResponse(entries, safe=False)
+    return paged(request, entries, settings.HUB_TREE_PAGE_SIZE)
+
+
+def paged(request, entries: list, size: int) -> JsonResponse:
+    """One page of a listing, and the next page's URL in a `Link` header as the Hub gives it (the client
+    follows it); the cursor is the position to go on from, opaque to the client."""
+    cursor = request.GET.get("cursor", "0")
+    if not cursor.isdigit() or int(cursor) > len(entries):
+        return hf_error(400, f"the cursor {cursor!r} is not one this listing gave: list again from the start")
+    start = int(cursor)
+    response = JsonResponse(entries[start : start + size], safe=False)
+    if start + size < len(entries):
+        following = request.GET.copy()
+        following["cursor"] = str(start + size)
+        response["Link"] = f'<{request.build_absolute_uri(request.path)}?{following.urlencode()}>; rel="next"'
+    return response
 
 
 def flag(params, name: str) -> bool:

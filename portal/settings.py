@@ -212,6 +212,8 @@ PUBLISH_STALE_SECONDS = env_int("PUBLISH_STALE_SECONDS", 60, minimum=2)
 # unfinished multipart uploads, which would otherwise stay in the bucket for good.
 PUBLISH_DRAFT_DAYS = env_int("PUBLISH_DRAFT_DAYS", 7, minimum=1)
 STORAGE_BACKEND = env_choice("STORAGE_BACKEND", "s3" if S3_BUCKET else "local", choices=("local", "s3"))
+# The entries of one page of a repo tree listing, as the Hub pages it (the client follows the Link header).
+HUB_TREE_PAGE_SIZE = env_int("HUB_TREE_PAGE_SIZE", 1000, minimum=1)
 # Requests per token (or account, or address) on the download endpoints: "COUNT/SECONDS".
 DOWNLOAD_RATE_LIMIT = env_rate("DOWNLOAD_RATE_LIMIT", "600/60")
 # With a front server (nginx) in front of local storage, the portal checks access and the front

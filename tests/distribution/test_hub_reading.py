@@ -3,6 +3,7 @@ paths-info, the tree (recursive, expanded), refs, commits, the model list, file 
 HfFileSystem and `hf cache verify`; and the Hub's refusals, so the client raises its own exceptions."""
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -155,6 +156,24 @@ def test_the_tree_lists_every_level_when_recursive_and_last_commits_when_expande
     assert {e.path: e.last_commit.oid for e in hub.list_repo_tree("acme/nested", expand=True, revision=older.commit)}[
         "docs"
     ] == older.commit  # an older revision's history stops at it
+
+
+def test_a_long_tree_comes_in_pages_the_client_follows(hub, released, alice, settings, live_server):
+    names = [f"part-{number:02}.json" for number in range(7)]
+    nested("3" * 40, names)
+    settings.HUB_TREE_PAGE_SIZE = 3  # 7 entries: pages of 3, 3 and 1
+    assert [e.path for e in hub.list_repo_tree("acme/nested", token=alice)] == names
+    fs = HfFileSystem(endpoint=live_server.url, token=alice)
+    assert sorted(fs.ls("acme/nested", detail=False)) == [f"acme/nested/{name}" for name in names]
+    from tests.support.flows import http
+
+    status, headers, body = http("GET", f"{live_server.url}/api/models/acme/nested/tree/main", token=alice)
+    assert status == 200 and len(json.loads(body)) == 3
+    assert headers["Link"].endswith('/api/models/acme/nested/tree/main?cursor=3>; rel="next"')
+    status, headers, _ = http("GET", f"{live_server.url}/api/models/acme/nested/tree/main?cursor=6", token=alice)
+    assert status == 200 and "Link" not in headers  # the last page
+    status, _, body = http("GET", f"{live_server.url}/api/models/acme/nested/tree/main?cursor=x", token=alice)
+    assert status == 400 and b"list again from the start" in body
 
 
 def test_the_tree_refuses_like_the_hub(hub, released, alice, secret):
