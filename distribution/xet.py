@@ -136,7 +136,9 @@ class XorbReader:
             produced += len(piece)
             yield piece
         if produced != term.size:
-            raise xet_formats.Malformed(f"chunks [{term.start}, {term.end}) of xorb {term.xorb} hold {produced} bytes, not {term.size}")
+            raise xet_formats.Malformed(
+                f"chunks [{term.start}, {term.end}) of xorb {term.xorb} hold {produced} bytes, not {term.size}"
+            )
 
 
 def rebuilt(reader: XorbReader, file: xet_formats.ShardFile, spool) -> Digest:

@@ -17,7 +17,9 @@ CHUNK_HEADER = 8
 CHUNK_MAX_BYTES = 128 * 1024  # a chunk is at most 128 KiB, stored uncompressed when compression gains nothing
 XORB_MAX_BYTES = 64 * 1024 * 1024  # the serialized limit the specification sets (the client cuts xorbs below it)
 COMPRESSION_NONE, COMPRESSION_LZ4, COMPRESSION_BG4_LZ4 = 0, 1, 2
-SHARD_HEADER_TAG = bytes.fromhex("48465265706f4d6574614461746100556967456a7b815783a5bdd95ccdd14aa9")  # "HFRepoMetaData", 0, then fixed bytes
+SHARD_HEADER_TAG = bytes.fromhex(
+    "48465265706f4d6574614461746100556967456a7b815783a5bdd95ccdd14aa9"
+)  # "HFRepoMetaData", 0, then fixed bytes
 SHARD_VERSION = 2
 ENTRY = 48  # every record of a shard's file info section is 48 bytes
 BOOKEND = b"\xff" * 32

@@ -4,6 +4,7 @@ real worker verifies and that downloads byte-exact; an upload killed halfway res
 are not the sha256 it gives is refused with nothing kept; Xet tokens are bound to repo, holder and time."""
 
 import hashlib
+import json
 import os
 import signal
 import struct
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 from huggingface_hub import HfApi, constants, snapshot_download
 
 from access.models import ApiToken, Publisher, Scope
@@ -67,7 +69,9 @@ def downloaded(endpoint: str, revision: Revision, tmp_path: Path) -> dict[str, b
     reader = person("rita")
     grant_access(reader, revision.repo, granted_by=None)
     folder = snapshot_download(REPO_ID, endpoint=endpoint, token=token_for(reader), local_dir=tmp_path / "down")
-    return {path.name: path.read_bytes() for path in Path(folder).iterdir() if path.is_file() and path.name != "model.sig"}
+    return {
+        path.name: path.read_bytes() for path in Path(folder).iterdir() if path.is_file() and path.name != "model.sig"
+    }
 
 
 @pytest.mark.parametrize("storage", ["local", "s3"])
@@ -83,7 +87,8 @@ def test_upload_folder_by_xet_publishes_a_revision_that_verifies_and_downloads_b
     assert XetXorb.objects.filter(repo__name="tiny", storage_backend=storage).exists()
     accepted = LfsObject.objects.filter(repo__name="tiny", state=LfsObject.State.ACCEPTED)
     assert sorted(accepted.values_list("oid", flat=True)) == sorted(
-        hashlib.sha256((checkpoint / name).read_bytes()).hexdigest() for name in os.listdir(checkpoint)
+        hashlib.sha256((checkpoint / name).read_bytes()).hexdigest()
+        for name in os.listdir(checkpoint)
         if name.endswith(".safetensors")
     )
     assert wait_for_verdict(revision).state == Revision.State.VERIFIED, revision.failure_reason
@@ -111,8 +116,6 @@ def test_hf_upload_publishes_a_folder_by_xet(live_server, paula, checkpoint, wor
 def write_token(endpoint: str, token: str, repo_id: str = REPO_ID) -> dict:
     status, headers, body = http("GET", f"{endpoint}/api/models/{repo_id}/xet-write-token/main", token=token)
     assert status == 200, body
-    import json
-
     answer = json.loads(body)
     assert headers["X-Xet-Access-Token"] == answer["accessToken"] and headers["X-Xet-Cas-Url"] == answer["casUrl"]
     return answer
@@ -134,8 +137,11 @@ def raw_hash(text: str) -> bytes:
 
 
 def xorb_of(chunks: list[bytes]) -> bytes:
-    header = lambda chunk: bytes([0]) + len(chunk).to_bytes(3, "little") + bytes([0]) + len(chunk).to_bytes(3, "little")  # noqa: E731
-    return b"".join(header(chunk) + chunk for chunk in chunks)
+    """Chunks stored uncompressed, each after its header (version, stored size, type 0, size)."""
+    return b"".join(
+        bytes([0]) + len(chunk).to_bytes(3, "little") + bytes([0]) + len(chunk).to_bytes(3, "little") + chunk
+        for chunk in chunks
+    )
 
 
 def shard_of(xorb_hash: str, chunk_count: int, size: int, sha256: str, file_hash: str = "ab" * 32) -> bytes:
@@ -150,16 +156,22 @@ def test_a_shard_whose_bytes_are_not_its_sha256_is_refused_and_nothing_is_kept(l
     access = write_token(live_server.url, paula)
     chunks = [os.urandom(40_000), os.urandom(30_000)]
     content, xorb_hash = b"".join(chunks), "cd" * 32
-    status, body = cas("POST", f"{access['casUrl']}/v1/xorbs/default/{xorb_hash}", access["accessToken"], xorb_of(chunks))
+    status, body = cas(
+        "POST", f"{access['casUrl']}/v1/xorbs/default/{xorb_hash}", access["accessToken"], xorb_of(chunks)
+    )
     assert (status, body) == (200, '{"was_inserted": true}')
     other = hashlib.sha256(b"other bytes").hexdigest()
-    status, message = cas("POST", f"{access['casUrl']}/v1/shards", access["accessToken"], shard_of(xorb_hash, 2, len(content), other))
+    status, message = cas(
+        "POST", f"{access['casUrl']}/v1/shards", access["accessToken"], shard_of(xorb_hash, 2, len(content), other)
+    )
     assert status == 400 and f"not the {other} it gives" in message and "Nothing was kept" in message
     assert not LfsObject.objects.exists()
     assert not Path(settings.LOCAL_STORAGE_ROOT, "uploads", "acme", "tiny", other).exists()
     # the same xorb with the true sha256 is accepted: the refusal was the sha256's, not the writer's
     true_sha = hashlib.sha256(content).hexdigest()
-    status, _ = cas("POST", f"{access['casUrl']}/v1/shards", access["accessToken"], shard_of(xorb_hash, 2, len(content), true_sha))
+    status, _ = cas(
+        "POST", f"{access['casUrl']}/v1/shards", access["accessToken"], shard_of(xorb_hash, 2, len(content), true_sha)
+    )
     assert status == 200
     accepted = LfsObject.objects.get(oid=true_sha, state=LfsObject.State.ACCEPTED)
     with get_storage().open(accepted.key) as handle:
@@ -169,11 +181,15 @@ def test_a_shard_whose_bytes_are_not_its_sha256_is_refused_and_nothing_is_kept(l
 def test_a_shard_naming_a_missing_xorb_or_malformed_is_refused(live_server, paula):
     access = write_token(live_server.url, paula)
     sha = hashlib.sha256(b"x").hexdigest()
-    status, message = cas("POST", f"{access['casUrl']}/v1/shards", access["accessToken"], shard_of("ef" * 32, 1, 1, sha))
+    status, message = cas(
+        "POST", f"{access['casUrl']}/v1/shards", access["accessToken"], shard_of("ef" * 32, 1, 1, sha)
+    )
     assert status == 400 and "does not hold" in message and "ef" * 32 in message
     status, message = cas("POST", f"{access['casUrl']}/v1/shards", access["accessToken"], b"not a shard" * 10)
     assert status == 400 and "not an MDB shard" in message
-    status, message = cas("POST", f"{access['casUrl']}/v1/xorbs/default/{'12' * 32}", access["accessToken"], b"\x07" * 64)
+    status, message = cas(
+        "POST", f"{access['casUrl']}/v1/xorbs/default/{'12' * 32}", access["accessToken"], b"\x07" * 64
+    )
     assert status == 400 and "header version 7" in message
     assert not LfsObject.objects.exists() and not XetXorb.objects.exists()
     # no global deduplication: a chunk query learns nothing
@@ -198,16 +214,10 @@ def test_tampered_expired_other_repo_and_revoked_xet_tokens_are_refused(live_ser
     status, message = cas("POST", xorb_url, access["accessToken"], body)
     assert status == 401 and "expired" in message
     settings.XET_TOKEN_SECONDS = 3600
-    ApiToken.objects.filter(user__username="paula").update(revoked_at=time_now())
+    ApiToken.objects.filter(user__username="paula").update(revoked_at=timezone.now())
     status, message = cas("POST", xorb_url, access["accessToken"], body)
     assert status == 401 and "revoked" in message
     assert not XetXorb.objects.exists()
-
-
-def time_now():
-    from django.utils import timezone
-
-    return timezone.now()
 
 
 def test_only_a_publisher_gets_a_xet_write_token(live_server, paula):
@@ -222,5 +232,70 @@ def test_only_a_publisher_gets_a_xet_write_token(live_server, paula):
     assert status == 403
 
 
-def test_an_upload_killed_halfway_sends_only_what_is_missing_when_run_again(live_server, paula, tmp_path, worker):
-    pytest.skip("written below")
+# About 180 MB in four shards: three xorbs or more (a xorb holds up to 64 MiB), so a run can die between them.
+LARGE = {
+    "hidden_size": 512,
+    "intermediate_size": 1376,
+    "num_hidden_layers": 14,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "vocab_size": 4096,
+}
+
+
+@pytest.fixture
+def xorb_posts(monkeypatch) -> list[tuple[str, int]]:
+    """(hash, bytes) of every xorb the live portal is sent, as it arrives."""
+    posts, store = [], xet.store_xorb
+
+    def counted(access, xorb_hash, data):
+        posts.append((xorb_hash, len(data)))
+        return store(access, xorb_hash, data)
+
+    monkeypatch.setattr(xet, "store_xorb", counted)
+    return posts
+
+
+def upload_folder_process(endpoint: str, token: str, folder: Path, cache: Path) -> subprocess.Popen:
+    script = (
+        "import sys; from huggingface_hub import HfApi; "
+        "api = HfApi(endpoint=sys.argv[1], token=sys.argv[2]); "
+        "print(api.upload_folder(repo_id=sys.argv[3], folder_path=sys.argv[4]).oid)"
+    )
+    env = {**os.environ, "HF_XET_CACHE": str(cache), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    env.pop("HF_HUB_DISABLE_XET", None)
+    return subprocess.Popen(
+        [sys.executable, "-c", script, endpoint, token, REPO_ID, str(folder)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_an_upload_killed_halfway_ends_verified_when_run_again_storing_each_xorb_once(
+    live_server, paula, tmp_path, xorb_posts, worker
+):
+    """What a second run sends: hf_xet asks the global-dedup query before it sends a xorb, and a killed run
+    never wrote a shard its next run could dedup against locally; with no global dedup offered (404), it
+    sends every xorb again. The portal stores none twice (was_inserted false) and the run ends verified."""
+    folder = write_tiny_llama(tmp_path / "large", shards=4, config_overrides=LARGE)
+    cache = tmp_path / "xet-cache"
+    first = upload_folder_process(live_server.url, paula, folder, cache)
+    wait_until(lambda: XetXorb.objects.filter(repo__name="tiny").exists(), timeout=120, what="a first xorb stored")
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    stored_first = set(XetXorb.objects.values_list("hash", flat=True))
+    assert not Revision.objects.filter(repo__name="tiny").exists() and not LfsObject.objects.exists()
+    xorb_posts.clear()
+    again = upload_folder_process(live_server.url, paula, folder, cache)
+    output = again.communicate(timeout=300)[0]
+    assert again.returncode == 0, output[-3000:]
+    sent_again = {xorb_hash for xorb_hash, _ in xorb_posts}
+    assert stored_first <= sent_again  # sent again: see the docstring
+    stored = list(XetXorb.objects.values_list("hash", flat=True))
+    assert sorted(stored) == sorted(sent_again) and len(stored) > len(stored_first)  # each once
+    revision = Revision.objects.get(repo__name="tiny")
+    assert wait_for_verdict(revision).state == Revision.State.VERIFIED, revision.failure_reason
+    files = {row.path: row.sha256 for row in revision.files.all() if row.path != "model.sig"}
+    assert files == {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.iterdir()}
