@@ -32,7 +32,7 @@ from distribution.models import LfsObject, Repo, Revision
 from distribution.storage import get_storage
 from tests.support.flows import http, wait_for_verdict
 from tests.support.personas import person, token_for
-from tests.support.publishing import IN_PARTS, MIB
+from tests.support.publishing import IN_PARTS, MIB, local_files
 from tests.support.servers import s3_client
 from verification import services
 from verification.core.tiny_llama import write_tiny_llama
@@ -58,11 +58,6 @@ def paula():
     return token_for(user, scopes=[Scope.READ, Scope.PUBLISH])
 
 
-@pytest.fixture
-def checkpoint(tmp_path) -> Path:
-    return write_tiny_llama(tmp_path / "checkpoint", shards=2)
-
-
 def stored_bytes(revision: Revision) -> dict[str, bytes]:
     storage = get_storage(revision.storage_backend)
     files = {}
@@ -70,10 +65,6 @@ def stored_bytes(revision: Revision) -> dict[str, bytes]:
         with storage.open(row.storage_key) as handle:
             files[row.path] = handle.read()
     return files
-
-
-def local_files(directory: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in directory.iterdir()}
 
 
 def test_a_publisher_creates_a_repo_and_upload_folder_ends_verified_by_a_worker(hub, paula, checkpoint, worker):

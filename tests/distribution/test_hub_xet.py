@@ -27,6 +27,7 @@ from distribution.models import LfsObject, Repo, Revision, XetXorb
 from distribution.storage import get_storage
 from tests.support.flows import http, wait_for_verdict, wait_until
 from tests.support.personas import person, token_for
+from tests.support.publishing import local_files
 from verification.core.tiny_llama import write_tiny_llama
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,33 +35,24 @@ REPO_ID = "acme/tiny"
 
 
 @pytest.fixture
-def hub(live_server, monkeypatch, tmp_path):
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)
-    monkeypatch.setenv("HF_XET_CACHE", str(tmp_path / "xet-cache"))  # what hf_xet remembers: this test's own
-    return HfApi(endpoint=live_server.url)
-
-
-@pytest.fixture
 def paula():
     """A publisher of acme/tiny, with a token that publishes."""
-    user = person("paula")
-    Publisher.objects.create(user=user, repo=Repo.objects.create(org="acme", name="tiny"))
+    user = person("paula", publishes=[Repo.objects.create(org="acme", name="tiny")])
     return token_for(user, scopes=[Scope.READ, Scope.PUBLISH])
 
 
 @pytest.fixture
-def checkpoint(tmp_path) -> Path:
-    return write_tiny_llama(tmp_path / "checkpoint", shards=2)
+def hub(live_server, monkeypatch, tmp_path):
+    """The client as installed: Xet on, remembering what it uploaded in this test's own cache."""
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)
+    monkeypatch.setenv("HF_XET_CACHE", str(tmp_path / "xet-cache"))
+    return HfApi(endpoint=live_server.url)
 
 
 @pytest.fixture
 def on_s3(s3_endpoint, settings):
     settings.STORAGE_BACKEND = "s3"
     return s3_endpoint
-
-
-def local_files(directory: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in directory.iterdir()}
 
 
 def downloaded(endpoint: str, revision: Revision, tmp_path: Path) -> dict[str, bytes]:
