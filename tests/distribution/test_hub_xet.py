@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -291,3 +292,23 @@ def test_an_upload_killed_halfway_ends_verified_when_run_again_storing_each_xorb
     assert wait_for_verdict(revision).state == Revision.State.VERIFIED, revision.failure_reason
     files = {row.path: row.sha256 for row in revision.files.all() if row.path != "model.sig"}
     assert files == {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.iterdir()}
+
+
+def test_the_daily_job_deletes_xorbs_older_than_xet_xorb_days_and_keeps_newer_ones(settings):
+    repo = Repo.objects.create(org="acme", name="tiny")
+    storage = get_storage()
+    for xorb_hash, age in (("01" * 32, 8), ("02" * 32, 1)):
+        key = xet.xorb_key(repo, xorb_hash)
+        storage.put_bytes(key, xorb_of([b"chunk"]))
+        XetXorb.objects.create(
+            repo=repo,
+            hash=xorb_hash,
+            size=13,
+            storage_backend=storage.name,
+            key=key,
+            created_at=timezone.now() - timedelta(days=age),
+        )
+    assert xet.discard_old_xorbs() == 1
+    assert list(XetXorb.objects.values_list("hash", flat=True)) == ["02" * 32]
+    assert not Path(settings.LOCAL_STORAGE_ROOT, xet.xorb_key(repo, "01" * 32)).exists()
+    assert Path(settings.LOCAL_STORAGE_ROOT, xet.xorb_key(repo, "02" * 32)).exists()
