@@ -1,7 +1,7 @@
 """The Hub's publishing protocol, so `HfApi(endpoint=URL, token=T).create_repo(...)`, `upload_folder`,
 `create_commit` and `hf upload` work against the portal for publishers (the publish scope, on a repo whose
-publishers staff named). The client's upload by Xet is not spoken: it uploads by LFS with
-HF_HUB_DISABLE_XET=1, and a Xet token request is refused with that advice."""
+publishers staff named). Files travel by the LFS batch API (HF_HUB_DISABLE_XET=1) or by Xet, the client's
+default: `xet_write_token` hands it a token for the portal's own CAS calls (distribution.xet)."""
 
 from celery import current_app
 from django.db import transaction
@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from access.endpoints import hf_endpoint
 from access.gate import find_repo, permit_publish
-from distribution import hub_commits, lfs
+from distribution import hub_commits, lfs, xet
 from distribution.hub_commits import CommitRefused
 from distribution.models import Revision
 from hub.bodies import json_object
@@ -20,10 +20,6 @@ from hub.errors import hf_error
 
 # Sent by name: the web tier never imports the verification tasks, which lead to torch.
 VERIFY_TASK = "verification.tasks.verify_revision"
-XET_ADVICE = (
-    "This portal takes uploads over the Git LFS protocol, not Xet: set HF_HUB_DISABLE_XET=1 in the "
-    "environment of the upload (the client then uploads by LFS, resumable and in parallel)."
-)
 
 
 def body_json(request) -> dict:
@@ -200,8 +196,16 @@ def commit(request, org, name, rev):
 @require_GET
 @hf_endpoint
 def xet_write_token(request, org, name, rev):
-    """The client's Xet upload asks here first: refused, saying how to upload by LFS instead."""
+    """`GET /api/models/ORG/NAME/xet-write-token/REV`: where the client sends xorbs and shards (casUrl, the
+    portal's own /xet/ORG/NAME), with a short-lived token for them; as JSON, which hf_xet reads, and as the
+    headers huggingface_hub reads."""
     if request.hf_user is None:  # as every publishing call refuses the anonymous, before looking at the repo
         return hf_error(401, "Publishing takes a token (Authorization: Bearer ...).")
     repo = publishing_repo(request, org, name)
-    return hf_error(501, f"{repo.repo_id}: {XET_ADVICE}")
+    token, expires = xet.issue_token(request.hf_user, repo, request.hf_token)
+    cas_url = request.build_absolute_uri(reverse("xet-root", kwargs={"org": repo.org, "name": repo.name}))
+    response = JsonResponse({"casUrl": cas_url.rstrip("/"), "accessToken": token, "exp": expires})
+    response["X-Xet-Cas-Url"], response["X-Xet-Access-Token"] = cas_url.rstrip("/"), token
+    response["X-Xet-Token-Expiration"] = str(expires)
+    response["Cache-Control"] = "no-store"
+    return response

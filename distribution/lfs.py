@@ -26,7 +26,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from distribution.models import LfsObject, Repo, Revision, RevisionFile
-from distribution.storage import LocalStorage, StorageError, get_storage, part_size_for
+from distribution.storage import Digest, LocalStorage, StorageError, get_storage, part_size_for
 from hub.errors import Refusal
 
 OID = re.compile(r"^[0-9a-f]{64}$")
@@ -171,13 +171,19 @@ def incoming_key(obj: LfsObject) -> str:
     return f"{obj.key}.incoming"
 
 
+def staging_key(obj: LfsObject, storage) -> str:
+    """Where an upload's bytes are written before they are judged: local storage renames them into place
+    after, S3 keeps them where they are (a rejected object is deleted)."""
+    return incoming_key(obj) if isinstance(storage, LocalStorage) else obj.key
+
+
 def accept(obj: LfsObject) -> LfsObject:
     """Read the stored bytes back whole; keep them as the oid's when they are, else delete them and refuse."""
     if obj.state == LfsObject.State.ACCEPTED:
         return obj
     storage = get_storage(obj.storage_backend)
     local = isinstance(storage, LocalStorage)
-    key = incoming_key(obj) if local else obj.key
+    key = staging_key(obj, storage)
     etag = "" if local else storage.etag(key)
     if etag is None or (local and not storage.path(key).exists()):
         raise Refused(f"nothing was uploaded for {obj.oid} yet: send its bytes to the upload link first", 404)
@@ -185,6 +191,14 @@ def accept(obj: LfsObject) -> LfsObject:
         digest = storage.digest(key, etag=etag or "")
     except (OSError, StorageError) as error:
         raise Refused(f"the upload of {obj.oid} cannot be read back ({error}); run the upload again", 503) from None
+    return settle(obj, digest, etag or "")
+
+
+def settle(obj: LfsObject, digest: Digest, etag: str) -> LfsObject:
+    """Judge the bytes staged for `obj` by their `digest`: accepted when they are its oid and size, else
+    deleted with the object and refused. `etag` is the staged S3 version ("" on local storage)."""
+    storage = get_storage(obj.storage_backend)
+    key = staging_key(obj, storage)
     if (digest.sha256, digest.size) != (obj.oid, obj.size):
         storage.delete(key)
         obj.delete()
@@ -193,9 +207,9 @@ def accept(obj: LfsObject) -> LfsObject:
             f"oid and the {obj.size} bytes announced: nothing of them was kept. Upload the file again "
             "(if it changed while it was being read, once it stays put)"
         )
-    if local:
+    if isinstance(storage, LocalStorage):
         storage.rename(key, obj.key)
-    obj.state, obj.etag, obj.head, obj.accepted_at = LfsObject.State.ACCEPTED, etag or "", digest.head, timezone.now()
+    obj.state, obj.etag, obj.head, obj.accepted_at = LfsObject.State.ACCEPTED, etag, digest.head, timezone.now()
     obj.upload_id = ""
     obj.save(update_fields=["state", "etag", "head", "accepted_at", "upload_id"])
     return obj

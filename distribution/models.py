@@ -305,6 +305,28 @@ class LfsObject(models.Model):
         return f"{self.repo.repo_id} LFS object {self.oid[:12]} ({self.state})"
 
 
+class XetXorb(models.Model):
+    """A xorb (compressed chunks) a publisher's Hub client uploaded by Xet to a repo, stored under `key`. Never
+    served: a shard naming its chunk ranges rebuilds files from it into accepted LFS objects."""
+
+    repo = models.ForeignKey(Repo, on_delete=models.CASCADE, related_name="xet_xorbs")
+    hash = models.CharField(max_length=64)  # as the client names it in the upload path
+    size = models.BigIntegerField()
+    storage_backend = models.CharField(max_length=8)
+    key = models.CharField(max_length=512)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["repo", "storage_backend", "hash"], name="one_xorb_per_hash_and_storage")
+        ]
+
+    def __str__(self):
+        return f"{self.repo.repo_id} xorb {self.hash[:12]}"
+
+
 class TracedRevision(models.Model):
     """The served layout of a traceable revision, written and verified once by a worker before release:
     each carrier-holding shard rewritten with its carriers last (tracing.served) under `storage_prefix`.

@@ -8,6 +8,7 @@ from django.conf import settings
 from distribution.downloads.spool import ship_orphans
 from distribution.lfs import discard_unclaimed_objects
 from distribution.publishing import discard_abandoned_drafts
+from distribution.xet import discard_old_xorbs
 
 
 @shared_task(ignore_result=True)
@@ -19,5 +20,6 @@ def store_spooled_downloads() -> int:
 @shared_task(ignore_result=True)
 def discard_abandoned_publishes() -> int:
     """Daily: delete drafts nobody finished in PUBLISH_DRAFT_DAYS, their copies and unfinished uploads, and
-    the Hub client's uploads as old (a commit copies what it names into its revision)."""
-    return len(discard_abandoned_drafts()) + discard_unclaimed_objects()
+    the Hub client's uploads as old (a commit copies what it names into its revision), and its Xet uploads'
+    xorbs older than XET_XORB_DAYS."""
+    return len(discard_abandoned_drafts()) + discard_unclaimed_objects() + discard_old_xorbs()

@@ -211,6 +211,12 @@ PUBLISH_STALE_SECONDS = env_int("PUBLISH_STALE_SECONDS", 60, minimum=2)
 # A draft not finished this many days after it began is discarded by a daily job: its copies and its
 # unfinished multipart uploads, which would otherwise stay in the bucket for good.
 PUBLISH_DRAFT_DAYS = env_int("PUBLISH_DRAFT_DAYS", 7, minimum=1)
+# The Xet access token a publisher's Hub client is given for uploads: short, since the client asks again
+# for a new one before it runs out (and checks whoever asks, each time).
+XET_TOKEN_SECONDS = env_int("XET_TOKEN_SECONDS", 3600, minimum=300, maximum=24 * 3600)
+# Uploaded xorbs are kept this long for later uploads whose shards name them (the client remembers what it
+# sent), then deleted by the daily job: what a shard rebuilt from them is kept as accepted files.
+XET_XORB_DAYS = env_int("XET_XORB_DAYS", 7, minimum=1)
 STORAGE_BACKEND = env_choice("STORAGE_BACKEND", "s3" if S3_BUCKET else "local", choices=("local", "s3"))
 # The entries of one page of a repo tree listing, as the Hub pages it (the client follows the Link header).
 HUB_TREE_PAGE_SIZE = env_int("HUB_TREE_PAGE_SIZE", 1000, minimum=1)

@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView
 from access import api as access_api
 from access import hf_views as access_hf
 from access import views as access_views
-from distribution import hf_publish, hf_reading, link_views
+from distribution import hf_publish, hf_reading, link_views, xet_views
 from distribution import hf_views as distribution_hf
 from hub.routes import REPO, RESOLVE_ROUTE
 from portal import anchor_views, audit_views, metrics, publishing_views, trace_views, views
@@ -67,6 +67,12 @@ urlpatterns = [
     re_path(rf"^api/models/{REPO}/commit/(?P<rev>[^/]+)$", hf_publish.commit, name="hf-commit"),
     re_path(rf"^api/models/{REPO}/xet-write-token/(?P<rev>[^/]+)$", hf_publish.xet_write_token, name="hf-xet"),
     re_path(rf"^{REPO}\.git/info/lfs/objects/batch$", hf_publish.lfs_batch, name="hf-lfs-batch"),
+    # Xet uploads: the CAS calls, under the casUrl that xet-write-token gives
+    re_path(rf"^xet/{REPO}/$", xet_views.not_offered, {"call": "the CAS root"}, name="xet-root"),
+    re_path(rf"^xet/{REPO}/v1/xorbs/(?P<prefix>[^/]+)/(?P<xorb_hash>[^/]+)$", xet_views.xorb, name="xet-xorb"),
+    re_path(rf"^xet/{REPO}/v1/shards$", xet_views.shard, name="xet-shard"),
+    re_path(rf"^xet/{REPO}/v1/chunks/(?P<prefix>[^/]+)/(?P<chunk_hash>[^/]+)$", xet_views.chunk, name="xet-chunk"),
+    re_path(rf"^xet/{REPO}/(?P<call>.+)$", xet_views.not_offered, name="xet-not-offered"),
     path("api/lfs/<str:signed>/complete", hf_publish.lfs_complete, name="lfs-complete"),
     path("api/lfs/<str:signed>/verify", hf_publish.lfs_verify, name="lfs-verify"),
     path("api/lfs/<str:signed>/object", hf_publish.lfs_object, name="lfs-object"),

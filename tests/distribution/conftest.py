@@ -10,6 +10,14 @@ from tests.support.personas import person, token_for
 
 
 @pytest.fixture
+def checkpoint(tmp_path):
+    """A tiny LLaMA in two shards, as a publisher's client uploads it."""
+    from verification.core.tiny_llama import write_tiny_llama
+
+    return write_tiny_llama(tmp_path / "checkpoint", shards=2)
+
+
+@pytest.fixture
 def setup(tmp_path):
     revision, checkpoint = published_tiny_llama(tmp_path, "acme/tiny", verify_here=True)
     alice = person("alice")

@@ -2,8 +2,8 @@
 `hf upload`, over the LFS protocol (basic and multipart) into local storage and into S3 (SeaweedFS), each
 commit a revision that a real worker verifies; and every refusal in the Hub's shape.
 
-The installed client uploads by Xet when hf_xet is installed; the portal speaks LFS, so these uploads run
-with HF_HUB_DISABLE_XET=1, the client's own switch (a Xet upload is refused with that advice)."""
+The installed client uploads by Xet when hf_xet is installed (test_hub_xet.py); these uploads run with
+HF_HUB_DISABLE_XET=1, the client's own switch, so they go by LFS."""
 
 import hashlib
 import io
@@ -32,7 +32,7 @@ from distribution.models import LfsObject, Repo, Revision
 from distribution.storage import get_storage
 from tests.support.flows import http, wait_for_verdict
 from tests.support.personas import person, token_for
-from tests.support.publishing import IN_PARTS, MIB
+from tests.support.publishing import IN_PARTS, MIB, local_files
 from tests.support.servers import s3_client
 from verification import services
 from verification.core.tiny_llama import write_tiny_llama
@@ -58,11 +58,6 @@ def paula():
     return token_for(user, scopes=[Scope.READ, Scope.PUBLISH])
 
 
-@pytest.fixture
-def checkpoint(tmp_path) -> Path:
-    return write_tiny_llama(tmp_path / "checkpoint", shards=2)
-
-
 def stored_bytes(revision: Revision) -> dict[str, bytes]:
     storage = get_storage(revision.storage_backend)
     files = {}
@@ -70,10 +65,6 @@ def stored_bytes(revision: Revision) -> dict[str, bytes]:
         with storage.open(row.storage_key) as handle:
             files[row.path] = handle.read()
     return files
-
-
-def local_files(directory: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in directory.iterdir()}
 
 
 def test_a_publisher_creates_a_repo_and_upload_folder_ends_verified_by_a_worker(hub, paula, checkpoint, worker):
@@ -122,19 +113,14 @@ def test_create_commit_sends_large_files_to_s3_in_presigned_parts_and_is_verifie
     assert {p: d for p, d in stored_bytes(revision).items() if p != "model.sig"} == local_files(checkpoint)
 
 
-def hf_cli(*args: str, endpoint: str, token: str, xet: bool = False, **popen) -> subprocess.Popen:
+def hf_cli(*args: str, endpoint: str, token: str, **popen) -> subprocess.Popen:
     env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_TOKEN": token, "HF_HUB_DISABLE_IMPLICIT_TOKEN": ""}
-    env["HF_HUB_DISABLE_XET"] = "" if xet else "1"
+    env["HF_HUB_DISABLE_XET"] = "1"
     hf = str(Path(sys.executable).with_name("hf"))
     return subprocess.Popen([hf, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
-def test_hf_upload_publishes_a_folder_by_lfs_and_a_xet_upload_is_refused(live_server, paula, checkpoint, worker):
-    refused = hf_cli("upload", REPO_ID, str(checkpoint), endpoint=live_server.url, token=paula, xet=True)
-    output = refused.communicate(timeout=120)[0]
-    # hf_xet shows the status and the call, not the portal's message (which names HF_HUB_DISABLE_XET=1)
-    assert refused.returncode != 0 and "501 Not Implemented" in output and "xet-write-token" in output, output
-    assert not Revision.objects.filter(repo__name="tiny").exists()
+def test_hf_upload_publishes_a_folder_by_lfs(live_server, paula, checkpoint, worker):
     upload = hf_cli("upload", REPO_ID, str(checkpoint), endpoint=live_server.url, token=paula)
     output = upload.communicate(timeout=120)[0]
     assert upload.returncode == 0, output[-2000:]

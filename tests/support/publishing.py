@@ -24,6 +24,11 @@ IN_PARTS = {
 }
 
 
+def local_files(directory: Path) -> dict[str, bytes]:
+    """name -> bytes of each file of a checkpoint directory, to compare with what was published."""
+    return {path.name: path.read_bytes() for path in directory.iterdir()}
+
+
 def publish_command(directory, repo_id: str, *flags: str) -> list[str]:
     return [sys.executable, "manage.py", "publish_checkpoint", str(directory), "--repo", repo_id, *flags]
 

@@ -1,0 +1,244 @@
+"""Uploads by Xet, the protocol the Hub client (with hf_xet) uploads by unless told otherwise, received as
+the content-addressed store (CAS) the client expects, under the portal's own `/xet/ORG/NAME/`.
+
+The client asks `xet-write-token` for a short-lived token (signed here, bound to the caller, the repo and
+the write scope), sends xorbs (compressed chunks) and then shards (per file, which chunk ranges of which
+xorbs make it, and its sha256). The portal keeps the xorbs per repo, and on a shard rebuilds each file
+from them and keeps it as an accepted LFS object, as if it had arrived by the LFS batch API, only when
+its bytes have the sha256 the shard gives. The client then commits the files as LFS pointers to those
+sha256s, which the commit finds as it finds any accepted upload.
+
+Not offered: global deduplication (the chunk query answers 404, so a client dedups only against what it
+remembers itself), upload grants (straight to S3) and the streaming shard call; the client falls back to
+the plain calls. Downloads stay HTTP: nothing here serves a file.
+"""
+
+import hashlib
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.core import signing
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from access.gate import permit_publish
+from access.models import ApiToken, User
+from distribution import lfs, xet_formats
+from distribution.lfs import Refused
+from distribution.models import LfsObject, Repo, XetXorb
+from distribution.storage import HEAD_BYTES, PARTIAL_SUFFIX, Digest, LocalStorage, StorageError, Transfer, get_storage
+
+SALT = "weightgate.xet-token"
+WRITE = "write"
+
+
+@dataclass(frozen=True)
+class CasAccess:
+    """What a valid Xet token lets its bearer do: write to `repo` as `user`."""
+
+    user: User
+    repo: Repo
+    api_token: ApiToken | None
+
+
+def issue_token(user, repo: Repo, api_token) -> tuple[str, int]:
+    """A write token for `repo` (its value, and when it expires as a Unix time)."""
+    payload = {"u": user.pk, "r": repo.pk, "t": getattr(api_token, "pk", None), "s": WRITE}
+    return signing.dumps(payload, salt=SALT), int(time.time()) + settings.XET_TOKEN_SECONDS
+
+
+def cas_access(value: str, org: str, name: str) -> CasAccess:
+    """Who a Xet token speaks for, refused (401: the client asks for a new one) when it is altered or expired,
+    and (403) when it was given for another repo or its holder may no longer publish."""
+    try:
+        payload = signing.loads(value, salt=SALT, max_age=settings.XET_TOKEN_SECONDS)
+    except signing.SignatureExpired:
+        raise Refused("this Xet token expired: the client asks xet-write-token for a new one", 401) from None
+    except signing.BadSignature:
+        raise Refused("this Xet token is not valid (altered or cut): ask xet-write-token for a new one", 401) from None
+    repo = Repo.objects.filter(pk=payload.get("r")).first()
+    if repo is None or (repo.org, repo.name) != (org, name):
+        given = repo.repo_id if repo else "a repo that is gone"
+        raise Refused(f"this Xet token was given for {given}, not {org}/{name}: ask for a token for {org}/{name}", 403)
+    if payload.get("s") != WRITE:
+        raise Refused("this Xet token does not allow writing: ask xet-write-token for one", 403)
+    user = User.objects.filter(pk=payload.get("u"), is_active=True).first()
+    api_token = ApiToken.objects.filter(pk=payload["t"]).first() if payload.get("t") else None
+    if user is None or (payload.get("t") and (api_token is None or api_token.revoked_at or api_token.expired())):
+        raise Refused("the account or API token this Xet token was given to is gone, revoked or expired", 401)
+    permit_publish(user, repo, api_token)  # publishers named by staff may change while a token lives
+    return CasAccess(user, repo, api_token)
+
+
+def xorb_key(repo: Repo, xorb_hash: str) -> str:
+    return f"xet/{repo.org}/{repo.name}/xorbs/{xorb_hash}"
+
+
+def checked_hash(text: str, what: str) -> str:
+    if not xet_formats.HASH_TEXT.match(text):
+        raise Refused(f"the {what} hash in the path must be 64 lowercase hex digits, not {text[:80]!r}")
+    return text
+
+
+def store_xorb(access: CasAccess, xorb_hash: str, data: bytes) -> bool:
+    """Keep a xorb for the repo once its chunks read as chunks; False when the repo holds it already."""
+    checked_hash(xorb_hash, "xorb")
+    storage = get_storage()
+    held = XetXorb.objects.filter(repo=access.repo, storage_backend=storage.name, hash=xorb_hash)
+    if held.exists():
+        return False
+    try:
+        xet_formats.xorb_chunks(data)
+    except xet_formats.Malformed as error:
+        raise Refused(f"xorb {xorb_hash} was refused: {error}. Nothing of it was kept; upload again") from None
+    key = xorb_key(access.repo, xorb_hash)
+    try:
+        storage.put_bytes(key, data)
+    except (OSError, StorageError) as error:
+        raise Refused(f"xorb {xorb_hash} could not be stored ({error}); the client retries", 503) from None
+    try:
+        with transaction.atomic():
+            XetXorb.objects.create(
+                repo=access.repo,
+                hash=xorb_hash,
+                size=len(data),
+                storage_backend=storage.name,
+                key=key,
+                uploaded_by=access.user,
+            )
+    except IntegrityError:
+        return False  # the same xorb arrived twice at once: the same bytes under the same key
+    return True
+
+
+class XorbReader:
+    """Chunks of the repo's xorbs, the one read last kept (a file's terms mostly follow one another)."""
+
+    def __init__(self, storage, keys: dict[str, str]):
+        self.storage, self.keys = storage, keys
+        self.hash, self.data, self.chunks = "", b"", []
+
+    def term_bytes(self, term: xet_formats.Term):
+        if term.xorb != self.hash:
+            with self.storage.open(self.keys[term.xorb]) as handle:
+                self.data = handle.read()
+            self.hash, self.chunks = term.xorb, xet_formats.xorb_chunks(self.data)
+        if term.end > len(self.chunks):
+            raise xet_formats.Malformed(
+                f"a term names chunks [{term.start}, {term.end}) of xorb {term.xorb}, which has {len(self.chunks)}"
+            )
+        produced = 0
+        for chunk in self.chunks[term.start : term.end]:
+            piece = xet_formats.chunk_bytes(self.data, chunk)
+            produced += len(piece)
+            yield piece
+        if produced != term.size:
+            raise xet_formats.Malformed(
+                f"chunks [{term.start}, {term.end}) of xorb {term.xorb} hold {produced} bytes, not {term.size}"
+            )
+
+
+def rebuilt(reader: XorbReader, file: xet_formats.ShardFile, spool) -> Digest:
+    """Write the file's bytes into `spool`, hashed on the way."""
+    sha256, size, head = hashlib.sha256(), 0, b""
+    for term in file.terms:
+        for piece in reader.term_bytes(term):
+            sha256.update(piece)
+            spool.write(piece)
+            head += piece[: max(0, HEAD_BYTES - len(head))]
+            size += len(piece)
+    return Digest(sha256.hexdigest(), size, head)
+
+
+@dataclass
+class Staged:
+    obj: LfsObject
+    digest: Digest
+    etag: str
+
+
+def register_shard(access: CasAccess, data: bytes) -> list[LfsObject]:
+    """Rebuild each file a shard records from the repo's xorbs and accept it when its bytes are the sha256
+    the shard gives; one refused file refuses the shard, and then nothing of it is kept."""
+    try:
+        files = xet_formats.shard_files(data)
+    except xet_formats.Malformed as error:
+        raise Refused(f"the shard was refused: {error}. Nothing was kept") from None
+    storage = get_storage()
+    needed = {term.xorb for file in files for term in file.terms}
+    keys = dict(
+        XetXorb.objects.filter(repo=access.repo, storage_backend=storage.name, hash__in=needed).values_list(
+            "hash", "key"
+        )
+    )
+    if missing := sorted(needed - keys.keys()):
+        raise Refused(
+            f"the shard names {len(missing)} xorb(s) {access.repo.repo_id} does not hold ({', '.join(missing[:3])}"
+            f"{'...' if len(missing) > 3 else ''}); nothing was kept. Upload again; if the client still names "
+            "them, it remembers an upload whose xorbs were deleted: remove its cache (~/.cache/huggingface/xet)"
+        )
+    reader, staged = XorbReader(storage, keys), []
+    try:
+        for file in files:
+            if any(earlier.obj.oid == file.sha256 for earlier in staged):
+                continue
+            if lfs.stored_source(access.repo, file.sha256, storage.name) is None:  # else held already: kept as is
+                staged.append(stage(access, reader, file, storage))
+    except BaseException:
+        unstage(staged, storage)
+        raise
+    return [lfs.settle(one.obj, one.digest, one.etag) for one in staged]
+
+
+def stage(access: CasAccess, reader: XorbReader, file: xet_formats.ShardFile, storage) -> Staged:
+    """One file rebuilt into a spool and, only when it is the sha256 the shard gives, stored where an LFS
+    upload of it is staged (not yet accepted)."""
+    with tempfile.TemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR) as spool:
+        try:
+            digest = rebuilt(reader, file, spool)
+        except xet_formats.Malformed as error:
+            raise Refused(f"the shard was refused: file {file.sha256}: {error}. Nothing was kept") from None
+        except (OSError, StorageError) as error:
+            raise Refused(f"the xorbs of file {file.sha256} cannot be read ({error}); upload again", 503) from None
+        if digest.sha256 != file.sha256:
+            raise Refused(
+                f"the shard was refused: the bytes its terms make for file {file.file_hash} have sha256 "
+                f"{digest.sha256}, not the {file.sha256} it gives. Nothing was kept; upload again"
+            )
+        spool.seek(0)
+        obj = lfs.pending_object(access.repo, access.user, file.sha256, digest.size, storage, multipart=False)
+        key = lfs.staging_key(obj, storage)
+        try:
+            with Transfer(settings.PUBLISH_CONCURRENCY) as transfer:
+                etag = storage.upload(key, spool, digest.size, transfer).etag
+        except (OSError, StorageError) as error:
+            unstage([Staged(obj, digest, "")], storage)
+            raise Refused(f"file {file.sha256} could not be stored ({error}); upload again", 503) from None
+    return Staged(obj, digest, "" if isinstance(storage, LocalStorage) else etag)
+
+
+def unstage(staged: list[Staged], storage) -> None:
+    for one in staged:
+        key = lfs.staging_key(one.obj, storage)
+        storage.delete(key)
+        if isinstance(storage, LocalStorage):
+            storage.delete(key + PARTIAL_SUFFIX)  # what a write cut off left
+        one.obj.delete()
+
+
+def discard_old_xorbs() -> int:
+    """Delete the xorbs uploaded more than XET_XORB_DAYS ago (the files rebuilt from them stay); how many.
+    Run daily with the drafts' job."""
+    cutoff = timezone.now() - timedelta(days=settings.XET_XORB_DAYS)
+    count = 0
+    for xorb in XetXorb.objects.filter(created_at__lt=cutoff):
+        try:
+            get_storage(xorb.storage_backend).delete(xorb.key)
+        except (OSError, StorageError):
+            continue  # storage is away: next time
+        xorb.delete()
+        count += 1
+    return count

@@ -1,0 +1,160 @@
+"""The two Xet objects a Hub client uploads, read and bounded: xorbs (chunks, each compressed) and shards
+(per file, the chunk ranges of xorbs it is made of, and its sha256). Plain Python over bytes, after the
+public Xet specification (xorb and MDB shard formats); nothing here trusts a length it has not checked.
+
+A hash is 32 bytes; as text (in paths, and here) each of its four 8-byte words is written as a little-endian
+number, as the specification says, so the sha256 a shard carries reads as the usual hex only that way too.
+"""
+
+import re
+import struct
+from dataclasses import dataclass
+
+import lz4.frame
+
+HASH_TEXT = re.compile(r"^[0-9a-f]{64}$")
+CHUNK_HEADER = 8
+CHUNK_MAX_BYTES = 128 * 1024  # a chunk is at most 128 KiB, stored uncompressed when compression gains nothing
+XORB_MAX_BYTES = 64 * 1024 * 1024  # the serialized limit the specification sets (the client cuts xorbs below it)
+COMPRESSION_NONE, COMPRESSION_LZ4, COMPRESSION_BG4_LZ4 = 0, 1, 2
+SHARD_HEADER_TAG = bytes.fromhex(
+    "48465265706f4d6574614461746100556967456a7b815783a5bdd95ccdd14aa9"
+)  # "HFRepoMetaData", 0, then fixed bytes
+SHARD_VERSION = 2
+ENTRY = 48  # every record of a shard's file info section is 48 bytes
+BOOKEND = b"\xff" * 32
+FLAG_VERIFICATION, FLAG_METADATA = 1 << 31, 1 << 30
+
+
+class Malformed(ValueError):
+    """Bytes that are not the object they were sent as; the message says where they go wrong."""
+
+
+def hash_text(raw: bytes) -> str:
+    return b"".join(raw[at : at + 8][::-1] for at in range(0, 32, 8)).hex()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    offset: int  # of its data, after the header
+    stored: int  # bytes as stored (compressed)
+    compression: int
+    size: int  # bytes once decompressed
+
+
+def xorb_chunks(data: bytes) -> list[Chunk]:
+    """The chunks of a serialized xorb, every header checked; the metadata footer the specification allows
+    after them (its length in the last 4 bytes) is skipped, never read."""
+    if not data:
+        raise Malformed("the xorb is empty")
+    if len(data) > XORB_MAX_BYTES:
+        raise Malformed(f"the xorb has {len(data)} bytes, over the {XORB_MAX_BYTES} a xorb may have")
+    footer_at = len(data) - 4 - int.from_bytes(data[-4:], "little") if len(data) >= 4 else -1
+    chunks, at = [], 0
+    while at < len(data):
+        if at == footer_at and data[at] != 0:
+            break  # the footer: a chunk header starts with version 0, the footer with its own tag
+        chunk = chunk_at(data, at, len(chunks))
+        chunks.append(chunk)
+        at = chunk.offset + chunk.stored
+    return chunks
+
+
+def chunk_at(data: bytes, at: int, index: int) -> Chunk:
+    if at + CHUNK_HEADER > len(data):
+        raise Malformed(f"chunk {index} of the xorb is cut off in its header")
+    version, compression = data[at], data[at + 4]
+    stored, size = int.from_bytes(data[at + 1 : at + 4], "little"), int.from_bytes(data[at + 5 : at + 8], "little")
+    if version != 0:
+        raise Malformed(f"chunk {index} of the xorb has header version {version}, not 0")
+    if compression not in (COMPRESSION_NONE, COMPRESSION_LZ4, COMPRESSION_BG4_LZ4):
+        raise Malformed(f"chunk {index} of the xorb names compression {compression}: only 0, 1 and 2 exist")
+    if not 0 < size <= CHUNK_MAX_BYTES or (compression == COMPRESSION_NONE and stored != size):
+        raise Malformed(f"chunk {index} of the xorb claims {size} bytes ({stored} stored): a chunk has 1 to 128 KiB")
+    if at + CHUNK_HEADER + stored > len(data):
+        raise Malformed(f"chunk {index} of the xorb is cut off: {stored} bytes announced")
+    return Chunk(at + CHUNK_HEADER, stored, compression, size)
+
+
+def chunk_bytes(data: bytes, chunk: Chunk) -> bytes:
+    """A chunk's bytes, decompressed and of exactly the size its header gives (else Malformed)."""
+    stored = data[chunk.offset : chunk.offset + chunk.stored]
+    if chunk.compression == COMPRESSION_NONE:
+        return stored
+    try:
+        # At most one byte more than announced: enough to tell a chunk that lies about its size.
+        plain = lz4.frame.LZ4FrameDecompressor().decompress(stored, max_length=chunk.size + 1)
+    except RuntimeError as error:
+        raise Malformed(f"a chunk's LZ4 data does not decompress ({error})") from None
+    if len(plain) != chunk.size:
+        raise Malformed(f"a chunk decompresses to {len(plain)} bytes, not the {chunk.size} its header gives")
+    return ungrouped(plain) if chunk.compression == COMPRESSION_BG4_LZ4 else plain
+
+
+def ungrouped(grouped: bytes) -> bytes:
+    """Undo byte grouping: group g holds the bytes at positions g, g + 4, ... (the first groups one longer)."""
+    size, plain, start = len(grouped), bytearray(len(grouped)), 0
+    for group in range(4):
+        length = size // 4 + (1 if group < size % 4 else 0)
+        plain[group::4] = grouped[start : start + length]
+        start += length
+    return bytes(plain)
+
+
+@dataclass(frozen=True)
+class Term:
+    xorb: str  # its hash as text
+    start: int  # chunk range [start, end) of the xorb
+    end: int
+    size: int  # the bytes the range holds once decompressed
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    file_hash: str
+    sha256: str
+    terms: tuple[Term, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(term.size for term in self.terms)
+
+
+def shard_files(data: bytes) -> list[ShardFile]:
+    """The files a shard records (its file info section, up to the bookend); each must give its sha256
+    (the metadata extension), which is what the portal checks the rebuilt bytes against."""
+    if len(data) < ENTRY or data[:32] != SHARD_HEADER_TAG:
+        raise Malformed("this is not an MDB shard: its header tag is missing")
+    version = struct.unpack_from("<Q", data, 32)[0]
+    if version != SHARD_VERSION:
+        raise Malformed(f"the shard has header version {version}; this portal reads version {SHARD_VERSION}")
+    files, at = [], ENTRY
+    while True:
+        record = entry_at(data, at)
+        if record[:32] == BOOKEND:
+            return files
+        flags, count = struct.unpack_from("<II", record, 32)
+        at += ENTRY
+        terms = tuple(term_at(entry_at(data, at + ENTRY * index), len(files)) for index in range(count))
+        at += ENTRY * count * (2 if flags & FLAG_VERIFICATION else 1)
+        name = hash_text(record[:32])
+        if not flags & FLAG_METADATA:
+            raise Malformed(f"file {name} of the shard gives no sha256 (no metadata extension): upgrade hf_xet")
+        sha256 = hash_text(entry_at(data, at)[:32])
+        at += ENTRY
+        if not terms:
+            raise Malformed(f"file {name} of the shard has no terms")
+        files.append(ShardFile(name, sha256, terms))
+
+
+def entry_at(data: bytes, at: int) -> bytes:
+    if at + ENTRY > len(data):
+        raise Malformed("the shard ends inside its file info section (no bookend)")
+    return data[at : at + ENTRY]
+
+
+def term_at(record: bytes, file_index: int) -> Term:
+    _flags, size, start, end = struct.unpack_from("<IIII", record, 32)
+    if not start < end or size == 0:
+        raise Malformed(f"file {file_index} of the shard has an empty chunk range [{start}, {end})")
+    return Term(hash_text(record[:32]), start, end, size)
