@@ -1,19 +1,16 @@
 """What `list_models` and `model_info` add when a call asks for more than the default (`full`, `cardData`,
 `config`, or `expand=NAME` for each property wanted): the files, the model card's metadata and the
-config's architecture, read from the revision described. Read once per file digest: a revision's bytes
-never change, and a listing names every repo in sight."""
+config's architecture, read from the revision described (once per file: distribution.revision_text)."""
 
 import json
 
 import yaml
-from django.core.cache import cache
 
 from distribution.hf_entries import model_entry
 from distribution.models import Repo, Revision
-from distribution.storage import StorageError, get_storage
+from distribution.revision_text import revision_text
 
 CARD_PATH, CONFIG_PATH = "README.md", "config.json"
-MOST_BYTES = 512 * 1024  # metadata larger than this is not read: it is no card header or config
 # The Hub's names for what `expand` may ask of a model; those without a value here are left out of the
 # answer (downloads by period, spaces, inference providers, ...), as the Hub leaves out what is unknown.
 EXPANDABLE = frozenset(
@@ -68,7 +65,7 @@ def described(repo: Repo, revision: Revision | None, wanted: set[str], only: boo
 
 def card_data(revision: Revision) -> dict | None:
     """The YAML metadata heading the revision's README.md, as the Hub's cardData; None without one."""
-    text = small_text(revision, CARD_PATH)
+    text = revision_text(revision, CARD_PATH)
     if not text or not text.startswith("---\n"):
         return None
     end = text.find("\n---", 4)
@@ -83,7 +80,7 @@ def card_data(revision: Revision) -> dict | None:
 
 def config_summary(revision: Revision) -> dict | None:
     """What the Hub gives of config.json in a listing: the architectures and the model type."""
-    text = small_text(revision, CONFIG_PATH)
+    text = revision_text(revision, CONFIG_PATH)
     try:
         config = json.loads(text) if text else None
     except ValueError:
@@ -91,20 +88,3 @@ def config_summary(revision: Revision) -> dict | None:
     if not isinstance(config, dict):
         return None
     return {key: config[key] for key in ("architectures", "model_type") if key in config}
-
-
-def small_text(revision: Revision, path: str) -> str | None:
-    """A small file of the revision as text, read once per digest; None when absent, too large or unreadable."""
-    stored = revision.files.filter(path=path).first()
-    if stored is None or stored.size > MOST_BYTES:
-        return None
-    key = f"weightgate:hub-metadata:{revision.commit}:{path}:{stored.sha256 or stored.size}"
-    text = cache.get(key)
-    if text is None:
-        try:
-            with get_storage(revision.storage_backend).open(stored.storage_key) as handle:
-                text = handle.read(MOST_BYTES).decode("utf-8", errors="replace")
-        except (StorageError, OSError):
-            return None
-        cache.set(key, text, timeout=None)
-    return text

@@ -6,7 +6,7 @@ import markdown
 import nh3
 from django.core.cache import cache
 
-from distribution.storage import StorageError, get_storage
+from distribution.revision_text import revision_text
 
 CARD_PATH = "README.md"
 MOST_BYTES = 512 * 1024  # a card larger than this is cut: it is a page, not a book
@@ -42,10 +42,8 @@ def card_html(revision) -> str | None:
     key = f"weightgate:model-card:{revision.commit}:{stored.sha256}"
     html = cache.get(key)
     if html is None:
-        try:
-            with get_storage(revision.storage_backend).open(stored.storage_key) as handle:
-                text = handle.read(MOST_BYTES).decode("utf-8", errors="replace")
-        except (StorageError, OSError):
+        text = revision_text(revision, CARD_PATH, MOST_BYTES)
+        if text is None:
             return None
         html = rendered(front_matter_removed(text))
         cache.set(key, html, timeout=None)

@@ -1,0 +1,27 @@
+"""A small text file of a revision (a model card, a config), read from storage once per file digest and
+kept in the cache: a revision's bytes never change, and pages and listings ask for the same few files."""
+
+from django.core.cache import cache
+
+from distribution.models import Revision
+from distribution.storage import StorageError, get_storage
+
+MOST_BYTES = 512 * 1024  # larger than this, it is not read: no card header or config is that large
+
+
+def revision_text(revision: Revision, path: str, most_bytes: int = MOST_BYTES) -> str | None:
+    """The file at `path` as text (its first `most_bytes`, undecodable bytes replaced); None when the revision
+    has no such file or it cannot be read now."""
+    stored = revision.files.filter(path=path).first()
+    if stored is None:
+        return None
+    key = f"weightgate:revision-text:{revision.commit}:{path}:{stored.sha256 or stored.size}:{most_bytes}"
+    text = cache.get(key)
+    if text is None:
+        try:
+            with get_storage(revision.storage_backend).open(stored.storage_key) as handle:
+                text = handle.read(most_bytes).decode("utf-8", errors="replace")
+        except (StorageError, OSError):
+            return None
+        cache.set(key, text, timeout=None)
+    return text
