@@ -208,7 +208,7 @@ def main(argv=None) -> None:
 #                parallelism, the same part size
 #   hub          `HfApi.upload_folder` against the portal under gunicorn: preupload, the LFS batch, every part
 #                PUT straight to SeaweedFS by its presigned link, each object read back and hashed by the
-#                portal at its completion call, then the commit (server-side copies into the revision)
+#                portal at its completion call, then the commit (its files refer to the uploads in place)
 #
 # Then the verdicts: the checkpoint committed whole and verified in full, then committed again with one
 # shard retrained (upload_folder of that shard alone), whose other files' checks are reused.

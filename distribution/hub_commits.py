@@ -3,8 +3,10 @@ and the commit, which is a new revision of the repo through the same draft as `p
 
 A commit's files are those of the repo's newest revision (its head: any state but draft, so a commit
 builds on one still incomplete or being verified) with the commit's operations applied: files added
-inline or by an uploaded LFS object, files and folders deleted. Every byte is copied into the new
-revision's own place in storage (on S3, by the server; locally, a hard link), never read here again.
+inline or by an uploaded LFS object, files and folders deleted. Only the files sent inline are stored
+under the new revision's own prefix; every other file's row refers to the bytes where the repo already
+holds them (RevisionFile.object_key: the accepted upload, or the same file of the head revision, both
+immutable from then on), at the version recorded then. A commit reads and writes no byte of them again.
 """
 
 import base64
@@ -13,7 +15,7 @@ import hashlib
 import json
 import secrets
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
@@ -129,14 +131,13 @@ def head_revision(repo: Repo) -> Revision | None:
 
 @dataclass
 class Entry:
-    """One file of the new revision: its bytes inline, or a key of the repo's to copy them from."""
+    """One file of the new revision: its bytes inline, or where the repo holds them already."""
 
     path: str
     size: int
     sha256: str
     content: bytes | None = None
     source: lfs.Source | None = None
-    stored_etag: str = field(default="")
 
 
 def parse_commit(body: bytes) -> tuple[dict, list[tuple[str, dict]]]:
@@ -225,19 +226,18 @@ def carried(head: Revision | None) -> dict[str, Entry]:
 
 
 def place(draft: Revision, storage, entries: list[Entry]) -> None:
-    """Put every file into the draft's place in storage, several at once; record what storage tagged it with."""
+    """Put the files sent inline under the draft's prefix, several at once, recording what storage tagged
+    each with; the others stay where they are (their rows, made with the draft, refer to them)."""
+    inline = [entry for entry in entries if entry.content is not None]
 
     def put(entry: Entry) -> str:
-        key = f"{draft.storage_prefix}/{entry.path}"
-        if entry.content is not None:
-            return storage.put_bytes(key, entry.content)
-        return storage.copy(entry.source.key, key, etag=entry.source.etag)
+        return storage.put_bytes(f"{draft.storage_prefix}/{entry.path}", entry.content)
 
     failed = f"storing the files of commit {draft.commit} failed; commit again"
     with storage_errors(failed), ThreadPoolExecutor(settings.PUBLISH_CONCURRENCY) as pool:
-        etags = list(pool.map(put, entries))
-    rows = {row.path: row for row in draft.files.all()}
-    for entry, etag in zip(entries, etags, strict=True):
+        etags = list(pool.map(put, inline))
+    rows = {row.path: row for row in draft.files.filter(path__in=[entry.path for entry in inline])}
+    for entry, etag in zip(inline, etags, strict=True):
         rows[entry.path].stored_etag = etag.strip('"')
     RevisionFile.objects.bulk_update(rows.values(), ["stored_etag"])
 
@@ -278,6 +278,7 @@ def commit(repo: Repo, user, header: dict, operations, *, request=None) -> Revis
         repo.name,
         entries,
         digests={entry.path: entry.sha256 for entry in entries if entry.sha256},
+        references={entry.path: (entry.source.key, entry.source.etag) for entry in entries if entry.source},
     )
     summary = str(header.get("summary", ""))[:500]
     try:

@@ -11,8 +11,10 @@ multipart upload, when the client's completion call assembles the parts; for a s
 verify call the client makes next. The reading happens inside that call, not in a worker, because the
 client treats the call's answer as final and goes on to commit: only an answer given after the hash
 can refuse the object before a commit names it (S3 streams it at its own rate, hashed as it comes).
-Bytes that differ are deleted and refused with a message; an object nobody commits is never listed or
-served, and the daily job deletes it (`discard_unclaimed_objects`).
+Bytes that differ are deleted and refused with a message. A commit's files refer to accepted objects
+where they are (no copy), so an object a revision's file refers to is that file's bytes and stays for
+good; one nobody commits is never listed or served, and the daily job deletes it
+(`discard_unclaimed_objects`).
 """
 
 import re
@@ -22,7 +24,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core import signing
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from distribution.models import LfsObject, Repo, Revision, RevisionFile
@@ -34,6 +36,9 @@ SALT = "weightgate.lfs-upload"
 # How long the upload links of one batch answer stay valid: long enough for the parts of a large file
 # sent one after another by the client, short enough that a leaked link soon stops working.
 UPLOAD_LINK_SECONDS = 6 * 3600
+# An upload no file refers to yet is offered to commits until this long before the daily job may delete
+# it, so the job never deletes bytes a commit has just begun to refer to.
+OFFERED_MARGIN = timedelta(hours=6)
 
 
 class Refused(Refusal):
@@ -46,7 +51,7 @@ class Source:
 
     key: str
     size: int
-    etag: str = ""  # the S3 version to copy: a copy refuses any other
+    etag: str = ""  # the S3 version a file that refers to it reads: storage refuses any other
     head: bytes = b""  # the first bytes, when the object was hashed on arrival
 
 
@@ -54,7 +59,11 @@ def stored_source(repo: Repo, oid: str, storage_name: str) -> Source | None:
     """Where the repo holds the bytes whose sha256 is `oid` in that storage: an accepted upload, or a
     file of one of its revisions (verified, or hashed on arrival); None when it holds none."""
     accepted = LfsObject.objects.filter(
-        repo=repo, oid=oid, storage_backend=storage_name, state=LfsObject.State.ACCEPTED
+        repo=repo,
+        oid=oid,
+        storage_backend=storage_name,
+        state=LfsObject.State.ACCEPTED,
+        created_at__gt=discard_cutoff() + OFFERED_MARGIN,
     ).first()
     if accepted is not None:
         return Source(accepted.key, accepted.size, accepted.etag, bytes(accepted.head))
@@ -182,16 +191,15 @@ def accept(obj: LfsObject) -> LfsObject:
     if obj.state == LfsObject.State.ACCEPTED:
         return obj
     storage = get_storage(obj.storage_backend)
-    local = isinstance(storage, LocalStorage)
     key = staging_key(obj, storage)
-    etag = "" if local else storage.etag(key)
-    if etag is None or (local and not storage.path(key).exists()):
-        raise Refused(f"nothing was uploaded for {obj.oid} yet: send its bytes to the upload link first", 404)
     try:
-        digest = storage.digest(key, etag=etag or "")
+        found = storage.stored_object(key)
+        if found is None:
+            raise Refused(f"nothing was uploaded for {obj.oid} yet: send its bytes to the upload link first", 404)
+        digest = storage.digest(key, etag=found.etag)
     except (OSError, StorageError) as error:
         raise Refused(f"the upload of {obj.oid} cannot be read back ({error}); run the upload again", 503) from None
-    return settle(obj, digest, etag or "")
+    return settle(obj, digest, found.etag)
 
 
 def settle(obj: LfsObject, digest: Digest, etag: str) -> LfsObject:
@@ -263,12 +271,18 @@ def write_local(obj: LfsObject, stream, length: int, number: int | None = None) 
     return etag
 
 
+def discard_cutoff():
+    """Uploads made before this, and that no revision's file refers to, are deleted by the daily job."""
+    return timezone.now() - timedelta(days=settings.PUBLISH_DRAFT_DAYS)
+
+
 def discard_unclaimed_objects() -> int:
-    """Delete the uploads older than PUBLISH_DRAFT_DAYS (a commit that names one copies it into its revision
-    first), with their unfinished parts; return how many. Run daily with the drafts' job."""
-    cutoff = timezone.now() - timedelta(days=settings.PUBLISH_DRAFT_DAYS)
+    """Delete the uploads older than PUBLISH_DRAFT_DAYS that no revision's file refers to, with their
+    unfinished parts; return how many. Run daily with the drafts' job. An upload a file refers to is kept,
+    row and all: its bytes are that file's, and its row says who uploaded them."""
+    referred = RevisionFile.objects.filter(object_key=OuterRef("key"))
     count = 0
-    for obj in LfsObject.objects.filter(created_at__lt=cutoff):
+    for obj in LfsObject.objects.filter(created_at__lt=discard_cutoff()).exclude(Exists(referred)):
         storage = get_storage(obj.storage_backend)
         try:
             if isinstance(storage, LocalStorage):

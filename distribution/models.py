@@ -257,9 +257,17 @@ class RevisionFile(models.Model):
     # sha256 it computed on the way (only when checking the publisher's digests).
     stored_etag = models.CharField(max_length=128, blank=True)
     upload_sha256 = models.CharField(max_length=64, blank=True)
+    # Where the bytes are when they are not under the revision's prefix: a Hub commit refers to an accepted
+    # upload, or to the same file of an earlier revision, where it is (both immutable from then on) instead
+    # of copying it; `stored_etag` is then the version referred to, which reads insist on.
+    object_key = models.CharField(max_length=512, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["revision", "path"], name="revision_file_unique_path")]
+        indexes = [
+            # The daily job asks, of each old upload, whether a file refers to it.
+            models.Index(fields=["object_key"], condition=~models.Q(object_key=""), name="revision_file_by_object")
+        ]
         ordering = ["path"]
 
     def __str__(self):
@@ -267,7 +275,7 @@ class RevisionFile(models.Model):
 
     @property
     def storage_key(self) -> str:
-        return f"{self.revision.storage_prefix}/{self.path}"
+        return self.object_key or f"{self.revision.storage_prefix}/{self.path}"
 
     @property
     def filename(self) -> str:
@@ -277,7 +285,8 @@ class RevisionFile(models.Model):
 class LfsObject(models.Model):
     """A file a publisher's Hub client uploads by the LFS batch API, before a commit names it: staged under
     `key`, never listed or served. It is `accepted` only once the portal has read it back and its sha256
-    is the oid it was announced with; a commit copies accepted objects into its revision."""
+    is the oid it was announced with; a commit's files refer to accepted objects where they are
+    (RevisionFile.object_key), so from then on their bytes are a revision's and are never deleted."""
 
     class State(models.TextChoices):
         PENDING = "pending"
@@ -291,7 +300,7 @@ class LfsObject(models.Model):
     state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING)
     upload_id = models.CharField(max_length=1024, blank=True)  # S3's multipart upload, while one is open
     part_size = models.BigIntegerField(null=True, blank=True)  # the parts' size, for a multipart transfer
-    etag = models.CharField(max_length=128, blank=True)  # the accepted version's S3 ETag: a copy takes only it
+    etag = models.CharField(max_length=128, blank=True)  # the accepted version's S3 ETag: reads insist on it
     head = models.BinaryField(blank=True, default=b"")  # the first bytes, by which a commit judges its kind
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)

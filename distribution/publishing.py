@@ -34,7 +34,8 @@ from django.utils import timezone
 from audit.chain import record
 from audit.tags import Tag
 from distribution.models import Repo, Revision, RevisionFile, TracedRevision, parse_repo_id
-from distribution.storage import StorageError, StoredObject, Transfer, Uploaded, get_storage
+from distribution.revision_objects import StoredFile, files_in_storage
+from distribution.storage import ObjectChanged, StorageError, Transfer, Uploaded, get_storage
 from verification.core.layout import INDEX_NAME
 from verification.core.signature import SIGNATURE_PATH
 from verification.outcomes import missing_or_failed_checks
@@ -261,14 +262,30 @@ def open_draft(storage, org: str, name: str, directory: Path, files: list[Source
 
 
 @transaction.atomic
-def start_draft(draft: Revision, org: str, name: str, files, *, digests: dict[str, str] | None = None) -> Revision:
+def start_draft(
+    draft: Revision,
+    org: str,
+    name: str,
+    files,
+    *,
+    digests: dict[str, str] | None = None,
+    references: dict[str, tuple[str, str]] | None = None,
+) -> Revision:
     """Record the draft and the files it expects (each with a path and a size; `digests` gives the sha256
-    of those known on arrival), in the repo (created if new)."""
+    of those known on arrival, `references` the key and ETag of those whose bytes stay where the repo
+    already holds them), in the repo (created if new)."""
     draft.repo, _ = Repo.objects.get_or_create(org=org, name=name)
     draft.save()
-    known = digests or {}
+    known, referred = digests or {}, references or {}
     RevisionFile.objects.bulk_create(
-        RevisionFile(revision=draft, path=file.path, size=file.size, upload_sha256=known.get(file.path, ""))
+        RevisionFile(
+            revision=draft,
+            path=file.path,
+            size=file.size,
+            upload_sha256=known.get(file.path, ""),
+            object_key=referred.get(file.path, ("", ""))[0],
+            stored_etag=referred.get(file.path, ("", ""))[1].strip('"'),
+        )
         for file in files
     )
     record(
@@ -323,8 +340,9 @@ class Silent:
         pass
 
 
-def is_there(row: RevisionFile, stored: StoredObject | None) -> bool:
-    """A whole copy this draft stored itself: the size it expects, and the ETag it recorded on the way."""
+def is_there(row: RevisionFile, stored: StoredFile | None) -> bool:
+    """A whole copy this draft stored itself, or the object it refers to: the size it expects, and the ETag
+    it recorded on the way (the version referred to)."""
     return stored is not None and stored.size == row.size and stored.etag.strip('"') == row.stored_etag.strip('"')
 
 
@@ -385,7 +403,7 @@ def finish_all(futures: dict[Future, object], on_result) -> None:
 def stored_already(draft: Revision, storage, rows: dict[str, RevisionFile]) -> set[str]:
     """The paths of the draft's files that an earlier run stored whole."""
     with storage_errors(f"{storage.name} storage cannot be reached; draft {draft.commit} is unchanged, run again"):
-        stored = storage.stored_objects(draft.storage_prefix)
+        stored = files_in_storage(draft, rows.values()).files
     return {path for path, row in rows.items() if is_there(row, stored.get(path))}
 
 
@@ -468,17 +486,17 @@ def complete(draft: Revision, storage, publisher, *, request=None, supersede: bo
     incomplete one when its checkpoint names files it lacks (an index's shards a later commit brings).
     With `supersede` (Hub commits), an uploaded revision ends the verification of the repo's older ones
     still waiting or running: only the newest commit is worth verifying."""
+    rows = list(draft.files.all())
     with storage_errors(f"checking draft {draft.commit} in {storage.name} storage failed; run again to finish it"):
         storage.discard_unfinished(draft.storage_prefix)
-        stored = storage.stored_objects(draft.storage_prefix)
-    rows = list(draft.files.all())
+        stored = files_in_storage(draft, rows).files
     absent = [row.path for row in rows if not is_there(row, stored.get(row.path))]
     if absent:
         raise PublishError(
-            f"{', '.join(absent)} vanished from {storage.name} storage while draft {draft.commit} was published: "
-            "run the same command again to send them"
+            f"{', '.join(absent)} vanished from {storage.name} storage (or changed) while draft {draft.commit} "
+            "was published: run the same command again to send them"
         )
-    lacking = files_lacking(draft, storage, {row.path for row in rows})
+    lacking = files_lacking(storage, stored, {row.path for row in rows})
     state = State.INCOMPLETE if lacking else State.UPLOADED
     waiting = f"waiting for {', '.join(lacking)}, which its index names: commit them to finish it" if lacking else ""
     with transaction.atomic():
@@ -500,16 +518,17 @@ def complete(draft: Revision, storage, publisher, *, request=None, supersede: bo
                 supersede_older(draft, publisher)
 
 
-def files_lacking(draft: Revision, storage, paths: set[str]) -> list[str]:
+def files_lacking(storage, stored: dict[str, StoredFile], paths: set[str]) -> list[str]:
     """The shards the checkpoint's index names that the revision does not hold (an index that cannot be
     read names none: verification reports it)."""
-    if INDEX_NAME not in paths:
+    index = stored.get(INDEX_NAME) if INDEX_NAME in paths else None
+    if index is None:
         return []
     try:
-        with storage.open(f"{draft.storage_prefix}/{INDEX_NAME}") as handle:
+        with storage.open(index.key, etag=index.version) as handle:
             weight_map = json.loads(handle.read(16 * 1024 * 1024))["weight_map"]
         named = {str(shard) for shard in weight_map.values()}
-    except (OSError, StorageError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, StorageError, ObjectChanged, ValueError, KeyError, TypeError, AttributeError):
         return []
     return sorted(named - paths)
 

@@ -92,10 +92,16 @@ class Storage(Protocol):
         """Store `data` under `key`; its ETag ("" for local files)."""
         ...
 
-    def open(self, key: str) -> BinaryIO: ...
+    def open(self, key: str, *, etag: str = "") -> BinaryIO:
+        """The object's bytes as a stream; with `etag`, only that version of it (else ObjectChanged)."""
+        ...
 
     def stored_objects(self, prefix: str) -> dict[str, StoredObject]:
         """relative path -> size and ETag of every whole file stored under `prefix`."""
+        ...
+
+    def stored_object(self, key: str) -> StoredObject | None:
+        """The size and ETag of the whole file at `key`; None when there is none."""
         ...
 
     def discard_unfinished(self, prefix: str) -> int:
@@ -105,11 +111,6 @@ class Storage(Protocol):
     def delete_prefix(self, prefix: str) -> None: ...
 
     def delete(self, key: str) -> None: ...
-
-    def copy(self, source: str, target: str, *, etag: str = "") -> str:
-        """Store under `target` the object at `source` (with `etag`, only that version of it, else
-        ObjectChanged) without its bytes passing through this process where the backend allows; its ETag."""
-        ...
 
     def digest(self, key: str, *, etag: str = "") -> "Digest":
         """The sha256, size and first bytes of the object at `key`, in one read."""
@@ -210,7 +211,8 @@ class LocalStorage:
             out.write(data)
         return ""
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str, *, etag: str = "") -> BinaryIO:
+        # A local file has no versions to tell apart: it is only ever renamed into place, never rewritten.
         return self.path(key).open("rb")
 
     def _files(self, prefix: str):
@@ -226,6 +228,10 @@ class LocalStorage:
             if not relative.endswith(PARTIAL_SUFFIX)
         }
 
+    def stored_object(self, key: str) -> StoredObject | None:
+        path = self.path(key)
+        return StoredObject(path.stat().st_size) if path.is_file() and not path.is_symlink() else None
+
     def discard_unfinished(self, prefix: str) -> int:
         partials = [path for relative, path in self._files(prefix) if relative.endswith(PARTIAL_SUFFIX)]
         for path in partials:
@@ -237,20 +243,6 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
-
-    def copy(self, source: str, target: str, *, etag: str = "") -> str:
-        """A hard link where the filesystem allows (files are never written in place, only renamed into
-        place, so two names may share one file), else a copy; either appears under `target` whole."""
-        origin, destination = self.path(source), self.path(target)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        partial = destination.with_name(destination.name + PARTIAL_SUFFIX)
-        partial.unlink(missing_ok=True)
-        try:
-            os.link(origin, partial)
-        except OSError:
-            shutil.copyfile(origin, partial)
-        partial.replace(destination)
-        return ""
 
     def digest(self, key: str, *, etag: str = "") -> Digest:
         return digest_of(read_chunks(self.open(key), COPY_CHUNK))
@@ -420,35 +412,18 @@ class S3Storage:
     def delete(self, key: str) -> None:
         self._call(self.client.delete_object, Bucket=self.bucket, Key=checked_key(key))
 
-    def copy(self, source: str, target: str, *, etag: str = "") -> str:
-        """A server-side copy (in parts above 5 GB, as boto3's managed copy does): no byte comes here."""
-        from boto3.s3.transfer import TransferConfig
-
-        extra = {"CopySourceIfMatch": etag} if etag else {}
-        config = TransferConfig(multipart_threshold=4 * 1024**3, multipart_chunksize=512 * 1024**2)
-        self._call(
-            self.client.copy,
-            {"Bucket": self.bucket, "Key": checked_key(source)},
-            self.bucket,
-            checked_key(target),
-            ExtraArgs=extra,
-            Config=config,
-        )
-        return self._call(self.client.head_object, Bucket=self.bucket, Key=target)["ETag"]
-
     def digest(self, key: str, *, etag: str = "") -> Digest:
         return digest_of(read_chunks(self.open(key, etag=etag), COPY_CHUNK))
 
-    def etag(self, key: str) -> str | None:
-        """The object's ETag; None when there is none under `key`."""
-        from botocore.exceptions import ClientError
-
+    def stored_object(self, key: str) -> StoredObject | None:
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=checked_key(key))["ETag"]
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            head = self._call(self.client.head_object, Bucket=self.bucket, Key=checked_key(key))
+        except StorageError as error:
+            answer = getattr(error.__cause__, "response", {})
+            if answer.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
-            raise StorageError(f"S3 bucket {self.bucket}: {error}") from error
+            raise
+        return StoredObject(head["ContentLength"], head["ETag"])
 
     def presigned_put(self, key: str, *, expires_in: int) -> str:
         return self.client.generate_presigned_url(

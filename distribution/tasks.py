@@ -20,6 +20,6 @@ def store_spooled_downloads() -> int:
 @shared_task(ignore_result=True)
 def discard_abandoned_publishes() -> int:
     """Daily: delete drafts nobody finished in PUBLISH_DRAFT_DAYS, their copies and unfinished uploads, and
-    the Hub client's uploads as old (a commit copies what it names into its revision), and its Xet uploads'
-    xorbs older than XET_XORB_DAYS."""
+    the Hub client's uploads as old that no revision's file refers to, and its Xet uploads' xorbs older than
+    XET_XORB_DAYS."""
     return len(discard_abandoned_drafts()) + discard_unclaimed_objects() + discard_old_xorbs()

@@ -11,7 +11,8 @@ from django.db.migrations.executor import MigrationExecutor
 from audit.chain import breaks
 from audit.models import AuditEvent
 from distribution.models import Revision
-from distribution.storage import StorageError, get_storage
+from distribution.revision_objects import files_in_storage
+from distribution.storage import StorageError
 from verification.core.signature import fingerprint, public_pem
 from verification.models import SigningKey
 from verification.signing import SigningUnavailable, load_private_key
@@ -33,25 +34,28 @@ def migrations() -> Iterator[Finding]:
 
 
 def released_objects(progress=lambda done, total: None) -> Iterator[Finding]:
-    """Every file of every released revision is in its storage, with the size recorded."""
+    """Every file of every released revision is in its storage (under its prefix, or where a commit referred
+    to it), with the size recorded and, where one was referred to, the version."""
     released = list(Revision.objects.filter(state=Revision.State.RELEASED).select_related("repo"))
     checked = 0
     for number, revision in enumerate(released, 1):
+        named = f"{revision.repo.repo_id}@{revision.commit[:12]}"
+        rows = list(revision.files.all())
         try:
-            present = get_storage(revision.storage_backend).stored_objects(revision.storage_prefix)
+            present = files_in_storage(revision, rows).files
         except (StorageError, OSError) as error:
-            yield Finding(False, f"{revision.repo.repo_id}@{revision.commit[:12]}: its storage cannot be read: {error}")
+            yield Finding(False, f"{named}: its storage cannot be read: {error}")
             continue
-        for stored in revision.files.all():
+        for stored in rows:
             found = present.get(stored.path)
             if found is None:
-                yield Finding(False, f"{revision.repo.repo_id}@{revision.commit[:12]}: {stored.path} is missing")
+                yield Finding(False, f"{named}: {stored.path} is missing (at {stored.storage_key})")
             elif found.size != stored.size:
                 yield Finding(
-                    False,
-                    f"{revision.repo.repo_id}@{revision.commit[:12]}: {stored.path} holds {found.size} bytes, "
-                    f"not the {stored.size} that were verified",
+                    False, f"{named}: {stored.path} holds {found.size} bytes, not the {stored.size} that were verified"
                 )
+            elif found.replaced:
+                yield Finding(False, f"{named}: {stored.path} at {found.key} was replaced after it was committed")
             checked += 1
         progress(number, len(released))
     yield Finding(True, f"{checked} file(s) of {len(released)} released revision(s) checked in storage")

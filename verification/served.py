@@ -18,7 +18,8 @@ from django.conf import settings
 
 from distribution import trace_keys
 from distribution.models import Revision, TracedRevision
-from distribution.storage import LocalStorage, StorageError, get_storage
+from distribution.revision_objects import StoredFile, files_in_storage
+from distribution.storage import LocalStorage, ObjectChanged, StorageError, get_storage
 from tracing.carriers import NoCarriersError
 from tracing.keys import SCHEME
 from tracing.safetensors_file import read_header, read_raw
@@ -30,14 +31,13 @@ from verification.core.report import PASS, Report
 from verification.core.signature import SIGNATURE_PATH
 
 
-def local_file(revision: Revision, key: str, size: int, scratch: Path) -> Path:
-    """The stored object `key` as a local file: itself on local storage, a copy in `scratch` from S3."""
-    storage = get_storage(revision.storage_backend)
+def local_file(storage, stored: StoredFile, scratch: Path) -> Path:
+    """A stored file as a local file: itself on local storage, a copy in `scratch` of its version from S3."""
     if isinstance(storage, LocalStorage):
-        return storage.path(key)
-    destination = scratch / "published" / key
+        return storage.path(stored.key)
+    destination = scratch / "published" / stored.key
     destination.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.closing(storage.open(key)) as source, open(destination, "wb") as out:
+    with contextlib.closing(storage.open(stored.key, etag=stored.version)) as source, open(destination, "wb") as out:
         shutil.copyfileobj(source, out, 8 * 1024 * 1024)
     return destination
 
@@ -52,9 +52,17 @@ def prepare_served_layout(
     key_id = recorded.key_id if recorded else trace_keys.current().key_id
     traced = TracedRevision(revision=revision, scheme=SCHEME, key_id=key_id)
     storage = get_storage(revision.storage_backend)
-    shards = [f for f in revision.files.all() if f.path.endswith(".safetensors")]
+    stored = files_in_storage(revision).files
+    shards = [row.path for row in revision.files.all() if row.path.endswith(".safetensors")]
+    if missing := [path for path in shards if path not in stored]:
+        report.fail("served", "FileMissing", f"{', '.join(missing)} vanished from storage after it was verified")
+        return None
     with tempfile.TemporaryDirectory(prefix="served-") as scratch:
-        local = {f.path: local_file(revision, f.storage_key, f.size, Path(scratch)) for f in shards}
+        try:
+            local = {path: local_file(storage, stored[path], Path(scratch)) for path in shards}
+        except ObjectChanged as error:
+            report.fail("served", "ContentChanged", f"a file changed after it was verified: {error}")
+            return None
         if recorded:
             chosen = {name for names in recorded.carriers.values() for name in names}
         else:
@@ -158,14 +166,19 @@ def same_tensors(source: Path, base: Path) -> bool:
 def check_served(revision: Revision, traced: TracedRevision) -> Report:
     """Every check, with the smoke pass, on the checkpoint as it is served, read from storage."""
     storage = get_storage(revision.storage_backend)
+    published = files_in_storage(revision).files
+    bases = storage.stored_objects(traced.storage_prefix) if traced.files else {}
     items = []
-    for stored in revision.files.exclude(path=SIGNATURE_PATH):
-        if stored.path in traced.files:
-            prefix, size = traced.storage_prefix, traced.files[stored.path]["size"]
-        else:
-            prefix, size = revision.storage_prefix, stored.size
-        key = f"{prefix}/{stored.path}"
-        items.append(CheckpointFile(stored.path, size, opener(storage, key), ranger(storage, prefix, stored.path)))
+    for row in revision.files.exclude(path=SIGNATURE_PATH):
+        if row.path in traced.files:
+            base = bases.get(row.path)
+            key, size, etag = traced.storage_key(row.path), traced.files[row.path]["size"], base.etag if base else ""
+        elif row.path in published:
+            stored = published[row.path]
+            key, size, etag = stored.key, row.size, stored.version
+        else:  # gone: reading it fails, and says so
+            key, size, etag = row.storage_key, row.size, ""
+        items.append(CheckpointFile(row.path, size, opener(storage, key, etag), ranger(storage, key, etag)))
     report = Report()
     try:
         check_files(items, report, smoke=True, allow_code=revision.repo.allows_code)
@@ -174,16 +187,14 @@ def check_served(revision: Revision, traced: TracedRevision) -> Report:
     return report
 
 
-def opener(storage, key: str):
+def opener(storage, key: str, etag: str):
     if isinstance(storage, LocalStorage):
         return lambda: storage.path(key).open("rb")
-    return lambda: contextlib.closing(storage.open(key))
+    return lambda: contextlib.closing(storage.open(key, etag=etag))
 
 
-def ranger(storage, prefix: str, path: str):
-    """Reads of ranges of the version of the object listed now (S3; local files need none)."""
+def ranger(storage, key: str, etag: str):
+    """Reads of ranges of one version of the object (S3; local files need none)."""
     if isinstance(storage, LocalStorage):
         return None
-    listed = storage.stored_objects(prefix).get(path)
-    etag = listed.etag if listed else ""
-    return lambda offset, length: storage.read_range(f"{prefix}/{path}", offset, length, etag=etag)
+    return lambda offset, length: storage.read_range(key, offset, length, etag=etag)

@@ -10,6 +10,7 @@ concern: these functions only say where a revision stands.
 """
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -24,6 +25,7 @@ from django.utils import timezone
 from audit.chain import record
 from audit.tags import Tag
 from distribution.models import Revision, RevisionFile, TracedRevision, beating
+from distribution.revision_objects import InStorage, file_in_storage, files_in_storage
 from distribution.storage import LocalStorage, ObjectChanged, StorageError, get_storage
 from verification.core.checks import (
     CheckpointFile,
@@ -91,25 +93,53 @@ def release_claim(revision: Revision) -> None:
 
 
 def stored_files(revision: Revision, report: Report) -> list[CheckpointFile]:
-    """The revision's files as they are in storage now, opened as streams: no local copy needed."""
+    """The revision's files as they are in storage now (under its prefix, or referred to where they were
+    uploaded), opened as streams: no local copy needed."""
     storage = get_storage(revision.storage_backend)
+    rows = {row.path: row for row in revision.files.all()}
+    in_storage = files_in_storage(revision, rows.values())
+    report_misplaced(in_storage, rows, report)
     if isinstance(storage, LocalStorage):
-        return directory_files(storage.path(revision.storage_prefix), report)
-    # Each object is read at the version the listing named, so bytes read again for a streamed smoke
-    # pass are the ones hashed: a replaced object fails as ContentChanged, never as other weights.
+        # The prefix is walked rather than listed, so that links and special files in it are reported.
+        walked = directory_files(storage.path(revision.storage_prefix), report)
+        under_prefix = [item for item in walked if item.path not in rows or not rows[item.path].object_key]
+        referenced = [
+            CheckpointFile(stored.path, stored.size, lambda key=stored.key: storage.open(key))
+            for stored in in_storage.files.values()
+            if stored.referenced
+        ]
+        return sorted(under_prefix + referenced, key=lambda item: item.path)
+    # Each object is read at one version (the one referred to, or the one listed), so bytes read again for a
+    # streamed smoke pass are the ones hashed: a replaced object fails as ContentChanged, never as other weights.
     return [
         CheckpointFile(
-            path,
+            stored.path,
             stored.size,
-            lambda key=f"{revision.storage_prefix}/{path}", etag=stored.etag: contextlib.closing(
-                versioned(storage.open, key, etag=etag)
-            ),
-            lambda offset, length, key=f"{revision.storage_prefix}/{path}", etag=stored.etag: versioned(
+            lambda key=stored.key, etag=stored.version: contextlib.closing(versioned(storage.open, key, etag=etag)),
+            lambda offset, length, key=stored.key, etag=stored.version: versioned(
                 storage.read_range, key, offset, length, etag=etag
             ),
         )
-        for path, stored in sorted(storage.stored_objects(revision.storage_prefix).items())
+        for stored in sorted(in_storage.files.values(), key=lambda stored: stored.path)
     ]
+
+
+def report_misplaced(in_storage: InStorage, rows: dict[str, RevisionFile], report: Report) -> None:
+    """A referenced object replaced since its commit, and an object under the prefix where a referenced file
+    stands, fail: neither is what was published, whatever its bytes."""
+    for path in in_storage.strays:
+        report.fail(
+            "files", "UnexpectedFile", f"{path} is under the revision's prefix, but was not published there", path
+        )
+    for stored in in_storage.files.values():
+        if stored.replaced:
+            code = "SizeChanged" if stored.size != rows[stored.path].size else "ContentChanged"
+            report.fail(
+                "files",
+                code,
+                f"{stored.path} was replaced in storage ({stored.key}, now {stored.size} bytes) after it was committed",
+                stored.path,
+            )
 
 
 def versioned(read, *args, **kwargs):
@@ -308,15 +338,18 @@ def check_stored_file(revision_id: int, path: str, *, worker: str = "") -> FileC
         return None
     revision = Revision.objects.select_related("repo").get(pk=revision_id)
     storage = get_storage(revision.storage_backend)
-    key = f"{revision.storage_prefix}/{path}"
-    item = CheckpointFile(path, check.size, lambda: contextlib.closing(storage.open(key)))
     try:
         with heartbeat(revision, check):
-            scanned = scan_file(item).as_dict()
+            stored = file_in_storage(revision, path)
+            if stored is None:
+                raise FileNotFoundError(f"{path} is not in storage")
+            # Read at the version found (a referenced file's: the one its commit referred to), never another.
+            opened = functools.partial(versioned, storage.open, stored.key, etag=stored.version)
+            scanned = scan_file(CheckpointFile(path, check.size, lambda: contextlib.closing(opened()))).as_dict()
     except StorageError:
         FileCheck.objects.filter(pk=check.pk, claims=check.claims).update(state=FileCheck.State.PENDING)
         raise
-    except OSError as error:  # gone or changed while read: the judge reports it
+    except (OSError, ContentChanged) as error:  # gone or changed while read: the judge reports it
         scanned = {"unreadable": f"{path} could not be read: {error}"}
     # Only the claim this worker holds: a worker that lost it (silent too long) stores nothing.
     FileCheck.objects.filter(pk=check.pk, state=FileCheck.State.CHECKING, claims=check.claims).update(

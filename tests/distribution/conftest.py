@@ -1,12 +1,16 @@
 """Fixtures the distribution tests share."""
 
 import pytest
+from huggingface_hub import HfApi, constants
 
+from access.models import Publisher, Scope
 from access.services import grant_access
 from distribution.downloads import channels, fast_path
 from distribution.downloads import spool as event_spool
+from distribution.models import Repo
 from tests.support.flows import SHARD, published_tiny_llama
 from tests.support.personas import person, token_for
+from tests.support.publishing import MIB
 
 
 @pytest.fixture
@@ -63,3 +67,27 @@ def traced(settings, tmp_path):
         grant_access(account, revision.repo, granted_by=None)
         tokens[name] = token_for(account)
     return revision, checkpoint, tokens
+
+
+@pytest.fixture
+def hub(live_server, monkeypatch):
+    """The Hub client against the live portal, uploading by LFS (test_hub_xet.py has the client as installed,
+    uploading by Xet)."""
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    return HfApi(endpoint=live_server.url)
+
+
+@pytest.fixture
+def paula():
+    """A publisher of acme/first (so she may create repos in acme), with a token that publishes."""
+    user = person("paula")
+    Publisher.objects.create(user=user, repo=Repo.objects.create(org="acme", name="first"))
+    return token_for(user, scopes=[Scope.READ, Scope.PUBLISH])
+
+
+@pytest.fixture
+def on_s3(s3_endpoint, settings):
+    """New revisions and uploads go to SeaweedFS, files of 5 MiB and more in parts of 5 MiB (S3's least)."""
+    settings.STORAGE_BACKEND = "s3"
+    settings.S3_MULTIPART_THRESHOLD = 5 * MIB
+    return s3_endpoint

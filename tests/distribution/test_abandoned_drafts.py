@@ -1,6 +1,6 @@
 """Drafts nobody finishes do not stay in the bucket for good: a daily job discards them, their copies and
 their unfinished multipart uploads, once PUBLISH_DRAFT_DAYS have passed since they began; so are the Hub
-client's uploads that old (a commit has copied what it names into its revision)."""
+client's uploads that old that no revision's file refers to."""
 
 import pytest
 from django.utils import timezone

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
-from huggingface_hub import CommitOperationAdd, HfApi, constants
+from huggingface_hub import CommitOperationAdd
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from access.models import Publisher, Scope
@@ -29,11 +29,9 @@ from audit.models import AuditEvent
 from audit.tags import Tag
 from distribution import hf_publish, lfs
 from distribution.models import LfsObject, Repo, Revision
-from distribution.storage import get_storage
 from tests.support.flows import http, wait_for_verdict
 from tests.support.personas import person, token_for
-from tests.support.publishing import IN_PARTS, MIB, local_files
-from tests.support.servers import s3_client
+from tests.support.publishing import IN_PARTS, MIB, bucket_keys, local_files, stored_bytes
 from verification import services
 from verification.core.tiny_llama import write_tiny_llama
 from verification.models import FileCheck
@@ -42,29 +40,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 REPO_ID = "acme/tiny"
 SHARD_1, SHARD_2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
 INDEX = "model.safetensors.index.json"
-
-
-@pytest.fixture
-def hub(live_server, monkeypatch):
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    return HfApi(endpoint=live_server.url)
-
-
-@pytest.fixture
-def paula():
-    """A publisher of acme/first (so she may create repos in acme), with a token that publishes."""
-    user = person("paula")
-    Publisher.objects.create(user=user, repo=Repo.objects.create(org="acme", name="first"))
-    return token_for(user, scopes=[Scope.READ, Scope.PUBLISH])
-
-
-def stored_bytes(revision: Revision) -> dict[str, bytes]:
-    storage = get_storage(revision.storage_backend)
-    files = {}
-    for row in revision.files.all():
-        with storage.open(row.storage_key) as handle:
-            files[row.path] = handle.read()
-    return files
 
 
 def test_a_publisher_creates_a_repo_and_upload_folder_ends_verified_by_a_worker(hub, paula, checkpoint, worker):
@@ -84,19 +59,6 @@ def test_a_publisher_creates_a_repo_and_upload_folder_ends_verified_by_a_worker(
     published = AuditEvent.objects.get(tag=Tag.REVISION_PUBLISHED, data__commit=revision.commit)
     assert published.actor_username == "paula" and published.data["summary"] == "first weights"
     assert AuditEvent.objects.filter(tag=Tag.REPO_CREATED, repo_id=REPO_ID).count() == 1
-
-
-@pytest.fixture
-def on_s3(s3_endpoint, settings):
-    """New revisions and uploads go to SeaweedFS, files of 5 MiB and more in parts of 5 MiB (S3's least)."""
-    settings.STORAGE_BACKEND = "s3"
-    settings.S3_MULTIPART_THRESHOLD = 5 * MIB
-    return s3_endpoint
-
-
-def bucket_keys(endpoint, prefix: str) -> list[str]:
-    client = s3_client(endpoint)
-    return [item["Key"] for item in client.list_objects_v2(Bucket=endpoint.bucket, Prefix=prefix).get("Contents", [])]
 
 
 def test_create_commit_sends_large_files_to_s3_in_presigned_parts_and_is_verified(hub, paula, on_s3, tmp_path, worker):

@@ -50,12 +50,6 @@ def hub(live_server, monkeypatch, tmp_path):
     return HfApi(endpoint=live_server.url)
 
 
-@pytest.fixture
-def on_s3(s3_endpoint, settings):
-    settings.STORAGE_BACKEND = "s3"
-    return s3_endpoint
-
-
 def downloaded(endpoint: str, revision: Revision, tmp_path: Path) -> dict[str, bytes]:
     """The released revision as a granted reader's client downloads it (by HTTP: no Xet header is sent)."""
     call_command("release", REPO_ID, "--revision", revision.commit)

@@ -1,5 +1,5 @@
 """Publishing checkpoints the way operators do: `manage.py publish_checkpoint` in a process of its own, and
-drafts made by a real refusal."""
+drafts made by a real refusal; and what a publish left in storage."""
 
 import hashlib
 import subprocess
@@ -10,7 +10,8 @@ import pytest
 
 from distribution.models import Revision
 from distribution.publishing import PublishError, publish_checkpoint
-from tests.support.servers import REPO_ROOT
+from distribution.storage import get_storage
+from tests.support.servers import REPO_ROOT, s3_client
 
 MIB = 1024 * 1024
 # A tiny LLaMA of about 40 MB in three shards of 15, 10 and 15 MB: in parts of 5 MiB, 3 + 2 + 3 parts.
@@ -60,3 +61,18 @@ def refused_draft(directory: Path, repo_id: str, *, storage: str = "local", wron
     draft = Revision.objects.get(repo__org=repo_id.split("/")[0], repo__name=repo_id.split("/")[1])
     assert draft.state == Revision.State.DRAFT
     return draft
+
+
+def stored_bytes(revision: Revision) -> dict[str, bytes]:
+    """Each file of the revision, as storage holds it where its row says."""
+    storage = get_storage(revision.storage_backend)
+    files = {}
+    for row in revision.files.all():
+        with storage.open(row.storage_key) as handle:
+            files[row.path] = handle.read()
+    return files
+
+
+def bucket_keys(endpoint, prefix: str) -> list[str]:
+    client = s3_client(endpoint)
+    return [item["Key"] for item in client.list_objects_v2(Bucket=endpoint.bucket, Prefix=prefix).get("Contents", [])]
