@@ -323,6 +323,9 @@ class XetXorb(models.Model):
     size = models.BigIntegerField()
     storage_backend = models.CharField(max_length=8)
     key = models.CharField(max_length=512)
+    # Per chunk, its hash, byte range in the xorb and size (xet_formats.RECORD, 44 bytes): what a dedup
+    # answer lists, kept in one value since a large checkpoint has millions of chunks.
+    chunks = models.BinaryField(default=b"")
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -334,6 +337,23 @@ class XetXorb(models.Model):
 
     def __str__(self):
         return f"{self.repo.repo_id} xorb {self.hash[:12]}"
+
+
+class XetDedupChunk(models.Model):
+    """A chunk of a repo's xorb that a Hub client may ask the dedup query about: one the Xet specification
+    makes global-dedup eligible, the first of a xorb, or the first of a file a shard recorded."""
+
+    repo = models.ForeignKey(Repo, on_delete=models.CASCADE, related_name="+")
+    xorb = models.ForeignKey(XetXorb, on_delete=models.CASCADE, related_name="dedup_chunks")
+    hash = models.CharField(max_length=64)
+    index = models.PositiveIntegerField()  # of the chunk in its xorb
+
+    class Meta:
+        indexes = [models.Index(fields=["repo", "hash"], name="xet_dedup_chunk_lookup")]
+        constraints = [models.UniqueConstraint(fields=["xorb", "index"], name="one_dedup_entry_per_chunk")]
+
+    def __str__(self):
+        return f"chunk {self.hash[:12]} of {self.xorb}"
 
 
 class TracedRevision(models.Model):

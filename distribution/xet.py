@@ -8,9 +8,13 @@ from them and keeps it as an accepted LFS object, as if it had arrived by the LF
 its bytes have the sha256 the shard gives. The client then commits the files as LFS pointers to those
 sha256s, which the commit finds as it finds any accepted upload.
 
-Not offered: global deduplication (the chunk query answers 404, so a client dedups only against what it
-remembers itself), upload grants (straight to S3) and the streaming shard call; the client falls back to
-the plain calls. Downloads stay HTTP: nothing here serves a file.
+A xorb is kept only when its bytes are the hash it is sent under. The dedup query the client asks before
+sending data is answered from the repo's own xorbs only (never another repo's: a publisher learns nothing
+of what others hold), with the xorb holding the chunk and those uploaded after it, so an interrupted
+upload run again, or a changed folder sent from another machine, sends only what the repo lacks.
+
+Not offered: deduplication across repos, upload grants (straight to S3) and the streaming shard call; the
+client falls back to the plain calls. Downloads stay HTTP: nothing here serves a file.
 """
 
 import hashlib
@@ -28,11 +32,14 @@ from access.gate import permit_publish
 from access.models import ApiToken, User
 from distribution import lfs, xet_formats
 from distribution.lfs import Refused
-from distribution.models import LfsObject, Repo, XetXorb
+from distribution.models import LfsObject, Repo, XetDedupChunk, XetXorb
 from distribution.storage import HEAD_BYTES, PARTIAL_SUFFIX, Digest, LocalStorage, StorageError, Transfer, get_storage
 
 SALT = "weightgate.xet-token"
 WRITE = "write"
+# The chunks one dedup answer lists at most (about 4 GiB of data in a 4 MiB answer): a client asks again
+# past them, about every 16 MiB it has not matched yet.
+DEDUP_ANSWER_CHUNKS = 65536
 
 
 @dataclass(frozen=True)
@@ -84,16 +91,22 @@ def checked_hash(text: str, what: str) -> str:
 
 
 def store_xorb(access: CasAccess, xorb_hash: str, data: bytes) -> bool:
-    """Keep a xorb for the repo once its chunks read as chunks; False when the repo holds it already."""
+    """Keep a xorb for the repo once its chunks read as chunks and hash to `xorb_hash`, with the chunks a
+    dedup query may name; False when the repo holds it already."""
     checked_hash(xorb_hash, "xorb")
     storage = get_storage()
     held = XetXorb.objects.filter(repo=access.repo, storage_backend=storage.name, hash=xorb_hash)
     if held.exists():
         return False
     try:
-        xet_formats.xorb_chunks(data)
+        records = xet_formats.xorb_records(data)
     except xet_formats.Malformed as error:
         raise Refused(f"xorb {xorb_hash} was refused: {error}. Nothing of it was kept; upload again") from None
+    if (actual := xet_formats.records_hash(records)) != xorb_hash:
+        raise Refused(
+            f"xorb {xorb_hash} was refused: its chunks hash to {actual}, not the hash it was sent under. Nothing "
+            "of it was kept; upload it under its own hash (the Xet xorb hash)"
+        )
     key = xorb_key(access.repo, xorb_hash)
     try:
         storage.put_bytes(key, data)
@@ -101,17 +114,52 @@ def store_xorb(access: CasAccess, xorb_hash: str, data: bytes) -> bool:
         raise Refused(f"xorb {xorb_hash} could not be stored ({error}); the client retries", 503) from None
     try:
         with transaction.atomic():
-            XetXorb.objects.create(
+            xorb = XetXorb.objects.create(
                 repo=access.repo,
                 hash=xorb_hash,
                 size=len(data),
                 storage_backend=storage.name,
                 key=key,
+                chunks=xet_formats.packed_records(records),
                 uploaded_by=access.user,
+            )
+            XetDedupChunk.objects.bulk_create(
+                XetDedupChunk(repo=access.repo, xorb=xorb, hash=xet_formats.hash_text(record.hash), index=index)
+                for index, record in enumerate(records)
+                if index == 0 or xet_formats.dedup_eligible(record.hash)
             )
     except IntegrityError:
         return False  # the same xorb arrived twice at once: the same bytes under the same key
     return True
+
+
+def dedup_answer(access: CasAccess, chunk_hash: str) -> bytes | None:
+    """The shard answering a dedup query for a chunk of the repo's xorbs: the xorb holding it and those
+    the repo received after it (a file's later xorbs follow its first), up to DEDUP_ANSWER_CHUNKS chunks;
+    None when the repo has no such chunk to offer."""
+    checked_hash(chunk_hash, "chunk")
+    storage = get_storage()
+    entry = (
+        XetDedupChunk.objects.filter(repo=access.repo, hash=chunk_hash, xorb__storage_backend=storage.name)
+        .order_by("xorb_id")
+        .first()
+    )
+    if entry is None:
+        return None
+    following = XetXorb.objects.filter(repo=access.repo, storage_backend=storage.name, pk__gte=entry.xorb_id)
+    xorbs, listed, oldest = [], 0, None
+    for xorb in following.order_by("pk").only("hash", "size", "chunks", "created_at").iterator(chunk_size=16):
+        records = xet_formats.unpacked_records(bytes(xorb.chunks))
+        if not records:
+            continue  # kept before chunk lists were: nothing to list
+        if xorbs and listed + len(records) > DEDUP_ANSWER_CHUNKS:
+            break
+        xorbs.append(xet_formats.StoredXorb(xorb.hash, xorb.size, records))
+        listed += len(records)
+        oldest = min(oldest or xorb.created_at, xorb.created_at)
+    # Trusted only until the daily job may delete the oldest of these xorbs.
+    expires = oldest + timedelta(days=settings.XET_XORB_DAYS)
+    return xet_formats.dedup_shard(xorbs, int(expires.timestamp()), int(time.time()))
 
 
 class XorbReader:
@@ -190,7 +238,26 @@ def register_shard(access: CasAccess, data: bytes) -> list[LfsObject]:
     except BaseException:
         unstage(staged, storage)
         raise
-    return [lfs.settle(one.obj, one.digest, one.etag) for one in staged]
+    accepted = [lfs.settle(one.obj, one.digest, one.etag) for one in staged]
+    index_file_starts(access, files, storage)
+    return accepted
+
+
+def index_file_starts(access: CasAccess, files: list[xet_formats.ShardFile], storage) -> None:
+    """Let a dedup query find each file by its first chunk (the one every client asks about), as a later
+    upload of the same file from a machine that does not remember this one will."""
+    starts = {(file.terms[0].xorb, file.terms[0].start) for file in files}
+    xorbs = XetXorb.objects.filter(
+        repo=access.repo, storage_backend=storage.name, hash__in={xorb for xorb, _ in starts}
+    ).only("hash", "chunks")
+    by_hash = {xorb.hash: xorb for xorb in xorbs}
+    entries = []
+    for xorb_hash, index in starts:
+        records = xet_formats.unpacked_records(bytes(by_hash[xorb_hash].chunks))
+        if index < len(records):  # else a xorb kept before chunk lists were: nothing to answer with
+            chunk = xet_formats.hash_text(records[index].hash)
+            entries.append(XetDedupChunk(repo=access.repo, xorb=by_hash[xorb_hash], hash=chunk, index=index))
+    XetDedupChunk.objects.bulk_create(entries, ignore_conflicts=True)
 
 
 def stage(access: CasAccess, reader: XorbReader, file: xet_formats.ShardFile, storage) -> Staged:

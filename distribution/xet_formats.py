@@ -1,6 +1,7 @@
 """The two Xet objects a Hub client uploads, read and bounded: xorbs (chunks, each compressed) and shards
-(per file, the chunk ranges of xorbs it is made of, and its sha256). Plain Python over bytes, after the
-public Xet specification (xorb and MDB shard formats); nothing here trusts a length it has not checked.
+(per file, the chunk ranges of xorbs it is made of, and its sha256); the hashes that name chunks and xorbs;
+and the shard a dedup query is answered with. Plain Python over bytes, after the public Xet specification
+(hashing, xorb and MDB shard formats); nothing here trusts a length it has not checked.
 
 A hash is 32 bytes; as text (in paths, and here) each of its four 8-byte words is written as a little-endian
 number, as the specification says, so the sha256 a shard carries reads as the usual hex only that way too.
@@ -10,6 +11,7 @@ import re
 import struct
 from dataclasses import dataclass
 
+import blake3
 import lz4.frame
 
 HASH_TEXT = re.compile(r"^[0-9a-f]{64}$")
@@ -24,6 +26,14 @@ SHARD_VERSION = 2
 ENTRY = 48  # every record of a shard's file info section is 48 bytes
 BOOKEND = b"\xff" * 32
 FLAG_VERIFICATION, FLAG_METADATA = 1 << 31, 1 << 30
+SHARD_FOOTER_VERSION = 1
+SHARD_FOOTER = 200  # 9 offsets and counts, an HMAC key, two times, 6 spare words, 3 sizes and its own offset
+# The keys of the keyed blake3 the specification hashes chunks (DATA_KEY) and merkle nodes with.
+DATA_KEY = bytes.fromhex("6697f5775b9550de3135cbaca597181c9de421109beb2b58b4d0b04b93adf229")
+NODE_KEY = bytes.fromhex("017ec5c7a5472996fd946666b48a02e65ddd536f37c76dd2f86352e64a53713f")
+NODE_MEAN_BRANCHING = 4  # a merkle node closes after a child whose last hash word is a multiple of this
+NODE_MAX_CHILDREN = 2 * NODE_MEAN_BRANCHING + 1
+DEDUP_MODULUS = 1024  # a chunk whose last hash word is a multiple of this is global-dedup eligible
 
 
 class Malformed(ValueError):
@@ -32,6 +42,56 @@ class Malformed(ValueError):
 
 def hash_text(raw: bytes) -> str:
     return b"".join(raw[at : at + 8][::-1] for at in range(0, 32, 8)).hex()
+
+
+def hash_raw(text: str) -> bytes:
+    return bytes.fromhex(hash_text(bytes.fromhex(text)))  # the word order is its own inverse
+
+
+def last_word(raw: bytes) -> int:
+    return int.from_bytes(raw[24:32], "little")
+
+
+def lookup_key(raw: bytes) -> int:
+    """A hash truncated to its first word, as a shard's lookup tables sort and search it."""
+    return int.from_bytes(raw[:8], "little")
+
+
+def chunk_hash(plain: bytes) -> bytes:
+    return blake3.blake3(plain, key=DATA_KEY).digest()
+
+
+def dedup_eligible(raw: bytes) -> bool:
+    return last_word(raw) % DEDUP_MODULUS == 0
+
+
+def xorb_hash(chunks: list[tuple[bytes, int]]) -> bytes:
+    """The merkle root over (chunk hash, size) pairs: each level groups 2 to 9 nodes, closing a group after
+    a node whose last word is a multiple of 4, until one node is left."""
+    level = list(chunks)
+    while len(level) > 1:
+        merged, at = [], 0
+        while at < len(level):
+            end = at + node_width(level, at)
+            merged.append(node(level[at:end]))
+            at = end
+        level = merged
+    return level[0][0]
+
+
+def node_width(level: list[tuple[bytes, int]], at: int) -> int:
+    remaining = len(level) - at
+    if remaining <= 2:
+        return remaining
+    for width in range(3, min(NODE_MAX_CHILDREN, remaining) + 1):
+        if last_word(level[at + width - 1][0]) % NODE_MEAN_BRANCHING == 0:
+            return width
+    return min(NODE_MAX_CHILDREN, remaining)
+
+
+def node(children: list[tuple[bytes, int]]) -> tuple[bytes, int]:
+    text = "".join(f"{hash_text(raw)} : {size}\n" for raw, size in children)
+    return blake3.blake3(text.encode(), key=NODE_KEY).digest(), sum(size for _, size in children)
 
 
 @dataclass(frozen=True)
@@ -58,6 +118,42 @@ def xorb_chunks(data: bytes) -> list[Chunk]:
         chunks.append(chunk)
         at = chunk.offset + chunk.stored
     return chunks
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """What a dedup answer says of one chunk of a stored xorb: its hash, where it lies in the xorb's bytes
+    (header included) and its size once decompressed."""
+
+    hash: bytes
+    start: int
+    end: int
+    size: int
+
+
+RECORD = struct.Struct("<32sIII")
+
+
+def xorb_records(data: bytes) -> list[ChunkRecord]:
+    """Every chunk of a serialized xorb, decompressed (else Malformed) and hashed."""
+    return [
+        ChunkRecord(
+            chunk_hash(chunk_bytes(data, chunk)), chunk.offset - CHUNK_HEADER, chunk.offset + chunk.stored, chunk.size
+        )
+        for chunk in xorb_chunks(data)
+    ]
+
+
+def records_hash(records: list[ChunkRecord]) -> str:
+    return hash_text(xorb_hash([(record.hash, record.size) for record in records]))
+
+
+def packed_records(records: list[ChunkRecord]) -> bytes:
+    return b"".join(RECORD.pack(record.hash, record.start, record.end, record.size) for record in records)
+
+
+def unpacked_records(packed: bytes) -> list[ChunkRecord]:
+    return [ChunkRecord(*fields) for fields in RECORD.iter_unpack(packed)]
 
 
 def chunk_at(data: bytes, at: int, index: int) -> Chunk:
@@ -158,3 +254,65 @@ def term_at(record: bytes, file_index: int) -> Term:
     if not start < end or size == 0:
         raise Malformed(f"file {file_index} of the shard has an empty chunk range [{start}, {end})")
     return Term(hash_text(record[:32]), start, end, size)
+
+
+@dataclass(frozen=True)
+class StoredXorb:
+    hash: str
+    size: int  # serialized
+    records: list[ChunkRecord]
+
+
+def dedup_shard(xorbs: list[StoredXorb], expires: int, created: int) -> bytes:
+    """A shard with no files and a CAS info block (every chunk, with lookup tables) per xorb: what a dedup
+    query is answered with, so the client references these chunks instead of sending them again. The client
+    stops trusting it after `expires` (a Unix time)."""
+    ordered = sorted(xorbs, key=lambda xorb: lookup_key(hash_raw(xorb.hash)))
+    empty_section = BOOKEND + bytes(16)
+    xorb_info_at = ENTRY + len(empty_section)
+    blocks, xorb_lookup, chunk_lookup, index = [], [], [], 0
+    for xorb in ordered:
+        raw, plain = hash_raw(xorb.hash), sum(record.size for record in xorb.records)
+        blocks.append(raw + struct.pack("<IIII", 0, len(xorb.records), plain, xorb.size))
+        xorb_lookup.append(struct.pack("<QI", lookup_key(raw), index))
+        position = 0
+        for offset, record in enumerate(xorb.records):
+            blocks.append(record.hash + struct.pack("<IIII", position, record.size, 0, 0))
+            chunk_lookup.append((lookup_key(record.hash), index, offset))
+            position += record.size
+        index += 1 + len(xorb.records)
+    blocks.append(empty_section)
+    xorb_section = b"".join(blocks)
+    xorb_lookup_at = xorb_info_at + len(xorb_section)
+    chunk_lookup_at = xorb_lookup_at + 12 * len(xorb_lookup)
+    footer_at = chunk_lookup_at + 16 * len(chunk_lookup)
+    footer = struct.pack(
+        "<9Q32sQQ6Q4Q",
+        SHARD_FOOTER_VERSION,
+        ENTRY,  # the file info section: only its bookend
+        xorb_info_at,
+        xorb_info_at + len(xorb_section),  # no file lookup entries
+        0,
+        xorb_lookup_at,
+        len(xorb_lookup),
+        chunk_lookup_at,
+        len(chunk_lookup),
+        bytes(32),  # no HMAC key: the chunk hashes are given as they are
+        created,
+        expires,
+        *([0] * 6),
+        sum(xorb.size for xorb in ordered),
+        0,
+        sum(record.size for xorb in ordered for record in xorb.records),
+        footer_at,
+    )
+    return b"".join(
+        [
+            SHARD_HEADER_TAG + struct.pack("<QQ", SHARD_VERSION, SHARD_FOOTER),
+            empty_section,
+            xorb_section,
+            *xorb_lookup,
+            *(struct.pack("<QII", *entry) for entry in sorted(chunk_lookup)),
+            footer,
+        ]
+    )

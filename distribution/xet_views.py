@@ -1,8 +1,8 @@
 """The CAS calls a Hub client makes to upload by Xet, under `/xet/ORG/NAME/` (the casUrl its write token
-came with): xorbs, shards, and the global-dedup query it asks first (404 here: not offered). Each call
-carries the Xet token in `Authorization: Bearer`, checked against the repo in the path."""
+came with): xorbs, shards, and the dedup query it asks first (answered from the repo's own xorbs). Each
+call carries the Xet token in `Authorization: Bearer`, checked against the repo in the path."""
 
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
@@ -13,6 +13,8 @@ from hub.errors import hf_error
 
 # A shard lists files and xorbs in 48-byte records: the client cuts one well below this.
 SHARD_MAX_BYTES = 64 * 1024 * 1024
+# hf_xet asks under `default`; the specification's examples name the older `default-merkledb`.
+DEDUP_PREFIXES = ("default", "default-merkledb")
 
 
 def cas_call(view):
@@ -69,10 +71,14 @@ def shard(request):
 @require_GET
 @cas_call
 def chunk(request, prefix, chunk_hash):
-    """`GET .../v1/chunks/PREFIX/HASH`: global deduplication, not offered (404, which the client reads as
-    'nothing known'), so no upload learns what other repos hold."""
-    xet.checked_hash(chunk_hash, "chunk")
-    return hf_error(404, "this portal offers no global deduplication")
+    """`GET .../v1/chunks/PREFIX/HASH`: the dedup query, answered with a shard listing the xorbs of this
+    repo that hold the chunk (and those uploaded after it), or 404, which the client reads as 'send it'."""
+    if prefix not in DEDUP_PREFIXES:
+        raise Refused(f"dedup queries go under the prefix default, not {prefix!r}")
+    shard = xet.dedup_answer(request.cas, chunk_hash)
+    if shard is None:
+        return hf_error(404, f"{request.cas.repo.repo_id} holds no xorb with chunk {chunk_hash} to dedup against")
+    return HttpResponse(shard, content_type="application/octet-stream")
 
 
 @csrf_exempt

@@ -1,7 +1,10 @@
 """Publishing by Xet, the stock Hub client's default (hf_xet installed, HF_HUB_DISABLE_XET unset), against a
 live portal: upload_folder and `hf upload` into local storage and S3 (SeaweedFS), each commit a revision a
-real worker verifies and that downloads byte-exact; an upload killed halfway resumes; a shard whose bytes
-are not the sha256 it gives is refused with nothing kept; Xet tokens are bound to repo, holder and time."""
+real worker verifies and that downloads byte-exact; an upload killed halfway, run again, sends only what is
+missing, and a changed folder sent from a machine that remembers nothing sends only the change (the dedup
+query answers from the repo's own xorbs, never another repo's); a xorb that is not its hash, or a shard
+whose bytes are not the sha256 it gives, is refused with nothing kept; Xet tokens are bound to repo, holder
+and time."""
 
 import hashlib
 import json
@@ -13,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,7 +32,7 @@ from distribution.models import LfsObject, Repo, Revision, XetXorb
 from distribution.storage import get_storage
 from tests.support.flows import http, wait_for_verdict, wait_until
 from tests.support.personas import person, token_for
-from tests.support.publishing import local_files
+from tests.support.publishing import IN_PARTS, MIB, local_files
 from verification.core.tiny_llama import write_tiny_llama
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -108,27 +112,33 @@ def write_token(endpoint: str, token: str, repo_id: str = REPO_ID) -> dict:
     return answer
 
 
-def cas(method: str, url: str, token: str, data: bytes | None = None) -> tuple[int, str]:
+def cas_bytes(url: str, token: str, method: str = "GET", data: bytes | None = None) -> tuple[int, bytes]:
     """(status, the error message or body) of one CAS call."""
     request = urllib.request.Request(url, data=data, method=method, headers={"Authorization": f"Bearer {token}"})
     try:
         with urllib.request.urlopen(request, timeout=60) as answer:
-            return answer.status, answer.read().decode()
+            return answer.status, answer.read()
     except urllib.error.HTTPError as error:
-        return error.code, error.headers.get("X-Error-Message") or error.read().decode()
+        return error.code, (error.headers.get("X-Error-Message") or "").encode() or error.read()
+
+
+def cas(method: str, url: str, token: str, data: bytes | None = None) -> tuple[int, str]:
+    status, body = cas_bytes(url, token, method, data)
+    return status, body.decode()
 
 
 # A xorb and a shard written here from the public specification, to send what the client never would.
-def raw_hash(text: str) -> bytes:
-    return bytes.fromhex(xet_formats.hash_text(bytes.fromhex(text)))  # the word order is its own inverse
+raw_hash = xet_formats.hash_raw
 
 
-def xorb_of(chunks: list[bytes]) -> bytes:
-    """Chunks stored uncompressed, each after its header (version, stored size, type 0, size)."""
-    return b"".join(
+def xorb_of(chunks: list[bytes]) -> tuple[str, bytes]:
+    """(its hash, its bytes) of a xorb of these chunks stored uncompressed, each after its header (version,
+    stored size, type 0, size)."""
+    data = b"".join(
         bytes([0]) + len(chunk).to_bytes(3, "little") + bytes([0]) + len(chunk).to_bytes(3, "little") + chunk
         for chunk in chunks
     )
+    return xet_formats.records_hash(xet_formats.xorb_records(data)), data
 
 
 def shard_of(xorb_hash: str, chunk_count: int, size: int, sha256: str, file_hash: str = "ab" * 32) -> bytes:
@@ -142,10 +152,8 @@ def shard_of(xorb_hash: str, chunk_count: int, size: int, sha256: str, file_hash
 def test_a_shard_whose_bytes_are_not_its_sha256_is_refused_and_nothing_is_kept(live_server, paula, settings):
     access = write_token(live_server.url, paula)
     chunks = [os.urandom(40_000), os.urandom(30_000)]
-    content, xorb_hash = b"".join(chunks), "cd" * 32
-    status, body = cas(
-        "POST", f"{access['casUrl']}/v1/xorbs/default/{xorb_hash}", access["accessToken"], xorb_of(chunks)
-    )
+    content, (xorb_hash, xorb) = b"".join(chunks), xorb_of(chunks)
+    status, body = cas("POST", f"{access['casUrl']}/v1/xorbs/default/{xorb_hash}", access["accessToken"], xorb)
     assert (status, body) == (200, '{"was_inserted": true}')
     other = hashlib.sha256(b"other bytes").hexdigest()
     status, message = cas(
@@ -179,16 +187,51 @@ def test_a_shard_naming_a_missing_xorb_or_malformed_is_refused(live_server, paul
     )
     assert status == 400 and "header version 7" in message
     assert not LfsObject.objects.exists() and not XetXorb.objects.exists()
-    # no global deduplication: a chunk query learns nothing
-    status, message = cas("GET", f"{access['casUrl']}/v1/chunks/default-merkledb/{'34' * 32}", access["accessToken"])
-    assert status == 404 and "no global deduplication" in message
+
+
+def test_a_xorb_whose_bytes_are_not_its_hash_is_refused_and_nothing_is_stored(live_server, paula, settings):
+    access = write_token(live_server.url, paula)
+    true_hash, xorb = xorb_of([os.urandom(50_000), os.urandom(20_000)])
+    claimed = "ab" * 32
+    status, message = cas("POST", f"{access['casUrl']}/v1/xorbs/default/{claimed}", access["accessToken"], xorb)
+    assert status == 400 and f"its chunks hash to {true_hash}, not the hash it was sent under" in message
+    assert "Nothing of it was kept" in message
+    assert not XetXorb.objects.exists()
+    assert not Path(settings.LOCAL_STORAGE_ROOT, "xet", "acme", "tiny", "xorbs", claimed).exists()
+    # the same bytes under their own hash are kept: the refusal was the hash's
+    status, body = cas("POST", f"{access['casUrl']}/v1/xorbs/default/{true_hash}", access["accessToken"], xorb)
+    assert (status, body) == (200, '{"was_inserted": true}')
+
+
+def test_a_dedup_query_answers_from_the_repos_own_xorbs_only(live_server, paula):
+    """The chunk query is answered with a shard listing the xorb that holds the chunk, for the repo the
+    token is for; another repo's publisher asking about the same chunk learns nothing (404)."""
+    other = Repo.objects.create(org="acme", name="other")
+    olga = token_for(person("olga", publishes=[other]), scopes=[Scope.READ, Scope.PUBLISH])
+    chunks = [os.urandom(30_000) for _ in range(3)]
+    xorb_hash, xorb = xorb_of(chunks)
+    mine = write_token(live_server.url, paula)
+    assert cas("POST", f"{mine['casUrl']}/v1/xorbs/default/{xorb_hash}", mine["accessToken"], xorb)[0] == 200
+    first_chunk = xet_formats.hash_text(xet_formats.chunk_hash(chunks[0]))
+
+    status, answer = cas_bytes(f"{mine['casUrl']}/v1/chunks/default/{first_chunk}", mine["accessToken"])
+    assert status == 200 and answer.startswith(xet_formats.SHARD_HEADER_TAG)
+    assert xet_formats.shard_files(answer) == []  # no file information: only the xorb's chunks
+    assert raw_hash(xorb_hash) in answer
+    assert all(xet_formats.chunk_hash(chunk) in answer for chunk in chunks)
+
+    theirs = write_token(live_server.url, olga, "acme/other")
+    status, message = cas("GET", f"{theirs['casUrl']}/v1/chunks/default/{first_chunk}", theirs["accessToken"])
+    assert status == 404 and "acme/other holds no xorb with chunk" in message
+    status, message = cas("GET", f"{mine['casUrl']}/v1/chunks/default/{'34' * 32}", mine["accessToken"])
+    assert status == 404 and "acme/tiny holds no xorb" in message
 
 
 def test_tampered_expired_other_repo_and_revoked_xet_tokens_are_refused(live_server, paula, settings):
     Repo.objects.create(org="acme", name="other")
     access = write_token(live_server.url, paula)
-    xorb_url = f"{access['casUrl']}/v1/xorbs/default/{'56' * 32}"
-    body = xorb_of([b"a chunk"])
+    xorb_hash, body = xorb_of([b"a chunk"])
+    xorb_url = f"{access['casUrl']}/v1/xorbs/default/{xorb_hash}"
     tampered = access["accessToken"][:-2] + ("AA" if not access["accessToken"].endswith("AA") else "BB")
     status, message = cas("POST", xorb_url, tampered)
     assert status == 401 and "not valid" in message
@@ -230,17 +273,45 @@ LARGE = {
 }
 
 
+@dataclass
+class Sent:
+    """What the live portal was sent: each xorb (hash, bytes, bytes once decompressed) and each dedup query
+    (chunk hash, answered or not)."""
+
+    xorbs: list[tuple[str, int, int]] = field(default_factory=list)
+    queries: list[tuple[str, bool]] = field(default_factory=list)
+    storing: int = 0  # xorbs being stored now: one may still be after its sender was killed
+
+    def clear(self):
+        self.xorbs.clear()
+        self.queries.clear()
+
+    @property
+    def plain_bytes(self) -> int:
+        return sum(plain for _, _, plain in self.xorbs)
+
+
 @pytest.fixture
-def xorb_posts(monkeypatch) -> list[tuple[str, int]]:
-    """(hash, bytes) of every xorb the live portal is sent, as it arrives."""
-    posts, store = [], xet.store_xorb
+def sent(monkeypatch) -> Sent:
+    record, store, answer = Sent(), xet.store_xorb, xet.dedup_answer
 
-    def counted(access, xorb_hash, data):
-        posts.append((xorb_hash, len(data)))
-        return store(access, xorb_hash, data)
+    def counted_store(access, xorb_hash, data):
+        plain = sum(chunk.size for chunk in xet_formats.xorb_chunks(data))
+        record.xorbs.append((xorb_hash, len(data), plain))
+        record.storing += 1
+        try:
+            return store(access, xorb_hash, data)
+        finally:
+            record.storing -= 1
 
-    monkeypatch.setattr(xet, "store_xorb", counted)
-    return posts
+    def counted_answer(access, chunk_hash):
+        shard = answer(access, chunk_hash)
+        record.queries.append((chunk_hash, shard is not None))
+        return shard
+
+    monkeypatch.setattr(xet, "store_xorb", counted_store)
+    monkeypatch.setattr(xet, "dedup_answer", counted_answer)
+    return record
 
 
 def upload_folder_process(endpoint: str, token: str, folder: Path, cache: Path) -> subprocess.Popen:
@@ -260,32 +331,73 @@ def upload_folder_process(endpoint: str, token: str, folder: Path, cache: Path) 
     )
 
 
-def test_an_upload_killed_halfway_ends_verified_when_run_again_storing_each_xorb_once(
-    live_server, paula, tmp_path, xorb_posts, worker
+def uploaded(endpoint: str, token: str, folder: Path, cache: Path) -> str:
+    """The commit of one upload_folder run to its end."""
+    run = upload_folder_process(endpoint, token, folder, cache)
+    output = run.communicate(timeout=300)[0]
+    assert run.returncode == 0, output[-3000:]
+    return output.split()[-1]
+
+
+def plain_size(xorb_hashes) -> int:
+    """The bytes the stored xorbs of these hashes hold once decompressed, from their chunk lists."""
+    lists = XetXorb.objects.filter(hash__in=list(xorb_hashes)).values_list("chunks", flat=True)
+    return sum(record.size for packed in lists for record in xet_formats.unpacked_records(bytes(packed)))
+
+
+def safetensors_size(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.glob("*.safetensors"))
+
+
+def test_an_upload_killed_halfway_sends_only_what_is_missing_when_run_again_and_verifies(
+    live_server, paula, tmp_path, sent, on_s3, worker
 ):
-    """What a second run sends: hf_xet asks the global-dedup query before it sends a xorb, and a killed run
-    never wrote a shard its next run could dedup against locally; with no global dedup offered (404), it
-    sends every xorb again. The portal stores none twice (was_inserted false) and the run ends verified."""
+    """hf_xet asks the dedup query about each file's first chunk (and the eligible ones) before sending;
+    the portal answers with the xorbs the killed run left, so the second run sends none of them again."""
     folder = write_tiny_llama(tmp_path / "large", shards=4, config_overrides=LARGE)
     cache = tmp_path / "xet-cache"
     first = upload_folder_process(live_server.url, paula, folder, cache)
     wait_until(lambda: XetXorb.objects.filter(repo__name="tiny").exists(), timeout=120, what="a first xorb stored")
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
+    wait_until(lambda: sent.storing == 0, timeout=60, what="the xorbs received before the kill stored")
     stored_first = set(XetXorb.objects.values_list("hash", flat=True))
     assert not Revision.objects.filter(repo__name="tiny").exists() and not LfsObject.objects.exists()
-    xorb_posts.clear()
-    again = upload_folder_process(live_server.url, paula, folder, cache)
-    output = again.communicate(timeout=300)[0]
-    assert again.returncode == 0, output[-3000:]
-    sent_again = {xorb_hash for xorb_hash, _ in xorb_posts}
-    assert stored_first <= sent_again  # sent again: see the docstring
-    stored = list(XetXorb.objects.values_list("hash", flat=True))
-    assert sorted(stored) == sorted(sent_again) and len(stored) > len(stored_first)  # each once
+    sent.clear()
+    uploaded(live_server.url, paula, folder, cache)
+    sent_again = {xorb_hash for xorb_hash, _, _ in sent.xorbs}
+    assert any(answered for _, answered in sent.queries), sent.queries
+    assert not sent_again & stored_first  # none of what the killed run stored travels again
+    # what the second run sent is what the first did not: the folder's bytes less those already stored
+    missing = safetensors_size(folder) - plain_size(stored_first)
+    assert sent.plain_bytes <= missing + MIB, (sent.plain_bytes, missing)
+    assert sorted(XetXorb.objects.values_list("hash", flat=True)) == sorted(stored_first | sent_again)
     revision = Revision.objects.get(repo__name="tiny")
+    assert revision.storage_backend == "s3"
     assert wait_for_verdict(revision).state == Revision.State.VERIFIED, revision.failure_reason
     files = {row.path: row.sha256 for row in revision.files.all() if row.path != "model.sig"}
     assert files == {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.iterdir()}
+
+
+def test_a_changed_folder_sent_from_a_machine_that_remembers_nothing_sends_only_the_changed_shard(
+    live_server, paula, tmp_path, sent
+):
+    """A second upload with an empty client cache (another machine): the portal's dedup answers stand in
+    for what the client does not remember, so only the changed shard's bytes are sent."""
+    folder = write_tiny_llama(tmp_path / "model", shards=3, config_overrides=IN_PARTS)
+    uploaded(live_server.url, paula, folder, tmp_path / "cache-1")
+    changed = sorted(folder.glob("*.safetensors"))[1]
+    retrained = write_tiny_llama(tmp_path / "retrained", shards=3, config_overrides=IN_PARTS, seed=1)
+    changed.write_bytes((retrained / changed.name).read_bytes())
+    sent.clear()
+    commit = uploaded(live_server.url, paula, folder, tmp_path / "cache-2")
+    assert any(answered for _, answered in sent.queries), sent.queries
+    size = changed.stat().st_size
+    assert size - MIB <= sent.plain_bytes <= size + MIB, (sent.plain_bytes, size, safetensors_size(folder))
+    # the changed shard was rebuilt, the others kept: each is the commit's accepted upload of its sha256
+    accepted = set(LfsObject.objects.filter(state=LfsObject.State.ACCEPTED).values_list("oid", flat=True))
+    assert {hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.glob("*.safetensors")} <= accepted
+    assert Revision.objects.filter(commit=commit).exists()
 
 
 def test_the_daily_job_deletes_xorbs_older_than_xet_xorb_days_and_keeps_newer_ones(settings):
@@ -293,7 +405,7 @@ def test_the_daily_job_deletes_xorbs_older_than_xet_xorb_days_and_keeps_newer_on
     storage = get_storage()
     for xorb_hash, age in (("01" * 32, 8), ("02" * 32, 1)):
         key = xet.xorb_key(repo, xorb_hash)
-        storage.put_bytes(key, xorb_of([b"chunk"]))
+        storage.put_bytes(key, xorb_of([b"chunk"])[1])
         XetXorb.objects.create(
             repo=repo,
             hash=xorb_hash,
