@@ -530,6 +530,10 @@ class MultipartUpload:
         self.storage, self.key, self.source, self.size = storage, key, source, size
         self.part_size = part_size_for(size, storage.part_size)
         self.failed = threading.Event()
+        try:
+            self.descriptor = source.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            self.descriptor = None  # a stream (bytes made as they are sent): its parts are read in order
 
     def part_length(self, number: int) -> int:
         return min(self.part_size, self.size - (number - 1) * self.part_size)
@@ -584,10 +588,13 @@ class MultipartUpload:
         """What to send as part `number`; None when S3 holds it already, with these bytes. Without a digest
         to feed, a part S3 lacks is read by the thread that sends it (as boto3 does), never copied first."""
         offset, length = (number - 1) * self.part_size, self.part_length(number)
-        window = PartWindow(self.source.fileno(), offset, length)
-        if digest is None and number not in held:
-            return window
-        data = fed(window.read(), digest)
+        if self.descriptor is None:
+            data = fed(read_exactly(self.source, length), digest)
+        else:
+            window = PartWindow(self.descriptor, offset, length)
+            if digest is None and number not in held:
+                return window
+            data = fed(window.read(), digest)
         if number in held and held[number] == hashlib.md5(data, usedforsecurity=False).hexdigest():
             return None
         return data
@@ -623,6 +630,17 @@ class MultipartUpload:
             MultipartUpload={"Parts": parts},
         )
         return done["ETag"]
+
+
+def read_exactly(source: BinaryIO, length: int) -> bytes:
+    """The next `length` bytes of a stream; StorageError when it ends before them."""
+    pieces, wanted = [], length
+    while wanted and (piece := source.read(wanted)):
+        pieces.append(piece)
+        wanted -= len(piece)
+    if wanted:
+        raise StorageError(f"the bytes to store ended {wanted} bytes short of the {length} announced")
+    return b"".join(pieces)
 
 
 def s3_configured() -> bool:

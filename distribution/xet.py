@@ -17,15 +17,17 @@ Not offered: deduplication across repos, upload grants (straight to S3) and the 
 client falls back to the plain calls. Downloads stay HTTP: nothing here serves a file.
 """
 
+import contextlib
 import hashlib
-import tempfile
+import io
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.core import signing
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
 from access.gate import permit_publish
@@ -40,6 +42,8 @@ WRITE = "write"
 # The chunks one dedup answer lists at most (about 4 GiB of data in a 4 MiB answer): a client asks again
 # past them, about every 16 MiB it has not matched yet.
 DEDUP_ANSWER_CHUNKS = 65536
+REBUILT_AT_ONCE = 2  # the files of a shard rebuilt at once
+PARTS_IN_FLIGHT = 2  # the parts of one rebuilt file being stored at once (each held in memory)
 
 
 @dataclass(frozen=True)
@@ -189,16 +193,41 @@ class XorbReader:
             )
 
 
-def rebuilt(reader: XorbReader, file: xet_formats.ShardFile, spool) -> Digest:
-    """Write the file's bytes into `spool`, hashed on the way."""
-    sha256, size, head = hashlib.sha256(), 0, b""
-    for term in file.terms:
-        for piece in reader.term_bytes(term):
-            sha256.update(piece)
-            spool.write(piece)
-            head += piece[: max(0, HEAD_BYTES - len(head))]
-            size += len(piece)
-    return Digest(sha256.hexdigest(), size, head)
+class RebuiltFile(io.RawIOBase):
+    """A file's bytes as its terms make them from the repo's xorbs, read in order as they are stored."""
+
+    def __init__(self, reader: XorbReader, file: xet_formats.ShardFile):
+        self.pieces = (piece for term in file.terms for piece in reader.term_bytes(term))
+        self.held = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self.held) < size:
+            piece = next(self.pieces, None)
+            if piece is None:
+                break
+            self.held += piece
+        cut = len(self.held) if size < 0 else size
+        out, self.held = self.held[:cut], self.held[cut:]
+        return out
+
+
+class Hashing:
+    """What bytes fed to it as they go by hash to: their sha256, size and first bytes."""
+
+    def __init__(self):
+        self.sha256, self.size, self.head = hashlib.sha256(), 0, b""
+
+    def update(self, data) -> None:
+        self.sha256.update(data)
+        self.size += len(data)
+        if len(self.head) < HEAD_BYTES:
+            self.head += bytes(data[: HEAD_BYTES - len(self.head)])
+
+    def result(self) -> Digest:
+        return Digest(self.sha256.hexdigest(), self.size, self.head)
 
 
 @dataclass
@@ -228,16 +257,23 @@ def register_shard(access: CasAccess, data: bytes) -> list[LfsObject]:
             f"{'...' if len(missing) > 3 else ''}); nothing was kept. Upload again; if the client still names "
             "them, it remembers an upload whose xorbs were deleted: remove its cache (~/.cache/huggingface/xet)"
         )
-    reader, staged = XorbReader(storage, keys), []
-    try:
-        for file in files:
-            if any(earlier.obj.oid == file.sha256 for earlier in staged):
-                continue
-            if lfs.stored_source(access.repo, file.sha256, storage.name) is None:  # else held already: kept as is
-                staged.append(stage(access, reader, file, storage))
-    except BaseException:
+    wanted = {}
+    for file in files:
+        if file.sha256 not in wanted and lfs.stored_source(access.repo, file.sha256, storage.name) is None:
+            wanted[file.sha256] = file  # else held already (an earlier upload, or twice in this shard): kept as is
+    staged, failures = [], []
+    # A few files at once, each read from its own xorbs and stored as it is made (memory: a xorb and the
+    # parts in flight per file).
+    with ThreadPoolExecutor(REBUILT_AT_ONCE, thread_name_prefix="xet-rebuild") as pool:
+        outcomes = [pool.submit(stage_apart, access, XorbReader(storage, keys), f, storage) for f in wanted.values()]
+        for outcome in outcomes:
+            try:
+                staged.append(outcome.result())
+            except BaseException as error:
+                failures.append(error)
+    if failures:
         unstage(staged, storage)
-        raise
+        raise failures[0]
     accepted = [lfs.settle(one.obj, one.digest, one.etag) for one in staged]
     index_file_starts(access, files, storage)
     return accepted
@@ -260,39 +296,53 @@ def index_file_starts(access: CasAccess, files: list[xet_formats.ShardFile], sto
     XetDedupChunk.objects.bulk_create(entries, ignore_conflicts=True)
 
 
+def stage_apart(access: CasAccess, reader: XorbReader, file: xet_formats.ShardFile, storage) -> Staged:
+    """`stage` in a thread of its own, which closes the database connection it opened."""
+    try:
+        return stage(access, reader, file, storage)
+    finally:
+        connections.close_all()
+
+
 def stage(access: CasAccess, reader: XorbReader, file: xet_formats.ShardFile, storage) -> Staged:
-    """One file rebuilt into a spool and, only when it is the sha256 the shard gives, stored where an LFS
-    upload of it is staged (not yet accepted)."""
-    with tempfile.TemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR) as spool:
-        try:
-            digest = rebuilt(reader, file, spool)
-        except xet_formats.Malformed as error:
-            raise Refused(f"the shard was refused: file {file.sha256}: {error}. Nothing was kept") from None
-        except (OSError, StorageError) as error:
-            raise Refused(f"the xorbs of file {file.sha256} cannot be read ({error}); upload again", 503) from None
-        if digest.sha256 != file.sha256:
-            raise Refused(
-                f"the shard was refused: the bytes its terms make for file {file.file_hash} have sha256 "
-                f"{digest.sha256}, not the {file.sha256} it gives. Nothing was kept; upload again"
-            )
-        spool.seek(0)
-        obj = lfs.pending_object(access.repo, access.user, file.sha256, digest.size, storage, multipart=False)
-        key = lfs.staging_key(obj, storage)
-        try:
-            with Transfer(settings.PUBLISH_CONCURRENCY) as transfer:
-                etag = storage.upload(key, spool, digest.size, transfer).etag
-        except (OSError, StorageError) as error:
-            unstage([Staged(obj, digest, "")], storage)
-            raise Refused(f"file {file.sha256} could not be stored ({error}); upload again", 503) from None
-    return Staged(obj, digest, "" if isinstance(storage, LocalStorage) else etag)
+    """One file rebuilt from the repo's xorbs straight into where an LFS upload of it is staged, hashed on
+    the way, and kept there (not yet accepted) only when it is the sha256 the shard gives."""
+    size = sum(term.size for term in file.terms)
+    obj = lfs.pending_object(access.repo, access.user, file.sha256, size, storage, multipart=False)
+    key, hashing = lfs.staging_key(obj, storage), Hashing()
+    try:
+        with Transfer(PARTS_IN_FLIGHT) as transfer:
+            etag = storage.upload(key, RebuiltFile(reader, file), size, transfer, digest=hashing).etag
+    except xet_formats.Malformed as error:
+        unstage([Staged(obj, hashing.result(), "")], storage)
+        raise Refused(f"the shard was refused: file {file.sha256}: {error}. Nothing was kept") from None
+    except (OSError, StorageError) as error:
+        unstage([Staged(obj, hashing.result(), "")], storage)
+        raise Refused(f"file {file.sha256} could not be rebuilt and stored ({error}); upload again", 503) from None
+    except BaseException:
+        unstage([Staged(obj, hashing.result(), "")], storage)
+        raise
+    digest = hashing.result()
+    if digest.sha256 != file.sha256:
+        unstage([Staged(obj, digest, "")], storage)
+        raise Refused(
+            f"the shard was refused: the bytes its terms make for file {file.file_hash} have sha256 "
+            f"{digest.sha256}, not the {file.sha256} it gives. Nothing was kept; upload again"
+        )
+    return Staged(obj, digest, "" if isinstance(storage, LocalStorage) else etag.strip('"'))
 
 
 def unstage(staged: list[Staged], storage) -> None:
+    """Delete what staging wrote: whole files, and what a write cut off left (a partial file, S3 parts)."""
     for one in staged:
         key = lfs.staging_key(one.obj, storage)
         storage.delete(key)
         if isinstance(storage, LocalStorage):
-            storage.delete(key + PARTIAL_SUFFIX)  # what a write cut off left
+            storage.delete(key + PARTIAL_SUFFIX)
+            with contextlib.suppress(OSError):  # its folder too, unless another upload of the oid is in it
+                storage.path(key).parent.rmdir()
+        else:
+            storage.discard_unfinished(key)
         one.obj.delete()
 
 

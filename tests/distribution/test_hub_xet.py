@@ -32,7 +32,8 @@ from distribution.models import LfsObject, Repo, Revision, XetXorb
 from distribution.storage import get_storage
 from tests.support.flows import http, wait_for_verdict, wait_until
 from tests.support.personas import person, token_for
-from tests.support.publishing import IN_PARTS, MIB, local_files
+from tests.support.publishing import IN_PARTS, MIB, bucket_keys, local_files
+from tests.support.servers import s3_client
 from verification.core.tiny_llama import write_tiny_llama
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -168,6 +169,30 @@ def test_a_shard_whose_bytes_are_not_its_sha256_is_refused_and_nothing_is_kept(l
         "POST", f"{access['casUrl']}/v1/shards", access["accessToken"], shard_of(xorb_hash, 2, len(content), true_sha)
     )
     assert status == 200
+    accepted = LfsObject.objects.get(oid=true_sha, state=LfsObject.State.ACCEPTED)
+    with get_storage().open(accepted.key) as handle:
+        assert handle.read() == content
+
+
+def test_on_s3_a_file_rebuilt_in_parts_that_is_not_its_sha256_leaves_nothing_in_the_bucket(live_server, paula, on_s3):
+    """A file is stored while it is rebuilt (in parts, here 5 MiB ones): refused at its end, its object and
+    its parts are deleted."""
+    access = write_token(live_server.url, paula)
+    chunks = [os.urandom(120_000) for _ in range(50)]  # 6 MB: two parts
+    content, (xorb_hash, xorb) = b"".join(chunks), xorb_of(chunks)
+    assert cas("POST", f"{access['casUrl']}/v1/xorbs/default/{xorb_hash}", access["accessToken"], xorb)[0] == 200
+    other = hashlib.sha256(b"other bytes").hexdigest()
+    shard = shard_of(xorb_hash, len(chunks), len(content), other)
+    status, message = cas("POST", f"{access['casUrl']}/v1/shards", access["accessToken"], shard)
+    assert status == 400 and f"not the {other} it gives" in message
+    assert not LfsObject.objects.exists()
+    client = s3_client(on_s3)
+    staged_at = f"uploads/acme/tiny/{other}/"  # where the file was stored while it was rebuilt
+    assert bucket_keys(on_s3, staged_at) == []
+    assert client.list_multipart_uploads(Bucket=on_s3.bucket, Prefix=staged_at).get("Uploads", []) == []
+    true_sha = hashlib.sha256(content).hexdigest()
+    shard = shard_of(xorb_hash, len(chunks), len(content), true_sha)
+    assert cas("POST", f"{access['casUrl']}/v1/shards", access["accessToken"], shard)[0] == 200
     accepted = LfsObject.objects.get(oid=true_sha, state=LfsObject.State.ACCEPTED)
     with get_storage().open(accepted.key) as handle:
         assert handle.read() == content
