@@ -4,7 +4,6 @@ revision since a revision's bytes never change."""
 
 import markdown
 import nh3
-from django.core.cache import cache
 
 from distribution.revision_text import revision_text
 
@@ -36,15 +35,6 @@ def front_matter_removed(text: str) -> str:
 
 def card_html(revision) -> str | None:
     """The sanitized HTML of `revision`'s README.md; None when it has none (or it cannot be read)."""
-    stored = revision.files.filter(path=CARD_PATH).first()
-    if stored is None:
-        return None
-    key = f"weightgate:model-card:{revision.commit}:{stored.sha256}"
-    html = cache.get(key)
-    if html is None:
-        text = revision_text(revision, CARD_PATH, MOST_BYTES)
-        if text is None:
-            return None
-        html = rendered(front_matter_removed(text))
-        cache.set(key, html, timeout=None)
-    return html
+    return revision_text(
+        revision, CARD_PATH, MOST_BYTES, made=lambda text: rendered(front_matter_removed(text)), kind="card-html"
+    )
