@@ -10,6 +10,7 @@ from access.gate import AccessDenied
 from distribution import xet, xet_formats
 from distribution.lfs import Refused
 from hub.errors import hf_error
+from hub.rate_limits import caller_key, rate_limited
 
 # A shard lists files and xorbs in 48-byte records: the client cuts one well below this.
 SHARD_MAX_BYTES = 64 * 1024 * 1024
@@ -27,11 +28,17 @@ def cas_call(view):
             if scheme.lower() != "bearer" or not value:
                 raise Refused("send the Xet token from xet-write-token as Authorization: Bearer <token>", 401)
             request.cas = xet.cas_access(value.strip(), org, name)
-            return view(request, *args, **kwargs)
+            request.hf_user, request.hf_token = request.cas.user, request.cas.api_token
+            return limited_view(request, *args, **kwargs)
         except Refused as refused:
             return hf_error(refused.status, refused.message)
         except AccessDenied as denied:
             return hf_error(denied.status, denied.message, denied.code)
+
+    # Counted with the caller's other Hub calls: under the API token the Xet token was issued for.
+    @rate_limited(lambda request, *args, **kwargs: caller_key(request))
+    def limited_view(request, *args, **kwargs):
+        return view(request, *args, **kwargs)
 
     wrapper.__name__, wrapper.__doc__ = view.__name__, view.__doc__
     return wrapper

@@ -443,3 +443,16 @@ def test_the_daily_job_deletes_xorbs_older_than_xet_xorb_days_and_keeps_newer_on
     assert list(XetXorb.objects.values_list("hash", flat=True)) == ["02" * 32]
     assert not Path(settings.LOCAL_STORAGE_ROOT, xet.xorb_key(repo, "01" * 32)).exists()
     assert Path(settings.LOCAL_STORAGE_ROOT, xet.xorb_key(repo, "02" * 32)).exists()
+
+
+def test_cas_calls_count_against_the_callers_rate_limit(live_server, paula, settings):
+    """Counted with the caller's other Hub calls, under the API token the Xet token was issued for."""
+    settings.DOWNLOAD_RATE_LIMIT = (3, 60)
+    access = write_token(live_server.url, paula)  # the first of the three
+    url = f"{access['casUrl']}/v1/chunks/default/{'cd' * 32}"
+    answers = [http("GET", url, token=access["accessToken"]) for _ in range(3)]
+    assert [status for status, _, _ in answers] == [404, 404, 429]
+    _, headers, body = answers[-1]
+    assert int(headers["Retry-After"]) > 0 and b"Too many requests: at most 3 every 60 s" in body
+    status, _, _ = http("GET", f"{live_server.url}/api/whoami-v2", token=paula)
+    assert status == 429  # the same count as the token's other calls
