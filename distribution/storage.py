@@ -131,6 +131,22 @@ class Digest:
 HEAD_BYTES = 512  # as much as the Hub client samples of each file it announces
 
 
+class Digesting:
+    """The Digest of bytes fed to it as they go by (an upload's `digest=` takes one)."""
+
+    def __init__(self):
+        self.sha256, self.size, self.head = hashlib.sha256(), 0, b""
+
+    def update(self, data) -> None:
+        self.sha256.update(data)
+        self.size += len(data)
+        if len(self.head) < HEAD_BYTES:
+            self.head += bytes(data[: HEAD_BYTES - len(self.head)])
+
+    def result(self) -> Digest:
+        return Digest(self.sha256.hexdigest(), self.size, self.head)
+
+
 def digest_of(chunks) -> Digest:
     """Hash the byte strings `chunks` yields, read by a side thread a few chunks ahead, so the reading
     (a socket, a disk) and the hashing (which releases the GIL) overlap."""
@@ -148,16 +164,13 @@ def digest_of(chunks) -> Digest:
 
     reader = threading.Thread(target=read, name="digest-read", daemon=True)
     reader.start()
-    sha256, size, head = hashlib.sha256(), 0, b""
+    digesting = Digesting()
     while (chunk := pending.get()) is not None:
-        sha256.update(chunk)
-        if len(head) < HEAD_BYTES:
-            head += chunk[: HEAD_BYTES - len(head)]
-        size += len(chunk)
+        digesting.update(chunk)
     reader.join()
     if failure:
         raise failure[0]
-    return Digest(sha256.hexdigest(), size, head)
+    return digesting.result()
 
 
 def read_chunks(stream: BinaryIO, chunk: int):

@@ -18,7 +18,6 @@ client falls back to the plain calls. Downloads stay HTTP: nothing here serves a
 """
 
 import contextlib
-import hashlib
 import io
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,12 +29,12 @@ from django.core import signing
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
-from access.gate import permit_publish
+from access.gate import permit_publish, token_in_force
 from access.models import ApiToken, User
 from distribution import lfs, xet_formats
 from distribution.lfs import Refused
 from distribution.models import LfsObject, Repo, XetDedupChunk, XetXorb
-from distribution.storage import HEAD_BYTES, PARTIAL_SUFFIX, Digest, LocalStorage, StorageError, Transfer, get_storage
+from distribution.storage import PARTIAL_SUFFIX, Digest, Digesting, LocalStorage, StorageError, Transfer, get_storage
 
 SALT = "weightgate.xet-token"
 WRITE = "write"
@@ -78,7 +77,7 @@ def cas_access(value: str, org: str, name: str) -> CasAccess:
         raise Refused("this Xet token does not allow writing: ask xet-write-token for one", 403)
     user = User.objects.filter(pk=payload.get("u"), is_active=True).first()
     api_token = ApiToken.objects.filter(pk=payload["t"]).first() if payload.get("t") else None
-    if user is None or (payload.get("t") and (api_token is None or api_token.revoked_at or api_token.expired())):
+    if user is None or (payload.get("t") and (api_token is None or not token_in_force(api_token))):
         raise Refused("the account or API token this Xet token was given to is gone, revoked or expired", 401)
     permit_publish(user, repo, api_token)  # publishers named by staff may change while a token lives
     return CasAccess(user, repo, api_token)
@@ -217,22 +216,6 @@ class RebuiltFile(io.RawIOBase):
         return bytes(out)
 
 
-class Hashing:
-    """What bytes fed to it as they go by hash to: their sha256, size and first bytes."""
-
-    def __init__(self):
-        self.sha256, self.size, self.head = hashlib.sha256(), 0, b""
-
-    def update(self, data) -> None:
-        self.sha256.update(data)
-        self.size += len(data)
-        if len(self.head) < HEAD_BYTES:
-            self.head += bytes(data[: HEAD_BYTES - len(self.head)])
-
-    def result(self) -> Digest:
-        return Digest(self.sha256.hexdigest(), self.size, self.head)
-
-
 @dataclass
 class Staged:
     obj: LfsObject
@@ -275,7 +258,7 @@ def register_shard(access: CasAccess, data: bytes) -> list[LfsObject]:
             except BaseException as error:
                 failures.append(error)
     if failures:
-        unstage(staged, storage)
+        unstage([one.obj for one in staged], storage)
         raise failures[0]
     accepted = [lfs.settle(one.obj, one.digest, one.etag) for one in staged]
     index_file_starts(access, files, storage)
@@ -312,22 +295,20 @@ def stage(access: CasAccess, reader: XorbReader, file: xet_formats.ShardFile, st
     the way, and kept there (not yet accepted) only when it is the sha256 the shard gives."""
     size = sum(term.size for term in file.terms)
     obj = lfs.pending_object(access.repo, access.user, file.sha256, size, storage, multipart=False)
-    key, hashing = lfs.staging_key(obj, storage), Hashing()
+    key, digesting = lfs.staging_key(obj, storage), Digesting()
     try:
         with Transfer(PARTS_IN_FLIGHT) as transfer:
-            etag = storage.upload(key, RebuiltFile(reader, file), size, transfer, digest=hashing).etag
-    except xet_formats.Malformed as error:
-        unstage([Staged(obj, hashing.result(), "")], storage)
-        raise Refused(f"the shard was refused: file {file.sha256}: {error}. Nothing was kept") from None
-    except (OSError, StorageError) as error:
-        unstage([Staged(obj, hashing.result(), "")], storage)
-        raise Refused(f"file {file.sha256} could not be rebuilt and stored ({error}); upload again", 503) from None
-    except BaseException:
-        unstage([Staged(obj, hashing.result(), "")], storage)
+            etag = storage.upload(key, RebuiltFile(reader, file), size, transfer, digest=digesting).etag
+    except BaseException as error:
+        unstage([obj], storage)
+        if isinstance(error, xet_formats.Malformed):
+            raise Refused(f"the shard was refused: file {file.sha256}: {error}. Nothing was kept") from None
+        if isinstance(error, (OSError, StorageError)):
+            raise Refused(f"file {file.sha256} could not be rebuilt and stored ({error}); upload again", 503) from None
         raise
-    digest = hashing.result()
+    digest = digesting.result()
     if digest.sha256 != file.sha256:
-        unstage([Staged(obj, digest, "")], storage)
+        unstage([obj], storage)
         raise Refused(
             f"the shard was refused: the bytes its terms make for file {file.file_hash} have sha256 "
             f"{digest.sha256}, not the {file.sha256} it gives. Nothing was kept; upload again"
@@ -335,10 +316,10 @@ def stage(access: CasAccess, reader: XorbReader, file: xet_formats.ShardFile, st
     return Staged(obj, digest, "" if isinstance(storage, LocalStorage) else etag.strip('"'))
 
 
-def unstage(staged: list[Staged], storage) -> None:
+def unstage(objects: list[LfsObject], storage) -> None:
     """Delete what staging wrote: whole files, and what a write cut off left (a partial file, S3 parts)."""
-    for one in staged:
-        key = lfs.staging_key(one.obj, storage)
+    for obj in objects:
+        key = lfs.staging_key(obj, storage)
         storage.delete(key)
         if isinstance(storage, LocalStorage):
             storage.delete(key + PARTIAL_SUFFIX)
@@ -346,7 +327,7 @@ def unstage(staged: list[Staged], storage) -> None:
                 storage.path(key).parent.rmdir()
         else:
             storage.discard_unfinished(key)
-        one.obj.delete()
+        obj.delete()
 
 
 def discard_old_xorbs() -> int:
