@@ -16,10 +16,14 @@ dropping the page cache before each arm, times:
               smoke=False: what the CPU checks alone cost, to tell the GPU load apart
   weightgate streamed (1 GiB)
               the smoke pass capped at 1 GiB of GPU memory (WEIGHTGATE_SMOKE_MAX_BYTES): the model runs
-              block by block, its weights held in host memory since the hashing read (target: 1.3x the
-              floor, at most 2 GiB on the GPU)
+              block by block, each block read again from the page cache the hashing read left (on every
+              core, into a pinned buffer) when its turn comes (target: 1.3x the floor, at most 2 GiB on
+              the GPU)
+  weightgate streamed (1 GiB), files read as streams
+              the same with the files opened as storage's objects are (no descriptor to map or read
+              again): the weights wait in host memory from the hashing read to their block's turn
 
-Each arm runs twice (the best counts). Prints the ratios and writes them to bench/results/gpu-verify.md.
+Each arm runs three times (the best counts). Prints the ratios and writes them to bench/results/gpu-verify.md.
 Needs root for drop_caches.
 
 `--cpu-dry-run` runs the same script end to end on a machine without a GPU, on tiny checkpoints (a
@@ -30,6 +34,7 @@ is written to bench/results/).
 
 import argparse
 import gc
+import io
 import os
 import platform
 import subprocess
@@ -70,6 +75,7 @@ CONFIG_DRY_RUN = {
 SHAPES = {False: "about 3.6B parameters, 2 GB shards", True: "CPU dry run: the 3.6B shape, 32 times narrower"}
 TOKEN_IDS = [[1, 450, 4996, 17354, 1701, 432, 3151, 975]]
 STREAMED_ARM = "weightgate streamed (1 GiB)"
+STREAMED_FROM_STREAMS_ARM = "weightgate streamed (1 GiB), files read as streams"
 STREAMED_BUDGET = 2**30
 STREAMED_PEAK_TARGET = 2 * 2**30
 ARM_ORDER = (
@@ -79,7 +85,8 @@ ARM_ORDER = (
     "weightgate without read-ahead",
     "weightgate without smoke",
     STREAMED_ARM,
-) * 2
+    STREAMED_FROM_STREAMS_ARM,
+) * 3
 
 
 class Device:
@@ -189,9 +196,33 @@ class PhaseTimer:
             setattr(self.checks, name, original)
 
 
-def weightgate(directory: Path, smoke: bool = True, read_ahead: bool = True, budget: int | None = None) -> dict:
+class UnmappedStream(io.BufferedReader):
+    """A local file read as a stream from storage is: no descriptor, so nothing is mapped or read again."""
+
+    def fileno(self):
+        raise io.UnsupportedOperation("a stream from storage has no file descriptor")
+
+
+def as_streams(directory: Path):
+    """The checkpoint's files as the smoke pass sees objects in storage (held in host memory, never re-read)."""
+    from verification.core.checks import CheckpointFile, directory_files
+    from verification.core.report import Report
+
+    return [
+        CheckpointFile(item.path, item.size, lambda path=directory / item.path: UnmappedStream(io.FileIO(path)))
+        for item in directory_files(directory, Report())
+    ]
+
+
+def weightgate(
+    directory: Path,
+    smoke: bool = True,
+    read_ahead: bool = True,
+    budget: int | None = None,
+    streams: bool = False,
+) -> dict:
     from verification.core import scan
-    from verification.core.checks import check_directory
+    from verification.core.checks import check_directory, check_files
 
     windows = scan.READ_AHEAD_WINDOWS
     scan.READ_AHEAD_WINDOWS = windows if read_ahead else 0
@@ -199,7 +230,9 @@ def weightgate(directory: Path, smoke: bool = True, read_ahead: bool = True, bud
         os.environ["WEIGHTGATE_SMOKE_MAX_BYTES"] = str(budget)
     try:
         with PhaseTimer() as phases:
-            report = check_directory(directory, smoke=smoke)
+            report = (
+                check_files(as_streams(directory), smoke=smoke) if streams else check_directory(directory, smoke=smoke)
+            )
     finally:
         scan.READ_AHEAD_WINDOWS = windows
         os.environ.pop("WEIGHTGATE_SMOKE_MAX_BYTES", None)
@@ -222,6 +255,7 @@ ARMS = {
     "weightgate without read-ahead": lambda directory: weightgate(directory, read_ahead=False),
     "weightgate without smoke": lambda directory: weightgate(directory, smoke=False),
     STREAMED_ARM: lambda directory: weightgate(directory, budget=streamed_budget(directory)),
+    STREAMED_FROM_STREAMS_ARM: lambda directory: weightgate(directory, budget=streamed_budget(directory), streams=True),
 }
 
 
@@ -348,7 +382,7 @@ def main(argv=None) -> None:
         "",
         "Page cache "
         + ("left as it was (CPU dry run)" if DEVICE.dry_run else "dropped before each arm")
-        + "; each arm ran twice, the best counts.",
+        + "; each arm ran three times, the best counts.",
         "",
         *result_table(results, notes),
     ]
@@ -359,7 +393,7 @@ def main(argv=None) -> None:
 
 
 def run_arms(checkpoint: Path) -> tuple[dict, dict]:
-    """Each arm twice, in ARM_ORDER: its best time, and notes (GPU peak, phases, failures)."""
+    """Each arm three times, in ARM_ORDER: its best time, and notes (GPU peak, phases, failures)."""
     results, notes = {}, {}
     for name in ARM_ORDER:
         DEVICE.reset()
@@ -393,7 +427,7 @@ def result_table(results: dict, notes: dict) -> list[str]:
         ),
     ]
     if floor and "weightgate" in results:
-        lines += ["", f"weightgate / floor = {results['weightgate'][0] / floor:.2f}x (target <= 1.2x)"]
+        lines += ["", f"weightgate / floor = {results['weightgate'][0] / floor:.2f}x (target <= 1.1x)"]
     if floor and STREAMED_ARM in results:
         seconds, peak = results[STREAMED_ARM]
         lines.append(

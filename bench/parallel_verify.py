@@ -122,6 +122,7 @@ def main(argv=None) -> None:
         if args.database_url:
             os.environ["DATABASE_URL"] = args.database_url
         import django
+        from django.conf import settings
         from django.core.management import call_command
 
         django.setup()
@@ -136,6 +137,8 @@ def main(argv=None) -> None:
             logs = work / f"logs-{count}"
             logs.mkdir()
             seconds[count], verdict[count] = timed_checks(checkpoint, count, env, logs)
+            # Each arm publishes its own copy: 16 GB shards three times would fill a 64 GiB disk.
+            shutil.rmtree(settings.LOCAL_STORAGE_ROOT, ignore_errors=True)
             print(f"{count} worker(s): files {seconds[count]:.2f} s, verdict {verdict[count]:.2f} s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -2,14 +2,23 @@
 and queues the next; retries and limits are on the decorator."""
 
 import contextlib
+import logging
+import time
 
 from celery import group, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import celeryd_after_setup
 from django.conf import settings
 
 from distribution.models import Revision
 from distribution.storage import StorageError
 from verification import services
+from verification.core.model_checks import expected_parameters
+from verification.core.tiny_llama import TINY_LLAMA_CONFIG
+
+log = logging.getLogger(__name__)
+# The queues whose tasks build models from configs: the checks' judge (verify) and the smoke pass (gpu).
+MODEL_QUEUES = {"verify", "gpu"}
 
 # Every verification task: redelivered if its worker dies, limited in time, retried only on storage trouble.
 RELIABLE = {
@@ -85,3 +94,14 @@ def requeue_stalled() -> list[services.Stalled]:
 def requeue_stuck_verifications() -> int:
     """Periodic: hand the stages and files of workers that died, or messages that were lost, to live workers."""
     return len(requeue_stalled())
+
+
+@celeryd_after_setup.connect(weak=False)
+def load_model_code(sender=None, instance=None, **kwargs) -> None:
+    """A verify or GPU worker loads torch and transformers' model code as it starts, before its first
+    task: otherwise the first checkpoint it judges waits for them (4 s here, 14 s on a GPU machine)."""
+    if not set(instance.app.amqp.queues.consume_from or ()) & MODEL_QUEUES:
+        return
+    started = time.perf_counter()
+    expected_parameters(TINY_LLAMA_CONFIG)
+    log.info("model code loaded in %.1f s, before the first task", time.perf_counter() - started)

@@ -114,19 +114,49 @@ def test_a_layer_split_over_two_shards_in_files_out_of_layer_order_streams_the_s
     assert torch.equal(streamed, whole_logits(checkpoint))
 
 
-def test_weights_host_memory_can_hold_are_streamed_from_the_hashing_read_without_reading_files_again(tmp_path):
+def test_remote_weights_host_memory_can_hold_are_streamed_from_the_hashing_read_never_fetched_again(tmp_path):
     checkpoint = tiny(tmp_path)
-    files = directory_files(checkpoint, Report())
+    ranges_read = []
+    files = one_way_files(checkpoint, ranges_read)  # objects in storage: a second read is a second download
     quarter = weight_bytes(checkpoint) // 4
     report = Report()
     sink = smoke_sink(files, report, devices=[DeviceMemory("cpu", quarter)], host_free=weight_bytes(checkpoint) * 2)
     scan_files(files, sink=sink)
     for shard in checkpoint.glob("model*.safetensors"):
-        shard.unlink()  # nothing may be read from the files now
+        shard.unlink()  # nothing may be read from the objects now
     run_smoke({item.path: item for item in files}, sink, report)
     assert report.ok, report.failures
+    assert ranges_read == []
     assert report.smoke["placement"] == "streamed" and report.smoke["reread_from_files"] is False
     assert "held in host memory" in smoke_check(report).message
+
+
+def test_local_weights_host_memory_can_hold_are_read_again_from_the_page_cache_as_hashed(tmp_path):
+    checkpoint = tiny(tmp_path)
+    files = directory_files(checkpoint, Report())
+    quarter = weight_bytes(checkpoint) // 4
+    memory = {"devices": [DeviceMemory("cpu", quarter)], "host_free": weight_bytes(checkpoint) * 2}
+    logits, facts = logits_of(files, **memory)
+    # The hashing read left the pages in the page cache: each block is a copy from there, not from disk.
+    assert facts["placement"] == "streamed" and facts["reread_from_files"] is True
+    assert facts["reread_bytes"] == weight_bytes(checkpoint) - sum(8 + header_length(p) for p in shards(checkpoint))
+    assert torch.equal(logits, whole_logits(checkpoint))
+    report = Report()
+    sink = smoke_sink(files, report, **memory)
+    scan_files(files, sink=sink)
+    shard = checkpoint / "model-00002-of-00002.safetensors"
+    shard.write_bytes(shard.read_bytes())  # rewritten after the hashing read: no longer provably those bytes
+    run_smoke({item.path: item for item in files}, sink, report)
+    assert smoke_check(report).code == "ContentChanged"
+
+
+def shards(checkpoint):
+    return sorted(checkpoint.glob("model*.safetensors"))
+
+
+def header_length(path) -> int:
+    with open(path, "rb") as handle:
+        return int.from_bytes(handle.read(8), "little")
 
 
 def test_with_room_for_two_blocks_the_next_one_loads_while_one_runs(tmp_path):

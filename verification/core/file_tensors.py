@@ -1,10 +1,13 @@
-"""Tensors read again from the checkpoint's files, a block at a time, when host memory cannot hold them all.
+"""Tensors read again from the checkpoint's files, a block at a time: for local files, and for any
+checkpoint larger than host memory.
 
 The hashing read keeps nothing then (its sink only learns the tensors' names, shapes and dtypes);
 when a block's turn comes its tensors are read from the files once more, from the page cache or
-the disk. That is a second read of every weight, the price of a model larger than host memory.
-A local file is mapped, so the block's tensors are the page cache's pages (no copy) until the
-block has run; a stream is read into a host buffer that each block reuses.
+the disk. For local files the page cache usually still holds them (a memory copy, cheaper than
+copying every weight into host buffers during the scan); for a model larger than host memory it is
+a second read of every weight. For the CPU a local file is mapped, so the block's tensors are the
+page cache's pages (no copy) until the block has run; for a GPU, and for a stream, the block is
+read on every core into a host buffer that each block reuses (page-locked for a GPU).
 
 The bytes must be those that were hashed. A local file proves it by its identity: device, inode,
 size, and modification and change times, taken before the hashing read and compared when the file
@@ -166,8 +169,8 @@ class RangeReader:
 
 
 class FileTensors:
-    """The tensors of a checkpoint, read from its files when their block runs (the smoke pass's source
-    when host memory cannot hold the weights). During the hashing read it only records the headers."""
+    """The tensors of a checkpoint, read from its files when their block runs (the streamed smoke pass's
+    source, but for objects host memory can hold). During the hashing read it only records the headers."""
 
     def __init__(self, files, device, placement, identities: dict):
         self.device = device
@@ -212,14 +215,17 @@ class FileTensors:
             raise ContentChanged(f"{path} has another header than when it was hashed: {error}") from None
 
     def load(self, names, device, slot: int = 0) -> dict:
-        """The named tensors on `device`: mapped from a local file (no copy: the pages come from the page
-        cache, or the disk, as the block runs), else read into the host buffer `slot`.
+        """The named tensors on `device`: for the CPU, mapped from a local file (no copy: the pages come from
+        the page cache, or the disk, as the block runs); else read into the host buffer `slot`.
 
         Tensors read into a buffer are views of it, valid until the next load into the same slot: the
         block stream uses one slot, or two (i % 2) when block i loads while block i - 1 runs.
         """
-        mapped = {name: self.mapped(name) for name in names}
-        copied = self.copied([name for name, tensor in mapped.items() if tensor is None], slot)
+        # For a GPU, reads on every core into a reused pinned buffer beat faulting in a mapping page by page.
+        mapped = {name: self.mapped(name) if device.type == "cpu" else None for name in names}
+        copied = self.copied(
+            [name for name, tensor in mapped.items() if tensor is None], slot, pinned=device.type == "cuda"
+        )
         with self.lock:
             self.reread_bytes += sum(self.located[name][2].nbytes for name in names)
         return {name: (copied[name] if mapped[name] is None else mapped[name]).to(device) for name in names}
@@ -228,13 +234,15 @@ class FileTensors:
         path, offset, entry = self.located[name]
         return self.readers[path].mapped(offset, entry)
 
-    def copied(self, names: list[str], slot: int) -> dict:
-        """Tensors read into the host buffer `slot`, on every core at once (reused: no fresh pages to fault)."""
+    def copied(self, names: list[str], slot: int, pinned: bool = False) -> dict:
+        """Tensors read into the host buffer `slot`, on every core at once (reused: no fresh pages to fault).
+
+        `pinned`: the buffer is page-locked, so the copy to the GPU is a DMA from it, not staged again."""
         slots, end = {}, 0
         for name in names:
             slots[name] = end
             end += -(-self.located[name][2].nbytes // SLOT_ALIGNMENT) * SLOT_ALIGNMENT
-        buffer = self.buffer(slot, end)
+        buffer = self.buffer(slot, end, pinned)
         target = memoryview(buffer.numpy())
         reads = []
         for name, start in slots.items():
@@ -250,14 +258,15 @@ class FileTensors:
             for name, start in slots.items()
         }
 
-    def buffer(self, slot: int, size: int):
+    def buffer(self, slot: int, size: int, pinned: bool = False):
         import torch
 
         if slot not in self.buffers or self.buffers[slot].numel() < size:
             self.buffers.pop(slot, None)  # let the smaller one go before taking the larger
             largest = self.placement.largest_block
             # Sized for the largest block at once, so the buffer is not taken again as blocks grow.
-            self.buffers[slot] = torch.empty(max(size, largest.nbytes if largest else 0), dtype=torch.uint8)
+            capacity = max(size, largest.nbytes if largest else 0)
+            self.buffers[slot] = torch.empty(capacity, dtype=torch.uint8, pin_memory=pinned)
         return self.buffers[slot][:size]
 
     def close(self) -> None:

@@ -272,9 +272,14 @@ def sink_for(placement: Placement, files):
     """Where the hashing read puts the tensors for this placement."""
     import torch
 
-    if placement.kind == STREAMED and placement.reread:
-        return FileTensors(files, torch.device(placement.device), placement, file_identities(files))
     if placement.kind == STREAMED:
+        identities = file_identities(files)
+        # Local files stay in the page cache when host memory could hold the weights: reading each block
+        # from there costs a memory copy, less than copying every weight into host buffers during the scan.
+        weight_files = [item.path for item in files if is_weight_shard(item.path)]
+        local = all(identities.get(path) is not None for path in weight_files)
+        if placement.reread or local:
+            return FileTensors(files, torch.device(placement.device), placement, identities)
         return TensorSink(torch.device("cpu"), placement=placement)
     if placement.kind == SPREAD:
         return TensorSink(torch.device(placement.device), placement=placement, device_for=spread_device_for(placement))
@@ -380,9 +385,9 @@ def streamed_forward(config, sink, placement: Placement, ids):
         "largest_block_bytes": max(stream.block_bytes),
         "held_bytes_peak": stream.peak_bytes,
         "prefetch": placement.prefetch,
-        "reread_from_files": placement.reread,
+        "reread_from_files": isinstance(sink, FileTensors),
     }
-    if placement.reread:
+    if isinstance(sink, FileTensors):
         facts["reread_bytes"] = sink.reread_bytes
     return logits, facts
 

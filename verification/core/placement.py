@@ -9,8 +9,9 @@ a worker with eight GPUs, or a 405B model, costs a test nothing.
   times MEMORY_HEADROOM, plus the activations, within its free memory).
 - streamed: one block at a time on the device with the most free memory: it needs the largest
   block plus the activations (two blocks when there is room, so the next one loads while one runs).
-  The weights wait in host memory when it can hold them (still read once); otherwise each block's
-  tensors are read again from the files when its turn comes.
+  `reread` says whether host memory is too small to hold the weights; when it is not, the smoke
+  pass still reads local files again (from the page cache the hashing read left) and holds only
+  objects from storage in host memory (verification.core.model_checks.sink_for).
 """
 
 import itertools
@@ -52,7 +53,7 @@ class Placement:
     device: str  # where the forward pass starts (the only device for WHOLE and STREAMED)
     free: int | None  # what that device had, for the report
     block_devices: tuple[tuple[str, str], ...] = ()  # SPREAD: (block, device), in forward order
-    reread: bool = False  # STREAMED: each block is read again from the files when its turn comes
+    reread: bool = False  # STREAMED: host memory cannot hold the weights, so each block is read again
     prefetch: bool = False  # STREAMED: room for two blocks, so the next one loads while one runs
     largest_block: Block | None = None
 
