@@ -30,6 +30,7 @@ from distribution.storage import LocalStorage, ObjectChanged, StorageError, get_
 from verification.core.checks import (
     CheckpointFile,
     UnreadableCheckpoint,
+    UnreadableFile,
     check_files,
     check_paths,
     directory_files,
@@ -200,9 +201,11 @@ def checks_on_storage(revision: Revision, *, smoke: bool, progress=None) -> Repo
     try:
         check_files(files, report, smoke=smoke, allow_code=revision.repo.allows_code, progress=progress)
     except UnreadableCheckpoint as error:
-        report.fail("files", "Unreadable", str(error))
+        report.fail("files", "Unreadable", str(error), getattr(error, "path", ""))
+        return report  # the files not read yet are neither missing nor changed: nothing more to judge
     except ContentChanged as error:
         report.fail("files", "ContentChanged", f"a file changed while it was read: {error}")
+        return report
     check_against_record(revision, report)
     check_signature(revision, report)
     return report
@@ -349,7 +352,9 @@ def check_stored_file(revision_id: int, path: str, *, worker: str = "") -> FileC
     except StorageError:
         FileCheck.objects.filter(pk=check.pk, claims=check.claims).update(state=FileCheck.State.PENDING)
         raise
-    except (OSError, ContentChanged) as error:  # gone or changed while read: the judge reports it
+    except UnreadableFile as error:  # gone or failing while read: the judge reports it
+        scanned = {"unreadable": str(error)}
+    except (OSError, ContentChanged) as error:  # not in storage, or changed while read
         scanned = {"unreadable": f"{path} could not be read: {error}"}
     # Only the claim this worker holds: a worker that lost it (silent too long) stores nothing.
     FileCheck.objects.filter(pk=check.pk, state=FileCheck.State.CHECKING, claims=check.claims).update(
@@ -512,10 +517,14 @@ def reverify(revision: Revision, progress=None) -> VerificationRun:
             "are re-verified (publish a new revision instead)"
         )
     run = VerificationRun.objects.create(revision=revision, kind=VerificationRun.Kind.REVERIFY)
-    report = checks_on_storage(revision, smoke=True, progress=progress)
-    traced = TracedRevision.objects.filter(revision=revision).first() if revision.repo.traceable else None
-    if traced is not None:  # what its recipients are served is checked too
-        recheck_served_layout(revision, traced, report)
+    try:
+        report = checks_on_storage(revision, smoke=True, progress=progress)
+        traced = TracedRevision.objects.filter(revision=revision).first() if revision.repo.traceable else None
+        if traced is not None:  # what its recipients are served is checked too
+            recheck_served_layout(revision, traced, report)
+    except BaseException:  # storage out of reach, or interrupted: no run left half-done; run it again
+        run.delete()
+        raise
     with transaction.atomic():
         save_checks(run, report)
         run.report, run.ok, run.finished_at = report.as_dict(), report.ok, timezone.now()

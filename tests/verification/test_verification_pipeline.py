@@ -4,6 +4,7 @@ import hashlib
 import io
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -180,6 +181,45 @@ def test_reverify_withdraws_a_released_revision_whose_stored_bytes_changed(clien
     )
     assert response.status_code == 404 and response["X-Error-Code"] == "RevisionNotFound"
     assert not DownloadEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_file_gone_while_reverify_reads_names_that_file_not_every_file_unread(tmp_path):
+    revision, _ = published_tiny_llama(tmp_path, "acme/vanishing", verify_here=True)
+    storage = get_storage("local")
+    gone = "model-00002-of-00002.safetensors"
+
+    listed_and_reading = threading.Lock()
+
+    def take_one_away(item, read):
+        # Listed, then gone before any read opens it (each read reports its start here, before it opens).
+        with listed_and_reading:
+            storage.path(f"{revision.storage_prefix}/{gone}").unlink(missing_ok=True)
+
+    run = verification_services.reverify(revision, progress=take_one_away)
+    failures = list(run.checks.filter(status="fail").values_list("code", "file"))
+    # The one file that went is named; those still there are not called missing because the read stopped.
+    assert failures == [("Unreadable", gone)]
+    assert run.finished_at is not None and run.ok is False
+    revision.refresh_from_db()
+    assert revision.state == Revision.State.WITHDRAWN and gone in revision.failure_reason
+
+
+@pytest.mark.django_db
+def test_reverify_with_storage_out_of_reach_changes_nothing_and_leaves_no_run(s3_endpoint, tmp_path):
+    from distribution.storage import StorageError
+    from verification.models import VerificationRun
+
+    revision, _ = published_tiny_llama(tmp_path, "acme/unreachable", "s3", verify_here=True)
+    runs = set(VerificationRun.objects.values_list("pk", flat=True))
+    nowhere = f"http://127.0.0.1:{servers.free_port()}"  # nothing listens there
+    with override_settings(S3_ENDPOINT_URL=nowhere), pytest.raises(StorageError):
+        verification_services.reverify(revision)
+    with override_settings(S3_ENDPOINT_URL=nowhere), pytest.raises(CommandError, match="nothing changed"):
+        call_command("reverify", "acme/unreachable", stdout=io.StringIO(), stderr=io.StringIO())
+    assert set(VerificationRun.objects.values_list("pk", flat=True)) == runs
+    revision.refresh_from_db()
+    assert revision.state == Revision.State.RELEASED
 
 
 @pytest.mark.django_db

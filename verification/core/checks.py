@@ -24,6 +24,14 @@ class UnreadableCheckpoint(Exception):
     """The checkpoint itself cannot be read: not a checkpoint failure but bad input (CLI exit 2)."""
 
 
+class UnreadableFile(UnreadableCheckpoint):
+    """One of its files could not be read to the end (gone, or an I/O error) while it was checked."""
+
+    def __init__(self, path: str, error: OSError):
+        super().__init__(f"{path} could not be read: {error}")
+        self.path = path
+
+
 @dataclass(frozen=True)
 class CheckpointFile:
     path: str  # relative, POSIX
@@ -198,9 +206,12 @@ def scan_file(item: CheckpointFile, *, sink=None, progress=None) -> FileScan:
     file_progress = functools.partial(progress, item) if progress is not None else None
     if file_progress is not None:
         file_progress(0)
-    with item.open() as stream:
-        shard_sink = sink if is_weight_shard(item.path) else None
-        return scan_stream(item.path, item.size, stream, progress=file_progress, sink=shard_sink)
+    try:
+        with item.open() as stream:
+            shard_sink = sink if is_weight_shard(item.path) else None
+            return scan_stream(item.path, item.size, stream, progress=file_progress, sink=shard_sink)
+    except OSError as error:
+        raise UnreadableFile(item.path, error) from error
 
 
 def scan_files(files: list[CheckpointFile], *, sink=None, workers: int | None = None, progress=None) -> list[FileScan]:

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from distribution.models import Repo, Revision
+from distribution.storage import StorageError
 from verification.core.progress import progress_for
 from verification.services import reverify
 
@@ -35,6 +36,11 @@ class Command(BaseCommand):
                 run = reverify(target, progress=progress)
             except ValueError as error:
                 raise CommandError(str(error)) from None
+            except StorageError as error:  # nothing was judged or changed: the revision stays as it was
+                raise CommandError(
+                    f"{repo}@{target.commit}: the storage could not be read ({error}); nothing changed, "
+                    "run reverify again once it answers"
+                ) from None
             finally:
                 progress.close()
             target.refresh_from_db()
