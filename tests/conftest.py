@@ -137,6 +137,7 @@ def worker(worker_env, django_db_blocker, tmp_path_factory):
         process = servers.start_worker(worker_env, log)
     except (RuntimeError, TimeoutError) as error:
         servers.unavailable("worker", str(error))
+    process.log_path = log  # what it said as it started
     yield process
     servers.stop_process(process)
     with django_db_blocker.unblock():

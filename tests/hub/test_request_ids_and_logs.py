@@ -94,6 +94,8 @@ def test_json_lines_from_gunicorn_and_the_worker_carry_the_requests_id(worker_en
     retry = [entry for entry in worker_lines if entry["request_id"] == request_id and entry["logger"] == "mail.tasks"]
     assert retry and "not sent" in retry[0]["message"]
     assert all(alice not in json.dumps(entry) for entry in web_lines + worker_lines)
+    # A worker of the mail queue alone builds no models: it does not load their code as it starts.
+    assert not [entry for entry in worker_lines if "model code loaded" in entry["message"]]
 
 
 def json_lines(log) -> list[dict]:
