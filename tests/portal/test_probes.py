@@ -158,9 +158,8 @@ def test_readyz_wants_a_worker_on_each_declared_queue_and_names_the_one_without(
     try:
         status, _, body = http("GET", f"{base}/readyz")
         assert status == 503 and json.loads(body)["failed"] == ["queue:verify", "queue:gpu", "queue:default"]
-        for unit in ("weightgate-worker.service", "weightgate-gpu-worker.service"):
-            log = tmp_path / f"{unit}.log"
-            workers.append(servers.start_celery_worker(exec_start(unit), env, log))
+        units = ("weightgate-worker.service", "weightgate-gpu-worker.service")
+        workers += servers.start_celery_workers([(exec_start(unit), tmp_path / f"{unit}.log") for unit in units], env)
         status, _, body = http("GET", f"{base}/readyz")
         assert status == 200, body
         assert {name for name in json.loads(body)["checks"] if name.startswith("queue:")} == {

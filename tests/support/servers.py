@@ -197,23 +197,41 @@ def start_worker(
     env: dict[str, str], log_path: Path, queues: str = "verify,gpu,default", *, name: str = "test"
 ) -> subprocess.Popen:
     """A Celery worker process; its tasks see `name` at the start of their worker's hostname."""
-    return start_celery_worker(worker_command(queues, f"{name}-{os.getpid()}@%h"), env, log_path)
+    return start_celery_workers([worker_run(queues, log_path, name=name)], env)[0]
+
+
+def worker_run(queues: str, log_path: Path, *, name: str = "test") -> tuple[list[str], Path]:
+    """(command, log) of a worker named `name` on `queues`, for start_celery_workers."""
+    return worker_command(queues, f"{name}-{os.getpid()}@%h"), log_path
 
 
 def start_celery_worker(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
     """The Celery worker `command` runs, once it says it is ready."""
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    return start_celery_workers([(command, log_path)], env)[0]
 
-    def ready():
-        if process.poll() is not None:
-            raise RuntimeError(f"the Celery worker exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-        return b" ready." in log_path.read_bytes()
 
-    wait_until(ready, timeout=90, interval=0.2, what="the Celery worker to start")
-    return process
+def start_celery_workers(runs: list[tuple[list[str], Path]], env: dict[str, str]) -> list[subprocess.Popen]:
+    """The Celery workers of (command, log) `runs`, started together (their start-ups overlap), once each
+    says it is ready."""
+    processes = []
+    for command, log_path in runs:
+        log = log_path.open("wb")
+        processes.append(
+            subprocess.Popen(
+                command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        )
+
+    def all_ready():
+        for process, (_, log_path) in zip(processes, runs, strict=True):
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"the Celery worker exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
+                )
+        return all(b" ready." in log_path.read_bytes() for _, log_path in runs)
+
+    wait_until(all_ready, timeout=90, interval=0.2, what="the Celery workers to start")
+    return processes
 
 
 def close_other_sessions() -> None:

@@ -48,10 +48,8 @@ def file_workers(worker_env, tmp_path_factory):
     """Three verify workers on a queue of their own, which notice a dead one within seconds."""
     env = {**worker_env, "VERIFY_HEARTBEAT_SECONDS": "1", "VERIFY_STALE_SECONDS": "3"}
     names = ("files-a", "files-b", "files-c")
-    started = {
-        name: servers.start_worker(env, tmp_path_factory.mktemp(name) / "worker.log", queues="spread", name=name)
-        for name in names
-    }
+    runs = [servers.worker_run("spread", tmp_path_factory.mktemp(name) / "worker.log", name=name) for name in names]
+    started = dict(zip(names, servers.start_celery_workers(runs, env), strict=True))
     yield started
     for process in started.values():
         if process.poll() is None:
