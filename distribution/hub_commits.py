@@ -82,7 +82,8 @@ def upload_modes(repo: Repo, files: list) -> list[dict]:
     revision holds under that path (the client leaves out a file that did not change). CommitRefused,
     naming every refused file, when any is refused: nothing of them is uploaded."""
     head = head_revision(repo)
-    held = {row.path: row for row in head.files.all()} if head else {}
+    # After a failed verification the same folder sent again is a new attempt, not "nothing changed".
+    held = {row.path: row for row in head.files.all()} if head and head.state != Revision.State.FAILED else {}
     answers, problems = [], []
     for item in files:
         path = item.get("path") if isinstance(item, dict) else None

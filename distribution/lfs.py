@@ -39,6 +39,7 @@ UPLOAD_LINK_SECONDS = 6 * 3600
 # An upload no file refers to yet is offered to commits until this long before the daily job may delete
 # it, so the job never deletes bytes a commit has just begun to refer to.
 OFFERED_MARGIN = timedelta(hours=6)
+OFFERED_CANDIDATES = 3  # revisions' files looked at in storage for an oid before sending the bytes again
 
 
 class Refused(Refusal):
@@ -57,7 +58,12 @@ class Source:
 
 def stored_source(repo: Repo, oid: str, storage_name: str) -> Source | None:
     """Where the repo holds the bytes whose sha256 is `oid` in that storage: an accepted upload, or a
-    file of one of its revisions (verified, or hashed on arrival); None when it holds none."""
+    file of one of its revisions (verified, or hashed on arrival); None when it holds none.
+
+    Only what storage still holds as it was (the same size, and on S3 the same version) is offered: an
+    object replaced behind the portal's back is not the oid's bytes, so its upload is forgotten and the
+    client sends them again."""
+    storage = get_storage(storage_name)
     accepted = LfsObject.objects.filter(
         repo=repo,
         oid=oid,
@@ -66,18 +72,34 @@ def stored_source(repo: Repo, oid: str, storage_name: str) -> Source | None:
         created_at__gt=discard_cutoff() + OFFERED_MARGIN,
     ).first()
     if accepted is not None:
-        return Source(accepted.key, accepted.size, accepted.etag, bytes(accepted.head))
-    stored = (
+        held = still_held(storage, accepted.key, accepted.size, accepted.etag)
+        if held:
+            return Source(accepted.key, accepted.size, accepted.etag, bytes(accepted.head))
+        if held is False:  # replaced or gone (not merely unreachable now): no longer an upload of the oid
+            accepted.delete()
+    candidates = (
         RevisionFile.objects.select_related("revision__repo")
         .filter(revision__repo=repo, revision__storage_backend=storage_name)
         .exclude(revision__state__in=(Revision.State.DRAFT, Revision.State.FAILED))
         .filter(Q(sha256=oid) | Q(upload_sha256=oid))
         .order_by("-revision__created_at")
-        .first()
     )
-    if stored is not None:
-        return Source(stored.storage_key, stored.size, stored.stored_etag)
+    for stored in candidates[:OFFERED_CANDIDATES]:
+        if still_held(storage, stored.storage_key, stored.size, stored.stored_etag):
+            return Source(stored.storage_key, stored.size, stored.stored_etag)
     return None
+
+
+def still_held(storage, key: str, size: int, etag: str) -> bool | None:
+    """Whether `key` still holds the object recorded: its size, and its ETag where storage gives one;
+    None when storage cannot say now (the client then sends the bytes again: nothing wrong is kept)."""
+    try:
+        found = storage.stored_object(key)
+    except (OSError, StorageError):
+        return None
+    if found is None or found.size != size:
+        return False
+    return not etag or not found.etag or found.etag.strip('"') == etag.strip('"')
 
 
 def sign(obj: LfsObject) -> str:

@@ -203,3 +203,24 @@ def test_a_released_revision_whose_upload_is_replaced_is_withdrawn_and_serves_no
     with pytest.raises(HfHubHTTPError):
         hf_hub_download(REPO_ID, SHARD_2, endpoint=live_server.url, token=token, cache_dir=tmp_path / "c")
     assert not any(path.is_file() for path in (tmp_path / "c").rglob(SHARD_2))
+
+
+def test_after_an_upload_was_replaced_the_folder_uploaded_again_sends_that_file_and_verifies(
+    hub, paula, checkpoint, on_s3, unverified
+):
+    hub.create_repo(REPO_ID, token=paula)
+    revision = committed(hub, paula, checkpoint)
+    row = revision.files.get(path=SHARD_1)
+    replace_behind_the_portal(on_s3, row.object_key, os.urandom(row.size))
+    services.run_checks_stage(revision.pk)
+    revision.refresh_from_db()
+    assert revision.state == Revision.State.FAILED
+    # The publisher sends the same folder again: the replaced upload is not offered as held, so the client
+    # sends that file's bytes again, and the new revision is the checkpoint as published.
+    again = committed(hub, paula, checkpoint)
+    assert again.pk != revision.pk
+    services.run_checks_stage(again.pk)
+    services.run_smoke_stage(again.pk)
+    again.refresh_from_db()
+    assert again.state == Revision.State.VERIFIED, again.failure_reason
+    assert stored_bytes(again)[SHARD_1] == (checkpoint / SHARD_1).read_bytes()
