@@ -165,7 +165,7 @@ def parse_commit(body: bytes) -> tuple[dict, list[tuple[str, dict]]]:
     return header, operations
 
 
-def apply(files: dict[str, Entry], operations, repo: Repo, storage_name: str) -> dict[str, Entry]:
+def apply(files: dict[str, Entry], operations, repo: Repo, storage) -> dict[str, Entry]:
     files = dict(files)
     for key, value in operations:
         path = value.get("path")
@@ -187,13 +187,13 @@ def apply(files: dict[str, Entry], operations, repo: Repo, storage_name: str) ->
             refuse_path(path, content[:HEAD_BYTES], repo)
             files[path] = Entry(path, len(content), hashlib.sha256(content).hexdigest(), content=content)
         else:
-            files[path] = lfs_entry(path, value, repo, storage_name)
+            files[path] = lfs_entry(path, value, repo, storage)
     return files
 
 
-def lfs_entry(path, value: dict, repo: Repo, storage_name: str) -> Entry:
+def lfs_entry(path, value: dict, repo: Repo, storage) -> Entry:
     oid = value.get("oid")
-    source = lfs.stored_source(repo, oid, storage_name) if isinstance(oid, str) else None
+    source = lfs.stored_source(repo, oid, storage) if isinstance(oid, str) else None
     if source is None:
         raise CommitRefused(
             f"{path}: no accepted upload of {str(oid)[:64]} in {repo.repo_id} (it was never uploaded, or its "
@@ -262,7 +262,7 @@ def commit(repo: Repo, user, header: dict, operations, *, request=None) -> Revis
             f"{storage.name}: publish the whole checkpoint with publish_checkpoint instead",
             409,
         )
-    files = apply(carried(head), operations, repo, storage.name)
+    files = apply(carried(head), operations, repo, storage)
     if not files:
         raise CommitRefused("a commit must leave at least one file in the repo")
     entries = sorted(files.values(), key=lambda entry: entry.path)

@@ -56,18 +56,17 @@ class Source:
     head: bytes = b""  # the first bytes, when the object was hashed on arrival
 
 
-def stored_source(repo: Repo, oid: str, storage_name: str) -> Source | None:
-    """Where the repo holds the bytes whose sha256 is `oid` in that storage: an accepted upload, or a
+def stored_source(repo: Repo, oid: str, storage) -> Source | None:
+    """Where the repo holds the bytes whose sha256 is `oid` in `storage`: an accepted upload, or a
     file of one of its revisions (verified, or hashed on arrival); None when it holds none.
 
     Only what storage still holds as it was (the same size, and on S3 the same version) is offered: an
     object replaced behind the portal's back is not the oid's bytes, so its upload is forgotten and the
     client sends them again."""
-    storage = get_storage(storage_name)
     accepted = LfsObject.objects.filter(
         repo=repo,
         oid=oid,
-        storage_backend=storage_name,
+        storage_backend=storage.name,
         state=LfsObject.State.ACCEPTED,
         created_at__gt=discard_cutoff() + OFFERED_MARGIN,
     ).first()
@@ -79,7 +78,7 @@ def stored_source(repo: Repo, oid: str, storage_name: str) -> Source | None:
             accepted.delete()
     candidates = (
         RevisionFile.objects.select_related("revision__repo")
-        .filter(revision__repo=repo, revision__storage_backend=storage_name)
+        .filter(revision__repo=repo, revision__storage_backend=storage.name)
         .exclude(revision__state__in=(Revision.State.DRAFT, Revision.State.FAILED))
         .filter(Q(sha256=oid) | Q(upload_sha256=oid))
         .order_by("-revision__created_at")
@@ -159,7 +158,7 @@ def batch(repo: Repo, user, objects, transfers, links) -> dict:
                 }
             )
             continue
-        if stored_source(repo, oid, storage.name) is not None:
+        if stored_source(repo, oid, storage) is not None:
             answers.append({"oid": oid, "size": size})  # already here: the client sends nothing
             continue
         obj = pending_object(repo, user, oid, size, storage, multipart)

@@ -245,7 +245,7 @@ def register_shard(access: CasAccess, data: bytes) -> list[LfsObject]:
         )
     wanted = {}
     for file in files:
-        if file.sha256 not in wanted and lfs.stored_source(access.repo, file.sha256, storage.name) is None:
+        if file.sha256 not in wanted and lfs.stored_source(access.repo, file.sha256, storage) is None:
             wanted[file.sha256] = file  # else held already (an earlier upload, or twice in this shard): kept as is
     staged, failures = [], []
     # A few files at once, each read from its own xorbs and stored as it is made (memory: a xorb and the

@@ -148,7 +148,7 @@ def test_the_daily_job_keeps_the_uploads_a_revision_refers_to_and_deletes_the_ot
     assert storage.stored_object(unclaimed.key) is None
     assert all(storage.stored_object(key) is not None for key in referred)
     # a commit naming a kept upload refers to it through the revision's file; the job leaves it alone again
-    assert lfs.stored_source(revision.repo, shards[0].upload_sha256, storage_name).key == shards[0].object_key
+    assert lfs.stored_source(revision.repo, shards[0].upload_sha256, storage).key == shards[0].object_key
     assert lfs.discard_unclaimed_objects() == 0
     services.run_checks_stage(revision.pk)
     services.run_smoke_stage(revision.pk)
@@ -163,10 +163,11 @@ def test_an_upload_is_no_longer_offered_to_commits_just_before_the_job_may_delet
     shard = checkpoint / SHARD_1
     hub.preupload_lfs_files(REPO_ID, [CommitOperationAdd(SHARD_1, str(shard))], token=paula)
     upload = LfsObject.objects.get(oid=sha256_of(shard))
-    assert lfs.stored_source(upload.repo, upload.oid, upload.storage_backend).key == upload.key
+    storage = get_storage(upload.storage_backend)
+    assert lfs.stored_source(upload.repo, upload.oid, storage).key == upload.key
     near_the_cutoff = lfs.discard_cutoff() + lfs.OFFERED_MARGIN - timedelta(minutes=1)
     LfsObject.objects.filter(pk=upload.pk).update(created_at=near_the_cutoff)
-    assert lfs.stored_source(upload.repo, upload.oid, upload.storage_backend) is None  # the client uploads it again
+    assert lfs.stored_source(upload.repo, upload.oid, storage) is None  # the client uploads it again
 
 
 def replace_behind_the_portal(endpoint, key: str, data: bytes) -> None:

@@ -387,7 +387,7 @@ def streamed_forward(config, sink, placement: Placement, ids):
         "prefetch": placement.prefetch,
         "reread_from_files": isinstance(sink, FileTensors),
     }
-    if isinstance(sink, FileTensors):
+    if facts["reread_from_files"]:
         facts["reread_bytes"] = sink.reread_bytes
     return logits, facts
 
