@@ -33,6 +33,12 @@ from bench.verify import BASE_CONFIG, publish_results, write_checkpoint
 from tests.support.deployment import start_nginx
 from tests.support.servers import start_gunicorn, stop_process
 
+# How the client reaches the portal: straight, or through nginx with the shipped site over its upstream.
+FRONTS = {
+    "gunicorn": "gunicorn alone",
+    "nginx": "nginx in front (Unix socket, as shipped)",
+    "nginx-tcp": "nginx in front (loopback TCP)",
+}
 SHAPE = {"hidden_size": 1024, "intermediate_size": 2816, "num_attention_heads": 8, "num_key_value_heads": 8}
 SHAPE["vocab_size"] = 16000
 PEOPLE = """
@@ -91,7 +97,11 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.traced_serving")
     parser.add_argument("--megabytes", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--fronts", default="gunicorn,nginx", help="which to measure: gunicorn (alone), nginx")
+    parser.add_argument(
+        "--fronts",
+        default="gunicorn,nginx,nginx-tcp",
+        help="which to measure: gunicorn (alone), nginx (as shipped: over a Unix socket), nginx-tcp (loopback TCP)",
+    )
     parser.add_argument("--database-url", default="", help="PostgreSQL (default: SQLite under the scratch folder)")
     args = parser.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="weightgate-traced-serving-"))
@@ -123,16 +133,18 @@ def main(argv=None) -> None:
         storage = scratch / "var" / "storage"
 
         rows = []
-        fronts = [f for f in ("gunicorn alone", "nginx in front") if f.split()[0] in args.fronts.split(",")]
-        for front in fronts:
+        fronts = [(name, front) for name, front in FRONTS.items() if name in args.fronts.split(",")]
+        for name, front in fronts:
             settings = {"X_ACCEL_REDIRECT_PREFIX": "/protected/", "TRUSTED_PROXIES": "1"} if "nginx" in front else {}
-            portal, base = start_gunicorn({**env, **settings}, scratch / f"gunicorn-{len(rows)}.log", workers=2)
+            socket = scratch / "web.sock" if name == "nginx" else None
+            log = scratch / f"gunicorn-{name}.log"
+            portal, base = start_gunicorn({**env, **settings}, log, workers=2, unix_socket=socket)
             running = [portal]
             processes.append(portal)
             if "nginx" in front:
-                workdir = scratch / "nginx"
+                workdir = scratch / name
                 workdir.mkdir()
-                nginx, base = start_nginx(base, storage, workdir)
+                nginx, base = start_nginx(f"unix:{socket}" if socket else base, storage, workdir)
                 running.append(nginx)
                 processes.append(nginx)
             plain_url, traced_url = (

@@ -74,13 +74,16 @@ class CountingFile:
 
 
 def corked(request):
-    """The client's socket with TCP_CORK set, where the WSGI server hands it over (gunicorn does); else None.
+    """The client's socket, where the WSGI server hands it over (gunicorn does); else None. A TCP socket is
+    corked first (TCP_CORK); a Unix socket (nginx on the same host, deploy/nginx) has no segments to fill.
 
     Corked, the kernel sends a file only in full segments, as nginx does with `tcp_nopush` (see
     bench/results/download.md for what it gains). `uncork` must follow, or the file's last segment
     waits 200 ms for more (and so would the next answer on a kept-alive connection).
     """
     client = request.META.get("gunicorn.socket")
+    if client is not None and client.family == socket.AF_UNIX:
+        return client
     if client is None or not hasattr(socket, "TCP_CORK"):
         return None
     try:
@@ -91,6 +94,6 @@ def corked(request):
 
 
 def uncork(client) -> None:
-    if client is not None:
+    if client is not None and client.family != socket.AF_UNIX:
         with contextlib.suppress(OSError):  # the client has gone: nothing is waiting
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)

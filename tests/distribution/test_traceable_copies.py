@@ -191,3 +191,35 @@ def test_a_process_keeps_no_more_served_bases_than_its_memory_allows_and_still_s
     for path in layout.files:
         assert sha256(first / path) == sha256(again / path) == issued[path]["sha256"]
     assert len(copies._served) == 1
+
+
+def test_behind_nginx_on_its_unix_socket_the_shared_prefix_goes_out_by_sendfile_and_the_tail_after(client, traced):
+    """As gunicorn hands over its socket (environ["gunicorn.socket"]), a Unix one as the shipped site uses."""
+    import socket
+
+    revision, _, people = traced
+    layout = TracedRevision.objects.get(revision=revision)
+    path = max(layout.files, key=lambda p: layout.files[p]["size"])
+    resolved = client.get(f"/{REPO}/resolve/main/{path}", HTTP_AUTHORIZATION=f"Bearer {people['alice']}")
+    assert resolved.status_code == 302
+    served, nginx = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    received = bytearray()
+
+    def read_as_nginx() -> None:
+        while piece := nginx.recv(1 << 20):
+            received.extend(piece)
+
+    reader = threading.Thread(target=read_as_nginx)
+    reader.start()
+    try:
+        response = client.get(resolved["Location"], **{"gunicorn.socket": served})
+        relayed = b"".join(response.streaming_content)
+    finally:
+        served.close()
+        reader.join(timeout=30)
+        nginx.close()
+    prefix_size = layout.files[path]["prefix_size"]
+    # The kernel sent the prefix from the base file; only the recipient's tail went through the response.
+    assert len(received) == prefix_size and len(relayed) == layout.files[path]["size"] - prefix_size
+    alice = TracedCopy.objects.get(revision=revision, username="alice")
+    assert hashlib.sha256(bytes(received) + relayed).hexdigest() == alice.files[path]["sha256"]

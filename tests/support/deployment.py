@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from tests.support import servers
@@ -48,14 +49,15 @@ SITE = DEPLOY / "nginx" / "weightgate.conf"
 
 
 def start_nginx(portal: str, storage_root: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
-    """Debian's nginx with the shipped site, moved to loopback ports, in front of the portal at `portal`
-    (its base URL) and aliasing `storage_root`: (the process, nginx's base URL) once it answers /livez."""
+    """Debian's nginx with the shipped site, moved to a loopback port, in front of the portal at `portal`
+    (its Unix socket, as shipped: `unix:PATH`; or its base URL) and aliasing `storage_root`: (the process,
+    nginx's base URL) once it answers /livez."""
     if not shutil.which("nginx"):
         servers.unavailable("nginx", "Debian's nginx is not installed (apt-get install nginx)")
     port = servers.free_port()
     site = SITE.read_text()
     for shipped, moved in (
-        ("server 127.0.0.1:8000;", f"server {portal.removeprefix('http://')};"),
+        ("server unix:/run/weightgate/web.sock;", f"server {portal.removeprefix('http://')};"),
         ("listen 80;", f"listen 127.0.0.1:{port};"),
         ("alias /srv/weightgate/var/storage/;", f"alias {storage_root}/;"),
     ):
@@ -82,9 +84,13 @@ def start_nginx(portal: str, storage_root: Path, workdir: Path) -> tuple[subproc
 def behind_nginx(worker_env: dict[str, str], workdir: Path, *, workers: int = 1, **settings: str):
     """gunicorn (shipped config) with `settings` added to the worker environment, and nginx with the
     shipped site in front of it: yields (nginx's base URL, gunicorn's base URL); both stop after."""
-    portal, portal_url = servers.start_gunicorn({**worker_env, **settings}, workdir / "gunicorn.log", workers=workers)
+    # As shipped, nginx reaches gunicorn by a Unix socket; under /tmp, as a socket's path has 107 bytes at most.
+    upstream = Path(tempfile.mkdtemp(prefix="wg-web-")) / "web.sock"
+    portal, portal_url = servers.start_gunicorn(
+        {**worker_env, **settings}, workdir / "gunicorn.log", workers=workers, unix_socket=upstream
+    )
     try:
-        proxy, url = start_nginx(portal_url, Path(worker_env["LOCAL_STORAGE_ROOT"]), workdir)
+        proxy, url = start_nginx(f"unix:{upstream}", Path(worker_env["LOCAL_STORAGE_ROOT"]), workdir)
     except BaseException:
         servers.stop_process(portal)
         raise
@@ -93,3 +99,4 @@ def behind_nginx(worker_env: dict[str, str], workdir: Path, *, workers: int = 1,
     finally:
         servers.stop_process(proxy)
         servers.stop_process(portal)
+        shutil.rmtree(upstream.parent, ignore_errors=True)

@@ -251,12 +251,14 @@ GUNICORN_CONFIG = REPO_ROOT / "deploy" / "gunicorn.conf.py"
 
 
 def start_gunicorn(
-    env: dict[str, str], log_path: Path, *, workers: int = 1, threads: int = 8
+    env: dict[str, str], log_path: Path, *, workers: int = 1, threads: int = 8, unix_socket: Path | None = None
 ) -> tuple[subprocess.Popen, str]:
-    """gunicorn with the shipped config (deploy/gunicorn.conf.py) on a free loopback port, once /livez
-    answers: (the process, its base URL). Its output (the portal's log lines among it) goes to `log_path`."""
+    """gunicorn with the shipped config (deploy/gunicorn.conf.py) on a free loopback port (and `unix_socket`
+    too, given one: where the shipped nginx finds it), once /livez answers: (the process, its base URL). Its
+    output (the portal's log lines among it) goes to `log_path`."""
     port = free_port()
-    env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(workers)}
+    bind = f"127.0.0.1:{port}" + (f",unix:{unix_socket}" if unix_socket else "")
+    env = {**env, "GUNICORN_BIND": bind, "GUNICORN_WORKERS": str(workers)}
     env["GUNICORN_THREADS"] = str(threads)
     log = log_path.open("wb")
     process = subprocess.Popen(

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import servers
-from tests.support.deployment import DEPLOY, UNITS, exec_start, here, unit
+from tests.support.deployment import DEPLOY, SITE, UNITS, exec_start, here, unit
 from tests.support.servers import REPO_ROOT
 
 TEMPLATE = DEPLOY / "weightgate.env.example"
@@ -116,6 +116,16 @@ def test_each_worker_unit_consumes_its_queues(name, queues, concurrency):
     assert (f"--concurrency={concurrency}" in command) if concurrency else not any("concurrency" in c for c in command)
     assert unit(name)["Service"]["EnvironmentFile"] == "/etc/weightgate/weightgate.env"
     assert unit(name)["Service"]["User"] == "weightgate"
+
+
+def test_the_web_unit_binds_the_socket_the_nginx_site_names_in_a_directory_made_for_it():
+    upstream = re.search(r"^\s*server (unix:\S+);", SITE.read_text(), re.MULTILINE)
+    assert upstream, "the shipped site's upstream is no longer a Unix socket"
+    service = unit("weightgate-web.service")["Service"]
+    assert service["Environment"] == f"GUNICORN_BIND={upstream.group(1)}"
+    assert upstream.group(1).startswith(f"unix:/run/{service['RuntimeDirectory']}/")
+    # The file read after the unit's default must not point gunicorn elsewhere unasked.
+    assert not re.search(r"^GUNICORN_BIND=", TEMPLATE.read_text(), re.MULTILINE)
 
 
 def test_the_web_unit_runs_gunicorn_with_the_shipped_config_and_reloads_gracefully():

@@ -204,6 +204,30 @@ def test_a_file_gone_while_reverify_reads_names_that_file_not_every_file_unread(
 
 
 @pytest.mark.django_db
+def test_a_file_gone_between_the_checks_and_the_smoke_pass_fails_the_revision_naming_it(monkeypatch, tmp_path):
+    revision = publish(write_tiny_llama(tmp_path / "ckpt"), "acme/gone-before-smoke", "local")
+    run_checks_stage(revision.pk)
+    revision.refresh_from_db()
+    assert revision.verification_stage == Revision.Stage.SMOKE_QUEUED, revision.failure_reason
+    gone = "model-00002-of-00002.safetensors"
+    listed = verification_services.stored_files
+
+    def listed_then_gone(*args):
+        # Listed by the smoke stage, then gone before its read opens it: a file deleted mid-stage.
+        files = listed(*args)
+        get_storage("local").path(f"{revision.storage_prefix}/{gone}").unlink()
+        return files
+
+    monkeypatch.setattr(verification_services, "stored_files", listed_then_gone)
+    run_smoke_stage(revision.pk)
+    revision.refresh_from_db()
+    # A verdict, not a stage left claimed for the requeue job to retry for ever.
+    assert (revision.state, revision.verification_stage) == (Revision.State.FAILED, Revision.Stage.NONE)
+    assert gone in revision.failure_reason and "since the checks read it" in revision.failure_reason
+    assert ("Unreadable", gone) in set(revision.checks.filter(status="fail").values_list("code", "file"))
+
+
+@pytest.mark.django_db
 def test_reverify_with_storage_out_of_reach_changes_nothing_and_leaves_no_run(s3_endpoint, tmp_path):
     from distribution.storage import StorageError
     from verification.models import VerificationRun
