@@ -28,7 +28,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from distribution.models import LfsObject, Repo, Revision, RevisionFile
-from distribution.storage import Digest, LocalStorage, StorageError, get_storage, part_size_for
+from distribution.storage import Digest, LocalStorage, ObjectChanged, StorageError, get_storage, part_size_for
 from hub.errors import Refusal
 
 OID = re.compile(r"^[0-9a-f]{64}$")
@@ -217,9 +217,13 @@ def accept(obj: LfsObject) -> LfsObject:
         found = storage.stored_object(key)
         if found is None:
             raise Refused(f"nothing was uploaded for {obj.oid} yet: send its bytes to the upload link first", 404)
-        digest = storage.digest(key, etag=found.etag)
+        digest = storage.digest(key, etag=found.etag, size=found.size)
     except (OSError, StorageError) as error:
         raise Refused(f"the upload of {obj.oid} cannot be read back ({error}); run the upload again", 503) from None
+    except ObjectChanged:
+        raise Refused(
+            f"the upload of {obj.oid} was replaced while it was read back; run the upload again", 409
+        ) from None
     return settle(obj, digest, found.etag)
 
 

@@ -1,3 +1,4 @@
+import contextlib
 import os
 import shutil
 import signal
@@ -81,6 +82,34 @@ def required_database():
         pytest.fail(f"PostgreSQL is required but the suite is configured with {engine}: set DATABASE_URL")
 
 
+@contextlib.contextmanager
+def session_settings(**values):
+    """`values` set in Django's settings beneath every override in force, until the block ends.
+
+    An override_settings enabled for the session inside a test (a fixture first asked for there) would sit
+    above that test's own overrides, and pytest-django's live server undoes its override by restoring what
+    it found, which drops every override made after it: the rest of the run would lose these values."""
+    from django.conf import settings
+    from django.test.signals import setting_changed
+    from django.test.utils import UserSettingsHolder
+
+    base = settings._wrapped
+    while isinstance(base, UserSettingsHolder):
+        base = base.default_settings
+    saved = {name: getattr(base, name) for name in values}
+
+    def put(changes: dict, enter: bool) -> None:
+        for name, value in changes.items():
+            setattr(base, name, value)
+            setting_changed.send(sender=type(base), setting=name, value=value, enter=enter)
+
+    put(values, True)
+    try:
+        yield
+    finally:
+        put(saved, False)
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory):
     """A SeaweedFS server for the whole run, with the portal's S3 settings pointing at it."""
@@ -91,16 +120,14 @@ def s3_endpoint(tmp_path_factory):
     except (RuntimeError, TimeoutError) as error:
         servers.stop_process(process)
         servers.unavailable("s3", str(error))
-    override = override_settings(
+    with session_settings(
         S3_ENDPOINT_URL=endpoint.url,
         S3_BUCKET=endpoint.bucket,
         S3_ACCESS_KEY_ID=endpoint.access_key,
         S3_SECRET_ACCESS_KEY=endpoint.secret_key,
         S3_REGION=endpoint.region,
-    )
-    override.enable()
-    yield endpoint
-    override.disable()
+    ):
+        yield endpoint
     servers.stop_process(process)
 
 

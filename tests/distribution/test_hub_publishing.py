@@ -91,13 +91,16 @@ def test_hf_upload_publishes_a_folder_by_lfs(live_server, paula, checkpoint, wor
     assert wait_for_verdict(revision).state == Revision.State.VERIFIED, revision.failure_reason
 
 
-@pytest.mark.parametrize("storage", ["local", "s3"])
-def test_bytes_that_are_not_the_oid_are_refused_and_nothing_is_kept(live_server, paula, storage, request, settings):
+# 19 kB, and (S3) 21 MB: read back in several ranges at once, the last one short.
+@pytest.mark.parametrize(("storage", "scale"), [("local", 1), ("s3", 1), ("s3", 1100)])
+def test_bytes_that_are_not_the_oid_are_refused_and_nothing_is_kept(
+    live_server, paula, storage, scale, request, settings
+):
     if storage == "s3":
         request.getfixturevalue("on_s3")
     Repo.objects.create(org="acme", name="tiny")
     Publisher.objects.create(user=Publisher.objects.get(repo__name="first").user, repo=Repo.objects.get(name="tiny"))
-    announced, sent = b"the bytes announced" * 1000, b"other bytes, as long" * 950
+    announced, sent = b"the bytes announced" * 1000 * scale, b"other bytes, as long" * 950 * scale
     oid = hashlib.sha256(announced).hexdigest()
     status, _, body = http(
         "POST",

@@ -1,6 +1,7 @@
 """S3 storage on a real endpoint (SeaweedFS, which enforces SigV4 signatures and link expiry):
 bytes go from S3 to the client by presigned redirect, and only a valid, live link works."""
 
+import hashlib
 import os
 import subprocess
 import time
@@ -89,6 +90,29 @@ def test_large_files_go_up_in_parts_and_come_back_identical(s3_endpoint, tmp_pat
     assert head["ETag"].strip('"').endswith("-3")  # an S3 multipart ETag names its part count
     with storage.open("tests/multipart/big.bin") as back:
         assert back.read() == source.read_bytes()
+
+
+def test_an_object_hashed_in_ranges_read_at_once_gives_its_digest_and_a_replaced_one_is_refused(
+    s3_endpoint, monkeypatch
+):
+    from distribution import storage as storages
+    from distribution.storage import ObjectChanged
+
+    # Ranges of 64 KiB: more of them than are read ahead, so some are asked for after the object is replaced.
+    monkeypatch.setattr(storages, "DIGEST_RANGE_BYTES", 64 * 1024)
+    storage, key = get_storage("s3"), "tests/digest/big.bin"
+    data = os.urandom(20 * storages.DIGEST_RANGE_BYTES + 5)  # whole ranges and a short last one
+    storage.put_bytes(key, data)
+    found = storage.stored_object(key)
+    ranged = storage.digest(key, etag=found.etag, size=found.size)
+    assert ranged == storage.digest(key, etag=found.etag)  # the same as one stream's
+    assert (ranged.sha256, ranged.size, ranged.head) == (hashlib.sha256(data).hexdigest(), len(data), data[:512])
+
+    reads = storage.ranges_ahead(key, found.size, found.etag)
+    next(reads)
+    storage.put_bytes(key, data[::-1])  # replaced while it is read: the next ranges are of another version
+    with pytest.raises(ObjectChanged):
+        list(reads)
 
 
 @override_settings(S3_SECRET_ACCESS_KEY="not-the-secret")

@@ -162,3 +162,23 @@ def test_paths_that_escape_the_checkpoint_fail(tmp_path):
     report = check_files(files, smoke=False)
     escaped = sorted(c.file for c in report.failures if c.code == "PathEscapes")
     assert escaped == ["../outside.json", "/etc/passwd", "a/./b.json"]
+
+
+def test_the_cli_exits_2_naming_a_file_that_vanished_after_it_was_listed(tmp_path, monkeypatch, capsys):
+    from verification.core import checks, cli
+
+    checkpoint = write_tiny_llama(tmp_path / "ckpt")
+    gone = "model-00002-of-00002.safetensors"
+    listed = checks.directory_files
+
+    def listed_then_gone(root, report):
+        # Listed, then deleted before the read opens it: what a file removed during the check does.
+        files = listed(root, report)
+        (root / gone).unlink()
+        return files
+
+    monkeypatch.setattr(checks, "directory_files", listed_then_gone)
+    assert cli.main([str(checkpoint), "--no-smoke", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # no report: --json readers never get half of one
+    assert err.startswith(f"error: {gone} could not be read: ") and "No such file" in err
