@@ -10,6 +10,9 @@ dropping the page cache before each arm, times:
               parameter and a forward pass
   weightgate  `check_directory(DIR)`: hashes, strict headers, index, config, tensor scan and the smoke
               pass on the GPU, with each shard read once (the tensors go to the GPU from that read)
+  weightgate, one allocation per file
+              the same with each file's tensors carved from one allocation on the GPU
+              (loading.ONE_ALLOCATION_PER_FILE) instead of one each; off by default until this arm says
   weightgate without read-ahead
               the same with the reader thread off (READ_AHEAD_WINDOWS = 0): page faults do the reading
   weightgate without smoke
@@ -76,12 +79,14 @@ SHAPES = {False: "about 3.6B parameters, 2 GB shards", True: "CPU dry run: the 3
 TOKEN_IDS = [[1, 450, 4996, 17354, 1701, 432, 3151, 975]]
 STREAMED_ARM = "weightgate streamed (1 GiB)"
 STREAMED_FROM_STREAMS_ARM = "weightgate streamed (1 GiB), files read as streams"
+ONE_ALLOCATION_ARM = "weightgate, one allocation per file"
 STREAMED_BUDGET = 2**30
 STREAMED_PEAK_TARGET = 2 * 2**30
 ARM_ORDER = (
     "floor",
     "naive",
     "weightgate",
+    ONE_ALLOCATION_ARM,
     "weightgate without read-ahead",
     "weightgate without smoke",
     STREAMED_ARM,
@@ -220,12 +225,14 @@ def weightgate(
     read_ahead: bool = True,
     budget: int | None = None,
     streams: bool = False,
+    one_allocation: bool = False,
 ) -> dict:
-    from verification.core import scan
+    from verification.core import loading, scan
     from verification.core.checks import check_directory, check_files
 
     windows = scan.READ_AHEAD_WINDOWS
     scan.READ_AHEAD_WINDOWS = windows if read_ahead else 0
+    loading.ONE_ALLOCATION_PER_FILE = one_allocation
     if budget is not None:
         os.environ["WEIGHTGATE_SMOKE_MAX_BYTES"] = str(budget)
     try:
@@ -235,6 +242,7 @@ def weightgate(
             )
     finally:
         scan.READ_AHEAD_WINDOWS = windows
+        loading.ONE_ALLOCATION_PER_FILE = False
         os.environ.pop("WEIGHTGATE_SMOKE_MAX_BYTES", None)
     DEVICE.synchronize()
     assert report.ok, [c.message for c in report.failures]
@@ -252,6 +260,7 @@ ARMS = {
     "floor": arm_floor,
     "naive": arm_naive,
     "weightgate": weightgate,
+    ONE_ALLOCATION_ARM: lambda directory: weightgate(directory, one_allocation=True),
     "weightgate without read-ahead": lambda directory: weightgate(directory, read_ahead=False),
     "weightgate without smoke": lambda directory: weightgate(directory, smoke=False),
     STREAMED_ARM: lambda directory: weightgate(directory, budget=streamed_budget(directory)),
@@ -428,6 +437,8 @@ def result_table(results: dict, notes: dict) -> list[str]:
     ]
     if floor and "weightgate" in results:
         lines += ["", f"weightgate / floor = {results['weightgate'][0] / floor:.2f}x (target <= 1.1x)"]
+        if ONE_ALLOCATION_ARM in results:
+            lines.append(f"{ONE_ALLOCATION_ARM} / floor = {results[ONE_ALLOCATION_ARM][0] / floor:.2f}x")
     if floor and STREAMED_ARM in results:
         seconds, peak = results[STREAMED_ARM]
         lines.append(

@@ -338,3 +338,23 @@ def test_an_s3_object_replaced_after_its_listing_is_never_read_as_the_one_hashed
         shard.read_range(0, 8)
     with pytest.raises(ContentChanged):
         shard.open()
+
+
+def test_tensors_carved_from_one_allocation_per_file_give_the_same_logits(tmp_path, monkeypatch):
+    """The fits path with ONE_ALLOCATION_PER_FILE (the GPU benchmark's arm): every tensor of a file is a
+    slice of one buffer, aligned for any dtype, and the model runs on them as on tensors of their own."""
+    from verification.core import loading
+
+    checkpoint = tiny(tmp_path, shards=3)
+    files = directory_files(checkpoint, Report())
+    separate = whole_logits(checkpoint)
+    monkeypatch.setattr(loading, "ONE_ALLOCATION_PER_FILE", True)
+    sink = smoke_sink(files, Report(), devices=[DeviceMemory("cpu", None)])
+    scan_files(files, sink=sink)
+    shards = [item for item in files if item.path.endswith(".safetensors") and "model-" in item.path]
+    storages = {tensor.untyped_storage().data_ptr() for tensor in sink.buffers.values()}
+    assert len(storages) == len(shards) == 3  # one allocation per file, not one per tensor
+    assert all(tensor.storage_offset() % loading.CARVE_ALIGN == 0 for tensor in sink.buffers.values())
+    assert torch.equal(whole_logits(checkpoint), separate)
+    report = check_directory(checkpoint)
+    assert report.ok and smoke_check(report).code == "LogitsMatchReference", report.failures

@@ -30,8 +30,28 @@ SAFETENSORS_TO_TORCH = {
 }
 
 
+# Whether the tensors of one file that live until the forward pass ends (whole, or held in host memory) share
+# one allocation, a slice each at a CARVE_ALIGN boundary, instead of one allocation each: on a GPU, one
+# cudaMalloc per file instead of one per tensor. Off until measured there: bench/gpu_verify.py's arm
+# "weightgate, one allocation per file" measures it against the default in the same run.
+ONE_ALLOCATION_PER_FILE = False
+CARVE_ALIGN = 256  # bytes: what CUDA's own allocations are aligned to, and any element size divides
+
+
 class UnloadableTensor(Exception):
     pass
+
+
+def carved(entries: dict, device) -> dict:
+    """One uint8 buffer on `device` for all of `entries` (a file's tensors), each tensor a slice of it."""
+    import torch
+
+    starts, total = {}, 0
+    for name, entry in entries.items():
+        starts[name] = total
+        total += -(-entry.nbytes // CARVE_ALIGN) * CARVE_ALIGN
+    whole = torch.empty(total, dtype=torch.uint8, device=device)
+    return {name: whole[start : start + entries[name].nbytes] for name, start in starts.items()}
 
 
 def torch_dtype(entry):
@@ -76,10 +96,13 @@ class TensorSink:
     def begin(self, header) -> None:
         import torch
 
-        buffers = {
-            name: torch.empty(entry.nbytes, dtype=torch.uint8, device=self.device_of(name))
-            for name, entry in header.tensors.items()
-        }
+        if ONE_ALLOCATION_PER_FILE and self.device_for is None:
+            buffers = carved(header.tensors, self.device)
+        else:
+            buffers = {
+                name: torch.empty(entry.nbytes, dtype=torch.uint8, device=self.device_of(name))
+                for name, entry in header.tensors.items()
+            }
         # Host buffers are filled by a plain memcpy in the scan's own thread: torch's copy spreads each
         # chunk over its thread pool, which stalls whenever another thread or process holds a core.
         host_views = {name: memoryview(buffer.numpy()) for name, buffer in buffers.items() if buffer.is_cpu}
