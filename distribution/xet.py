@@ -251,7 +251,9 @@ def register_shard(access: CasAccess, data: bytes) -> list[LfsObject]:
     # A few files at once, each read from its own xorbs and stored as it is made (memory: a xorb and the
     # parts in flight per file).
     with ThreadPoolExecutor(REBUILT_AT_ONCE, thread_name_prefix="xet-rebuild") as pool:
-        outcomes = [pool.submit(stage_apart, access, XorbReader(storage, keys), f, storage) for f in wanted.values()]
+        # The largest first: started last, it would run on alone after the others, one core idle.
+        largest_first = sorted(wanted.values(), key=lambda file: -sum(term.size for term in file.terms))
+        outcomes = [pool.submit(stage_apart, access, XorbReader(storage, keys), f, storage) for f in largest_first]
         for outcome in outcomes:
             try:
                 staged.append(outcome.result())
