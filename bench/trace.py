@@ -41,7 +41,15 @@ from tracing import attacks, synthetic
 from tracing.floats import to_float32
 from tracing.keys import BLOCK, CopyKeys, TraceKey
 from tracing.safetensors_file import read_header
-from tracing.served import ServedFile, copy_digests, read_copy, read_file_range, write_served_base
+from tracing.served import (
+    ServedFile,
+    copy_digests,
+    on_cores,
+    prefix_state_of,
+    read_copy,
+    read_file_range,
+    write_served_base,
+)
 from tracing.tracer import (
     DEFAULT_THRESHOLD,
     OriginalCarriers,
@@ -56,6 +64,9 @@ THRESHOLD = DEFAULT_THRESHOLD
 NULL_BLOCKS = 1024
 FULL = {"recipients": 10_000, "never_issued": 1_000_000, "leakers": 50, "cost_gigabytes": (2.0, 4.0)}
 QUICK = {"recipients": 500, "never_issued": 20_000, "leakers": 6, "cost_gigabytes": (0.3,)}
+# --cost-only adds a release of many files, each holding carriers up to the cap, as a 405B one does (about
+# 190 shards of 4-5 GB, each with a v_proj of 2^24 weights): GB, shard bytes.
+MANY_FILES = {"full": (8.0, 512 * 2**20), "quick": (0.3, 32 * 2**20)}
 COST_CONFIG = {"hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32, "vocab_size": 32000}
 QUICK_COST_CONFIG = {"hidden_size": 1024, "intermediate_size": 2752, "num_attention_heads": 8, "vocab_size": 8000}
 
@@ -322,8 +333,9 @@ def compare(reference, other) -> dict:
 
 
 # ---------------------------------------------------------------- cost
-def cost(gigabytes: float, scratch: Path, shape: dict) -> dict:
-    """A bf16 LLaMA of `shape` with as many layers as make about `gigabytes` GB (at least 3), measured."""
+def cost(gigabytes: float, scratch: Path, shape: dict, shard_bytes: int = 2 * 2**30) -> dict:
+    """A bf16 LLaMA of `shape` with as many layers as make about `gigabytes` GB (at least 3), in shards of
+    `shard_bytes`, measured."""
     from bench.verify import BASE_CONFIG, write_checkpoint
 
     config = {**BASE_CONFIG, **shape, "num_key_value_heads": shape["num_attention_heads"]}
@@ -331,7 +343,7 @@ def cost(gigabytes: float, scratch: Path, shape: dict) -> dict:
     per_layer, fixed = 4 * hidden * hidden + 3 * hidden * inter + 2 * hidden, 2 * vocab * hidden + hidden
     layers = max(3, round((gigabytes * 1e9 / 2 - fixed) / per_layer))
     directory = scratch / f"cost-{gigabytes:g}gb"
-    write_checkpoint(directory / "original", {**config, "num_hidden_layers": layers})
+    write_checkpoint(directory / "original", {**config, "num_hidden_layers": layers}, shard_bytes)
     try:
         return measure_cost(directory, layers)
     finally:
@@ -364,11 +376,35 @@ def measure_cost(directory: Path, layers: int) -> dict:
         file.prefix_state()
     prefix_seconds = time.perf_counter() - started
     key = ec.generate_private_key(ec.SECP256R1())
-    issue = []
-    for number in range(7):
+    issue, one_after_another = [], []
+    for number in range(7):  # in turns: each file's tail on a core of its own, and the files one after another
         started = time.perf_counter()
         sign_digests("bench/llama-big", copy_digests(served, f"grant-{number}", fixed), key)
         issue.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        serial = {f: s.sha256(s.tail_for(f"grant-{number}")) for f, s in served.items()}
+        sign_digests("bench/llama-big", {**fixed, **serial}, key)
+        one_after_another.append(time.perf_counter() - started)
+    # A process that has just started: every base opened, then the first copy issued. Its prefixes are
+    # hashed by reading them, or their hash states, recorded when the bases were written, are resumed.
+    recorded = {
+        f: {"prefix_state": prefix_state_of(s.path, s.layout), "sha256": sha256_of(s.path)} for f, s in served.items()
+    }
+
+    def first_copy(states: dict) -> float:
+        started = time.perf_counter()
+
+        def open_base(file: str) -> ServedFile:
+            return ServedFile(served[file].path, served[file].layout, keys, recorded=states.get(file))
+
+        opened = dict(zip(served, on_cores(open_base, list(served)), strict=True))  # as issue_copy opens them
+        sign_digests("bench/llama-big", copy_digests(opened, "grant-first", fixed), key)
+        return time.perf_counter() - started
+
+    first_hashed, first_resumed = [], []
+    for _ in range(3):  # in turns
+        first_hashed.append(first_copy({}))
+        first_resumed.append(first_copy(recorded))
     serving = serve(served[holding[0]])
     size = sum((original / f).stat().st_size for f in files)
     tail = sum(s.layout.tail_size for s in served.values())
@@ -378,6 +414,8 @@ def measure_cost(directory: Path, layers: int) -> dict:
         "weights": sum(int(np.prod(s)) for _, s in shapes.values()),
         "tail": tail, "served_files": len(served), "publish_seconds": publish_seconds,
         "prefix_seconds": prefix_seconds, "issue_median": statistics.median(issue), "issue_max": max(issue),
+        "first_hashed": min(first_hashed), "first_resumed": min(first_resumed),
+        "issue_serial_median": statistics.median(one_after_another),
         **serving,
     }  # fmt: skip
 
@@ -480,7 +518,7 @@ def quality_lines(result: dict) -> list[str]:
 def cost_lines(results: list[dict]) -> list[str]:
     lines = [
         "",
-        "## Cost: issuing and serving copies of multi-GB checkpoints (2 GB shards)",
+        "## Cost: issuing and serving copies of multi-GB checkpoints (2 GB shards, and one of many smaller)",
         "",
         "| checkpoint | files | carriers (weights, share) | tail per recipient | issue a copy: median / max s "
         "| serve: untraced s | traced, tail in memory | x untraced's rate | traced, tail made per request "
@@ -495,7 +533,32 @@ def cost_lines(results: list[dict]) -> list[str]:
             f"{r['serve_plain'] / r['serve_traced']:.2f} | {r['serve_generated']:.2f} | "
             f"{r['serve_plain'] / r['serve_generated']:.2f} |"
         )
-    last = results[-1]
+    lines += [
+        "",
+        f"Issuing a copy with each file's tail made and hashed on a core of its own ({os.cpu_count()} here) "
+        "against the files one after another (the code before), median of 7 in turns:",
+        "",
+        "| checkpoint | files holding carriers | one after another | on the cores | ratio |",
+        "| --- | --- | --- | --- | --- |",
+        *(
+            f"| {r['size'] / 1e9:.2f} GB in {r['files']} files | {r['served_files']} | "
+            f"{r['issue_serial_median']:.3f} s | {r['issue_median']:.3f} s "
+            f"| **{r['issue_serial_median'] / r['issue_median']:.2f}x** |"
+            for r in results
+        ),
+        "",
+        "The first copy a web process issues (every served base opened, then the copy issued; best of 3 in "
+        "turns, page cache warm):",
+        "",
+        "| checkpoint | prefixes hashed by reading them | prefix states recorded at preparing, resumed | ratio |",
+        "| --- | --- | --- | --- |",
+        *(
+            f"| {r['size'] / 1e9:.2f} GB in {r['files']} files | {r['first_hashed']:.3f} s "
+            f"| {r['first_resumed']:.3f} s | **{r['first_hashed'] / r['first_resumed']:.1f}x** faster |"
+            for r in results
+        ),
+    ]
+    last = max(results, key=lambda r: r["size"])
     lines += [
         "",
         f"Issuing a copy: every file's sha256 (the served files' from their prefix's hash state, copied, and "
@@ -518,6 +581,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.trace")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to try the script")
     parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument(
+        "--cost-only", action="store_true", help="only the cost of copies (bench/results/trace-cost.md)"
+    )
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()))
     args = parser.parse_args(argv)
@@ -525,6 +591,21 @@ def main(argv=None) -> None:
     config = synthetic.llama_config()  # the same model in both: --quick shrinks the counts and the cost checkpoint
     scratch = Path(tempfile.mkdtemp(prefix="weightgate-trace-bench-", dir=args.scratch))
     load_before = os.getloadavg()[0]
+    if args.cost_only:
+        try:
+            shape = QUICK_COST_CONFIG if args.quick else COST_CONFIG
+            results = [cost(gigabytes, scratch, shape) for gigabytes in sizes["cost_gigabytes"]]
+            many_gigabytes, many_shard_bytes = MANY_FILES["quick" if args.quick else "full"]
+            results.append(cost(many_gigabytes, scratch, shape, many_shard_bytes))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        header = [
+            "# Traceable copies: what issuing and serving them costs",
+            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+            f"load average {load_before:.1f} before the run, {os.getloadavg()[0]:.1f} after",
+        ]
+        publish_results("trace-cost-quick.md" if args.quick else "trace-cost.md", header + cost_lines(results))
+        return
     try:
         release = build_release(scratch / "release", config, sizes["recipients"], sizes["never_issued"])
         rng = np.random.default_rng(15)

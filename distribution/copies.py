@@ -33,7 +33,7 @@ from hub.errors import Unavailable
 from tracing.keys import CopyKeys
 from tracing.leaks import leak_files
 from tracing.safetensors_file import MAX_HEADER_BYTES, parse_header
-from tracing.served import ServedFile, check_range, layout_of, served_layout, split_range
+from tracing.served import ServedFile, check_range, layout_of, on_cores, served_layout, split_range
 from tracing.tracer import DEFAULT_THRESHOLD, OriginalCarriers, Tracer, TraceResult, trace
 from verification.core.signature import SIGNATURE_PATH, is_signed_path, sign_digests
 from verification.signing import SigningUnavailable, current_key
@@ -58,7 +58,7 @@ def served_file(traced: TracedRevision, path: str) -> ServedFile:
     """The served base of `path`, opened once per process (its marks and prefix digest are kept); a local
     one is looked for again at each call, so that no copy is issued or sent once it is gone."""
     key = (traced.revision_id, path, traced.key_id)
-    with _opening:
+    with opening(key):
         found = _served.get(key)
         if found is None:
             found = open_served(traced, path)
@@ -75,12 +75,12 @@ def open_served(traced: TracedRevision, path: str) -> ServedFile:
     storage = get_storage(traced.revision.storage_backend)
     carriers = traced.carriers[path]
     try:
+        recorded = traced.files[path]
         if isinstance(storage, LocalStorage):
             base = storage.path(traced.storage_key(path))
-            opened = ServedFile(base, served_layout(base, path, carriers), keys)
+            opened = ServedFile(base, served_layout(base, path, carriers), keys, recorded=recorded)
         else:
-            opened = StreamedServedFile.fetch(storage, traced.storage_key(path), path, carriers, keys)
-        recorded = traced.files[path]
+            opened = StreamedServedFile.fetch(storage, traced.storage_key(path), path, carriers, keys, recorded)
         if (opened.layout.size, opened.layout.prefix_size) != (recorded["size"], recorded["prefix_size"]):
             raise ValueError(f"its size or prefix is not the one verified ({opened.layout.size} bytes)")
     except (OSError, ValueError, StorageError) as error:
@@ -131,15 +131,16 @@ def signing_key():
 
 class StreamedServedFile(ServedFile):
     """A served base in S3, streamed through the web tier: its header and carrier tail are read once into
-    memory (the marks are made from them; nothing is written to disk); its prefix is streamed from S3, once
-    per process for its digest and again for every download. Nothing per recipient is stored."""
+    memory (the marks are made from them; nothing is written to disk); its prefix is streamed from S3 for
+    every download (and once per process for its digest, when no prefix state was recorded with it).
+    Nothing per recipient is stored."""
 
-    def __init__(self, layout, keys: CopyKeys, base_tail: bytes, storage, key: str):
-        super().__init__(PurePosixPath(key), layout, keys, base_tail)
+    def __init__(self, layout, keys: CopyKeys, base_tail: bytes, storage, key: str, recorded: dict | None = None):
+        super().__init__(PurePosixPath(key), layout, keys, base_tail, recorded=recorded)
         self.storage, self.key = storage, key
 
     @classmethod
-    def fetch(cls, storage, key: str, path: str, carriers, keys: CopyKeys) -> "StreamedServedFile":
+    def fetch(cls, storage, key: str, path: str, carriers, keys: CopyKeys, recorded=None) -> "StreamedServedFile":
         folder, _, name = key.rpartition("/")
         listed = storage.stored_objects(folder).get(name)
         if listed is None:
@@ -152,15 +153,10 @@ class StreamedServedFile(ServedFile):
         tail = (
             storage.read_range(key, layout.prefix_size, layout.tail_size, etag=listed.etag) if layout.tail_size else b""
         )
-        return cls(layout, keys, tail, storage, key)
+        return cls(layout, keys, tail, storage, key, recorded)
 
-    def prefix_state(self):
-        if self._prefix_state is None:
-            state = hashlib.sha256()
-            for piece in self.storage.stream_range(self.key, 0, self.layout.prefix_size):
-                state.update(piece)
-            self._prefix_state = state
-        return self._prefix_state
+    def prefix_pieces(self):
+        return self.storage.stream_range(self.key, 0, self.layout.prefix_size)
 
     def read(self, tail: bytes | None, start: int = 0, end: int | None = None) -> Iterator[bytes | memoryview]:
         end = self.layout.size if end is None else end
@@ -189,13 +185,16 @@ def issue_copy(revision: Revision, traced: TracedRevision, user, grant, *, reque
         return existing
     recipient = recipient_of(user, grant)
     private_key = signing_key()
-    files = {}
-    for stored in revision.files.exclude(path=SIGNATURE_PATH):
-        if stored.path in traced.files:
-            source = CopySource(served=served_file(traced, stored.path), recipient=recipient)
-            files[stored.path] = {"sha256": source.served.sha256(source.tail()), "size": source.served.layout.size}
-        else:
-            files[stored.path] = {"sha256": stored.sha256, "size": stored.size}
+    traced.revision = revision  # loaded with its repo: the threads below query nothing
+    stored_files = list(revision.files.exclude(path=SIGNATURE_PATH))
+    files = {row.path: {"sha256": row.sha256, "size": row.size} for row in stored_files}
+
+    def personal_digest(path: str) -> dict:
+        source = CopySource(served=served_file(traced, path), recipient=recipient)
+        return {"sha256": source.served.sha256(source.tail()), "size": source.served.layout.size}
+
+    differing = [row.path for row in stored_files if row.path in traced.files]
+    files.update(zip(differing, on_cores(personal_digest, differing), strict=True))
     signed = {path: entry["sha256"] for path, entry in files.items() if is_signed_path(path)}
     signature = sign_digests(revision.repo.repo_id, signed, private_key)
     files[SIGNATURE_PATH] = {"sha256": sha256_hex(signature), "size": len(signature)}
@@ -324,7 +323,15 @@ class Recent:
 recent_tails = Recent(128 * 1024 * 1024, weight=len)
 # The served bases opened last, by the memory their carriers' marks take (the tail's bits and keyed pattern).
 _served = Recent(settings.TRACE_SERVED_BASES_MB * 1024 * 1024, weight=lambda served: 2 * served.layout.tail_size)
-_opening = threading.Lock()  # one opening of a base at a time: two requests never read the same one twice
+_openings: dict[tuple, threading.Lock] = {}
+_openings_guard = threading.Lock()
+
+
+def opening(key: tuple) -> threading.Lock:
+    """The lock of one base's opening: two requests never read the same base twice, and different bases
+    (a copy's files) open at once."""
+    with _openings_guard:
+        return _openings.setdefault(key, threading.Lock())
 
 
 def personal(stored: RevisionFile, who, *, request=None) -> RevisionFile:

@@ -12,16 +12,20 @@ This module is what the web tier imports to serve bytes: numpy, hashlib and the 
 """
 
 import hashlib
+import os
 from collections.abc import Collection, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tracing import sha256_state
 from tracing.floats import MARKABLE
 from tracing.keys import CopyKeys
 from tracing.marking import TensorMark
 from tracing.safetensors_file import Header, encode_header, read_header
+from tracing.sha256_state import ResumableSha256, Sha256StateUnavailable
 
 CHUNK = 1024 * 1024
 
@@ -102,24 +106,35 @@ def layout_of(header: Header, file: str, carriers: Collection[str], path) -> Ser
 
 
 class ServedFile:
-    """One served base file, ready to issue copies of: its layout, its carriers' marks (read once) and, on
-    first use, the hash state of its prefix. Keep one per process and file: hash states cannot be pickled."""
+    """One served base file, ready to issue copies of: its layout, its carriers' marks (read once) and the
+    hash state of its prefix (resumed from the one recorded when the base was written, or else computed on
+    first use by reading the prefix). Keep one per process and file."""
 
-    def __init__(self, path: Path, layout: ServedLayout, keys: CopyKeys, base_tail: bytes | None = None):
+    def __init__(
+        self,
+        path: Path,
+        layout: ServedLayout,
+        keys: CopyKeys,
+        base_tail: bytes | None = None,
+        *,
+        recorded: dict | None = None,
+    ):
         """`base_tail`: the base's bytes after its prefix (its carriers as verified), when already in memory;
-        read from `path` otherwise."""
+        read from `path` otherwise. `recorded`: what preparing the base recorded of it ("sha256", and
+        "prefix_state" where it was taken); ValueError when the recorded prefix state and this tail do not
+        give the recorded sha256."""
         self.path, self.layout, self.keys = Path(path), layout, keys
         if base_tail is None:
             base_tail = b"".join(read_file_range(self.path, layout.prefix_size, layout.size))
         if len(base_tail) != layout.tail_size:
             raise ValueError(f"{path}: a tail of {len(base_tail)} bytes, not {layout.tail_size}")
+        self._prefix_state = resumed_prefix_state(recorded or {}, layout, base_tail, path)
         self.marks = []
         for slot in layout.carriers:
             uint = MARKABLE[slot.dtype].uint
             start = slot.offset - layout.prefix_size
             bits = np.frombuffer(base_tail, dtype=uint, count=slot.nbytes // np.dtype(uint).itemsize, offset=start)
             self.marks.append((slot, TensorMark(bits, slot.dtype, keys.pattern(layout.file, slot.name, bits.size))))
-        self._prefix_state = None
 
     @classmethod
     def open(cls, path: Path, file: str, carriers: Collection[str], keys: CopyKeys) -> "ServedFile":
@@ -146,13 +161,14 @@ class ServedFile:
         return carriers
 
     def prefix_state(self):
-        """sha256 of the prefix, computed once (a read of the prefix) and copied by every digest."""
+        """sha256 of the prefix, copied by every digest: resumed from the recorded state, or computed once."""
         if self._prefix_state is None:
-            state = hashlib.sha256()
-            for piece in read_file_range(self.path, 0, self.layout.prefix_size):
-                state.update(piece)
-            self._prefix_state = state
+            self._prefix_state = hashed(self.prefix_pieces())
         return self._prefix_state
+
+    def prefix_pieces(self) -> Iterator[bytes]:
+        """The prefix's bytes, for a base whose prefix state was not recorded."""
+        return read_file_range(self.path, 0, self.layout.prefix_size)
 
     def sha256(self, tail: bytes) -> str:
         """The sha256 of the copy whose tail is `tail`: the prefix's state, copied, fed the tail."""
@@ -169,6 +185,41 @@ class ServedFile:
         with open(destination, "wb") as out:
             for piece in self.read(tail):
                 out.write(piece)
+
+
+def new_sha256():
+    """A SHA-256 whose state can be recorded (tracing.sha256_state), or hashlib's where it cannot."""
+    try:
+        return ResumableSha256()
+    except Sha256StateUnavailable:
+        return hashlib.sha256()
+
+
+def hashed(pieces) -> "ResumableSha256 | hashlib._Hash":
+    state = new_sha256()
+    for piece in pieces:
+        state.update(piece)
+    return state
+
+
+def prefix_state_of(path: Path, layout: ServedLayout) -> dict | None:
+    """The SHA-256 state after a base's prefix, to record beside its layout; None where it cannot be taken
+    up again on this host (and then each web process hashes the prefix itself)."""
+    state = hashed(read_file_range(Path(path), 0, layout.prefix_size))
+    return state.state() if isinstance(state, ResumableSha256) else None
+
+
+def resumed_prefix_state(recorded: dict, layout: ServedLayout, base_tail: bytes, path):
+    """The recorded prefix state, taken up again once it is shown to give the base's recorded sha256 with
+    `base_tail`; None when none was recorded or this host cannot resume one (the prefix is hashed then)."""
+    if not recorded.get("prefix_state") or not sha256_state.available():
+        return None
+    state = ResumableSha256.from_state(recorded["prefix_state"])
+    whole = state.copy()
+    whole.update(base_tail)
+    if state.length != layout.prefix_size or whole.hexdigest() != recorded.get("sha256"):
+        raise ValueError(f"{path}: the prefix state recorded with it does not give its recorded sha256")
+    return state
 
 
 def split_range(layout: ServedLayout, start: int, end: int) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
@@ -221,8 +272,17 @@ def copy_pieces(path, tail, prefix, tail_part) -> Iterator[bytes | memoryview]:
 
 def copy_digests(files: Mapping[str, ServedFile], recipient: str, fixed: Mapping[str, str]) -> dict[str, str]:
     """Every file's sha256 in `recipient`'s copy: the served files' computed, the others' (`fixed`) as they are.
-    What a copy's manifest and signature list; it reads no more than the tails it makes."""
+    What a copy's manifest and signature list; it reads no more than the tails it makes, one file per core."""
     digests = dict(fixed)
-    for file, served in files.items():
-        digests[file] = served.sha256(served.tail_for(recipient))
+    made = on_cores(lambda served: served.sha256(served.tail_for(recipient)), list(files.values()))
+    digests.update(zip(files, made, strict=True))
     return digests
+
+
+def on_cores(function, items: list) -> list:
+    """`function` of each item, in order, on as many threads as there are cores: marking (numpy) and hashing
+    (OpenSSL) release the GIL, so a copy of a release of many files costs its tails spread over the cores."""
+    if len(items) < 2:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(min(len(items), os.cpu_count() or 1), thread_name_prefix="copy-tails") as pool:
+        return list(pool.map(function, items))

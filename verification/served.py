@@ -23,7 +23,7 @@ from distribution.storage import LocalStorage, ObjectChanged, StorageError, get_
 from tracing.carriers import NoCarriersError
 from tracing.keys import SCHEME
 from tracing.safetensors_file import read_header, read_raw
-from tracing.served import write_served_base
+from tracing.served import prefix_state_of, write_served_base
 from tracing.tracer import choose_carriers
 from verification.core.checks import CheckpointFile, UnreadableCheckpoint, check_files
 from verification.core.file_tensors import ContentChanged
@@ -86,13 +86,16 @@ def prepare_served_layout(
             storage.put_file(traced.storage_key(path), base)
             traced.carriers[path] = held
             traced.files[path] = {"size": layout.size, "prefix_size": layout.prefix_size}
+            # Web processes resume this state and hash only tails, instead of reading every prefix once each.
+            if (prefix_state := prefix_state_of(base, layout)) is not None:
+                traced.files[path]["prefix_state"] = prefix_state
     say("checking the checkpoint as served: parse, index, config, tensors, smoke pass")
     served = check_served(revision, traced)
     if not passed_as_served(served, report):
         return None
     for path, layout in traced.files.items():
         layout["sha256"] = served.files[path].sha256
-    if recorded and (traced.carriers, traced.files) != (recorded.carriers, recorded.files):
+    if recorded and (traced.carriers, as_issued(traced.files)) != (recorded.carriers, as_issued(recorded.files)):
         report.fail(
             "served",
             "ServedLayoutChanged",
@@ -109,6 +112,12 @@ def prepare_served_layout(
         "smoke pass on the served layout",
     )
     return traced
+
+
+def as_issued(files: dict) -> dict:
+    """What a layout's copies were issued from, per file: all it records but the prefix's hash state (a layout
+    recorded before states were is the same layout with one taken now)."""
+    return {path: {k: v for k, v in entry.items() if k != "prefix_state"} for path, entry in files.items()}
 
 
 def passed_as_served(served: Report, report: Report) -> bool:

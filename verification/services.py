@@ -566,6 +566,9 @@ def prepare_traceable(revision: Revision, *, say=lambda line: None) -> Report:
             save_checks(run, report, names=("served",))
         if traced is not None and recorded is None:
             traced.save()
+        elif traced is not None and traced.files != recorded.files:  # the same layout, its prefix states now taken
+            recorded.files = traced.files
+            recorded.save(update_fields=["files"])
         if traced is not None:
             record(
                 Tag.SERVED_LAYOUT_PREPARED,

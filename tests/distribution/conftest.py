@@ -91,3 +91,15 @@ def on_s3(s3_endpoint, settings):
     settings.STORAGE_BACKEND = "s3"
     settings.S3_MULTIPART_THRESHOLD = 5 * MIB
     return s3_endpoint
+
+
+@pytest.fixture
+def fresh_process_state():
+    """What a web process keeps of served bases and tails, emptied as a process that just started has it."""
+    from distribution import copies
+
+    copies._served.clear()
+    copies.recent_tails.clear()
+    yield
+    copies._served.clear()
+    copies.recent_tails.clear()

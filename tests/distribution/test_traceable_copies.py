@@ -223,3 +223,33 @@ def test_behind_nginx_on_its_unix_socket_the_shared_prefix_goes_out_by_sendfile_
     assert len(received) == prefix_size and len(relayed) == layout.files[path]["size"] - prefix_size
     alice = TracedCopy.objects.get(revision=revision, username="alice")
     assert hashlib.sha256(bytes(received) + relayed).hexdigest() == alice.files[path]["sha256"]
+
+
+def test_a_process_issues_and_serves_copies_without_reading_a_prefix_to_hash_it(
+    live_server, traced, tmp_path, monkeypatch, fresh_process_state
+):
+    """The prefix's hash state recorded when the served layout was prepared is taken up again: a web process
+    reads only tails to issue a copy, whatever the size of the files. A layout prepared before states were
+    recorded still gives copies, hashing its prefixes once in each process."""
+    from tracing.served import ServedFile
+
+    revision, _, people = traced
+    layout = TracedRevision.objects.get(revision=revision)
+    assert all(entry["prefix_state"]["length"] == entry["prefix_size"] for entry in layout.files.values())
+
+    def no_prefix_read(self):
+        raise AssertionError(f"{self.path}: its prefix was read to hash it")
+
+    monkeypatch.setattr(ServedFile, "prefix_pieces", no_prefix_read)
+    alice = download(live_server, people["alice"], tmp_path / "alice")
+    issued = TracedCopy.objects.get(revision=revision, username="alice")
+    assert all(issued.files[path]["sha256"] == sha256(alice / path) for path in layout.files)
+
+    monkeypatch.undo()
+    for entry in layout.files.values():
+        del entry["prefix_state"]
+    layout.save(update_fields=["files"])
+    copies._served.clear()
+    bob = download(live_server, people["bob"], tmp_path / "bob")
+    issued = TracedCopy.objects.get(revision=revision, username="bob")
+    assert all(issued.files[path]["sha256"] == sha256(bob / path) for path in layout.files)

@@ -20,16 +20,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 REPO = "acme/traced"
 
 
-@pytest.fixture
-def fresh_process_state():
-    """What a web process keeps of served bases and tails, emptied as a process that just started has it."""
-    copies._served.clear()
-    copies.recent_tails.clear()
-    yield
-    copies._served.clear()
-    copies.recent_tails.clear()
-
-
 def refused(answer, *phrases) -> str:
     status, headers, body = answer
     assert status == 503, body
@@ -75,3 +65,17 @@ def test_a_copy_this_host_cannot_make_is_refused_with_what_to_do_and_nothing_is_
     assert list(TracedCopy.objects.values_list("username", flat=True)) == ["bob"]
     assert AuditEvent.objects.filter(tag=Tag.COPY_ISSUED).count() == 1
     assert any(layout.storage_key(path) in line.getMessage() for line in caplog.records)
+
+
+def test_a_recorded_prefix_state_that_does_not_fit_its_base_is_refused_and_nothing_is_issued(
+    live_server, traced, fresh_process_state
+):
+    revision, _, people = traced
+    layout = TracedRevision.objects.get(revision=revision)
+    path = next(iter(layout.files))
+    words = layout.files[path]["prefix_state"]["h"]
+    words[0] = f"{int(words[0], 16) ^ 1:08x}"  # a damaged record: digests from it would name other bytes
+    layout.save(update_fields=["files"])
+    url = f"{live_server.url}/{REPO}/resolve/{revision.commit}/{path}"
+    refused(http("GET", url, token=people["alice"]), "prepare_traceable")
+    assert not TracedCopy.objects.exists()

@@ -70,3 +70,10 @@ def release(tmp_path_factory) -> Release:
     tracer = Tracer(OriginalCarriers.from_directory(root / "original", carriers), keys)
     codebook = tracer.codebook([f"grant-{number}" for number in range(20)])
     return Release(root / "original", root / "served", files, carriers, keys, served_files, tracer, codebook)
+
+
+@pytest.fixture(scope="session")
+def copies(release, tmp_path_factory):
+    """grant-1's and grant-2's copies, written whole: recipient -> directory."""
+    root = tmp_path_factory.mktemp("copies")
+    return {recipient: release.write_copy(recipient, root / recipient) for recipient in ("grant-1", "grant-2")}

@@ -14,12 +14,6 @@ from tracing.safetensors_file import read_header
 from tracing.served import ServedFile, copy_digests, read_copy, served_layout, split_range
 
 
-@pytest.fixture(scope="module")
-def copies(release, tmp_path_factory):
-    root = tmp_path_factory.mktemp("copies")
-    return {recipient: release.write_copy(recipient, root / recipient) for recipient in ("grant-1", "grant-2")}
-
-
 def test_a_copy_is_valid_safetensors_with_the_carriers_last(release, copies):
     for file in release.files:
         path = copies["grant-1"] / file

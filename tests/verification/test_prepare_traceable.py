@@ -70,6 +70,16 @@ def test_a_repo_marked_traceable_after_release_gets_its_layout_and_a_lost_one_co
     copies._served.clear()
     assert linked_etag(Client(), token_for(alice), path) == issued  # alice's copy is what she received
 
+    # A layout recorded before prefix states were: preparing it again records them, and changes nothing else.
+    states = {file: entry.pop("prefix_state") for file, entry in rebuilt.files.items()}
+    rebuilt.save(update_fields=["files"])
+    prepare()
+    again = TracedRevision.objects.get(revision=revision)
+    assert {file: entry["prefix_state"] for file, entry in again.files.items()} == states
+    assert again.pk == layout.pk and again.files == layout.files
+    copies._served.clear()
+    assert linked_etag(Client(), token_for(alice), path) == issued
+
 
 def test_reverify_checks_the_served_layout_and_withdraws_a_revision_whose_served_base_changed(settings, tmp_path):
     settings.TRACE_CARRIER_PERMILLE = 1000
