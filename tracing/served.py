@@ -12,6 +12,7 @@ This module is what the web tier imports to serve bytes: numpy, hashlib and the 
 """
 
 import hashlib
+import json
 import os
 from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from tracing.floats import MARKABLE
 from tracing.keys import CopyKeys
 from tracing.marking import TensorMark
 from tracing.safetensors_file import Header, encode_header, read_header
-from tracing.sha256_state import ResumableSha256, Sha256StateUnavailable
+from tracing.sha256_state import ResumableSha256
 
 CHUNK = 1024 * 1024
 
@@ -163,7 +164,10 @@ class ServedFile:
     def prefix_state(self):
         """sha256 of the prefix, copied by every digest: resumed from the recorded state, or computed once."""
         if self._prefix_state is None:
-            self._prefix_state = hashed(self.prefix_pieces())
+            state = hashlib.sha256()
+            for piece in self.prefix_pieces():
+                state.update(piece)
+            self._prefix_state = state
         return self._prefix_state
 
     def prefix_pieces(self) -> Iterator[bytes]:
@@ -187,26 +191,19 @@ class ServedFile:
                 out.write(piece)
 
 
-def new_sha256():
-    """A SHA-256 whose state can be recorded (tracing.sha256_state), or hashlib's where it cannot."""
-    try:
-        return ResumableSha256()
-    except Sha256StateUnavailable:
-        return hashlib.sha256()
-
-
-def hashed(pieces) -> "ResumableSha256 | hashlib._Hash":
-    state = new_sha256()
-    for piece in pieces:
-        state.update(piece)
-    return state
-
-
 def prefix_state_of(path: Path, layout: ServedLayout) -> dict | None:
     """The SHA-256 state after a base's prefix, to record beside its layout; None where it cannot be taken
-    up again on this host (and then each web process hashes the prefix itself)."""
-    state = hashed(read_file_range(Path(path), 0, layout.prefix_size))
-    return state.state() if isinstance(state, ResumableSha256) else None
+    up again on this host (and then each web process hashes the prefix itself). hashlib hashes the same
+    read, and the state is recorded only when, carried as JSON and resumed, it gives hashlib's digest."""
+    if not sha256_state.available():
+        return None
+    state, reference = ResumableSha256(), hashlib.sha256()
+    for piece in read_file_range(Path(path), 0, layout.prefix_size):
+        state.update(piece)
+        reference.update(piece)
+    recorded = state.state()
+    resumed = ResumableSha256.from_state(json.loads(json.dumps(recorded)))
+    return recorded if resumed.hexdigest() == reference.hexdigest() else None
 
 
 def resumed_prefix_state(recorded: dict, layout: ServedLayout, base_tail: bytes, path):

@@ -57,3 +57,20 @@ def test_a_recorded_state_that_does_not_give_the_bases_sha256_is_refused(release
             bad["sha256"] = "0" * 64
         with pytest.raises(ValueError, match="does not give its recorded sha256"):
             ServedFile(served.path, served.layout, release.keys, recorded=bad)
+
+
+def test_a_host_without_libcryptos_sha256_records_no_state_and_hashes_prefixes_itself(release, copies, monkeypatch):
+    from tracing import sha256_state
+
+    def missing():
+        raise sha256_state.Sha256StateUnavailable("no libcrypto here")
+
+    served = next(iter(release.served_files.values()))
+    recorded = {"prefix_state": prefix_state_of(served.path, served.layout)}
+    recorded["sha256"] = hashlib.sha256(served.path.read_bytes()).hexdigest()
+    monkeypatch.setattr(sha256_state, "_libcrypto", missing)
+    assert prefix_state_of(served.path, served.layout) is None
+    fallback = ServedFile(served.path, served.layout, release.keys, recorded=recorded)
+    expected = hashlib.sha256((copies["grant-1"] / served.layout.file).read_bytes()).hexdigest()
+    assert fallback.sha256(fallback.tail_for("grant-1")) == expected
+    assert type(fallback.prefix_state()) is type(hashlib.sha256())  # read and hashed here, as before
