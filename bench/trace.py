@@ -45,9 +45,10 @@ from tracing.served import (
     ServedFile,
     copy_digests,
     on_cores,
-    prefix_state_of,
+    prefix_digest,
     read_copy,
     read_file_range,
+    recordable_prefix_state,
     write_served_base,
 )
 from tracing.tracer import (
@@ -365,10 +366,12 @@ def measure_cost(directory: Path, layers: int) -> dict:
     keys = CopyKeys(TraceKey(bytes(range(32))), "bench/llama-big", "1" * 40)
     (directory / "served").mkdir()
     started = time.perf_counter()
-    served = {}
+    served, prefix_states = {}, {}
     for file in holding:
-        layout = write_served_base(original / file, directory / "served" / file, file, carriers)
+        digest = prefix_digest()  # as the worker preparing the layout records it
+        layout = write_served_base(original / file, directory / "served" / file, file, carriers, prefix_digest=digest)
         served[file] = ServedFile(directory / "served" / file, layout, keys)
+        prefix_states[file], _ = recordable_prefix_state(digest, directory / "served" / file, layout)
     publish_seconds = time.perf_counter() - started
     fixed = {f: sha256_of(original / f) for f in files if f not in served}  # hashed at publishing anyway
     started = time.perf_counter()
@@ -387,9 +390,7 @@ def measure_cost(directory: Path, layers: int) -> dict:
         one_after_another.append(time.perf_counter() - started)
     # A process that has just started: every base opened, then the first copy issued. Its prefixes are
     # hashed by reading them, or their hash states, recorded when the bases were written, are resumed.
-    recorded = {
-        f: {"prefix_state": prefix_state_of(s.path, s.layout), "sha256": sha256_of(s.path)} for f, s in served.items()
-    }
+    recorded = {f: {"prefix_state": prefix_states[f], "sha256": sha256_of(s.path)} for f, s in served.items()}
 
     def first_copy(states: dict) -> float:
         started = time.perf_counter()

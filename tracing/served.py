@@ -59,9 +59,12 @@ def check_carrier(path: Path, name: str, dtype: str) -> None:
         raise ValueError(f"{path}: carrier {name!r} is {dtype}; a mark goes on {', '.join(MARKABLE)} only")
 
 
-def write_served_base(source: Path, destination: Path, file: str, carriers: Collection[str]) -> ServedLayout:
+def write_served_base(
+    source: Path, destination: Path, file: str, carriers: Collection[str], *, prefix_digest=None
+) -> ServedLayout:
     """Rewrite the verified shard `source` into `destination` with the carriers it holds placed last, every
-    value unchanged; the metadata and the order of the other tensors are kept."""
+    value unchanged; the metadata and the order of the other tensors are kept. `prefix_digest`, when given,
+    is fed the prefix (every byte before the carriers) as it is written."""
     source, destination = Path(source), Path(destination)
     header = read_header(source)
     ordered = [e for e in header.entries.values() if e.name not in carriers]
@@ -71,12 +74,16 @@ def write_served_base(source: Path, destination: Path, file: str, carriers: Coll
     head, _ = encode_header([(e.name, e.dtype, e.shape) for e in ordered + tail], header.metadata)
     with open(source, "rb") as reader, open(destination, "wb") as writer:
         writer.write(head)
-        for entry in ordered + tail:
+        if prefix_digest is not None:
+            prefix_digest.update(head)
+        for entry in ordered:
+            copy_range(reader, writer, header.data_start + entry.start, entry.nbytes, prefix_digest)
+        for entry in tail:
             copy_range(reader, writer, header.data_start + entry.start, entry.nbytes)
     return served_layout(destination, file, carriers)
 
 
-def copy_range(reader, writer, offset: int, count: int) -> None:
+def copy_range(reader, writer, offset: int, count: int, digest=None) -> None:
     buffer = memoryview(bytearray(min(count, 8 * CHUNK) or 1))
     reader.seek(offset)
     while count:
@@ -84,6 +91,8 @@ def copy_range(reader, writer, offset: int, count: int) -> None:
         if not got:
             raise ValueError(f"{reader.name} ended early")
         writer.write(buffer[:got])
+        if digest is not None:
+            digest.update(buffer[:got])
         count -= got
 
 
@@ -191,19 +200,21 @@ class ServedFile:
                 out.write(piece)
 
 
-def prefix_state_of(path: Path, layout: ServedLayout) -> dict | None:
-    """The SHA-256 state after a base's prefix, to record beside its layout; None where it cannot be taken
-    up again on this host (and then each web process hashes the prefix itself). hashlib hashes the same
-    read, and the state is recorded only when, carried as JSON and resumed, it gives hashlib's digest."""
-    if not sha256_state.available():
-        return None
-    state, reference = ResumableSha256(), hashlib.sha256()
-    for piece in read_file_range(Path(path), 0, layout.prefix_size):
-        state.update(piece)
-        reference.update(piece)
-    recorded = state.state()
-    resumed = ResumableSha256.from_state(json.loads(json.dumps(recorded)))
-    return recorded if resumed.hexdigest() == reference.hexdigest() else None
+def prefix_digest() -> ResumableSha256 | None:
+    """What `write_served_base` feeds a base's prefix to, so that the state after it can be recorded; None
+    where this host cannot resume one (each web process then hashes the prefix itself)."""
+    return ResumableSha256() if sha256_state.available() else None
+
+
+def recordable_prefix_state(digest: ResumableSha256, base: Path, layout: ServedLayout) -> tuple[dict, str]:
+    """The state `digest` holds after the base's prefix, to record, and the sha256 it gives once carried as
+    JSON, resumed and fed the base's tail, as a web process will do: record it only when that is the base's
+    sha256 as verified. Reads the tail only."""
+    state = digest.state()
+    resumed = ResumableSha256.from_state(json.loads(json.dumps(state)))
+    for piece in read_file_range(Path(base), layout.prefix_size, layout.size):
+        resumed.update(piece)
+    return state, resumed.hexdigest()
 
 
 def resumed_prefix_state(recorded: dict, layout: ServedLayout, base_tail: bytes, path):

@@ -23,7 +23,7 @@ from distribution.storage import LocalStorage, ObjectChanged, StorageError, get_
 from tracing.carriers import NoCarriersError
 from tracing.keys import SCHEME
 from tracing.safetensors_file import read_header, read_raw
-from tracing.served import prefix_state_of, write_served_base
+from tracing.served import prefix_digest, recordable_prefix_state, write_served_base
 from tracing.tracer import choose_carriers
 from verification.core.checks import CheckpointFile, UnreadableCheckpoint, check_files
 from verification.core.file_tensors import ContentChanged
@@ -71,7 +71,7 @@ def prepare_served_layout(
             except NoCarriersError as error:
                 report.fail("served", "NoCarriers", str(error))
                 return None
-        traced.carriers, traced.files = {}, {}
+        traced.carriers, traced.files, prefix_states = {}, {}, {}
         for number, (path, source) in enumerate(local.items(), start=1):
             held = sorted(name for name in read_header(source).entries if name in chosen)
             if not held:
@@ -79,22 +79,25 @@ def prepare_served_layout(
             say(f"{path} ({number}/{len(local)}): writing its served base, {len(held)} carrier tensors last")
             base = Path(scratch, "served", path)
             base.parent.mkdir(parents=True, exist_ok=True)
-            layout = write_served_base(source, base, path, held)
+            digest = prefix_digest()
+            layout = write_served_base(source, base, path, held, prefix_digest=digest)
             if not same_tensors(source, base):
                 report.fail("served", "ServedValuesDiffer", f"the served base of {path} differs from it", path)
                 return None
             storage.put_file(traced.storage_key(path), base)
             traced.carriers[path] = held
             traced.files[path] = {"size": layout.size, "prefix_size": layout.prefix_size}
-            # Web processes resume this state and hash only tails, instead of reading every prefix once each.
-            if (prefix_state := prefix_state_of(base, layout)) is not None:
-                traced.files[path]["prefix_state"] = prefix_state
+            if digest is not None:
+                prefix_states[path] = recordable_prefix_state(digest, base, layout)
     say("checking the checkpoint as served: parse, index, config, tensors, smoke pass")
     served = check_served(revision, traced)
     if not passed_as_served(served, report):
         return None
     for path, layout in traced.files.items():
         layout["sha256"] = served.files[path].sha256
+        state, gives = prefix_states.get(path, (None, None))
+        if gives == layout["sha256"]:  # web processes resume it and hash only tails, never a whole prefix
+            layout["prefix_state"] = state
     if recorded and (traced.carriers, as_issued(traced.files)) != (recorded.carriers, as_issued(recorded.files)):
         report.fail(
             "served",

@@ -251,17 +251,19 @@ def smoke_checks(revision: Revision, report: Report) -> None:
         return
     try:
         scans = scan_files(files, sink=sink)
-        for scan in scans:
-            verified = report.files.get(scan.path)
-            if verified is None or verified.sha256 != scan.sha256:
-                report.fail("smoke", "ContentChanged", f"{scan.path} changed after it was verified", scan.path)
-        if report.ok:
-            run_smoke({item.path: item for item in files}, sink, report)
     except ContentChanged as error:
         report.fail("smoke", "ContentChanged", f"a file changed after it was verified: {error}")
+        return
     except UnreadableFile as error:  # gone or failing since stage one read it: the verdict says which
         gone = f"gone or unreadable since the checks read it ({error.__cause__})"
         report.fail("smoke", "Unreadable", gone, error.path)
+        return
+    for scan in scans:
+        verified = report.files.get(scan.path)
+        if verified is None or verified.sha256 != scan.sha256:
+            report.fail("smoke", "ContentChanged", f"{scan.path} changed after it was verified", scan.path)
+    if report.ok:
+        run_smoke({item.path: item for item in files}, sink, report)
 
 
 def start_checks(revision_id: int) -> list[str] | None:
