@@ -253,8 +253,9 @@ def listed_revisions(user, repo: Repo):
 
 def downloadable_revisions(user, repo: Repo, token=None):
     """The revisions `user` may name in a download or a listing: unreleased ones are staff-only (through
-    a token, one with the admin and read scopes), drafts (files still being published) no one's."""
-    revisions = repo.revisions.exclude(state=Revision.State.DRAFT)
+    a token, one with the admin and read scopes), drafts and assembling ones (files still being published,
+    or rebuilt from a Xet upload) no one's."""
+    revisions = repo.revisions.exclude(state__in=(Revision.State.DRAFT, Revision.State.ASSEMBLING))
     staff_reads = is_staff(user, token) and token_allows(token, Scope.READ)
     return revisions if staff_reads else revisions.filter(state=Revision.State.RELEASED)
 

@@ -51,22 +51,31 @@ BASE_CONFIG = {
 }
 
 
-def generate(directory: Path, gigabytes: float) -> None:
-    """A LLaMA-shaped bf16 checkpoint of about `gigabytes` GB."""
+def generate(directory: Path, gigabytes: float, *, unique: bool = False) -> None:
+    """A LLaMA-shaped bf16 checkpoint of about `gigabytes` GB (`unique`: see write_checkpoint)."""
     per_layer = 4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096
     fixed = 2 * 32000 * 4096 + 4096
     write_checkpoint(
-        directory, {**BASE_CONFIG, "num_hidden_layers": max(1, round((gigabytes * 1e9 / 2 - fixed) / per_layer))}
+        directory,
+        {**BASE_CONFIG, "num_hidden_layers": max(1, round((gigabytes * 1e9 / 2 - fixed) / per_layer))},
+        unique=unique,
     )
 
 
-def write_checkpoint(directory: Path, config: dict, shard_bytes: int = SHARD_BYTES) -> None:
-    """The bf16 checkpoint `config` describes, written shard by shard from one reused random block."""
+def bf16_block(rng, values: int) -> bytes:
+    """`values` bf16 numbers drawn as a trained layer's weights roughly are (normal, scale 0.02)."""
+    block = rng.standard_normal(values, dtype=np.float32) * 0.02
+    return (block.view(np.uint32) >> 16).astype(np.uint16).tobytes()
+
+
+def write_checkpoint(directory: Path, config: dict, shard_bytes: int = SHARD_BYTES, *, unique: bool = False) -> None:
+    """The bf16 checkpoint `config` describes, written shard by shard from one reused random block; with
+    `unique`, from a new block each time (slower: for uploads by Xet, which would dedup a reused block)."""
     from verification.core.tiny_llama import llama_parameter_shapes
 
     shapes = llama_parameter_shapes(config)
-    block = np.random.default_rng(0).standard_normal(64 * 1024 * 1024, dtype=np.float32) * 0.02
-    block = (block.view(np.uint32) >> 16).astype(np.uint16).tobytes()  # bf16 bits
+    rng = np.random.default_rng(0)
+    block = bf16_block(rng, 64 * 1024 * 1024)
     shards, current, size = [], [], 0
     for name, shape in shapes.items():
         nbytes = int(np.prod(shape)) * 2
@@ -92,7 +101,7 @@ def write_checkpoint(directory: Path, config: dict, shard_bytes: int = SHARD_BYT
             for _, _, nbytes in tensors:
                 while nbytes:
                     piece = min(nbytes, len(block))
-                    out.write(block[:piece])
+                    out.write(bf16_block(rng, piece // 2) if unique else block[:piece])
                     nbytes -= piece
         total += offset
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}

@@ -13,13 +13,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from access.endpoints import hf_endpoint
 from access.gate import find_repo, permit_publish
 from distribution import hub_commits, lfs, xet
-from distribution.hub_commits import CommitRefused
+from distribution.hub_commits import VERIFY_TASK, CommitRefused
 from distribution.models import Revision
 from hub.bodies import json_object
 from hub.errors import hf_error
-
-# Sent by name: the web tier never imports the verification tasks, which lead to torch.
-VERIFY_TASK = "verification.tasks.verify_revision"
 
 
 def body_json(request) -> dict:

@@ -2,7 +2,7 @@
 and the commit, which is a new revision of the repo through the same draft as `publish_checkpoint`.
 
 A commit's files are those of the repo's newest revision (its head: any state but draft, so a commit
-builds on one still incomplete or being verified) with the commit's operations applied: files added
+builds on one still incomplete, assembling or being verified) with the commit's operations applied: files added
 inline or by an uploaded LFS object, files and folders deleted. Only the files sent inline are stored
 under the new revision's own prefix; every other file's row refers to the bytes where the repo already
 holds them (RevisionFile.object_key: the accepted upload, or the same file of the head revision, both
@@ -17,8 +17,10 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from access.gate import is_staff, permit_create_repo
@@ -26,13 +28,23 @@ from access.services import assign_publisher
 from audit.chain import record
 from audit.tags import Tag
 from distribution import lfs
-from distribution.models import Repo, Revision, RevisionFile, parse_repo_id
-from distribution.publishing import SAFE_PATH, PublishError, discard_draft, publish_draft, start_draft, storage_errors
+from distribution.models import LfsObject, Repo, Revision, RevisionFile, parse_repo_id
+from distribution.publishing import (
+    SAFE_PATH,
+    PublishError,
+    complete,
+    discard_draft,
+    publish_draft,
+    start_draft,
+    storage_errors,
+)
 from distribution.storage import HEAD_BYTES, StorageError, get_storage
 from hub.errors import Refusal
 from verification.core.kinds import refused_kind
 from verification.core.signature import SIGNATURE_PATH
 
+# Sent by name: the web tier never imports the verification tasks, which lead to torch.
+VERIFY_TASK = "verification.tasks.verify_revision"
 # Files sent inline in the commit (base64) rather than by LFS: small text, as the Hub keeps in git.
 REGULAR_MAX_BYTES = 1024 * 1024
 # The most a commit's NDJSON may hold: its inline files are small, everything else is a reference.
@@ -126,8 +138,13 @@ def git_blob_oid(row: RevisionFile) -> str | None:
 
 
 def head_revision(repo: Repo) -> Revision | None:
-    """The revision a commit builds on: the repo's newest that is not a draft."""
-    return repo.revisions.exclude(state=Revision.State.DRAFT).order_by("-created_at", "-id").first()
+    """The revision a commit builds on: the repo's newest that is not a draft, nor failed before its
+    verification began (a file of it was refused as it was rebuilt from its Xet upload: it never held all
+    its bytes, and a commit carrying its files would never complete)."""
+    never_whole = Q(state=Revision.State.FAILED, verification_started_at__isnull=True)
+    return (
+        repo.revisions.exclude(state=Revision.State.DRAFT).exclude(never_whole).order_by("-created_at", "-id").first()
+    )
 
 
 @dataclass
@@ -193,7 +210,9 @@ def apply(files: dict[str, Entry], operations, repo: Repo, storage) -> dict[str,
 
 def lfs_entry(path, value: dict, repo: Repo, storage) -> Entry:
     oid = value.get("oid")
-    source = lfs.stored_source(repo, oid, storage) if isinstance(oid, str) else None
+    source = None
+    if isinstance(oid, str):
+        source = lfs.stored_source(repo, oid, storage) or lfs.assembling_source(repo, oid, storage)
     if source is None:
         raise CommitRefused(
             f"{path}: no accepted upload of {str(oid)[:64]} in {repo.repo_id} (it was never uploaded, or its "
@@ -241,6 +260,53 @@ def place(draft: Revision, storage, entries: list[Entry]) -> None:
     for entry, etag in zip(inline, etags, strict=True):
         rows[entry.path].stored_etag = etag.strip('"')
     RevisionFile.objects.bulk_update(rows.values(), ["stored_etag"])
+
+
+def assembled(obj: LfsObject) -> None:
+    """A file sent by Xet was rebuilt and accepted: the revisions that name it refer to its version from now
+    on, and each assembling one is completed (oldest first) once none of its files is still being rebuilt;
+    verification is queued for those that become uploaded."""
+    RevisionFile.objects.filter(object_key=obj.key, stored_etag="").update(stored_etag=obj.etag)
+    waiting = Revision.objects.filter(state=Revision.State.ASSEMBLING, files__object_key=obj.key).distinct()
+    for revision in waiting.order_by("created_at", "id"):
+        complete_assembled(revision)
+
+
+def complete_assembled(revision: Revision) -> None:
+    """Complete an assembling revision once no file it names is still being rebuilt (else leave it waiting);
+    failed, with why, when one of them is gone (refused), or as superseded when a newer commit of the repo
+    stands (only the newest commit is worth verifying)."""
+    newer = (
+        Revision.objects.filter(repo_id=revision.repo_id, created_at__gt=revision.created_at)
+        .exclude(state__in=(Revision.State.DRAFT, Revision.State.FAILED))
+        .order_by("created_at")
+        .first()
+    )
+    if newer is not None:
+        reason = f"superseded by the newer commit {newer.commit} before its files were rebuilt from their Xet upload"
+        revision.move(Revision.State.FAILED, actor=revision.published_by, failure_reason=reason)
+        return
+    storage = get_storage(revision.storage_backend)
+    try:
+        complete(revision, storage, revision.published_by, supersede=True, via="hub commit, its Xet files rebuilt")
+    except (PublishError, StorageError) as error:
+        revision.move(Revision.State.FAILED, actor=revision.published_by, failure_reason=str(error))
+        return
+    revision.refresh_from_db()
+    if revision.state == Revision.State.UPLOADED:
+        transaction.on_commit(lambda: current_app.send_task(VERIFY_TASK, args=[revision.pk]))
+
+
+def assembly_refused(obj: LfsObject, reason: str) -> None:
+    """A file sent by Xet was refused as it was rebuilt: every revision still waiting for it fails, saying why."""
+    waiting = Revision.objects.filter(state=Revision.State.ASSEMBLING, files__object_key=obj.key).distinct()
+    for revision in waiting:
+        path = revision.files.filter(object_key=obj.key).values_list("path", flat=True).first()
+        revision.move(
+            Revision.State.FAILED,
+            actor=revision.published_by,
+            failure_reason=f"{path} was refused as it was rebuilt from its Xet upload: {reason}",
+        )
 
 
 def commit(repo: Repo, user, header: dict, operations, *, request=None) -> Revision:

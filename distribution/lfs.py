@@ -28,7 +28,15 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from distribution.models import LfsObject, Repo, Revision, RevisionFile
-from distribution.storage import Digest, LocalStorage, ObjectChanged, StorageError, get_storage, part_size_for
+from distribution.storage import (
+    Digest,
+    LocalStorage,
+    ObjectChanged,
+    StorageError,
+    get_storage,
+    part_size_for,
+    still_held,
+)
 from hub.errors import Refusal
 
 OID = re.compile(r"^[0-9a-f]{64}$")
@@ -71,6 +79,7 @@ def stored_source(repo: Repo, oid: str, storage) -> Source | None:
         created_at__gt=discard_cutoff() + OFFERED_MARGIN,
     ).first()
     if accepted is not None:
+        # Unknown (storage away now): the client sends the bytes again, nothing wrong is kept.
         held = still_held(storage, accepted.key, accepted.size, accepted.etag)
         if held:
             return Source(accepted.key, accepted.size, accepted.etag, bytes(accepted.head))
@@ -89,16 +98,13 @@ def stored_source(repo: Repo, oid: str, storage) -> Source | None:
     return None
 
 
-def still_held(storage, key: str, size: int, etag: str) -> bool | None:
-    """Whether `key` still holds the object recorded: its size, and its ETag where storage gives one;
-    None when storage cannot say now (the client then sends the bytes again: nothing wrong is kept)."""
-    try:
-        found = storage.stored_object(key)
-    except (OSError, StorageError):
-        return None
-    if found is None or found.size != size:
-        return False
-    return not etag or not found.etag or found.etag.strip('"') == etag.strip('"')
+def assembling_source(repo: Repo, oid: str, storage) -> Source | None:
+    """Where a file sent by Xet will be once a worker has rebuilt it (distribution.xet.assemble): a commit may
+    name it now and waits, assembling, until it is accepted."""
+    obj = LfsObject.objects.filter(
+        repo=repo, oid=oid, storage_backend=storage.name, state=LfsObject.State.ASSEMBLING
+    ).first()
+    return None if obj is None else Source(obj.key, obj.size, "", bytes(obj.head))
 
 
 def sign(obj: LfsObject) -> str:

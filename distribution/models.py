@@ -137,6 +137,10 @@ class Revision(models.Model):
         # Every file stored, but the checkpoint names files it lacks (an index's shards, which a later
         # commit brings): it waits for them, never verified, released or served, and never failed.
         INCOMPLETE = "incomplete"
+        # Committed by the Hub client, but files it sent by Xet are still being rebuilt from their xorbs by a
+        # worker (distribution.xet.assemble): never verified, listed or served; it becomes uploaded (or
+        # incomplete) once each is accepted as its sha256, failed when one is refused.
+        ASSEMBLING = "assembling"
         UPLOADED = "uploaded"
         VERIFYING = "verifying"
         VERIFIED = "verified"
@@ -158,8 +162,9 @@ class Revision(models.Model):
     # moves a verified revision to failed and a released one to withdrawn; a newer Hub commit fails
     # the verification of an older one that is still waiting or running (superseded).
     TRANSITIONS = {
-        State.DRAFT: {State.UPLOADED, State.INCOMPLETE},
+        State.DRAFT: {State.UPLOADED, State.INCOMPLETE, State.ASSEMBLING},
         State.INCOMPLETE: set(),
+        State.ASSEMBLING: {State.UPLOADED, State.INCOMPLETE, State.FAILED},
         State.UPLOADED: {State.VERIFYING, State.FAILED},
         State.VERIFYING: {State.VERIFIED, State.FAILED},
         State.VERIFIED: {State.RELEASED, State.FAILED},
@@ -290,6 +295,9 @@ class LfsObject(models.Model):
 
     class State(models.TextChoices):
         PENDING = "pending"
+        # Sent by Xet and named by a shard: a worker rebuilds it from the repo's xorbs (`xet_terms`), then
+        # accepts it as its oid or deletes it.
+        ASSEMBLING = "assembling"
         ACCEPTED = "accepted"
 
     repo = models.ForeignKey(Repo, on_delete=models.CASCADE, related_name="lfs_objects")
@@ -302,6 +310,7 @@ class LfsObject(models.Model):
     part_size = models.BigIntegerField(null=True, blank=True)  # the parts' size, for a multipart transfer
     etag = models.CharField(max_length=128, blank=True)  # the accepted version's S3 ETag: reads insist on it
     head = models.BinaryField(blank=True, default=b"")  # the first bytes, by which a commit judges its kind
+    xet_terms = models.BinaryField(blank=True, default=b"")  # an assembling file's chunk ranges (xet_formats)
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     accepted_at = models.DateTimeField(null=True, blank=True)

@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from audit.chain import record
 from audit.tags import Tag
-from distribution.models import Repo, Revision, RevisionFile, TracedRevision, parse_repo_id
+from distribution.models import LfsObject, Repo, Revision, RevisionFile, TracedRevision, parse_repo_id
 from distribution.revision_objects import StoredFile, files_in_storage
 from distribution.storage import ObjectChanged, StorageError, Transfer, Uploaded, get_storage
 from verification.core.layout import INDEX_NAME
@@ -487,20 +487,28 @@ def complete(draft: Revision, storage, publisher, *, request=None, supersede: bo
     With `supersede` (Hub commits), an uploaded revision ends the verification of the repo's older ones
     still waiting or running: only the newest commit is worth verifying."""
     rows = list(draft.files.all())
+    assembling = still_assembling(rows)
+    present = [row for row in rows if row.path not in assembling]
     with storage_errors(f"checking draft {draft.commit} in {storage.name} storage failed; run again to finish it"):
         storage.discard_unfinished(draft.storage_prefix)
-        stored = files_in_storage(draft, rows).files
-    absent = [row.path for row in rows if not is_there(row, stored.get(row.path))]
+        stored = files_in_storage(draft, present).files
+    absent = [row.path for row in present if not is_there(row, stored.get(row.path))]
     if absent:
         raise PublishError(
             f"{', '.join(absent)} vanished from {storage.name} storage (or changed) while draft {draft.commit} "
             "was published: run the same command again to send them"
         )
-    lacking = files_lacking(storage, stored, {row.path for row in rows})
-    state = State.INCOMPLETE if lacking else State.UPLOADED
-    waiting = f"waiting for {', '.join(lacking)}, which its index names: commit them to finish it" if lacking else ""
+    lacking = [] if assembling else files_lacking(storage, stored, {row.path for row in rows})
+    state = State.ASSEMBLING if assembling else State.INCOMPLETE if lacking else State.UPLOADED
+    waiting = ""
+    if assembling:
+        waiting = f"waiting for {', '.join(sorted(assembling))} to be rebuilt from their Xet upload by a worker"
+    elif lacking:
+        waiting = f"waiting for {', '.join(lacking)}, which its index names: commit them to finish it"
+    # A draft is dated when it is published; an assembling revision keeps its commit's date (and order).
+    dated = {"created_at": timezone.now()} if draft.state == State.DRAFT else {}
     with transaction.atomic():
-        if draft.move(state, created_at=timezone.now(), publish_heartbeat_at=None, failure_reason=waiting):
+        if draft.move(state, publish_heartbeat_at=None, failure_reason=waiting, **dated):
             record(
                 Tag.REVISION_PUBLISHED,
                 actor=publisher,
@@ -516,6 +524,27 @@ def complete(draft: Revision, storage, publisher, *, request=None, supersede: bo
             )
             if supersede and state == State.UPLOADED:
                 supersede_older(draft, publisher)
+    if state == State.ASSEMBLING and not still_assembling(list(draft.files.all())):
+        # Its last file was accepted while it was being moved, before the worker could find it waiting.
+        complete(draft, storage, publisher, request=request, supersede=supersede, **details)
+
+
+def still_assembling(rows: list[RevisionFile]) -> set[str]:
+    """The paths of `rows` whose bytes a worker is still rebuilding from a Xet upload (distribution.xet); a
+    row made while its upload was assembling takes the version it was accepted as."""
+    unversioned = {row.object_key for row in rows if row.object_key and not row.stored_etag}
+    if not unversioned:
+        return set()
+    uploads = {obj.key: obj for obj in LfsObject.objects.filter(key__in=unversioned)}
+    assembling = set()
+    for row in rows:
+        upload = uploads.get(row.object_key) if not row.stored_etag else None
+        if upload is not None and upload.state == LfsObject.State.ASSEMBLING:
+            assembling.add(row.path)
+        elif upload is not None and upload.etag:
+            row.stored_etag = upload.etag
+            row.save(update_fields=["stored_etag"])
+    return assembling
 
 
 def files_lacking(storage, stored: dict[str, StoredFile], paths: set[str]) -> list[str]:

@@ -52,6 +52,18 @@ class StoredObject:
     etag: str = ""  # S3's ETag; local files have none
 
 
+def still_held(storage, key: str, size: int, etag: str) -> bool | None:
+    """Whether `key` still holds the object recorded: its size, and its ETag where storage gives one (an S3
+    object replaced or rewritten gets another); None when storage cannot say now."""
+    try:
+        found = storage.stored_object(key)
+    except (OSError, StorageError):
+        return None
+    if found is None or found.size != size:
+        return False
+    return not etag or not found.etag or found.etag.strip('"') == etag.strip('"')
+
+
 @dataclass(frozen=True)
 class Uploaded:
     etag: str
@@ -95,6 +107,10 @@ class Storage(Protocol):
 
     def open(self, key: str, *, etag: str = "") -> BinaryIO:
         """The object's bytes as a stream; with `etag`, only that version of it (else ObjectChanged)."""
+        ...
+
+    def read_range(self, key: str, offset: int, length: int, *, etag: str = "") -> bytes:
+        """`length` bytes of the object from `offset`; with `etag`, of that version only (else ObjectChanged)."""
         ...
 
     def stored_objects(self, prefix: str) -> dict[str, StoredObject]:
@@ -232,6 +248,11 @@ class LocalStorage:
     def open(self, key: str, *, etag: str = "") -> BinaryIO:
         # A local file has no versions to tell apart: it is only ever renamed into place, never rewritten.
         return self.path(key).open("rb")
+
+    def read_range(self, key: str, offset: int, length: int, *, etag: str = "") -> bytes:
+        with self.open(key) as handle:
+            handle.seek(offset)
+            return handle.read(length)
 
     def _files(self, prefix: str):
         root = self.path(prefix)
@@ -372,14 +393,14 @@ class S3Storage:
         condition = {"IfMatch": etag} if etag else {}
         return self._call(self.client.get_object, Bucket=self.bucket, Key=checked_key(key), **condition)["Body"]
 
-    def read_range(self, key: str, offset: int, length: int, *, etag: str) -> bytes:
-        """`length` bytes of the object's version `etag` from `offset` (ObjectChanged for another version)."""
+    def read_range(self, key: str, offset: int, length: int, *, etag: str = "") -> bytes:
+        condition = {"IfMatch": etag} if etag else {}
         answer = self._call(
             self.client.get_object,
             Bucket=self.bucket,
             Key=checked_key(key),
             Range=f"bytes={offset}-{offset + length - 1}",
-            IfMatch=etag,
+            **condition,
         )
         with contextlib.closing(answer["Body"]) as body:
             return body.read()

@@ -3,10 +3,14 @@ the content-addressed store (CAS) the client expects, under the portal's own `/x
 
 The client asks `xet-write-token` for a short-lived token (signed here, bound to the caller, the repo and
 the write scope), sends xorbs (compressed chunks) and then shards (per file, which chunk ranges of which
-xorbs make it, and its sha256). The portal keeps the xorbs per repo, and on a shard rebuilds each file
-from them and keeps it as an accepted LFS object, as if it had arrived by the LFS batch API, only when
-its bytes have the sha256 the shard gives. The client then commits the files as LFS pointers to those
-sha256s, which the commit finds as it finds any accepted upload.
+xorbs make it, and its sha256). The portal keeps the xorbs per repo. A shard is checked against them (every
+chunk range held, in the sizes it gives) and answered at once; each of its files becomes an assembling LFS
+object, which a worker rebuilds from the xorbs into storage (`assemble`) and accepts, as if it had arrived
+by the LFS batch API, only when its bytes have the sha256 the shard gives. The client then commits the files
+as LFS pointers to those sha256s: a commit naming a file still being rebuilt waits as an assembling
+revision, never verified or served, and is completed when its last file is accepted (failed, with the
+reason, when one is refused). The client's upload thus ends once its xorbs are stored, not after every
+byte has been written to storage a second time.
 
 A xorb is kept only when its bytes are the hash it is sent under. The dedup query the client asks before
 sending data is answered from the repo's own xorbs only (never another repo's: a publisher learns nothing
@@ -20,28 +24,40 @@ client falls back to the plain calls. Downloads stay HTTP: nothing here serves a
 import contextlib
 import io
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.core import signing
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from access.gate import permit_publish, token_in_force
 from access.models import ApiToken, User
-from distribution import lfs, xet_formats
+from distribution import hub_commits, lfs, xet_formats
 from distribution.lfs import Refused
 from distribution.models import LfsObject, Repo, XetDedupChunk, XetXorb
-from distribution.storage import PARTIAL_SUFFIX, Digest, Digesting, LocalStorage, StorageError, Transfer, get_storage
+from distribution.storage import (
+    HEAD_BYTES,
+    PARTIAL_SUFFIX,
+    Digest,
+    Digesting,
+    LocalStorage,
+    StorageError,
+    Transfer,
+    get_storage,
+)
 
 SALT = "weightgate.xet-token"
 WRITE = "write"
 # The chunks one dedup answer lists at most (about 4 GiB of data in a 4 MiB answer): a client asks again
 # past them, about every 16 MiB it has not matched yet.
 DEDUP_ANSWER_CHUNKS = 65536
-REBUILT_AT_ONCE = 2  # the files of a shard rebuilt at once
+# Sent by name: the task module imports this one.
+ASSEMBLE_TASK = "distribution.tasks.assemble_xet_upload"
+# Longer than a rebuild of the largest file with all its retries while storage is away (about 45 minutes).
+ASSEMBLY_STUCK_AFTER = timedelta(hours=3)
 PARTS_IN_FLIGHT = 2  # the parts of one rebuilt file being stored at once (each held in memory)
 
 
@@ -224,47 +240,85 @@ class Staged:
 
 
 def register_shard(access: CasAccess, data: bytes) -> list[LfsObject]:
-    """Rebuild each file a shard records from the repo's xorbs and accept it when its bytes are the sha256
-    the shard gives; one refused file refuses the shard, and then nothing of it is kept."""
+    """Take the files a shard records for rebuilding by a worker (`assemble`), once each is known to be made
+    of chunks the repo holds, in the sizes the shard gives; one file that is not refuses the shard, and then
+    nothing of it is kept. The shard is answered at once: the client's commit then waits as an assembling
+    revision until every file is rebuilt and accepted as its sha256 (or fails when one is not)."""
     try:
         files = xet_formats.shard_files(data)
     except xet_formats.Malformed as error:
         raise Refused(f"the shard was refused: {error}. Nothing was kept") from None
     storage = get_storage()
     needed = {term.xorb for file in files for term in file.terms}
-    keys = dict(
-        XetXorb.objects.filter(repo=access.repo, storage_backend=storage.name, hash__in=needed).values_list(
-            "hash", "key"
+    xorbs = {
+        xorb.hash: xorb
+        for xorb in XetXorb.objects.filter(repo=access.repo, storage_backend=storage.name, hash__in=needed).only(
+            "hash", "key", "chunks"
         )
-    )
-    if missing := sorted(needed - keys.keys()):
+    }
+    if missing := sorted(needed - xorbs.keys()):
         raise Refused(
             f"the shard names {len(missing)} xorb(s) {access.repo.repo_id} does not hold ({', '.join(missing[:3])}"
             f"{'...' if len(missing) > 3 else ''}); nothing was kept. Upload again; if the client still names "
             "them, it remembers an upload whose xorbs were deleted: remove its cache (~/.cache/huggingface/xet)"
         )
+    records = {name: xet_formats.unpacked_records(bytes(xorb.chunks)) for name, xorb in xorbs.items()}
     wanted = {}
     for file in files:
-        if file.sha256 not in wanted and lfs.stored_source(access.repo, file.sha256, storage) is None:
+        if problem := next(filter(None, (xet_formats.term_problem(t, records[t.xorb]) for t in file.terms)), None):
+            raise Refused(f"the shard was refused: file {file.sha256}: {problem}. Nothing was kept")
+        if file.sha256 not in wanted and not held_or_assembling(access.repo, file.sha256, storage):
             wanted[file.sha256] = file  # else held already (an earlier upload, or twice in this shard): kept as is
-    staged, failures = [], []
-    # A few files at once, each read from its own xorbs and stored as it is made (memory: a xorb and the
-    # parts in flight per file).
-    with ThreadPoolExecutor(REBUILT_AT_ONCE, thread_name_prefix="xet-rebuild") as pool:
-        # The largest first: started last, it would run on alone after the others, one core idle.
-        largest_first = sorted(wanted.values(), key=lambda file: -sum(term.size for term in file.terms))
-        outcomes = [pool.submit(stage_apart, access, XorbReader(storage, keys), f, storage) for f in largest_first]
-        for outcome in outcomes:
-            try:
-                staged.append(outcome.result())
-            except BaseException as error:
-                failures.append(error)
-    if failures:
-        unstage([one.obj for one in staged], storage)
-        raise failures[0]
-    accepted = [lfs.settle(one.obj, one.digest, one.etag) for one in staged]
+    heads = {sha256: file_head(storage, xorbs, records, file) for sha256, file in wanted.items()}
+    with transaction.atomic():
+        assembling = [assembling_object(access, file, heads[sha256], storage) for sha256, file in wanted.items()]
+        transaction.on_commit(lambda: queue_assembly([obj.pk for obj in assembling]))
     index_file_starts(access, files, storage)
-    return accepted
+    return assembling
+
+
+def queue_assembly(object_ids: list[int]) -> None:
+    """Hand each rebuild to the workers (any queue's: `assemble` needs storage and the database only)."""
+    for object_id in object_ids:
+        current_app.send_task(ASSEMBLE_TASK, args=[object_id])
+
+
+def held_or_assembling(repo: Repo, sha256: str, storage) -> bool:
+    if LfsObject.objects.filter(repo=repo, oid=sha256, state=LfsObject.State.ASSEMBLING).exists():
+        return True  # a worker is rebuilding it for an earlier shard
+    return lfs.stored_source(repo, sha256, storage) is not None
+
+
+def file_head(storage, xorbs: dict, records: dict, file: xet_formats.ShardFile) -> bytes:
+    """The file's first HEAD_BYTES, from the chunks that begin its first term (read in one ranged GET), by
+    which the commit judges its kind before any worker has rebuilt it."""
+    term = file.terms[0]
+    chunks, plain = records[term.xorb][term.start : term.end], 0
+    count = 0
+    while count < len(chunks) and plain < HEAD_BYTES:
+        plain, count = plain + chunks[count].size, count + 1
+    first, last = chunks[0], chunks[count - 1]
+    key = xorbs[term.xorb].key
+    try:
+        data = storage.read_range(key, first.start, last.end - first.start, etag="")
+    except (OSError, StorageError) as error:
+        raise Refused(f"xorb {term.xorb} cannot be read now ({error}); the client retries", 503) from None
+    head, at = b"", 0
+    try:
+        for index in range(count):
+            chunk = xet_formats.chunk_at(data, at, term.start + index)
+            head += xet_formats.chunk_bytes(data, chunk)
+            at = chunk.offset + chunk.stored
+    except xet_formats.Malformed as error:
+        raise Refused(f"the shard was refused: file {file.sha256}: {error}. Nothing was kept") from None
+    return head[:HEAD_BYTES]
+
+
+def assembling_object(access: CasAccess, file: xet_formats.ShardFile, head: bytes, storage) -> LfsObject:
+    obj = lfs.pending_object(access.repo, access.user, file.sha256, file.size, storage, multipart=False)
+    obj.state, obj.head, obj.xet_terms = LfsObject.State.ASSEMBLING, head, xet_formats.packed_terms(file.terms)
+    obj.save(update_fields=["state", "head", "xet_terms"])
+    return obj
 
 
 def index_file_starts(access: CasAccess, files: list[xet_formats.ShardFile], storage) -> None:
@@ -284,44 +338,69 @@ def index_file_starts(access: CasAccess, files: list[xet_formats.ShardFile], sto
     XetDedupChunk.objects.bulk_create(entries, ignore_conflicts=True)
 
 
-def stage_apart(access: CasAccess, reader: XorbReader, file: xet_formats.ShardFile, storage) -> Staged:
-    """`stage` in a thread of its own, which closes the database connection it opened."""
+def assemble(object_id: int) -> LfsObject | None:
+    """A worker's part: rebuild an assembling upload from the repo's xorbs into where it is staged, hashing
+    it on the way, and accept it when it is its sha256; the revisions waiting for it are then completed, or
+    failed with the reason when it is refused (its bytes deleted). StorageError when storage is away (the
+    task is tried again); None when the object was done or refused before."""
+    obj = LfsObject.objects.select_related("repo").filter(pk=object_id, state=LfsObject.State.ASSEMBLING).first()
+    if obj is None:
+        return None
+    storage = get_storage(obj.storage_backend)
+    file = xet_formats.ShardFile("", obj.oid, xet_formats.unpacked_terms(bytes(obj.xet_terms)))
+    needed = {term.xorb for term in file.terms}
+    keys = dict(
+        XetXorb.objects.filter(repo=obj.repo, storage_backend=storage.name, hash__in=needed).values_list("hash", "key")
+    )
     try:
-        return stage(access, reader, file, storage)
-    finally:
-        connections.close_all()
+        if missing := sorted(needed - keys.keys()):
+            raise Refused(f"its xorbs {', '.join(missing[:3])} were deleted before it was rebuilt; upload it again")
+        staged = stage(obj, XorbReader(storage, keys), file, storage)
+        accepted = lfs.settle(staged.obj, staged.digest, staged.etag)
+    except Refused as refused:
+        if refused.status == 503:
+            raise StorageError(refused.message) from None
+        discard_staged(obj, storage)
+        LfsObject.objects.filter(pk=object_id).delete()  # settle deletes it itself when the size is wrong
+        hub_commits.assembly_refused(obj, refused.message)
+        return None
+    hub_commits.assembled(accepted)
+    return accepted
 
 
-def stage(access: CasAccess, reader: XorbReader, file: xet_formats.ShardFile, storage) -> Staged:
-    """One file rebuilt from the repo's xorbs straight into where an LFS upload of it is staged, hashed on
-    the way, and kept there (not yet accepted) only when it is the sha256 the shard gives."""
-    size = sum(term.size for term in file.terms)
-    obj = lfs.pending_object(access.repo, access.user, file.sha256, size, storage, multipart=False)
+def stuck_assemblies() -> list[int]:
+    """The assembling uploads older than any rebuild with its retries takes (ASSEMBLY_STUCK_AFTER): their
+    message was lost with a broker that restarted."""
+    cutoff = timezone.now() - ASSEMBLY_STUCK_AFTER
+    stuck = LfsObject.objects.filter(state=LfsObject.State.ASSEMBLING, created_at__lt=cutoff)
+    return list(stuck.values_list("pk", flat=True))
+
+
+def stage(obj: LfsObject, reader: XorbReader, file: xet_formats.ShardFile, storage) -> Staged:
+    """One file rebuilt from the repo's xorbs straight into where `obj` is staged, hashed on the way, and kept
+    there (not yet accepted) only when it is the sha256 the shard gives."""
     key, digesting = lfs.staging_key(obj, storage), Digesting()
     try:
         with Transfer(PARTS_IN_FLIGHT) as transfer:
-            etag = storage.upload(key, RebuiltFile(reader, file), size, transfer, digest=digesting).etag
-    except BaseException as error:
-        unstage([obj], storage)
-        if isinstance(error, xet_formats.Malformed):
-            raise Refused(f"the shard was refused: file {file.sha256}: {error}. Nothing was kept") from None
-        if isinstance(error, (OSError, StorageError)):
-            raise Refused(f"file {file.sha256} could not be rebuilt and stored ({error}); upload again", 503) from None
-        raise
+            etag = storage.upload(key, RebuiltFile(reader, file), file.size, transfer, digest=digesting).etag
+    except xet_formats.Malformed as error:
+        raise Refused(f"file {file.sha256} cannot be rebuilt: {error}") from None
+    except (OSError, StorageError) as error:
+        discard_staged(obj, storage)
+        raise Refused(f"file {file.sha256} could not be rebuilt and stored ({error})", 503) from None
     digest = digesting.result()
     if digest.sha256 != file.sha256:
-        unstage([obj], storage)
         raise Refused(
-            f"the shard was refused: the bytes its terms make for file {file.file_hash} have sha256 "
-            f"{digest.sha256}, not the {file.sha256} it gives. Nothing was kept; upload again"
+            f"the bytes its Xet upload makes have sha256 {digest.sha256}, not the {file.sha256} its shard gives. "
+            "Nothing of them was kept; upload it again"
         )
     return Staged(obj, digest, "" if isinstance(storage, LocalStorage) else etag.strip('"'))
 
 
-def unstage(objects: list[LfsObject], storage) -> None:
-    """Delete what staging wrote: whole files, and what a write cut off left (a partial file, S3 parts)."""
-    for obj in objects:
-        key = lfs.staging_key(obj, storage)
+def discard_staged(obj: LfsObject, storage) -> None:
+    """Delete what staging wrote: a whole file, and what a write cut off left (a partial file, S3 parts)."""
+    key = lfs.staging_key(obj, storage)
+    with contextlib.suppress(OSError, StorageError):  # the daily job deletes what is left of an upload
         storage.delete(key)
         if isinstance(storage, LocalStorage):
             storage.delete(key + PARTIAL_SUFFIX)
@@ -329,7 +408,6 @@ def unstage(objects: list[LfsObject], storage) -> None:
                 storage.path(key).parent.rmdir()
         else:
             storage.discard_unfinished(key)
-        obj.delete()
 
 
 def discard_old_xorbs() -> int:

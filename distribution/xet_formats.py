@@ -205,6 +205,25 @@ class Term:
     size: int  # the bytes the range holds once decompressed
 
 
+def packed_terms(terms: tuple[Term, ...]) -> bytes:
+    """A file's terms as 44-byte records (the xorb's raw hash, then start, end and size), as a chunk record."""
+    return b"".join(RECORD.pack(hash_raw(term.xorb), term.start, term.end, term.size) for term in terms)
+
+
+def unpacked_terms(packed: bytes) -> tuple[Term, ...]:
+    return tuple(Term(hash_text(raw), start, end, size) for raw, start, end, size in RECORD.iter_unpack(packed))
+
+
+def term_problem(term: Term, records: list[ChunkRecord]) -> str | None:
+    """Why `term` cannot be made from the xorb whose chunks are `records`; None when it can."""
+    if term.end > len(records):
+        return f"a term names chunks [{term.start}, {term.end}) of xorb {term.xorb}, which has {len(records)}"
+    held = sum(record.size for record in records[term.start : term.end])
+    if held != term.size:
+        return f"chunks [{term.start}, {term.end}) of xorb {term.xorb} hold {held} bytes, not {term.size}"
+    return None
+
+
 @dataclass(frozen=True)
 class ShardFile:
     file_hash: str

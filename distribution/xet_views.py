@@ -70,7 +70,8 @@ def xorb(request, prefix, xorb_hash):
 @require_POST
 @cas_call
 def shard(request):
-    """`POST .../v1/shards`: the files the shard records, rebuilt and accepted (or the shard refused)."""
+    """`POST .../v1/shards`: the files the shard records, checked against the xorbs and handed to a worker to
+    rebuild and accept (or the shard refused)."""
     xet.register_shard(request.cas, bounded_body(request, SHARD_MAX_BYTES, "shard"))
     return JsonResponse({"result": 1})
 

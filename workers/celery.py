@@ -43,6 +43,10 @@ app.conf.beat_schedule = {
     "anchor-audit-chain": {"task": "portal.tasks.anchor_audit_chain", "schedule": settings.AUDIT_ANCHOR_SECONDS},
     "spooled-downloads": {"task": "distribution.tasks.store_spooled_downloads", "schedule": 60},
     "abandoned-drafts": {"task": "distribution.tasks.discard_abandoned_publishes", "schedule": 24 * 3600},
+    "stuck-assemblies": {
+        "task": "distribution.tasks.requeue_stuck_assemblies",
+        "schedule": settings.REQUEUE_STUCK_EVERY_SECONDS,
+    },
 }
 
 

@@ -1,6 +1,7 @@
 """How the bytes of a permitted download reach the client: one function per channel.
 
-- `redirect_to_storage`: a 302 to a presigned link; object storage (S3) sends the bytes.
+- `redirect_to_storage`: a 302 to a presigned link, made only while storage holds the file as it was
+  verified; object storage (S3) sends the bytes.
 - `redirect_to_ticket`: a 302 to the portal's own short-lived link (`/files/<ticket>/<name>`), which
   the Hub client follows for local files.
 - `send_through_front_server`: X-Accel-Redirect; nginx sends the local file, ranges included.
@@ -25,8 +26,8 @@ from distribution.downloads.ranges import CountingFile, RangeNotSatisfiable, cor
 from distribution.downloads.remembered import Remembered
 from distribution.downloads.tickets import issue_ticket
 from distribution.models import DownloadEvent, RevisionFile
-from distribution.storage import LocalStorage, get_storage
-from hub.errors import hf_error
+from distribution.storage import LocalStorage, get_storage, still_held
+from hub.errors import Unavailable, hf_error
 from hub.metrics import DOWNLOAD_BYTES, DOWNLOADS
 
 if TYPE_CHECKING:
@@ -130,16 +131,16 @@ def recorded(request, stored: RevisionFile, who: Downloader, *, whole: bool, rec
 
 
 def redirect_to_storage(request, stored: RevisionFile, who: Downloader, record_redirect) -> HttpResponse:
+    # Each capped link is counted against the caps: it lives only long enough to start its one transfer.
+    capped = is_capped(who.grant)
+    link = fresh_link(stored, settings.CAPPED_LINK_SECONDS) if capped else presigned_link(stored)
     if request.method != "HEAD":
         # The link can fetch the whole file, so it counts as a whole download; the bytes go unseen.
         channel = DownloadEvent.Channel.S3_REDIRECT
         recorded(
             request, stored, who, whole=True, record=record_redirect, channel=channel, status=302, expected=stored.size
         )
-    if is_capped(who.grant):
-        # Each link is counted against the caps: it lives only long enough to start its one transfer.
-        return common_headers(HttpResponseRedirect(fresh_link(stored, settings.CAPPED_LINK_SECONDS)), stored)
-    return common_headers(HttpResponseRedirect(presigned_link(stored)), stored)
+    return common_headers(HttpResponseRedirect(link), stored)
 
 
 def presigned_link(stored: RevisionFile) -> str:
@@ -151,8 +152,29 @@ def presigned_link(stored: RevisionFile) -> str:
     return url
 
 
+class StoredFileChanged(Unavailable):
+    """Object storage no longer holds a file as it was verified: no link to it is handed out."""
+
+
 def fresh_link(stored: RevisionFile, seconds: int) -> str:
+    """A link to the file in object storage, made only once storage shows it still holds the version that was
+    verified: a presigned link fetches whatever is at the key, so bytes put there since would go out unseen."""
     storage = get_storage(stored.revision.storage_backend)
+    held = still_held(storage, stored.storage_key, stored.size, stored.stored_etag)
+    if held is None:
+        raise Unavailable(
+            f"{stored.path} cannot be handed out now: {storage.name} storage does not answer. Try again shortly.",
+            f"checking {stored.storage_key} before presigning it failed",
+        )
+    if not held:
+        revision = stored.revision
+        raise StoredFileChanged(
+            f"{stored.path} of {revision.repo.repo_id} revision {revision.commit[:12]} is no longer in storage as "
+            "it was verified (replaced, changed or gone), so no link to it is handed out. The operators must "
+            "restore it from the publisher's copy or withdraw the revision; try again later.",
+            f"{storage.name} key {stored.storage_key}: not the {stored.size} bytes of ETag {stored.stored_etag!r} "
+            "that were verified",
+        )
     return storage.presigned_get(stored.storage_key, filename=stored.filename, expires_in=seconds)
 
 

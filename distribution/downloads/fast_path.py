@@ -38,6 +38,7 @@ from distribution.downloads import channels, spool
 from distribution.downloads.events import Downloader
 from distribution.downloads.remembered import Remembered
 from distribution.models import Repo, Revision, RevisionFile
+from hub.errors import Unavailable
 from hub.rate_limits import take, too_many_requests, with_limit_headers
 from hub.routes import RESOLVE_ROUTE
 
@@ -92,6 +93,8 @@ def answer(request, decision: Decision):
     except OSError:
         log.exception("the download event spool cannot be written; checking and recording in full")
         return None
+    except Unavailable:
+        return None  # the full checks answer it (503, what the operators must do) and log it once
     return with_limit_headers(channels.file_headers(response, stored), remaining, reset)
 
 

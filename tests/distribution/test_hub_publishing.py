@@ -31,7 +31,7 @@ from distribution import hf_publish, lfs
 from distribution.models import LfsObject, Repo, Revision
 from tests.support.flows import http, wait_for_verdict
 from tests.support.personas import person, token_for
-from tests.support.publishing import IN_PARTS, MIB, bucket_keys, local_files, stored_bytes
+from tests.support.publishing import IN_PARTS, MIB, bucket_keys, commit_lines, local_files, stored_bytes
 from verification import services
 from verification.core.tiny_llama import write_tiny_llama
 from verification.models import FileCheck
@@ -133,20 +133,6 @@ def test_bytes_that_are_not_the_oid_are_refused_and_nothing_is_kept(
 
 def on_s3_endpoint(request):
     return request.getfixturevalue("s3_endpoint")
-
-
-def commit_lines(endpoint: str, token: str, operations: list[dict]):
-    """An NDJSON commit as the client sends it, raising the client's own error for a refusal."""
-    from huggingface_hub.utils import get_session, hf_raise_for_status
-
-    lines = [{"key": "header", "value": {"summary": "by hand"}}, *operations]
-    response = get_session().post(
-        f"{endpoint}/api/models/{REPO_ID}/commit/main",
-        content=b"".join(json.dumps(line).encode() + b"\n" for line in lines),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"},
-    )
-    hf_raise_for_status(response)
-    return response.json()
 
 
 def test_a_pickle_is_refused_at_preupload_with_a_clear_message(hub, paula, checkpoint):

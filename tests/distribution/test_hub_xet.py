@@ -3,12 +3,15 @@ live portal: upload_folder and `hf upload` into local storage and S3 (SeaweedFS)
 real worker verifies and that downloads byte-exact; an upload killed halfway, run again, sends only what is
 missing, and a changed folder sent from a machine that remembers nothing sends only the change (the dedup
 query answers from the repo's own xorbs, never another repo's); a xorb that is not its hash, or a shard
-whose bytes are not the sha256 it gives, is refused with nothing kept; Xet tokens are bound to repo, holder
-and time."""
+naming chunks the repo does not hold, is refused with nothing kept; a file whose rebuilt bytes are not the
+sha256 its shard gives is refused by the worker, and the commit waiting for it fails; Xet tokens are bound
+to repo, holder and time."""
 
+import base64
 import hashlib
 import json
 import os
+import pickle
 import signal
 import struct
 import subprocess
@@ -24,17 +27,22 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 from huggingface_hub import HfApi, constants, snapshot_download
+from huggingface_hub.errors import HfHubHTTPError
 
 from access.models import ApiToken, Publisher, Scope
 from access.services import grant_access
+from audit.models import AuditEvent
+from audit.tags import Tag
 from distribution import xet, xet_formats
 from distribution.models import LfsObject, Repo, Revision, XetXorb
 from distribution.storage import get_storage
+from distribution.tasks import requeue_stuck_assemblies
 from tests.support.flows import http, wait_for_verdict, wait_until
 from tests.support.personas import person, token_for
-from tests.support.publishing import IN_PARTS, MIB, bucket_keys, local_files
+from tests.support.publishing import IN_PARTS, MIB, bucket_keys, commit_lines, local_files
 from tests.support.servers import s3_client
 from verification.core.tiny_llama import write_tiny_llama
+from workers.celery import app
 
 pytestmark = pytest.mark.django_db(transaction=True)
 REPO_ID = "acme/tiny"
@@ -75,15 +83,18 @@ def test_upload_folder_by_xet_publishes_a_revision_that_verifies_and_downloads_b
     info = hub.upload_folder(repo_id=REPO_ID, folder_path=checkpoint, token=paula, commit_message="by xet")
     revision = Revision.objects.get(commit=info.oid)
     assert revision.storage_backend == storage
-    # the shards travelled as xorbs, rebuilt into accepted uploads; the small files went inline
+    # the shards travelled as xorbs, and the commit waits while the worker rebuilds them (unless it was quicker)
     assert XetXorb.objects.filter(repo__name="tiny", storage_backend=storage).exists()
+    assert revision.state in (Revision.State.ASSEMBLING, Revision.State.UPLOADED, Revision.State.VERIFYING)
+    assert wait_for_verdict(revision).state == Revision.State.VERIFIED, revision.failure_reason
+    # rebuilt into accepted uploads, which the revision's files refer to; the small files went inline
     accepted = LfsObject.objects.filter(repo__name="tiny", state=LfsObject.State.ACCEPTED)
     assert sorted(accepted.values_list("oid", flat=True)) == sorted(
         hashlib.sha256((checkpoint / name).read_bytes()).hexdigest()
         for name in os.listdir(checkpoint)
         if name.endswith(".safetensors")
     )
-    assert wait_for_verdict(revision).state == Revision.State.VERIFIED, revision.failure_reason
+    assert set(accepted.values_list("key", flat=True)) <= set(revision.files.values_list("object_key", flat=True))
     assert downloaded(hub.endpoint, revision, tmp_path) == local_files(checkpoint)
 
 
@@ -150,52 +161,149 @@ def shard_of(xorb_hash: str, chunk_count: int, size: int, sha256: str, file_hash
     return header + file_header + term + metadata + xet_formats.BOOKEND + bytes(16)
 
 
-def test_a_shard_whose_bytes_are_not_its_sha256_is_refused_and_nothing_is_kept(live_server, paula, settings):
+def sent_as_one_file(endpoint: str, token: str, chunks: list[bytes], sha256: str = "") -> tuple[str, int, str]:
+    """A xorb of `chunks` and a shard naming them as one file of `sha256` (by default the bytes' own), sent
+    as hf_xet sends them: (that sha256, the shard's status, its message)."""
+    access = write_token(endpoint, token)
+    xorb_hash, xorb = xorb_of(chunks)
+    status, body = cas("POST", f"{access['casUrl']}/v1/xorbs/default/{xorb_hash}", access["accessToken"], xorb)
+    assert status == 200, body
+    sha256 = sha256 or hashlib.sha256(b"".join(chunks)).hexdigest()
+    shard = shard_of(xorb_hash, len(chunks), sum(map(len, chunks)), sha256)
+    return sha256, *cas("POST", f"{access['casUrl']}/v1/shards", access["accessToken"], shard)
+
+
+def committed(endpoint: str, token: str, path: str, oid: str, size: int) -> Revision:
+    answer = commit_lines(endpoint, token, [{"key": "lfsFile", "value": {"path": path, "oid": oid, "size": size}}])
+    return Revision.objects.get(commit=answer["commitOid"])
+
+
+@pytest.fixture
+def held(monkeypatch) -> list[int]:
+    """The rebuilds shards queue, held here rather than sent to a worker (one may be running for the session):
+    these tests run the worker's part, `xet.assemble`, themselves, to hold each step still. The upload tests
+    above and below have it run on a real worker."""
+    queued = []
+    monkeypatch.setattr(xet, "queue_assembly", queued.extend)
+    return queued
+
+
+@pytest.mark.parametrize("storage", ["local", "s3"])
+def test_a_file_whose_bytes_are_not_its_sha256_is_refused_as_it_is_rebuilt_and_its_commit_fails(
+    live_server, paula, storage, request, settings, held
+):
+    """The shard is answered once its chunk ranges are held; the commit naming the file waits, assembling;
+    the rebuild finds the bytes are not the sha256 and deletes them (on S3, a 6 MB file stored in 5 MiB
+    parts: its object and parts), and the waiting revision fails, saying why. The bytes with their true
+    sha256 then go through: the refusal was the sha256's."""
+    s3 = request.getfixturevalue("on_s3") if storage == "s3" else None
+    chunks = [os.urandom(120_000) for _ in range(50)] if s3 else [os.urandom(40_000), os.urandom(30_000)]
+    content, other = b"".join(chunks), hashlib.sha256(b"other bytes").hexdigest()
+    assert sent_as_one_file(live_server.url, paula, chunks, other) == (other, 200, '{"result": 1}')
+    upload = LfsObject.objects.get(oid=other)
+    assert held == [upload.pk]
+    assert upload.state == LfsObject.State.ASSEMBLING and bytes(upload.head) == content[:512]
+    waiting = committed(live_server.url, paula, "weights.safetensors", other, len(content))
+    assert waiting.state == Revision.State.ASSEMBLING
+    assert "weights.safetensors to be rebuilt from their Xet upload" in waiting.failure_reason
+
+    assert xet.assemble(upload.pk) is None
+    assert not LfsObject.objects.exists()
+    staged_at = f"uploads/acme/tiny/{other}"
+    if s3:
+        assert bucket_keys(s3, staged_at + "/") == []
+        uploads = s3_client(s3).list_multipart_uploads(Bucket=s3.bucket, Prefix=staged_at)
+        assert uploads.get("Uploads", []) == []
+    else:
+        assert not Path(settings.LOCAL_STORAGE_ROOT, staged_at).exists()
+    waiting.refresh_from_db()
+    assert waiting.state == Revision.State.FAILED
+    assert waiting.failure_reason.startswith("weights.safetensors was refused as it was rebuilt")
+    assert f"not the {other} its shard gives" in waiting.failure_reason
+    assert AuditEvent.objects.filter(tag=Tag.REVISION_FAILED, data__commit=waiting.commit).exists()
+
+    true_sha, status, _ = sent_as_one_file(live_server.url, paula, chunks)
+    assert status == 200
+    revision = committed(live_server.url, paula, "weights.safetensors", true_sha, len(content))
+    assert revision.state == Revision.State.ASSEMBLING  # built on nothing: the failed one never held its file
+    assembled = xet.assemble(LfsObject.objects.get(oid=true_sha).pk)
+    assert assembled.state == LfsObject.State.ACCEPTED
+    with get_storage().open(assembled.key) as handle:
+        assert handle.read() == content
+    revision.refresh_from_db()
+    assert revision.state != Revision.State.ASSEMBLING  # uploaded, and on to verification (a worker may run)
+    published = AuditEvent.objects.filter(tag=Tag.REVISION_PUBLISHED, data__commit=revision.commit)
+    assert sorted(event.data["state"] for event in published) == ["assembling", "uploaded"]
+    row = revision.files.get(path="weights.safetensors")
+    assert (row.object_key, row.stored_etag) == (assembled.key, assembled.etag)
+
+
+def test_commits_waiting_for_a_rebuild_complete_in_order_and_the_newest_supersedes(live_server, paula, held):
+    """A second commit made while the first still waits carries its file (referring to the same upload) and
+    waits too; once the file is accepted both complete, oldest first, so the newer supersedes the older:
+    only it goes on to verification."""
+    chunks = [os.urandom(50_000), os.urandom(50_000)]
+    sha256, status, _ = sent_as_one_file(live_server.url, paula, chunks)
+    assert status == 200
+    first = committed(live_server.url, paula, "notes.txt", sha256, 100_000)
+    config = {"path": "config.json", "content": base64.b64encode(b'{"model_type": "llama"}').decode()}
+    answer = commit_lines(live_server.url, paula, [{"key": "file", "value": config}])
+    second = Revision.objects.get(commit=answer["commitOid"])
+    assert (first.state, second.state) == (Revision.State.ASSEMBLING, Revision.State.ASSEMBLING)
+    upload = LfsObject.objects.get(oid=sha256)
+    assert second.files.get(path="notes.txt").object_key == upload.key
+    # Not a whole revision yet: not even staff, who may download unreleased ones, can name it.
+    staff = token_for(person("sam", staff=True))
+    status, headers, _ = http("GET", f"{live_server.url}/{REPO_ID}/resolve/{second.commit}/notes.txt", token=staff)
+    assert status == 404 and headers["X-Error-Code"] == "RevisionNotFound"
+
+    xet.assemble(upload.pk)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.state == Revision.State.FAILED and "superseded by the newer commit" in first.failure_reason
+    assert second.state != Revision.State.ASSEMBLING  # uploaded, and on to verification (a worker may run)
+    assert sorted(second.files.values_list("path", flat=True)) == ["config.json", "notes.txt"]
+    with get_storage().open(second.files.get(path="notes.txt").storage_key) as handle:
+        assert handle.read() == b"".join(chunks)
+    url = f"{live_server.url}/{REPO_ID}/resolve/{second.commit}/notes.txt"
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {staff}"})) as got:
+        assert got.read() == b"".join(chunks)  # through the portal's own short-lived link
+
+
+def test_a_shard_whose_file_starts_as_a_pickle_is_taken_but_its_commit_refused(live_server, paula, held):
+    """The commit judges a file sent by Xet by its first bytes before any worker rebuilt it: read from the
+    shard's first chunk when the shard came, as an LFS upload's are at its completion."""
+    chunks = [pickle.dumps({"weights": list(range(5000))}, protocol=4), os.urandom(30_000)]
+    sha256, status, _ = sent_as_one_file(live_server.url, paula, chunks)
+    assert status == 200
+    with pytest.raises(HfHubHTTPError, match=r"notes\.txt is a pickle-based file"):
+        committed(live_server.url, paula, "notes.txt", sha256, sum(map(len, chunks)))
+    assert not Revision.objects.exists()
+
+
+def test_a_shard_whose_chunk_ranges_the_xorb_does_not_hold_is_refused_at_once(live_server, paula, held):
     access = write_token(live_server.url, paula)
     chunks = [os.urandom(40_000), os.urandom(30_000)]
-    content, (xorb_hash, xorb) = b"".join(chunks), xorb_of(chunks)
-    status, body = cas("POST", f"{access['casUrl']}/v1/xorbs/default/{xorb_hash}", access["accessToken"], xorb)
-    assert (status, body) == (200, '{"was_inserted": true}')
-    other = hashlib.sha256(b"other bytes").hexdigest()
-    status, message = cas(
-        "POST", f"{access['casUrl']}/v1/shards", access["accessToken"], shard_of(xorb_hash, 2, len(content), other)
-    )
-    assert status == 400 and f"not the {other} it gives" in message and "Nothing was kept" in message
-    assert not LfsObject.objects.exists()
-    assert not Path(settings.LOCAL_STORAGE_ROOT, "uploads", "acme", "tiny", other).exists()
-    # the same xorb with the true sha256 is accepted: the refusal was the sha256's, not the writer's
-    true_sha = hashlib.sha256(content).hexdigest()
-    status, _ = cas(
-        "POST", f"{access['casUrl']}/v1/shards", access["accessToken"], shard_of(xorb_hash, 2, len(content), true_sha)
-    )
-    assert status == 200
-    accepted = LfsObject.objects.get(oid=true_sha, state=LfsObject.State.ACCEPTED)
-    with get_storage().open(accepted.key) as handle:
-        assert handle.read() == content
-
-
-def test_on_s3_a_file_rebuilt_in_parts_that_is_not_its_sha256_leaves_nothing_in_the_bucket(live_server, paula, on_s3):
-    """A file is stored while it is rebuilt (in parts, here 5 MiB ones): refused at its end, its object and
-    its parts are deleted."""
-    access = write_token(live_server.url, paula)
-    chunks = [os.urandom(120_000) for _ in range(50)]  # 6 MB: two parts
-    content, (xorb_hash, xorb) = b"".join(chunks), xorb_of(chunks)
+    xorb_hash, xorb = xorb_of(chunks)
     assert cas("POST", f"{access['casUrl']}/v1/xorbs/default/{xorb_hash}", access["accessToken"], xorb)[0] == 200
-    other = hashlib.sha256(b"other bytes").hexdigest()
-    shard = shard_of(xorb_hash, len(chunks), len(content), other)
-    status, message = cas("POST", f"{access['casUrl']}/v1/shards", access["accessToken"], shard)
-    assert status == 400 and f"not the {other} it gives" in message
+    sha = hashlib.sha256(b"".join(chunks)).hexdigest()
+    for count, size, problem in ((3, 70_000, "which has 2"), (2, 69_999, "hold 70000 bytes, not 69999")):
+        shard = shard_of(xorb_hash, count, size, sha)
+        status, message = cas("POST", f"{access['casUrl']}/v1/shards", access["accessToken"], shard)
+        assert status == 400 and problem in message and "Nothing was kept" in message
     assert not LfsObject.objects.exists()
-    client = s3_client(on_s3)
-    staged_at = f"uploads/acme/tiny/{other}/"  # where the file was stored while it was rebuilt
-    assert bucket_keys(on_s3, staged_at) == []
-    assert client.list_multipart_uploads(Bucket=on_s3.bucket, Prefix=staged_at).get("Uploads", []) == []
-    true_sha = hashlib.sha256(content).hexdigest()
-    shard = shard_of(xorb_hash, len(chunks), len(content), true_sha)
-    assert cas("POST", f"{access['casUrl']}/v1/shards", access["accessToken"], shard)[0] == 200
-    accepted = LfsObject.objects.get(oid=true_sha, state=LfsObject.State.ACCEPTED)
-    with get_storage().open(accepted.key) as handle:
-        assert handle.read() == content
+
+
+def test_a_rebuild_whose_message_was_lost_is_sent_again(live_server, paula, held):
+    chunks = [os.urandom(20_000)]
+    sha256, status, _ = sent_as_one_file(live_server.url, paula, chunks)
+    assert status == 200
+    upload = LfsObject.objects.get(oid=sha256)
+    assert xet.stuck_assemblies() == []
+    LfsObject.objects.filter(pk=upload.pk).update(created_at=timezone.now() - xet.ASSEMBLY_STUCK_AFTER)
+    assert requeue_stuck_assemblies() == 1 and held == [upload.pk, upload.pk]
+    scheduled = {entry["task"]: entry["schedule"] for entry in app.conf.beat_schedule.values()}
+    assert scheduled["distribution.tasks.requeue_stuck_assemblies"] <= 3600
 
 
 def test_a_shard_naming_a_missing_xorb_or_malformed_is_refused(live_server, paula):
@@ -405,7 +513,7 @@ def test_an_upload_killed_halfway_sends_only_what_is_missing_when_run_again_and_
 
 
 def test_a_changed_folder_sent_from_a_machine_that_remembers_nothing_sends_only_the_changed_shard(
-    live_server, paula, tmp_path, sent
+    live_server, paula, tmp_path, sent, worker
 ):
     """A second upload with an empty client cache (another machine): the portal's dedup answers stand in
     for what the client does not remember, so only the changed shard's bytes are sent."""
@@ -420,9 +528,12 @@ def test_a_changed_folder_sent_from_a_machine_that_remembers_nothing_sends_only_
     size = changed.stat().st_size
     assert size - MIB <= sent.plain_bytes <= size + MIB, (sent.plain_bytes, size, safetensors_size(folder))
     # the changed shard was rebuilt, the others kept: each is the commit's accepted upload of its sha256
+    revision = Revision.objects.get(commit=commit)
+    wait_until(
+        lambda: Revision.objects.get(pk=revision.pk).state != Revision.State.ASSEMBLING, timeout=120, what="the rebuild"
+    )
     accepted = set(LfsObject.objects.filter(state=LfsObject.State.ACCEPTED).values_list("oid", flat=True))
     assert {hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.glob("*.safetensors")} <= accepted
-    assert Revision.objects.filter(commit=commit).exists()
 
 
 def test_the_daily_job_deletes_xorbs_older_than_xet_xorb_days_and_keeps_newer_ones(settings):

@@ -51,6 +51,36 @@ def test_the_portal_redirects_to_a_presigned_url_that_curl_downloads_and_resumes
     assert event.bytes_served is None  # the bytes never passed through the portal
 
 
+@pytest.mark.parametrize("tampering", ["replaced, same size", "deleted"])
+def test_a_file_changed_in_the_bucket_after_verification_gets_no_link(client, s3_release, s3_endpoint, tampering):
+    """Someone with write access to the bucket swaps a released shard: a presigned link would hand the new
+    bytes to every recipient unseen (S3 serves whatever is at the key), so the portal answers 503 instead,
+    for the first request and for repeats answered by the fast path alike, and records no download."""
+    from distribution.downloads.channels import presigned_links
+
+    revision, checkpoint, token = s3_release
+    stored = revision.files.get(path=SHARD)
+    url, auth = f"/acme/tiny/resolve/main/{SHARD}", {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    assert client.get(url, **auth).status_code == 302  # a repeat may now be answered by the fast path
+
+    bucket = s3_client(s3_endpoint)
+    if tampering == "deleted":
+        bucket.delete_object(Bucket=s3_endpoint.bucket, Key=stored.storage_key)
+    else:
+        original = (checkpoint / SHARD).read_bytes()
+        tampered = original[:-4] + bytes(b ^ 0xFF for b in original[-4:])
+        bucket.put_object(Bucket=s3_endpoint.bucket, Key=stored.storage_key, Body=tampered)
+    presigned_links.clear()  # the link made before lived out the half of its life it is reused for
+    events = DownloadEvent.objects.count()
+
+    for _ in range(2):
+        response = client.get(url, **auth)
+        assert response.status_code == 503
+        assert "Location" not in response
+        assert "no longer in storage as it was verified" in response.json()["error"]
+    assert DownloadEvent.objects.count() == events
+
+
 def test_seaweedfs_refuses_expired_tampered_and_unsigned_links(s3_release, tmp_path):
     revision, _checkpoint, _ = s3_release
     storage = get_storage("s3")

@@ -2,6 +2,7 @@
 drafts made by a real refusal; and what a publish left in storage."""
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,17 @@ def stored_bytes(revision: Revision) -> dict[str, bytes]:
 def bucket_keys(endpoint, prefix: str) -> list[str]:
     client = s3_client(endpoint)
     return [item["Key"] for item in client.list_objects_v2(Bucket=endpoint.bucket, Prefix=prefix).get("Contents", [])]
+
+
+def commit_lines(endpoint: str, token: str, operations: list[dict], repo_id: str = "acme/tiny"):
+    """An NDJSON commit as the client sends it, raising the client's own error for a refusal."""
+    from huggingface_hub.utils import get_session, hf_raise_for_status
+
+    lines = [{"key": "header", "value": {"summary": "by hand"}}, *operations]
+    response = get_session().post(
+        f"{endpoint}/api/models/{repo_id}/commit/main",
+        content=b"".join(json.dumps(line).encode() + b"\n" for line in lines),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"},
+    )
+    hf_raise_for_status(response)
+    return response.json()
