@@ -36,6 +36,7 @@ from distribution.publishing import (
     discard_draft,
     publish_draft,
     start_draft,
+    still_assembling,
     storage_errors,
 )
 from distribution.storage import HEAD_BYTES, StorageError, get_storage
@@ -270,12 +271,14 @@ def assembled(obj: LfsObject) -> None:
     waiting = Revision.objects.filter(state=Revision.State.ASSEMBLING, files__object_key=obj.key).distinct()
     for revision in waiting.order_by("created_at", "id"):
         complete_assembled(revision)
+        if revision.state == Revision.State.UPLOADED:
+            transaction.on_commit(lambda pk=revision.pk: current_app.send_task(VERIFY_TASK, args=[pk]))
 
 
 def complete_assembled(revision: Revision) -> None:
-    """Complete an assembling revision once no file it names is still being rebuilt (else leave it waiting);
-    failed, with why, when one of them is gone (refused), or as superseded when a newer commit of the repo
-    stands (only the newest commit is worth verifying)."""
+    """Complete an assembling revision once no file it names is still being rebuilt (else it goes on
+    waiting); failed, with why, when one of them is gone (refused), or as superseded when a newer commit of
+    the repo stands (only the newest commit is worth verifying). The caller queues verification."""
     newer = (
         Revision.objects.filter(repo_id=revision.repo_id, created_at__gt=revision.created_at)
         .exclude(state__in=(Revision.State.DRAFT, Revision.State.FAILED))
@@ -291,10 +294,7 @@ def complete_assembled(revision: Revision) -> None:
         complete(revision, storage, revision.published_by, supersede=True, via="hub commit, its Xet files rebuilt")
     except (PublishError, StorageError) as error:
         revision.move(Revision.State.FAILED, actor=revision.published_by, failure_reason=str(error))
-        return
     revision.refresh_from_db()
-    if revision.state == Revision.State.UPLOADED:
-        transaction.on_commit(lambda: current_app.send_task(VERIFY_TASK, args=[revision.pk]))
 
 
 def assembly_refused(obj: LfsObject, reason: str) -> None:
@@ -364,4 +364,7 @@ def commit(repo: Repo, user, header: dict, operations, *, request=None) -> Revis
         discard_draft(draft, actor=user, reason=f"the commit could not be stored: {error}")
         raise CommitRefused(f"the commit could not be stored ({error}); commit again", 503) from None
     draft.refresh_from_db()
+    if draft.state == Revision.State.ASSEMBLING and not still_assembling(list(draft.files.all())):
+        # Its last file was accepted while it was being committed, before the worker could find it waiting.
+        complete_assembled(draft)
     return draft

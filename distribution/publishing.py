@@ -524,9 +524,6 @@ def complete(draft: Revision, storage, publisher, *, request=None, supersede: bo
             )
             if supersede and state == State.UPLOADED:
                 supersede_older(draft, publisher)
-    if state == State.ASSEMBLING and not still_assembling(list(draft.files.all())):
-        # Its last file was accepted while it was being moved, before the worker could find it waiting.
-        complete(draft, storage, publisher, request=request, supersede=supersede, **details)
 
 
 def still_assembling(rows: list[RevisionFile]) -> set[str]:

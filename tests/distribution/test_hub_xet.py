@@ -33,7 +33,7 @@ from access.models import ApiToken, Publisher, Scope
 from access.services import grant_access
 from audit.models import AuditEvent
 from audit.tags import Tag
-from distribution import xet, xet_formats
+from distribution import publishing, xet, xet_formats
 from distribution.models import LfsObject, Repo, Revision, XetXorb
 from distribution.storage import get_storage
 from distribution.tasks import requeue_stuck_assemblies
@@ -268,6 +268,30 @@ def test_commits_waiting_for_a_rebuild_complete_in_order_and_the_newest_supersed
     url = f"{live_server.url}/{REPO_ID}/resolve/{second.commit}/notes.txt"
     with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {staff}"})) as got:
         assert got.read() == b"".join(chunks)  # through the portal's own short-lived link
+
+
+def test_a_file_accepted_while_its_commit_is_being_made_leaves_no_revision_waiting(
+    live_server, paula, held, monkeypatch
+):
+    """The worker accepts the file just after the commit found it still being rebuilt, before the revision is
+    moved to assembling, where the worker would have found it: the commit looks again and completes it."""
+    chunks = [os.urandom(30_000), os.urandom(30_000)]
+    sha256, status, _ = sent_as_one_file(live_server.url, paula, chunks)
+    assert status == 200
+    upload = LfsObject.objects.get(oid=sha256)
+    looked = publishing.still_assembling
+
+    def worker_done_meanwhile(rows):
+        found = looked(rows)
+        if found:
+            xet.assemble(upload.pk)
+        return found
+
+    monkeypatch.setattr(publishing, "still_assembling", worker_done_meanwhile)
+    revision = committed(live_server.url, paula, "notes.txt", sha256, 60_000)
+    assert revision.state == Revision.State.UPLOADED
+    row = revision.files.get(path="notes.txt")
+    assert (row.object_key, row.stored_etag) == (upload.key, LfsObject.objects.get(pk=upload.pk).etag)
 
 
 def test_a_shard_whose_file_starts_as_a_pickle_is_taken_but_its_commit_refused(live_server, paula, held):
