@@ -23,6 +23,7 @@ client falls back to the plain calls. Downloads stay HTTP: nothing here serves a
 
 import contextlib
 import io
+import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -49,6 +50,7 @@ from distribution.storage import (
     get_storage,
 )
 
+log = logging.getLogger(__name__)
 SALT = "weightgate.xet-token"
 WRITE = "write"
 # The chunks one dedup answer lists at most (about 4 GiB of data in a 4 MiB answer): a client asks again
@@ -360,6 +362,7 @@ def assemble(object_id: int) -> LfsObject | None:
     except Refused as refused:
         if refused.status == 503:
             raise StorageError(refused.message) from None
+        log.warning("%s upload %s (%s) refused as it was rebuilt: %s", obj.repo.repo_id, obj.pk, obj.oid, refused)
         discard_staged(obj, storage)
         LfsObject.objects.filter(pk=object_id).delete()  # settle deletes it itself when the size is wrong
         hub_commits.assembly_refused(obj, refused.message)

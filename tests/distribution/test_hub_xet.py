@@ -33,7 +33,7 @@ from access.models import ApiToken, Publisher, Scope
 from access.services import grant_access
 from audit.models import AuditEvent
 from audit.tags import Tag
-from distribution import publishing, xet, xet_formats
+from distribution import lfs, publishing, xet, xet_formats
 from distribution.models import LfsObject, Repo, Revision, XetXorb
 from distribution.storage import get_storage
 from distribution.tasks import requeue_stuck_assemblies
@@ -83,9 +83,8 @@ def test_upload_folder_by_xet_publishes_a_revision_that_verifies_and_downloads_b
     info = hub.upload_folder(repo_id=REPO_ID, folder_path=checkpoint, token=paula, commit_message="by xet")
     revision = Revision.objects.get(commit=info.oid)
     assert revision.storage_backend == storage
-    # the shards travelled as xorbs, and the commit waits while the worker rebuilds them (unless it was quicker)
+    # the shards travelled as xorbs; a worker rebuilds them while the commit waits, then verifies it
     assert XetXorb.objects.filter(repo__name="tiny", storage_backend=storage).exists()
-    assert revision.state in (Revision.State.ASSEMBLING, Revision.State.UPLOADED, Revision.State.VERIFYING)
     assert wait_for_verdict(revision).state == Revision.State.VERIFIED, revision.failure_reason
     # rebuilt into accepted uploads, which the revision's files refer to; the small files went inline
     accepted = LfsObject.objects.filter(repo__name="tiny", state=LfsObject.State.ACCEPTED)
@@ -289,9 +288,35 @@ def test_a_file_accepted_while_its_commit_is_being_made_leaves_no_revision_waiti
 
     monkeypatch.setattr(publishing, "still_assembling", worker_done_meanwhile)
     revision = committed(live_server.url, paula, "notes.txt", sha256, 60_000)
-    assert revision.state == Revision.State.UPLOADED
+    assert revision.state != Revision.State.ASSEMBLING  # uploaded, and on to verification (a worker may run)
+    published = AuditEvent.objects.filter(tag=Tag.REVISION_PUBLISHED, data__commit=revision.commit)
+    assert sorted(event.data["state"] for event in published) == ["assembling", "uploaded"]
     row = revision.files.get(path="notes.txt")
     assert (row.object_key, row.stored_etag) == (upload.key, LfsObject.objects.get(pk=upload.pk).etag)
+
+
+def test_a_file_accepted_while_its_commit_looks_for_it_is_found(live_server, paula, held, monkeypatch):
+    """The worker accepts the file between the commit's two looks (held, being rebuilt): whichever it finds
+    first, the commit names it (it looks at the uploads being rebuilt first, then at those accepted)."""
+    chunks = [os.urandom(30_000), os.urandom(30_000)]
+    sha256, status, _ = sent_as_one_file(live_server.url, paula, chunks)
+    assert status == 200
+    upload = LfsObject.objects.get(oid=sha256)
+    looks = {"held": lfs.stored_source, "assembling": lfs.assembling_source}
+
+    def looked(name):
+        def look(*args):
+            found = looks[name](*args)
+            if found is None and LfsObject.objects.filter(pk=upload.pk, state=LfsObject.State.ASSEMBLING).exists():
+                xet.assemble(upload.pk)  # the worker, done just after this look
+            return found
+
+        return look
+
+    monkeypatch.setattr(lfs, "stored_source", looked("held"))
+    monkeypatch.setattr(lfs, "assembling_source", looked("assembling"))
+    revision = committed(live_server.url, paula, "notes.txt", sha256, 60_000)
+    assert revision.files.get(path="notes.txt").object_key == upload.key
 
 
 def test_a_shard_whose_file_starts_as_a_pickle_is_taken_but_its_commit_refused(live_server, paula, held):
