@@ -211,10 +211,7 @@ def apply(files: dict[str, Entry], operations, repo: Repo, storage) -> dict[str,
 
 def lfs_entry(path, value: dict, repo: Repo, storage) -> Entry:
     oid = value.get("oid")
-    source = None
-    if isinstance(oid, str):
-        # Still being rebuilt first: a worker may accept it between the two looks, and then it is held.
-        source = lfs.assembling_source(repo, oid, storage) or lfs.stored_source(repo, oid, storage)
+    source = lfs.committable_source(repo, oid, storage) if isinstance(oid, str) else None
     if source is None:
         raise CommitRefused(
             f"{path}: no accepted upload of {str(oid)[:64]} in {repo.repo_id} (it was never uploaded, or its "

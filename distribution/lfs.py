@@ -107,6 +107,12 @@ def assembling_source(repo: Repo, oid: str, storage) -> Source | None:
     return None if obj is None else Source(obj.key, obj.size, "", bytes(obj.head))
 
 
+def committable_source(repo: Repo, oid: str, storage) -> Source | None:
+    """Where a commit finds the bytes of `oid`: a file sent by Xet still being rebuilt, else what the repo holds.
+    In that order: a worker may accept the file between the two looks, and then it is held."""
+    return assembling_source(repo, oid, storage) or stored_source(repo, oid, storage)
+
+
 def sign(obj: LfsObject) -> str:
     return signing.dumps({"o": obj.pk, "k": obj.key}, salt=SALT)
 

@@ -269,13 +269,13 @@ def register_shard(access: CasAccess, data: bytes) -> list[LfsObject]:
     for file in files:
         if problem := next(filter(None, (xet_formats.term_problem(t, records[t.xorb]) for t in file.terms)), None):
             raise Refused(f"the shard was refused: file {file.sha256}: {problem}. Nothing was kept")
-        if file.sha256 not in wanted and not held_or_assembling(access.repo, file.sha256, storage):
-            wanted[file.sha256] = file  # else held already (an earlier upload, or twice in this shard): kept as is
+        if file.sha256 not in wanted and lfs.committable_source(access.repo, file.sha256, storage) is None:
+            wanted[file.sha256] = file  # else held, being rebuilt for an earlier shard, or twice in this one
     heads = {sha256: file_head(storage, xorbs, records, file) for sha256, file in wanted.items()}
     with transaction.atomic():
         assembling = [assembling_object(access, file, heads[sha256], storage) for sha256, file in wanted.items()]
         transaction.on_commit(lambda: queue_assembly([obj.pk for obj in assembling]))
-    index_file_starts(access, files, storage)
+    index_file_starts(access, files, xorbs, records)
     return assembling
 
 
@@ -283,12 +283,6 @@ def queue_assembly(object_ids: list[int]) -> None:
     """Hand each rebuild to the workers (any queue's: `assemble` needs storage and the database only)."""
     for object_id in object_ids:
         current_app.send_task(ASSEMBLE_TASK, args=[object_id])
-
-
-def held_or_assembling(repo: Repo, sha256: str, storage) -> bool:
-    if LfsObject.objects.filter(repo=repo, oid=sha256, state=LfsObject.State.ASSEMBLING).exists():
-        return True  # a worker is rebuilding it for an earlier shard
-    return lfs.stored_source(repo, sha256, storage) is not None
 
 
 def file_head(storage, xorbs: dict, records: dict, file: xet_formats.ShardFile) -> bytes:
@@ -323,20 +317,15 @@ def assembling_object(access: CasAccess, file: xet_formats.ShardFile, head: byte
     return obj
 
 
-def index_file_starts(access: CasAccess, files: list[xet_formats.ShardFile], storage) -> None:
+def index_file_starts(access: CasAccess, files: list[xet_formats.ShardFile], xorbs: dict, records: dict) -> None:
     """Let a dedup query find each file by its first chunk (the one every client asks about), as a later
-    upload of the same file from a machine that does not remember this one will."""
-    starts = {(file.terms[0].xorb, file.terms[0].start) for file in files}
-    xorbs = XetXorb.objects.filter(
-        repo=access.repo, storage_backend=storage.name, hash__in={xorb for xorb, _ in starts}
-    ).only("hash", "chunks")
-    by_hash = {xorb.hash: xorb for xorb in xorbs}
+    upload of the same file from a machine that does not remember this one will. `xorbs` and `records`:
+    the shard's xorbs by hash, and their chunk lists."""
     entries = []
-    for xorb_hash, index in starts:
-        records = xet_formats.unpacked_records(bytes(by_hash[xorb_hash].chunks))
-        if index < len(records):  # else a xorb kept before chunk lists were: nothing to answer with
-            chunk = xet_formats.hash_text(records[index].hash)
-            entries.append(XetDedupChunk(repo=access.repo, xorb=by_hash[xorb_hash], hash=chunk, index=index))
+    for xorb_hash, index in {(file.terms[0].xorb, file.terms[0].start) for file in files}:
+        if index < len(records[xorb_hash]):  # else a xorb kept before chunk lists were: nothing to answer with
+            chunk = xet_formats.hash_text(records[xorb_hash][index].hash)
+            entries.append(XetDedupChunk(repo=access.repo, xorb=xorbs[xorb_hash], hash=chunk, index=index))
     XetDedupChunk.objects.bulk_create(entries, ignore_conflicts=True)
 
 
