@@ -16,9 +16,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python manage.py run_demo --port $${PORT:-8000}
 
+# Two processes (pytest-xdist; tests/processes.py keeps their files, databases and brokers apart): most
+# tests wait on servers and workers, so the second one fills the first one's waits. TEST_PROCESSES=0 runs
+# the suite in this process alone.
+TEST_PROCESSES ?= 2
+
 test: $(STAMP)
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -2,6 +2,8 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
+import time
 from pathlib import Path
 
 # The Hugging Face client reads these when imported: no telemetry, no update check, no user cache.
@@ -28,6 +30,12 @@ def pytest_configure(config):
 
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, interrupted)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` (mostly idle, waiting on a rate-limited reader) go first: in a run of several
+    processes they then overlap the rest of the suite instead of finishing alone at its end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def pytest_report_header(config):
@@ -80,6 +88,30 @@ def required_database():
     engine = settings.DATABASES["default"]["ENGINE"]
     if "postgres" in servers.required_services() and "postgresql" not in engine:
         pytest.fail(f"PostgreSQL is required but the suite is configured with {engine}: set DATABASE_URL")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def flush_outlasts_worker_deadlocks():
+    """A transactional test's database is emptied (TRUNCATE of every table) after it; a worker still
+    finishing that test's task may hold one table and want another, and PostgreSQL then aborts the
+    TRUNCATE as a deadlock. It is tried again once the worker's transaction is over, as an operator would."""
+    from django.db import OperationalError, connection
+
+    operations = type(connection.ops)
+    emptied = operations.execute_sql_flush
+
+    def emptied_despite_deadlocks(self, sql_list):
+        for attempt in range(5):
+            try:
+                return emptied(self, sql_list)
+            except OperationalError as error:
+                if "deadlock detected" not in str(error) or attempt == 4:
+                    raise
+                time.sleep(0.5)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(operations, "execute_sql_flush", emptied_despite_deadlocks)
+        yield
 
 
 @contextlib.contextmanager
@@ -169,6 +201,28 @@ def worker(worker_env, django_db_blocker, tmp_path_factory):
     servers.stop_process(process)
     with django_db_blocker.unblock():
         servers.close_other_sessions()
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of this test's own (its URL, database 0): no other worker on this machine answers its
+    broadcasts, a test may freeze it (DEBUG SLEEP) or empty it without touching the run's broker."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        servers.unavailable("redis", "redis-server is not installed (apt-get install redis-server)")
+    port = servers.free_port()
+    options = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--enable-debug-command", "yes")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), *options, "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        servers.wait_until(lambda: servers.answers_ping(url), timeout=30, what="redis-server")
+        yield url
+    finally:
+        servers.stop_process(process)
 
 
 @pytest.fixture

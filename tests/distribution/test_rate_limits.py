@@ -2,7 +2,6 @@
 
 import pytest
 
-from tests.support import servers
 from tests.support.flows import SHARD
 from tests.support.personas import person, token_for
 
@@ -11,23 +10,11 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(params=["file cache", "redis cache"])
 def rate_limit_cache(request, settings):
-    """The counters live in the shared cache: the embedded file cache, or Redis as in production."""
+    """The counters live in the shared cache: the embedded file cache, or Redis as in production (a
+    server of the test's own: emptying it must not take the run's broker queues with it)."""
     if request.param == "redis cache":
-        import redis
-
-        url = (
-            settings.CELERY_BROKER_URL
-            if settings.CELERY_BROKER_URL.startswith("redis")
-            else "redis://127.0.0.1:6379/15"
-        )
-        try:
-            redis.Redis.from_url(url).ping()
-        except redis.RedisError as error:
-            servers.unavailable("redis", str(error))
+        url = request.getfixturevalue("private_redis")
         settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
-        from django.core.cache import cache
-
-        cache.clear()
     return request.param
 
 

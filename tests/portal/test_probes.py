@@ -6,9 +6,6 @@ from the shipped systemd units' command lines, on a Redis this test starts, one 
 
 import json
 import os
-import shutil
-import socket
-import subprocess
 
 import pytest
 from django.conf import settings
@@ -120,36 +117,11 @@ def test_an_unreachable_database_gives_json_503_to_a_probe_of_any_host_behind_ht
     assert (page[0], page[1]["Location"]) == (301, "https://weights.example.org/")  # everything else: HTTPS
 
 
-@pytest.fixture
-def redis_broker(tmp_path):
-    """A Redis server of this test's own: no other worker on this machine answers its broadcasts."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        servers.unavailable("redis", "redis-server is not installed (apt-get install redis-server)")
-    port = servers.free_port()
-    options = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path))
-    process = subprocess.Popen(
-        [binary, "--port", str(port), *options], stdout=subprocess.DEVNULL, start_new_session=True
-    )
-    servers.wait_until(lambda: _answers_ping(port), timeout=30, what="redis-server")
-    yield f"redis://127.0.0.1:{port}/0"
-    servers.stop_process(process)
-
-
-def _answers_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
-            connection.sendall(b"PING\r\n")
-            return connection.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 @pytest.mark.django_db(transaction=True)
-def test_readyz_wants_a_worker_on_each_declared_queue_and_names_the_one_without(worker_env, redis_broker, tmp_path):
+def test_readyz_wants_a_worker_on_each_declared_queue_and_names_the_one_without(worker_env, private_redis, tmp_path):
     env = {
         **worker_env,
-        "CELERY_BROKER_URL": redis_broker,
+        "CELERY_BROKER_URL": private_redis,
         "READY_QUEUES": "verify,gpu,default",
         "PYTHONPATH": str(servers.REPO_ROOT),
     }

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,17 @@ class S3Endpoint:
             "S3_BUCKET": self.bucket,
             "S3_REGION": self.region,
         }
+
+
+def answers_ping(redis_url: str) -> bool:
+    """Whether the Redis server of `redis_url` answers PING now."""
+    address = urllib.parse.urlsplit(redis_url)
+    try:
+        with socket.create_connection((address.hostname, address.port or 6379), timeout=1) as connection:
+            connection.sendall(b"PING\r\n")
+            return connection.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def weed_binary() -> str | None:

@@ -5,11 +5,10 @@ running server, and Redis (the shared rate-limit counts) silent for 4 seconds. N
 Real gunicorn with connections kept between requests (DATABASE_CONN_MAX_AGE), real PostgreSQL
 (pg_terminate_backend), and a Redis server the test starts, frozen with DEBUG SLEEP."""
 
-import shutil
 import socket
-import subprocess
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from tests.support import servers
 pytestmark = pytest.mark.django_db(transaction=True)
 DOWNLOADS = 300
 FILE = "config.json"
-REDIS_OPTIONS = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--enable-debug-command", "yes")
 
 
 def gunicorn(env: dict[str, str], log: Path):
@@ -55,14 +53,6 @@ def download_many(base: str, token: str, during) -> Counter:
     return statuses
 
 
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
 def test_terminated_database_connections_cost_no_download(release, worker_env, tmp_path):
     if connection.vendor != "postgresql":
         pytest.skip("terminating server connections is PostgreSQL's pg_terminate_backend")
@@ -87,33 +77,21 @@ def test_terminated_database_connections_cost_no_download(release, worker_env, t
     assert DownloadEvent.objects.filter(status=200, path=FILE).count() == DOWNLOADS
 
 
-def test_redis_silent_for_four_seconds_costs_no_download(release, worker_env, tmp_path):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        servers.unavailable("redis", "redis-server is not installed")
+def test_redis_silent_for_four_seconds_costs_no_download(release, worker_env, private_redis, tmp_path):
     _, token = release
-    port = servers.free_port()
-    redis = subprocess.Popen(
-        [binary, "--port", str(port), *REDIS_OPTIONS, "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    server, base = gunicorn({**worker_env, "CACHE_URL": private_redis}, tmp_path / "gunicorn.log")
+    port = urllib.parse.urlsplit(private_redis).port
+
+    def freeze_redis(progress) -> None:
+        servers.wait_until(lambda: progress() >= DOWNLOADS // 3, timeout=120, what="downloads")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as silent:
+            silent.sendall(b"DEBUG SLEEP 4\r\n")
+            started = time.monotonic()
+            assert silent.recv(16).startswith(b"+OK") and time.monotonic() - started >= 3.5
+
     try:
-        servers.wait_until(lambda: listening(port), timeout=30, what="redis")
-        server, base = gunicorn({**worker_env, "CACHE_URL": f"redis://127.0.0.1:{port}/0"}, tmp_path / "gunicorn.log")
-
-        def freeze_redis(progress) -> None:
-            servers.wait_until(lambda: progress() >= DOWNLOADS // 3, timeout=120, what="downloads")
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as silent:
-                silent.sendall(b"DEBUG SLEEP 4\r\n")
-                started = time.monotonic()
-                assert silent.recv(16).startswith(b"+OK") and time.monotonic() - started >= 3.5
-
-        try:
-            statuses = download_many(base, token, freeze_redis)
-        finally:
-            servers.stop_process(server)
+        statuses = download_many(base, token, freeze_redis)
     finally:
-        servers.stop_process(redis)
+        servers.stop_process(server)
     assert statuses == {200: DOWNLOADS}
     assert DownloadEvent.objects.filter(status=200, path=FILE).count() == DOWNLOADS

@@ -2,6 +2,7 @@
 same answers whatever the chunk boundaries."""
 
 import io
+import time
 
 import numpy as np
 import pytest
@@ -124,17 +125,20 @@ class CountedReads:
         monkeypatch.setattr(os, "preadv", preadv)
 
 
-def evicted(path) -> bool:
-    """Drop the file's pages from the page cache; True when its last byte is really no longer cached."""
+def evicted(path, tries: int = 20) -> bool:
+    """Drop the file's pages from the page cache; True when its last byte is really no longer cached. A
+    page the kernel still holds in a per-CPU batch survives one POSIX_FADV_DONTNEED: asked again, it goes."""
     import os
 
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
-        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-        try:
-            os.preadv(handle.fileno(), [bytearray(1)], path.stat().st_size - 1, os.RWF_NOWAIT)
-        except BlockingIOError:
-            return True
+        for _ in range(tries):
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            try:
+                os.preadv(handle.fileno(), [bytearray(1)], path.stat().st_size - 1, os.RWF_NOWAIT)
+            except BlockingIOError:
+                return True
+            time.sleep(0.05)
     return False
 
 
