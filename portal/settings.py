@@ -258,6 +258,8 @@ VERIFY_STALE_SECONDS = env_int("VERIFY_STALE_SECONDS", 120, minimum=2)
 # How often the periodic job looks for revisions stuck in verification.
 REQUEUE_STUCK_EVERY_SECONDS = env_int("REQUEUE_STUCK_EVERY_SECONDS", 300, minimum=1)
 if CELERY_BROKER_URL.startswith("filesystem"):
+    # kombu's filesystem transport, but a worker never takes a message still being written.
+    CELERY_BROKER_TRANSPORT = "workers.embedded_broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
