@@ -91,14 +91,29 @@ def required_database():
 
 
 @pytest.fixture(scope="session", autouse=True)
-def flush_outlasts_worker_deadlocks():
-    """A transactional test's database is emptied (TRUNCATE of every table) after it; a worker still
-    finishing that test's task may hold one table and want another, and PostgreSQL then aborts the
-    TRUNCATE as a deadlock. It is tried again once the worker's transaction is over, as an operator would."""
+def flush_deletes_rows_despite_deadlocks():
+    """How PostgreSQL is emptied after each transactional test (223 of them; SQLite's flush deletes already).
+
+    Django's TRUNCATE of every table costs 0.3 s of the server's CPU, and as long in the test, each time, as
+    every table gets new files; deleting the rows leaves it as empty at a fraction of that. The tables are
+    locked against writes first, as TRUNCATE would, so a worker still finishing a test's task cannot add a
+    row that refers to one deleted (the foreign keys are checked at the commit). That worker may hold one
+    table and want another: PostgreSQL then aborts the emptying as a deadlock, and it is tried again once
+    the worker's transaction is over, as an operator would."""
     from django.db import OperationalError, connection
 
+    if connection.vendor != "postgresql":
+        yield
+        return
     operations = type(connection.ops)
-    emptied = operations.execute_sql_flush
+    truncated, emptied = operations.sql_flush, operations.execute_sql_flush
+
+    def deleted(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        if reset_sequences or not tables:
+            return truncated(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        names = [self.quote_name(table) for table in tables]  # Django's own table names, quoted
+        deletes = [f"DELETE FROM {name};" for name in names]  # noqa: S608
+        return [f"LOCK TABLE {', '.join(names)} IN EXCLUSIVE MODE;", *deletes]
 
     def emptied_despite_deadlocks(self, sql_list):
         for attempt in range(5):
@@ -110,34 +125,8 @@ def flush_outlasts_worker_deadlocks():
                 time.sleep(0.5)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(operations, "execute_sql_flush", emptied_despite_deadlocks)
-        yield
-
-
-@pytest.fixture(scope="session", autouse=True)
-def flush_deletes_rows():
-    """On PostgreSQL Django empties the database after each transactional test (223 of them) with one
-    TRUNCATE of every table: 0.3 s of the server's CPU and as long in the test, each time, as every table
-    gets new files. Deleting the rows leaves it as empty at a fraction of that: the tables are locked
-    against writes first, as TRUNCATE would, so a worker still finishing a test's task cannot add a row
-    that refers to one deleted (the foreign keys are checked at the commit)."""
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        yield  # SQLite's flush deletes already
-        return
-    operations = type(connection.ops)
-    truncated = operations.sql_flush
-
-    def deleted(self, style, tables, *, reset_sequences=False, allow_cascade=False):
-        if reset_sequences or not tables:
-            return truncated(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
-        names = [self.quote_name(table) for table in tables]  # Django's own table names, quoted
-        deletes = [f"DELETE FROM {name};" for name in names]  # noqa: S608
-        return [f"LOCK TABLE {', '.join(names)} IN EXCLUSIVE MODE;", *deletes]
-
-    with pytest.MonkeyPatch.context() as patch:
         patch.setattr(operations, "sql_flush", deleted)
+        patch.setattr(operations, "execute_sql_flush", emptied_despite_deadlocks)
         yield
 
 
