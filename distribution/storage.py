@@ -168,27 +168,86 @@ class Digesting:
 def digest_of(chunks) -> Digest:
     """Hash the byte strings `chunks` yields, read by a side thread a few chunks ahead, so the reading
     (a socket, a disk) and the hashing (which releases the GIL) overlap."""
-    pending: queue.Queue = queue.Queue(maxsize=4)
-    failure: list[BaseException] = []
-
-    def read() -> None:
-        try:
-            for chunk in chunks:
-                pending.put(chunk)
-        except BaseException as error:  # handed to the hashing side, which raises it
-            failure.append(error)
-        finally:
-            pending.put(None)
-
-    reader = threading.Thread(target=read, name="digest-read", daemon=True)
-    reader.start()
     digesting = Digesting()
-    while (chunk := pending.get()) is not None:
+    for chunk in ahead(chunks, 4):
         digesting.update(chunk)
-    reader.join()
-    if failure:
-        raise failure[0]
     return digesting.result()
+
+
+def ahead(items, depth: int):
+    """The items of the iterable `items`, made by a side thread up to `depth` before they are asked for (for
+    reads that wait on a socket or a disk); with `depth` 0, by the consumer's thread as it asks. An error
+    making one is raised here in its turn; a consumer that stops early stops the side thread at its next item."""
+    if depth == 0:
+        yield from items
+        return
+    pending: queue.Queue = queue.Queue(maxsize=depth)
+    stopped = threading.Event()
+    done = object()
+
+    def offer(entry) -> bool:
+        """Queue `entry` unless the consumer has stopped (then False)."""
+        while not stopped.is_set():
+            with contextlib.suppress(queue.Full):
+                pending.put(entry, timeout=0.1)
+                return True
+        return False
+
+    def make() -> None:
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((done, None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            offer((done, error))
+
+    maker = threading.Thread(target=make, name="read-ahead", daemon=True)
+    maker.start()
+    try:
+        while True:
+            item, error = pending.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stopped.set()
+
+
+class DigestingAside(Digesting):
+    """A Digesting that hashes in a side thread (hashlib releases the GIL on large buffers), so the thread
+    that feeds it goes on making the next bytes meanwhile. Fed bytes must not change after; `result` waits
+    for the last of them. A context manager: leaving it stops the side thread."""
+
+    def __init__(self, depth: int = 2):
+        super().__init__()
+        self.pending: queue.Queue = queue.Queue(maxsize=depth)
+        self.hasher = threading.Thread(target=self._hash, name="digest-aside", daemon=True)
+        self.hasher.start()
+
+    def _hash(self) -> None:
+        while (data := self.pending.get()) is not None:
+            super().update(data)
+
+    def update(self, data) -> None:
+        self.pending.put(data)
+
+    def result(self) -> Digest:
+        self.close()
+        return super().result()
+
+    def close(self) -> None:
+        if self.hasher.is_alive():
+            self.pending.put(None)
+            self.hasher.join()
+
+    def __enter__(self) -> "DigestingAside":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def read_chunks(stream: BinaryIO, chunk: int):

@@ -43,10 +43,11 @@ from distribution.storage import (
     HEAD_BYTES,
     PARTIAL_SUFFIX,
     Digest,
-    Digesting,
+    DigestingAside,
     LocalStorage,
     StorageError,
     Transfer,
+    ahead,
     get_storage,
 )
 
@@ -61,6 +62,9 @@ ASSEMBLE_TASK = "distribution.tasks.assemble_xet_upload"
 # Longer than a rebuild of the largest file with all its retries while storage is away (about 45 minutes).
 ASSEMBLY_STUCK_AFTER = timedelta(hours=3)
 PARTS_IN_FLIGHT = 2  # the parts of one rebuilt file being stored at once (each held in memory)
+# Xorbs queued before the rebuild reaches them: at most three (of up to 64 MiB) in memory, the one being
+# decompressed, the one queued and the one being fetched.
+XORBS_AHEAD = 1
 
 
 @dataclass(frozen=True)
@@ -184,17 +188,28 @@ def dedup_answer(access: CasAccess, chunk_hash: str) -> bytes | None:
 
 
 class XorbReader:
-    """Chunks of the repo's xorbs, the one read last kept (a file's terms mostly follow one another)."""
+    """The chunks of one file's terms, in order, from the repo's xorbs. A side thread fetches the next xorb
+    while this one's chunks are decompressed (XORBS_AHEAD of them held at most); a xorb is fetched again
+    only when a term goes back to one read before it (a file's terms mostly follow one another)."""
 
-    def __init__(self, storage, keys: dict[str, str]):
-        self.storage, self.keys = storage, keys
+    def __init__(self, storage, keys: dict[str, str], terms: tuple[xet_formats.Term, ...], depth: int = XORBS_AHEAD):
+        in_turn = [term.xorb for at, term in enumerate(terms) if at == 0 or terms[at - 1].xorb != term.xorb]
+        self.fetched = ahead(((xorb, self.fetch(storage, keys[xorb])) for xorb in in_turn), depth)
         self.hash, self.data, self.chunks = "", b"", []
+
+    @staticmethod
+    def fetch(storage, key: str) -> bytes:
+        with storage.open(key) as handle:
+            return handle.read()
+
+    def close(self) -> None:
+        """Stop fetching (a rebuild that ends early)."""
+        self.fetched.close()
 
     def term_bytes(self, term: xet_formats.Term):
         if term.xorb != self.hash:
-            with self.storage.open(self.keys[term.xorb]) as handle:
-                self.data = handle.read()
-            self.hash, self.chunks = term.xorb, xet_formats.xorb_chunks(self.data)
+            self.hash, self.data = next(self.fetched)
+            self.chunks = xet_formats.xorb_chunks(self.data)
         if term.end > len(self.chunks):
             raise xet_formats.Malformed(
                 f"a term names chunks [{term.start}, {term.end}) of xorb {term.xorb}, which has {len(self.chunks)}"
@@ -221,17 +236,20 @@ class RebuiltFile(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
-        out = bytearray(self.held)  # grown in place: a 64 MiB part of 64 KiB chunks is copied once, not 1024 times
-        while size < 0 or len(out) < size:
+        pieces, count = [self.held], len(self.held)
+        while size < 0 or count < size:
             piece = next(self.pieces, None)
             if piece is None:
                 break
-            out += piece
+            pieces.append(piece)
+            count += len(piece)
         self.held = b""
-        if 0 <= size < len(out):
-            self.held = bytes(out[size:])
-            del out[size:]
-        return bytes(out)
+        if 0 <= size < count:  # the last piece is cut where the read ends, the rest kept for the next
+            last = pieces.pop()
+            cut = len(last) - (count - size)
+            pieces.append(last[:cut])
+            self.held = last[cut:]
+        return b"".join(pieces)  # each byte copied once into the part (a 64 MiB part holds ~1000 chunks)
 
 
 @dataclass
@@ -346,7 +364,7 @@ def assemble(object_id: int) -> LfsObject | None:
     try:
         if missing := sorted(needed - keys.keys()):
             raise Refused(f"its xorbs {', '.join(missing[:3])} were deleted before it was rebuilt; upload it again")
-        staged = stage(obj, XorbReader(storage, keys), file, storage)
+        staged = stage(obj, XorbReader(storage, keys, file.terms), file, storage)
         accepted = lfs.settle(staged.obj, staged.digest, staged.etag)
     except Refused as refused:
         if refused.status == 503:
@@ -371,10 +389,10 @@ def stuck_assemblies() -> list[int]:
 def stage(obj: LfsObject, reader: XorbReader, file: xet_formats.ShardFile, storage) -> Staged:
     """One file rebuilt from the repo's xorbs straight into where `obj` is staged, hashed on the way, and kept
     there (not yet accepted) only when it is the sha256 the shard gives."""
-    key, digesting = lfs.staging_key(obj, storage), Digesting()
+    key = lfs.staging_key(obj, storage)
     try:
-        with Transfer(PARTS_IN_FLIGHT) as transfer:
-            etag = storage.upload(key, RebuiltFile(reader, file), file.size, transfer, digest=digesting).etag
+        with DigestingAside() as digesting:
+            etag = rebuild(storage, key, reader, file, digesting)
     except xet_formats.Malformed as error:
         raise Refused(f"file {file.sha256} cannot be rebuilt: {error}") from None
     except (OSError, StorageError) as error:
@@ -387,6 +405,13 @@ def stage(obj: LfsObject, reader: XorbReader, file: xet_formats.ShardFile, stora
             "Nothing of them was kept; upload it again"
         )
     return Staged(obj, digest, "" if isinstance(storage, LocalStorage) else etag.strip('"'))
+
+
+def rebuild(storage, key: str, reader: XorbReader, file: xet_formats.ShardFile, digesting) -> str:
+    """Store the bytes `reader` makes of `file`'s terms under `key`, PARTS_IN_FLIGHT parts at once, feeding
+    `digesting` each in order; the stored object's ETag ("" for local files)."""
+    with Transfer(PARTS_IN_FLIGHT) as transfer, contextlib.closing(reader):
+        return storage.upload(key, RebuiltFile(reader, file), file.size, transfer, digest=digesting).etag
 
 
 def discard_staged(obj: LfsObject, storage) -> None:

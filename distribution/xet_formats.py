@@ -172,7 +172,7 @@ def chunk_at(data: bytes, at: int, index: int) -> Chunk:
     return Chunk(at + CHUNK_HEADER, stored, compression, size)
 
 
-def chunk_bytes(data: bytes, chunk: Chunk) -> bytes:
+def chunk_bytes(data: bytes, chunk: Chunk) -> bytes | bytearray:
     """A chunk's bytes, decompressed and of exactly the size its header gives (else Malformed)."""
     stored = data[chunk.offset : chunk.offset + chunk.stored]
     if chunk.compression == COMPRESSION_NONE:
@@ -187,14 +187,15 @@ def chunk_bytes(data: bytes, chunk: Chunk) -> bytes:
     return ungrouped(plain) if chunk.compression == COMPRESSION_BG4_LZ4 else plain
 
 
-def ungrouped(grouped: bytes) -> bytes:
-    """Undo byte grouping: group g holds the bytes at positions g, g + 4, ... (the first groups one longer)."""
+def ungrouped(grouped: bytes) -> bytearray:
+    """Undo byte grouping: group g holds the bytes at positions g, g + 4, ... (the first groups one longer).
+    The bytearray itself is returned: a copy into bytes would cost a third of the time again."""
     size, plain, start = len(grouped), bytearray(len(grouped)), 0
     for group in range(4):
         length = size // 4 + (1 if group < size % 4 else 0)
         plain[group::4] = grouped[start : start + length]
         start += length
-    return bytes(plain)
+    return plain
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import lz4.frame
+import numpy as np
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
@@ -35,7 +37,7 @@ from audit.models import AuditEvent
 from audit.tags import Tag
 from distribution import lfs, publishing, xet, xet_formats
 from distribution.models import LfsObject, Repo, Revision, XetXorb
-from distribution.storage import get_storage
+from distribution.storage import StorageError, get_storage
 from distribution.tasks import requeue_stuck_assemblies
 from tests.support.flows import http, wait_for_verdict, wait_until
 from tests.support.personas import person, token_for
@@ -142,22 +144,35 @@ def cas(method: str, url: str, token: str, data: bytes | None = None) -> tuple[i
 raw_hash = xet_formats.hash_raw
 
 
-def xorb_of(chunks: list[bytes]) -> tuple[str, bytes]:
-    """(its hash, its bytes) of a xorb of these chunks stored uncompressed, each after its header (version,
-    stored size, type 0, size)."""
-    data = b"".join(
-        bytes([0]) + len(chunk).to_bytes(3, "little") + bytes([0]) + len(chunk).to_bytes(3, "little") + chunk
-        for chunk in chunks
-    )
+def xorb_of(chunks: list[bytes], compression: int = xet_formats.COMPRESSION_NONE) -> tuple[str, bytes]:
+    """(its hash, its bytes) of a xorb of these chunks, each after its header (version, stored size, type,
+    size), stored as `compression` says: as they are, LZ4, or LZ4 after byte grouping (as hf_xet sends bf16)."""
+
+    def stored(chunk: bytes) -> bytes:
+        if compression == xet_formats.COMPRESSION_NONE:
+            return chunk
+        grouped = b"".join(chunk[group::4] for group in range(4))
+        return lz4.frame.compress(grouped if compression == xet_formats.COMPRESSION_BG4_LZ4 else chunk)
+
+    data = b""
+    for chunk in chunks:
+        packed = stored(chunk)
+        data += bytes([0]) + len(packed).to_bytes(3, "little") + bytes([compression]) + len(chunk).to_bytes(3, "little")
+        data += packed
     return xet_formats.records_hash(xet_formats.xorb_records(data)), data
 
 
 def shard_of(xorb_hash: str, chunk_count: int, size: int, sha256: str, file_hash: str = "ab" * 32) -> bytes:
+    return shard_of_terms([(xorb_hash, 0, chunk_count, size)], sha256, file_hash)
+
+
+def shard_of_terms(terms: list[tuple[str, int, int, int]], sha256: str, file_hash: str = "ab" * 32) -> bytes:
+    """A shard of one file of `sha256` made of `terms`, each (xorb hash, first chunk, end chunk, size)."""
     header = xet_formats.SHARD_HEADER_TAG + struct.pack("<QQ", xet_formats.SHARD_VERSION, 0)
-    file_header = raw_hash(file_hash) + struct.pack("<II", xet_formats.FLAG_METADATA, 1) + bytes(8)
-    term = raw_hash(xorb_hash) + struct.pack("<IIII", 0, size, 0, chunk_count)
+    file_header = raw_hash(file_hash) + struct.pack("<II", xet_formats.FLAG_METADATA, len(terms)) + bytes(8)
+    entries = b"".join(raw_hash(xorb) + struct.pack("<IIII", 0, size, start, end) for xorb, start, end, size in terms)
     metadata = raw_hash(sha256) + bytes(16)
-    return header + file_header + term + metadata + xet_formats.BOOKEND + bytes(16)
+    return header + file_header + entries + metadata + xet_formats.BOOKEND + bytes(16)
 
 
 def sent_as_one_file(endpoint: str, token: str, chunks: list[bytes], sha256: str = "") -> tuple[str, int, str]:
@@ -235,6 +250,92 @@ def test_a_file_whose_bytes_are_not_its_sha256_is_refused_as_it_is_rebuilt_and_i
     assert sorted(event.data["state"] for event in published) == ["assembling", "uploaded"]
     row = revision.files.get(path="weights.safetensors")
     assert (row.object_key, row.stored_etag) == (assembled.key, assembled.etag)
+
+
+def test_compressed_chunks_whose_terms_go_back_to_an_earlier_xorb_are_rebuilt_byte_exact_on_s3(
+    live_server, paula, on_s3, held, monkeypatch
+):
+    """A file of chunks stored as hf_xet stores weights (LZ4 after byte grouping) and as plain LZ4, in two
+    xorbs, its terms going from xorb A to B and back to A: the rebuild, fetching each xorb ahead of the
+    decompression, fetches A again after B, and stores the file in 5 MiB parts, hashed aside, byte-exact."""
+    rng = np.random.default_rng(7)
+
+    def weights(size: int) -> bytes:  # bf16-like: the high byte of each value in a narrow range
+        values = rng.integers(0, 256, size, dtype=np.uint8)
+        values[1::2] = 0x3C + (values[1::2] & 3)
+        return values.tobytes()
+
+    a_chunks = [weights(120_000 + n) for n in range(80)]
+    b_chunks = [weights(45_000) * 2 for _ in range(20)]  # a repeat inside each chunk, for plain LZ4 to find
+    access = write_token(live_server.url, paula)
+    hashes = {}
+    for name, chunks, compression in (
+        ("a", a_chunks, xet_formats.COMPRESSION_BG4_LZ4),
+        ("b", b_chunks, xet_formats.COMPRESSION_LZ4),
+    ):
+        hashes[name], xorb = xorb_of(chunks, compression)
+        assert len(xorb) < sum(map(len, chunks))  # the chunks are stored compressed
+        status, _ = cas("POST", f"{access['casUrl']}/v1/xorbs/default/{hashes[name]}", access["accessToken"], xorb)
+        assert status == 200
+    parts = (a_chunks[:40], b_chunks, a_chunks[40:])
+    terms = [
+        (hashes["a"], 0, 40, sum(map(len, parts[0]))),
+        (hashes["b"], 0, 20, sum(map(len, parts[1]))),
+        (hashes["a"], 40, 80, sum(map(len, parts[2]))),
+    ]
+    content = b"".join(b"".join(part) for part in parts)
+    assert len(content) > 2 * 5 * MIB  # three parts of the on_s3 part size
+    sha256 = hashlib.sha256(content).hexdigest()
+    status, _ = cas("POST", f"{access['casUrl']}/v1/shards", access["accessToken"], shard_of_terms(terms, sha256))
+    assert status == 200
+
+    fetched, fetch = [], xet.XorbReader.fetch
+    recorded = staticmethod(lambda storage, key: fetched.append(key) or fetch(storage, key))
+    monkeypatch.setattr(xet.XorbReader, "fetch", recorded)
+    assembled = xet.assemble(LfsObject.objects.get(oid=sha256).pk)
+    keys = dict(XetXorb.objects.values_list("hash", "key"))
+    assert fetched == [keys[hashes["a"]], keys[hashes["b"]], keys[hashes["a"]]]
+    assert assembled.state == LfsObject.State.ACCEPTED and assembled.size == len(content)
+    with get_storage().open(assembled.key) as handle:
+        assert handle.read() == content
+
+
+def test_a_xorb_that_cannot_be_read_halfway_through_a_rebuild_leaves_it_to_be_tried_again(
+    live_server, paula, held, settings
+):
+    """The second xorb of a file is gone from storage when the worker reaches it (its fetch, on a side thread,
+    fails while the first xorb's bytes are being written): the rebuild stops with StorageError, which the task
+    retries, the file stays assembling and nothing staged is left. With the xorb back, the retry accepts it."""
+    access = write_token(live_server.url, paula)
+    # the first xorb more than one 8 MiB write of local storage: the rebuild has written when it fails
+    first, second = [os.urandom(120_000) for _ in range(72)], [os.urandom(100_000) for _ in range(2)]
+    hashes = []
+    for chunks in (first, second):
+        xorb_hash, xorb = xorb_of(chunks)
+        assert cas("POST", f"{access['casUrl']}/v1/xorbs/default/{xorb_hash}", access["accessToken"], xorb)[0] == 200
+        hashes.append(xorb_hash)
+    content = b"".join(first + second)
+    sha256 = hashlib.sha256(content).hexdigest()
+    terms = [(hashes[0], 0, 72, 72 * 120_000), (hashes[1], 0, 2, 200_000)]
+    status, _ = cas("POST", f"{access['casUrl']}/v1/shards", access["accessToken"], shard_of_terms(terms, sha256))
+    assert status == 200
+    upload = LfsObject.objects.get(oid=sha256)
+    gone = Path(settings.LOCAL_STORAGE_ROOT, XetXorb.objects.get(hash=hashes[1]).key)
+    kept = gone.read_bytes()
+    gone.unlink()
+
+    with pytest.raises(StorageError, match="could not be rebuilt and stored"):
+        xet.assemble(upload.pk)
+    upload.refresh_from_db()
+    assert upload.state == LfsObject.State.ASSEMBLING
+    staged = Path(settings.LOCAL_STORAGE_ROOT, lfs.staging_key(upload, get_storage()))
+    assert not staged.exists() and not staged.parent.exists()
+
+    gone.write_bytes(kept)
+    assembled = xet.assemble(upload.pk)
+    assert assembled.state == LfsObject.State.ACCEPTED
+    with get_storage().open(assembled.key) as handle:
+        assert handle.read() == content
 
 
 def test_commits_waiting_for_a_rebuild_complete_in_order_and_the_newest_supersedes(live_server, paula, held):
