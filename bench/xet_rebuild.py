@@ -13,7 +13,10 @@ The file is the largest shard of bench.verify's bf16 LLaMA (no block repeated); 
 hf_xet makes them for weights: chunks of 64 KiB (hf_xet's mean), each byte-grouped and LZ4-compressed,
 xorbs cut below 64 MiB. Every arm writes a fresh key after `sync` (no earlier arm's writes still going to
 disk), on a warm page cache for the source file and the local xorbs; the best of the rounds counts, arms in
-turns. Usage: python -m bench.xet_rebuild [--gigabytes 1] [--rounds 3]
+turns. Usage: python -m bench.xet_rebuild [--gigabytes 1] [--rounds 3] [--apart]
+
+`--apart` runs SeaweedFS on the last core and the rebuild on the others, as if S3 were another machine
+(bench/results/xet-rebuild-apart.md); Linux only.
 """
 
 import argparse
@@ -115,10 +118,11 @@ def run_backend(source: Path, rounds: int) -> dict:
     return {"best": best, "size": len(data), "xorb_bytes": xorb_bytes, "xorbs": len(keys)}
 
 
-def measured(backend: str, source: Path, rounds: int, scratch: Path, env: dict) -> dict:
+def measured(backend: str, source: Path, rounds: int, scratch: Path, env: dict, cores: set[int] | None) -> dict:
     command = [sys.executable, "-m", "bench.xet_rebuild", "--child", str(source), "--rounds", str(rounds)]
     env = {**env, "STORAGE_BACKEND": backend, "WEIGHTGATE_VAR_DIR": str(scratch / backend)}
-    output = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True, cwd=ROOT, env=env)
+    pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
+    output = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True, cwd=ROOT, env=env, preexec_fn=pin)
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
@@ -128,6 +132,7 @@ def main(argv=None) -> None:
         "--gigabytes", type=float, default=1.0, help="the checkpoint's size (its largest shard is rebuilt)"
     )
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--apart", action="store_true", help="SeaweedFS on the last core, the rebuild on the others")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -137,25 +142,34 @@ def main(argv=None) -> None:
     generated_once(directory, args.gigabytes, lambda folder, size: generate(folder, size, unique=True))
     source = max(directory.glob("*.safetensors"), key=lambda path: path.stat().st_size)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "WEIGHTGATE_REQUIRE"))}
-    results = {}
+    results, cores = {}, None
+    if args.apart:
+        everything = sorted(os.sched_getaffinity(0))
+        cores, server_core = set(everything[:-1]), everything[-1]
     with tempfile.TemporaryDirectory(dir=directory.parent) as scratch:
         scratch = Path(scratch)
-        results["local"] = measured("local", source, args.rounds, scratch, env)
+        if not args.apart:
+            results["local"] = measured("local", source, args.rounds, scratch, env, cores)
         (scratch / "seaweedfs").mkdir()
         # every arm's writes stay in SeaweedFS's volumes (a delete frees nothing until they are vacuumed)
         volumes = int(len(ARMS) * args.rounds * source.stat().st_size / 1e9) + 4
         weed, s3 = start_seaweedfs(scratch / "seaweedfs", volume_mb=1024, volumes=volumes)
         try:
+            if args.apart:  # every thread of the server, on its own core
+                subprocess.run(
+                    ["taskset", "-a", "-p", "-c", str(server_core), str(weed.pid)], check=True, capture_output=True
+                )
             wait_for_bucket(weed, s3, scratch / "seaweedfs")
-            results["s3"] = measured("s3", source, args.rounds, scratch, {**env, **s3.env()})
+            results["s3"] = measured("s3", source, args.rounds, scratch, {**env, **s3.env()}, cores)
         finally:
             stop_process(weed)
-    first = results["local"]
+    first = next(iter(results.values()))
     lines = [
         f"# A file uploaded by Xet rebuilt from its xorbs: {first['size'] / 1e9:.2f} GB "
         f"({first['xorbs']} xorbs, {first['xorb_bytes'] / 1e9:.2f} GB stored)",
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; best of {args.rounds} "
-        "rounds per arm, arms in turns; S3 is SeaweedFS on the same machine",
+        "rounds per arm, arms in turns; S3 is SeaweedFS on the same machine"
+        + (f", on core {server_core} alone, the rebuild on cores {sorted(cores)}" if args.apart else ""),
         "",
         "| storage | arm | seconds | MB/s | x the floor's time |",
         "| --- | --- | --- | --- | --- |",
@@ -174,7 +188,7 @@ def main(argv=None) -> None:
             f"{backend}: weightgate = {best['weightgate'] / best['floor']:.2f}x the floor's time, "
             f"{best['one thread'] / best['weightgate']:.2f}x faster than one thread"
         )
-    publish_results("xet-rebuild.md", lines)
+    publish_results("xet-rebuild-apart.md" if args.apart else "xet-rebuild.md", lines)
 
 
 if __name__ == "__main__":
