@@ -33,22 +33,12 @@ from pathlib import Path
 
 from bench.verify import generate, generated_once, publish_results
 from tests.support.servers import start_seaweedfs, stop_process, wait_for_bucket
+from tests.support.xet import xorb_chunk
 
 ROOT = Path(__file__).resolve().parent.parent
 ARMS = ("floor", "weightgate", "one thread")
 CHUNK = 64 * 1024
 XORB_BELOW = 60 * 1024 * 1024
-
-
-def xorb_chunk(plain: bytes) -> bytes:
-    """One chunk as a xorb stores it: its header (version 0, stored size, byte-grouped LZ4, size), then it."""
-    import lz4.frame
-
-    from distribution import xet_formats
-
-    packed = lz4.frame.compress(b"".join(plain[group::4] for group in range(4)))
-    header = bytes([0]) + len(packed).to_bytes(3, "little") + bytes([xet_formats.COMPRESSION_BG4_LZ4])
-    return header + len(plain).to_bytes(3, "little") + packed
 
 
 def stored_as_xorbs(storage, data: bytes):
@@ -67,7 +57,7 @@ def stored_as_xorbs(storage, data: bytes):
 
     for at in range(0, len(data), CHUNK):
         plain = data[at : at + CHUNK]
-        xorb += xorb_chunk(plain)
+        xorb += xorb_chunk(plain, xet_formats.COMPRESSION_BG4_LZ4)
         count, size = count + 1, size + len(plain)
         if len(xorb) >= XORB_BELOW:
             cut()

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-import lz4.frame
 import numpy as np
 import pytest
 from django.core.management import call_command
@@ -43,6 +42,7 @@ from tests.support.flows import http, wait_for_verdict, wait_until
 from tests.support.personas import person, token_for
 from tests.support.publishing import IN_PARTS, MIB, bucket_keys, commit_lines, local_files
 from tests.support.servers import s3_client
+from tests.support.xet import xorb_of
 from verification.core.tiny_llama import write_tiny_llama
 from workers.celery import app
 
@@ -140,26 +140,8 @@ def cas(method: str, url: str, token: str, data: bytes | None = None) -> tuple[i
     return status, body.decode()
 
 
-# A xorb and a shard written here from the public specification, to send what the client never would.
+# A shard written here from the public specification (xorbs: tests.support.xet), to send what the client never would.
 raw_hash = xet_formats.hash_raw
-
-
-def xorb_of(chunks: list[bytes], compression: int = xet_formats.COMPRESSION_NONE) -> tuple[str, bytes]:
-    """(its hash, its bytes) of a xorb of these chunks, each after its header (version, stored size, type,
-    size), stored as `compression` says: as they are, LZ4, or LZ4 after byte grouping (as hf_xet sends bf16)."""
-
-    def stored(chunk: bytes) -> bytes:
-        if compression == xet_formats.COMPRESSION_NONE:
-            return chunk
-        grouped = b"".join(chunk[group::4] for group in range(4))
-        return lz4.frame.compress(grouped if compression == xet_formats.COMPRESSION_BG4_LZ4 else chunk)
-
-    data = b""
-    for chunk in chunks:
-        packed = stored(chunk)
-        data += bytes([0]) + len(packed).to_bytes(3, "little") + bytes([compression]) + len(chunk).to_bytes(3, "little")
-        data += packed
-    return xet_formats.records_hash(xet_formats.xorb_records(data)), data
 
 
 def shard_of(xorb_hash: str, chunk_count: int, size: int, sha256: str, file_hash: str = "ab" * 32) -> bytes:
