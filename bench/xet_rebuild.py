@@ -87,9 +87,8 @@ def run_backend(source: Path, rounds: int) -> dict:
         return digesting.result().sha256
 
     def rebuilt(key: str, aside: bool) -> str:
-        reader = xet.XorbReader(storage, keys, file.terms, depth=xet.XORBS_AHEAD if aside else 0)
         with DigestingAside() if aside else contextlib.nullcontext(Digesting()) as digesting:
-            xet.rebuild(storage, key, reader, file, digesting)
+            xet.rebuild(storage, key, keys, file, digesting, depth=xet.XORBS_AHEAD if aside else 0)
         return digesting.result().sha256
 
     runs = {"floor": floor, "weightgate": lambda key: rebuilt(key, True), "one thread": lambda key: rebuilt(key, False)}

@@ -189,10 +189,10 @@ def dedup_answer(access: CasAccess, chunk_hash: str) -> bytes | None:
 
 class XorbReader:
     """The chunks of one file's terms, in order, from the repo's xorbs. A side thread fetches the next xorb
-    while this one's chunks are decompressed (XORBS_AHEAD of them held at most); a xorb is fetched again
-    only when a term goes back to one read before it (a file's terms mostly follow one another)."""
+    while this one's chunks are decompressed (`depth` of them queued); a xorb is fetched again only when a
+    term goes back to one read before it (a file's terms mostly follow one another)."""
 
-    def __init__(self, storage, keys: dict[str, str], terms: tuple[xet_formats.Term, ...], depth: int = XORBS_AHEAD):
+    def __init__(self, storage, keys: dict[str, str], terms: tuple[xet_formats.Term, ...], depth: int):
         in_turn = [term.xorb for at, term in enumerate(terms) if at == 0 or terms[at - 1].xorb != term.xorb]
         self.fetched = ahead(((xorb, self.fetch(storage, keys[xorb])) for xorb in in_turn), depth)
         self.hash, self.data, self.chunks = "", b"", []
@@ -364,7 +364,7 @@ def assemble(object_id: int) -> LfsObject | None:
     try:
         if missing := sorted(needed - keys.keys()):
             raise Refused(f"its xorbs {', '.join(missing[:3])} were deleted before it was rebuilt; upload it again")
-        staged = stage(obj, XorbReader(storage, keys, file.terms), file, storage)
+        staged = stage(obj, keys, file, storage)
         accepted = lfs.settle(staged.obj, staged.digest, staged.etag)
     except Refused as refused:
         if refused.status == 503:
@@ -386,13 +386,13 @@ def stuck_assemblies() -> list[int]:
     return list(stuck.values_list("pk", flat=True))
 
 
-def stage(obj: LfsObject, reader: XorbReader, file: xet_formats.ShardFile, storage) -> Staged:
+def stage(obj: LfsObject, keys: dict[str, str], file: xet_formats.ShardFile, storage) -> Staged:
     """One file rebuilt from the repo's xorbs straight into where `obj` is staged, hashed on the way, and kept
     there (not yet accepted) only when it is the sha256 the shard gives."""
     key = lfs.staging_key(obj, storage)
     try:
         with DigestingAside() as digesting:
-            etag = rebuild(storage, key, reader, file, digesting)
+            etag = rebuild(storage, key, keys, file, digesting)
     except xet_formats.Malformed as error:
         raise Refused(f"file {file.sha256} cannot be rebuilt: {error}") from None
     except (OSError, StorageError) as error:
@@ -407,9 +407,13 @@ def stage(obj: LfsObject, reader: XorbReader, file: xet_formats.ShardFile, stora
     return Staged(obj, digest, "" if isinstance(storage, LocalStorage) else etag.strip('"'))
 
 
-def rebuild(storage, key: str, reader: XorbReader, file: xet_formats.ShardFile, digesting) -> str:
-    """Store the bytes `reader` makes of `file`'s terms under `key`, PARTS_IN_FLIGHT parts at once, feeding
-    `digesting` each in order; the stored object's ETag ("" for local files)."""
+def rebuild(
+    storage, key: str, keys: dict[str, str], file: xet_formats.ShardFile, digesting, depth: int = XORBS_AHEAD
+) -> str:
+    """Store the bytes `file`'s terms make of the xorbs at `keys` (xorb hash -> key) under `key`,
+    PARTS_IN_FLIGHT parts at once, feeding `digesting` each in order; the stored object's ETag ("" for local
+    files). `depth`: xorbs fetched ahead (0: each when the rebuild reaches it)."""
+    reader = XorbReader(storage, keys, file.terms, depth)
     with Transfer(PARTS_IN_FLIGHT) as transfer, contextlib.closing(reader):
         return storage.upload(key, RebuiltFile(reader, file), file.size, transfer, digest=digesting).etag
 
