@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.dispatch import Signal
 from prometheus_client import Histogram
 
@@ -31,7 +31,13 @@ log = logging.getLogger(__name__)
 
 
 def locked_head() -> AuditChainHead:
-    """The chain head, locked for this transaction (created on first use)."""
+    """The chain head, locked for this transaction (created on first use). On PostgreSQL the foreign keys of
+    what the transaction wrote before are checked first, not at its commit: their row locks (a download
+    event's on its revision) are then taken before the head's, never after it, so a writer holding such a
+    row (a worker's locked revision) and waiting for the head cannot deadlock with this one."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     with HEAD_WAIT.time():
         head = AuditChainHead.objects.select_for_update().filter(pk=HEAD).first()
     if head is None:
