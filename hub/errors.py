@@ -6,8 +6,6 @@ import logging
 from django.http import JsonResponse
 
 log = logging.getLogger(__name__)
-# What a 503 asks a client to wait: long enough for an operator to have been told, short enough to retry.
-RETRY_AFTER_SECONDS = 300
 
 
 def hf_error(status: int, message: str, code: str | None = None, **headers) -> JsonResponse:
@@ -51,4 +49,6 @@ class UnavailableMiddleware:
         if not isinstance(exception, Unavailable):
             return None
         log.error("%s %s: 503, %s (%s)", request.method, request.path, exception.message, exception.detail or "-")
-        return hf_error(503, exception.message, Retry_After=str(RETRY_AFTER_SECONDS))
+        # No Retry-After: the Hub client and curl --retry wait what it says before each retry (five times 300 s
+        # was a 25-minute hang before the message); their own backoff retries a passing fault within seconds.
+        return hf_error(503, exception.message)

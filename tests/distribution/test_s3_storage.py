@@ -5,6 +5,7 @@ import hashlib
 import os
 import subprocess
 import time
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
@@ -152,3 +153,36 @@ def test_a_publish_the_endpoint_refuses_records_nothing(s3_endpoint, tmp_path):
         publish_checkpoint(checkpoint, "acme/unlucky", storage_backend="s3")
     assert not Repo.objects.exists()
     assert not Revision.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_hub_client_keeps_the_copy_it_verified_and_is_told_why_it_gets_none_of_a_replaced_file(
+    s3_release, s3_endpoint, live_server, tmp_path
+):
+    """The HEAD still answers the verified file's metadata (it hands out nothing): a Hub client that holds
+    that file keeps using its copy without a GET, and one that does not is refused at its GET, at once (the
+    client does not retry a GET's 503), with the portal's message as its error, and keeps no file. A 503 at
+    the HEAD would be retried, then shown as 'check your connection', the message only in its cause."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from distribution.downloads.channels import presigned_links
+
+    revision, checkpoint, token = s3_release
+    original = (checkpoint / SHARD).read_bytes()
+    fetch = dict(repo_id="acme/tiny", filename=SHARD, endpoint=live_server.url, token=token)
+    held = hf_hub_download(**fetch, cache_dir=tmp_path / "held")
+    stored = revision.files.get(path=SHARD)
+    tampered = original[:-4] + bytes(b ^ 0xFF for b in original[-4:])
+    s3_client(s3_endpoint).put_object(Bucket=s3_endpoint.bucket, Key=stored.storage_key, Body=tampered)
+    presigned_links.clear()
+    events = DownloadEvent.objects.count()
+
+    with pytest.raises(HfHubHTTPError) as refused:
+        hf_hub_download(**fetch, cache_dir=tmp_path / "new")
+    assert refused.value.response.status_code == 503
+    assert "no longer in storage as it was verified" in str(refused.value)
+    assert not any(path.is_file() for path in (tmp_path / "new").rglob(SHARD))
+    assert hf_hub_download(**fetch, cache_dir=tmp_path / "held") == held
+    assert Path(held).read_bytes() == original
+    assert DownloadEvent.objects.count() == events
