@@ -11,3 +11,4 @@ if __name__ == "__main__":
     #   python -m bench.download --database-url postgres://... --cache-url redis://...
     # bench.audit needs PostgreSQL (it creates and drops its own database):
     #   python -m bench.audit --database-url postgres://postgres@127.0.0.1:5432/weightgate_bench_audit
+    #   python -m bench.audit_append --database-url postgres://postgres@127.0.0.1:5432/weightgate_bench_append
