@@ -156,6 +156,22 @@ def recreate_database(url: str, *, drop_only: bool = False) -> None:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
+def django_on_new_database(url: str) -> None:
+    """Django set up on a new database at `url` (dropped first when it exists), migrated."""
+    recreate_database(url)
+    os.environ.update(
+        DATABASE_URL=url,
+        WEIGHTGATE_VAR_DIR=tempfile.mkdtemp(prefix="weightgate-bench-"),
+        DJANGO_SETTINGS_MODULE="portal.settings",
+    )
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
 def catalogue(rng: random.Random) -> list[dict]:
     """Repos, their revisions and files, in the database; a list of revisions with what they hold."""
     from distribution.models import Repo, Revision, RevisionFile
@@ -294,22 +310,12 @@ def main(argv=None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args(argv)
 
-    recreate_database(args.database_url)
-    os.environ.update(
-        DATABASE_URL=args.database_url,
-        WEIGHTGATE_VAR_DIR=tempfile.mkdtemp(prefix="weightgate-bench-audit-"),
-        DJANGO_SETTINGS_MODULE="portal.settings",
-    )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    django_on_new_database(args.database_url)
     from django.db import connection
 
     from portal.reports import DownloadQuery, who_obtained
 
     try:
-        call_command("migrate", verbosity=0)
         started = time.perf_counter()
         written = fill(args.events)
         fill_seconds = time.perf_counter() - started

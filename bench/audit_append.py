@@ -21,11 +21,10 @@ import os
 import platform
 import random
 import statistics
-import tempfile
 import threading
 import time
 
-from bench.audit import catalogue, recreate_database
+from bench.audit import catalogue, django_on_new_database, recreate_database
 from bench.verify import publish_results
 
 
@@ -88,16 +87,7 @@ def main(argv=None) -> None:
     parser.add_argument("--writers", type=int, nargs="+", default=[1, 8])
     args = parser.parse_args(argv)
 
-    recreate_database(args.database_url)
-    os.environ.update(
-        DATABASE_URL=args.database_url,
-        WEIGHTGATE_VAR_DIR=tempfile.mkdtemp(prefix="weightgate-bench-append-"),
-        DJANGO_SETTINGS_MODULE="portal.settings",
-    )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    django_on_new_database(args.database_url)
     from django.db import connection
 
     from access.models import User
@@ -107,7 +97,6 @@ def main(argv=None) -> None:
     weightgate_locked_head = chain.locked_head
     arms = {"baseline": baseline_locked_head, "weightgate": weightgate_locked_head}
     try:
-        call_command("migrate", verbosity=0)
         user = User.objects.create(username="reader", email="reader@example.org", password="!")
         files = [stored for revision in catalogue(random.Random(0)) for stored in revision["files"]]
         download_writes(files[0], user, 1)  # the chain's head exists before any arm is timed
