@@ -103,17 +103,13 @@ def store(lines: list[dict]) -> int:
     if not lines:
         return 0
     with transaction.atomic():
+        present = held_references(lines)  # before the head: see there
         chain.locked_head()  # one writer at a time, so two shippers cannot both store a line
         keys = [line["key"] for line in lines]
         done = set(DownloadEvent.objects.filter(spool_key__in=keys).values_list("spool_key", flat=True))
         fresh = [line for line in lines if line["key"] not in done]
         if not fresh:
             return 0
-        # A row deleted since the request (an account, a grant) leaves the event with a null reference.
-        present = {}
-        for field, model in REFERENCES.items():
-            wanted = {line[field] for line in fresh} - {None}
-            present[field] = set(model.objects.filter(pk__in=wanted).values_list("pk", flat=True))
         events = insert_all(
             DownloadEvent,
             [
@@ -130,6 +126,25 @@ def store(lines: list[dict]) -> int:
         )
         chain.append([served_event(event) for event in events])
     return len(fresh)
+
+
+def held_references(lines: list[dict]) -> dict[str, set]:
+    """The rows the lines refer to that still exist, per field (a row deleted since the request, an account
+    or a grant, leaves its event a null reference). On PostgreSQL they are key-locked here, as the events'
+    foreign keys would lock them at the commit: taken before the chain's head, never while holding it (a
+    verify worker holds its revision and then waits for the head), and none can be deleted meanwhile."""
+    present = {}
+    for field, model in REFERENCES.items():
+        wanted = {line[field] for line in lines} - {None}
+        rows = model.objects.filter(pk__in=wanted).values_list("pk", flat=True)
+        if not wanted or connection.vendor != "postgresql":  # SQLite's writers go one at a time
+            present[field] = set(rows)
+            continue
+        query, params = rows.query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(query + " FOR KEY SHARE", params)
+            present[field] = {pk for (pk,) in cursor.fetchall()}
+    return present
 
 
 def complete_lines(data: bytes) -> tuple[list[dict], int]:

@@ -16,6 +16,7 @@ from audit.chain import breaks, record
 from audit.models import AuditEvent
 from audit.tags import Tag
 from distribution.downloads.events import Downloader, record_event
+from distribution.downloads.spool import spooled_line, store
 from distribution.models import DownloadEvent, Revision
 from tests.support.flows import published_tiny_llama
 from tests.support.personas import person
@@ -64,4 +65,52 @@ def test_a_download_event_and_a_worker_holding_its_revision_both_commit(tmp_path
     working.join(30)
     assert failures == []
     assert DownloadEvent.objects.count() == 1
+    assert AuditEvent.objects.filter(tag=Tag.TOKEN_CREATED).count() == 1 and breaks() == []
+
+
+def test_spooled_download_events_and_a_worker_holding_their_revision_both_commit(tmp_path):
+    """The spool's shipper stores events that refer to a revision a verify worker has locked. It took the head
+    first (its lock on storing, one shipper at a time) and the revision's key lock when it appended: the
+    worker, holding the revision and waiting for the head, deadlocked with it. The shipper now takes the key
+    locks of what it refers to before the head."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks and deferred foreign keys are PostgreSQL's; SQLite writes one at a time")
+    revision, _ = published_tiny_llama(tmp_path, "acme/tiny", verify_here=True)
+    stored = revision.files.get(path="config.json")
+    who = Downloader(user=person("alice"), grant=None, token=None)
+    request = RequestFactory().get("/", REMOTE_ADDR="203.0.113.5")
+    lines = [spooled_line(request, stored, who, channel=DownloadEvent.Channel.S3_REDIRECT, status=302, expected=2)]
+    locked, failures, shipped = threading.Event(), [], []
+
+    def worker() -> None:
+        try:
+            with transaction.atomic():  # as still_verifying: the revision locked, then an audit event
+                Revision.objects.select_for_update().filter(pk=revision.pk).exists()
+                locked.set()
+                time.sleep(
+                    0.5
+                )  # the shipper starts meanwhile and waits for the revision (before the fix, holding the head)
+                record(Tag.TOKEN_CREATED, number=1)
+        except Exception as error:  # reported by the test below
+            failures.append(error)
+        finally:
+            connection.close()
+
+    def shipper() -> None:
+        try:
+            shipped.append(store(lines))
+        except Exception as error:  # reported by the test below
+            failures.append(error)
+        finally:
+            connection.close()
+
+    working = threading.Thread(target=worker)
+    working.start()
+    assert locked.wait(10)
+    shipping = threading.Thread(target=shipper)
+    shipping.start()
+    working.join(30)
+    shipping.join(30)
+    assert failures == []
+    assert shipped == [1] and DownloadEvent.objects.get().revision_id == revision.pk
     assert AuditEvent.objects.filter(tag=Tag.TOKEN_CREATED).count() == 1 and breaks() == []
