@@ -24,93 +24,81 @@ from tests.support.personas import person
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_download_event_and_a_worker_holding_its_revision_both_commit(tmp_path):
+@pytest.fixture
+def download(tmp_path):
+    """A released file on PostgreSQL and what a download of it by alice is recorded with."""
     if connection.vendor != "postgresql":
         pytest.skip("row locks and deferred foreign keys are PostgreSQL's; SQLite writes one at a time")
     revision, _ = published_tiny_llama(tmp_path, "acme/tiny", verify_here=True)
     stored = revision.files.get(path="config.json")
     who = Downloader(user=person("alice"), grant=None, token=None)
-    request = RequestFactory().get("/", REMOTE_ADDR="203.0.113.5")
-    appended, release, failures = threading.Event(), threading.Event(), []
+    return stored, who, RequestFactory().get("/", REMOTE_ADDR="203.0.113.5")
 
-    def download() -> None:
+
+def started(work, failures: list) -> threading.Thread:
+    """`work` in a thread of its own, on its own connection; what it raises goes to `failures`."""
+
+    def run() -> None:
         try:
-            with transaction.atomic():  # the download's event and its audit event, held open before the commit
-                record_event(request, stored, who, channel=DownloadEvent.Channel.LOCAL, status=200, expected=2)
-                appended.set()
-                release.wait(10)
-        except Exception as error:  # reported by the test below
+            work()
+        except Exception as error:  # reported by the test
             failures.append(error)
         finally:
             connection.close()
 
-    def worker() -> None:
-        try:
-            with transaction.atomic():  # as still_verifying: the revision locked, then an audit event
-                Revision.objects.select_for_update().filter(pk=revision.pk).exists()
-                record(Tag.TOKEN_CREATED, number=1)
-        except Exception as error:  # reported by the test below
-            failures.append(error)
-        finally:
-            connection.close()
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
 
-    downloading = threading.Thread(target=download)
-    downloading.start()
-    assert appended.wait(10)
-    working = threading.Thread(target=worker)
-    working.start()
-    time.sleep(0.5)  # the worker holds the revision and waits for the head (before the fix), or waits for the row
-    release.set()
-    downloading.join(30)
-    working.join(30)
+
+def verify_worker(revision, locked: threading.Event | None = None, pause: float = 0) -> None:
+    """As still_verifying: the revision locked, then (after `pause`) an audit event, in one transaction."""
+    with transaction.atomic():
+        Revision.objects.select_for_update().filter(pk=revision.pk).exists()
+        if locked is not None:
+            locked.set()
+        time.sleep(pause)
+        record(Tag.TOKEN_CREATED, number=1)
+
+
+def both_committed(failures: list, *threads: threading.Thread) -> None:
+    for thread in threads:
+        thread.join(30)
     assert failures == []
-    assert DownloadEvent.objects.count() == 1
     assert AuditEvent.objects.filter(tag=Tag.TOKEN_CREATED).count() == 1 and breaks() == []
 
 
-def test_spooled_download_events_and_a_worker_holding_their_revision_both_commit(tmp_path):
+def test_a_download_event_and_a_worker_holding_its_revision_both_commit(download):
+    stored, who, request = download
+    appended, release, failures = threading.Event(), threading.Event(), []
+
+    def recorded() -> None:
+        with transaction.atomic():  # the download's event and its audit event, held open before the commit
+            record_event(request, stored, who, channel=DownloadEvent.Channel.LOCAL, status=200, expected=2)
+            appended.set()
+            release.wait(10)
+
+    downloading = started(recorded, failures)
+    assert appended.wait(10)
+    working = started(lambda: verify_worker(stored.revision), failures)
+    time.sleep(0.5)  # the worker holds the revision and waits for the head (before the fix), or waits for the row
+    release.set()
+    both_committed(failures, downloading, working)
+    assert DownloadEvent.objects.count() == 1
+
+
+def test_spooled_download_events_and_a_worker_holding_their_revision_both_commit(download):
     """The spool's shipper stores events that refer to a revision a verify worker has locked. It took the head
     first (its lock on storing, one shipper at a time) and the revision's key lock when it appended: the
     worker, holding the revision and waiting for the head, deadlocked with it. The shipper now takes the key
     locks of what it refers to before the head."""
-    if connection.vendor != "postgresql":
-        pytest.skip("row locks and deferred foreign keys are PostgreSQL's; SQLite writes one at a time")
-    revision, _ = published_tiny_llama(tmp_path, "acme/tiny", verify_here=True)
-    stored = revision.files.get(path="config.json")
-    who = Downloader(user=person("alice"), grant=None, token=None)
-    request = RequestFactory().get("/", REMOTE_ADDR="203.0.113.5")
+    stored, who, request = download
     lines = [spooled_line(request, stored, who, channel=DownloadEvent.Channel.S3_REDIRECT, status=302, expected=2)]
     locked, failures, shipped = threading.Event(), [], []
-
-    def worker() -> None:
-        try:
-            with transaction.atomic():  # as still_verifying: the revision locked, then an audit event
-                Revision.objects.select_for_update().filter(pk=revision.pk).exists()
-                locked.set()
-                time.sleep(
-                    0.5
-                )  # the shipper starts meanwhile and waits for the revision (before the fix, holding the head)
-                record(Tag.TOKEN_CREATED, number=1)
-        except Exception as error:  # reported by the test below
-            failures.append(error)
-        finally:
-            connection.close()
-
-    def shipper() -> None:
-        try:
-            shipped.append(store(lines))
-        except Exception as error:  # reported by the test below
-            failures.append(error)
-        finally:
-            connection.close()
-
-    working = threading.Thread(target=worker)
-    working.start()
+    # The worker waits half a second once it holds the revision: the shipper starts meanwhile and waits
+    # for the revision (before the fix, holding the head).
+    working = started(lambda: verify_worker(stored.revision, locked, pause=0.5), failures)
     assert locked.wait(10)
-    shipping = threading.Thread(target=shipper)
-    shipping.start()
-    working.join(30)
-    shipping.join(30)
-    assert failures == []
-    assert shipped == [1] and DownloadEvent.objects.get().revision_id == revision.pk
-    assert AuditEvent.objects.filter(tag=Tag.TOKEN_CREATED).count() == 1 and breaks() == []
+    shipping = started(lambda: shipped.append(store(lines)), failures)
+    both_committed(failures, working, shipping)
+    assert shipped == [1] and DownloadEvent.objects.get().revision_id == stored.revision_id
