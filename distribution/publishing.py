@@ -508,6 +508,11 @@ def complete(draft: Revision, storage, publisher, *, request=None, supersede: bo
     # A draft is dated when it is published; an assembling revision keeps its commit's date (and order).
     dated = {"created_at": timezone.now()} if draft.state == State.DRAFT else {}
     with transaction.atomic():
+        older = (
+            locked_older(draft, dated.get("created_at", draft.created_at))
+            if supersede and state == State.UPLOADED
+            else []
+        )
         if draft.move(state, publish_heartbeat_at=None, failure_reason=waiting, **dated):
             record(
                 Tag.REVISION_PUBLISHED,
@@ -522,8 +527,7 @@ def complete(draft: Revision, storage, publisher, *, request=None, supersede: bo
                 **({"lacking": lacking} if lacking else {}),
                 **details,
             )
-            if supersede and state == State.UPLOADED:
-                supersede_older(draft, publisher)
+            fail_superseded(older, draft, publisher)
 
 
 def still_assembling(rows: list[RevisionFile]) -> set[str]:
@@ -559,12 +563,19 @@ def files_lacking(storage, stored: dict[str, StoredFile], paths: set[str]) -> li
     return sorted(named - paths)
 
 
-def supersede_older(newer: Revision, publisher) -> None:
-    """Fail the verification of the repo's older revisions still waiting for it or under way: their workers
-    find them failed at their next claim and store nothing more."""
-    older = Revision.objects.filter(
-        repo=newer.repo, state__in=(State.UPLOADED, State.VERIFYING), created_at__lte=newer.created_at
-    ).exclude(pk=newer.pk)
+def locked_older(newer: Revision, created_at) -> list[Revision]:
+    """The repo's revisions older than `newer` still waiting for verification or under way, their rows locked.
+    Taken before anything in the transaction takes the audit chain's head: a worker storing its verdict
+    holds its revision's row and then wants the head, so the other order deadlocks with it."""
+    older = Revision.objects.select_for_update().filter(
+        repo=newer.repo, state__in=(State.UPLOADED, State.VERIFYING), created_at__lte=created_at
+    )
+    return list(older.exclude(pk=newer.pk).order_by("pk"))
+
+
+def fail_superseded(older: list[Revision], newer: Revision, publisher) -> None:
+    """Fail the verification of `older` (locked by `locked_older`): their workers find them failed at their
+    next claim and store nothing more."""
     for revision in older:
         revision.move(
             State.FAILED,

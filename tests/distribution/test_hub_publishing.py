@@ -302,3 +302,47 @@ def test_the_same_folder_uploaded_again_before_release_is_the_same_commit(hub, p
     with pytest.raises(HfHubHTTPError) as unreleased:  # a recipient's `main` is the newest release: none yet
         hub.model_info(REPO_ID, token=token_for(grantee))
     assert unreleased.value.response.status_code == 404
+
+
+def test_a_newer_commit_and_the_worker_finishing_the_older_one_both_commit(
+    hub, paula, checkpoint, tmp_path, monkeypatch
+):
+    """A commit that supersedes an older revision whose worker is storing its verdict at that moment (the
+    row locked, then an audit event): the commit's transaction had taken the audit chain's head (its own
+    events) before it moved the older revision, so each waited for the other and PostgreSQL failed one (a
+    500 on the commit, or the worker's verdict lost). The commit now locks the older revisions first."""
+    from django.db import connection, transaction
+
+    from audit.chain import breaks, record
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are PostgreSQL's; SQLite writes one at a time")
+    monkeypatch.setattr(hf_publish.current_app, "send_task", lambda *args, **kwargs: None)  # this test verifies
+    hub.create_repo(REPO_ID, token=paula)
+    older = Revision.objects.get(commit=hub.upload_folder(repo_id=REPO_ID, folder_path=checkpoint, token=paula).oid)
+    services.start_checks(older.pk)
+    locked, failures = threading.Event(), []
+
+    def worker_storing_its_verdict() -> None:
+        try:
+            with transaction.atomic():
+                assert services.still_verifying(older)
+                locked.set()
+                threading.Event().wait(1)  # the newer commit arrives meanwhile
+                record(Tag.TOKEN_CREATED, number=1)  # as a verdict's move records its event
+        except Exception as error:  # reported below
+            failures.append(error)
+        finally:
+            connection.close()
+
+    working = threading.Thread(target=worker_storing_its_verdict)
+    working.start()
+    assert locked.wait(10)
+    retrained = write_tiny_llama(tmp_path / "retrained", shards=2, seed=1)
+    newer_commit = hub.upload_folder(repo_id=REPO_ID, folder_path=retrained, token=paula).oid
+    working.join(30)
+    assert failures == []
+    older.refresh_from_db()
+    assert older.state == Revision.State.FAILED and "superseded by the newer commit" in older.failure_reason
+    assert Revision.objects.get(commit=newer_commit).state == Revision.State.UPLOADED
+    assert AuditEvent.objects.filter(tag=Tag.TOKEN_CREATED).count() == 1 and breaks() == []
