@@ -12,13 +12,11 @@ import pytest
 from django.db import connection, transaction
 from django.test import RequestFactory
 
-from audit.chain import breaks, record
-from audit.models import AuditEvent
-from audit.tags import Tag
 from distribution.downloads.events import Downloader, record_event
 from distribution.downloads.spool import spooled_line, store
-from distribution.models import DownloadEvent, Revision
+from distribution.models import DownloadEvent
 from tests.support.flows import published_tiny_llama
+from tests.support.lock_order import both_committed, started, worker_storing_a_verdict
 from tests.support.personas import person
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,39 +33,6 @@ def download(tmp_path):
     return stored, who, RequestFactory().get("/", REMOTE_ADDR="203.0.113.5")
 
 
-def started(work, failures: list) -> threading.Thread:
-    """`work` in a thread of its own, on its own connection; what it raises goes to `failures`."""
-
-    def run() -> None:
-        try:
-            work()
-        except Exception as error:  # reported by the test
-            failures.append(error)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
-def verify_worker(revision, locked: threading.Event | None = None, pause: float = 0) -> None:
-    """As still_verifying: the revision locked, then (after `pause`) an audit event, in one transaction."""
-    with transaction.atomic():
-        Revision.objects.select_for_update().filter(pk=revision.pk).exists()
-        if locked is not None:
-            locked.set()
-        time.sleep(pause)
-        record(Tag.TOKEN_CREATED, number=1)
-
-
-def both_committed(failures: list, *threads: threading.Thread) -> None:
-    for thread in threads:
-        thread.join(30)
-    assert failures == []
-    assert AuditEvent.objects.filter(tag=Tag.TOKEN_CREATED).count() == 1 and breaks() == []
-
-
 def test_a_download_event_and_a_worker_holding_its_revision_both_commit(download):
     stored, who, request = download
     appended, release, failures = threading.Event(), threading.Event(), []
@@ -80,7 +45,7 @@ def test_a_download_event_and_a_worker_holding_its_revision_both_commit(download
 
     downloading = started(recorded, failures)
     assert appended.wait(10)
-    working = started(lambda: verify_worker(stored.revision), failures)
+    working = started(lambda: worker_storing_a_verdict(stored.revision), failures)
     time.sleep(0.5)  # the worker holds the revision and waits for the head (before the fix), or waits for the row
     release.set()
     both_committed(failures, downloading, working)
@@ -97,7 +62,7 @@ def test_spooled_download_events_and_a_worker_holding_their_revision_both_commit
     locked, failures, shipped = threading.Event(), [], []
     # The worker waits half a second once it holds the revision: the shipper starts meanwhile and waits
     # for the revision (before the fix, holding the head).
-    working = started(lambda: verify_worker(stored.revision, locked, pause=0.5), failures)
+    working = started(lambda: worker_storing_a_verdict(stored.revision, locked, pause=0.5), failures)
     assert locked.wait(10)
     shipping = started(lambda: shipped.append(store(lines)), failures)
     both_committed(failures, working, shipping)
