@@ -21,6 +21,7 @@ from tests.support.flows import flip_one_bit, publish, publish_undispatched, pub
 from tests.support.personas import person, token_for
 from verification import services as verification_services
 from verification import tasks
+from verification.core.model_checks import smoke_sink
 from verification.core.report import REQUIRED_CHECKS
 from verification.core.tiny_llama import write_tiny_llama
 from verification.models import FileCheck
@@ -204,8 +205,15 @@ def test_a_file_gone_while_reverify_reads_names_that_file_not_every_file_unread(
 
 
 @pytest.mark.django_db
-def test_a_file_gone_between_the_checks_and_the_smoke_pass_fails_the_revision_naming_it(monkeypatch, tmp_path):
-    revision = publish(write_tiny_llama(tmp_path / "ckpt"), "acme/gone-before-smoke", "local")
+@pytest.mark.parametrize("placement", ["whole", "streamed"])
+def test_a_file_gone_between_the_checks_and_the_smoke_pass_fails_the_revision_naming_it(
+    monkeypatch, tmp_path, placement
+):
+    checkpoint = write_tiny_llama(tmp_path / "ckpt", config_overrides={"num_hidden_layers": 8})
+    if placement == "streamed":  # the planner opens the files before the hashing read does
+        weights = sum(path.stat().st_size for path in checkpoint.glob("model*.safetensors"))
+        monkeypatch.setenv("WEIGHTGATE_SMOKE_MAX_BYTES", str(weights // 3))
+    revision = publish(checkpoint, "acme/gone-before-smoke", "local")
     run_checks_stage(revision.pk)
     revision.refresh_from_db()
     assert revision.verification_stage == Revision.Stage.SMOKE_QUEUED, revision.failure_reason
@@ -218,8 +226,11 @@ def test_a_file_gone_between_the_checks_and_the_smoke_pass_fails_the_revision_na
         get_storage("local").path(f"{revision.storage_prefix}/{gone}").unlink()
         return files
 
+    planned = []
     monkeypatch.setattr(verification_services, "stored_files", listed_then_gone)
+    monkeypatch.setattr(verification_services, "smoke_sink", lambda *a: planned.append(smoke_sink(*a)) or planned[0])
     run_smoke_stage(revision.pk)
+    assert planned[0].placement.kind == placement
     revision.refresh_from_db()
     # A verdict, not a stage left claimed for the requeue job to retry for ever.
     assert (revision.state, revision.verification_stage) == (Revision.State.FAILED, Revision.Stage.NONE)

@@ -52,8 +52,11 @@ def file_identities(files) -> dict:
     identities = {}
     for item in files:
         if is_weight_shard(item.path) and getattr(item, "read_range", None) is None:
-            with item.open() as stream:
-                identities[item.path] = file_identity(stream)
+            try:
+                with item.open() as stream:
+                    identities[item.path] = file_identity(stream)
+            except OSError:  # gone or unreadable: the hashing read that follows reports it, naming the file
+                identities[item.path] = None
     return identities
 
 
