@@ -37,7 +37,6 @@ is written to bench/results/).
 
 import argparse
 import gc
-import io
 import os
 import platform
 import subprocess
@@ -47,7 +46,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.verify import RESULTS, files_of, publish_results, sha256_of, write_checkpoint
+from bench.verify import RESULTS, as_streams, files_of, publish_results, sha256_of, write_checkpoint
 from verification.core.sizes import format_bytes
 
 CONFIG_3_6B = {
@@ -199,24 +198,6 @@ class PhaseTimer:
     def __exit__(self, *exc):
         for name, original in self.originals.items():
             setattr(self.checks, name, original)
-
-
-class UnmappedStream(io.BufferedReader):
-    """A local file read as a stream from storage is: no descriptor, so nothing is mapped or read again."""
-
-    def fileno(self):
-        raise io.UnsupportedOperation("a stream from storage has no file descriptor")
-
-
-def as_streams(directory: Path):
-    """The checkpoint's files as the smoke pass sees objects in storage (held in host memory, never re-read)."""
-    from verification.core.checks import CheckpointFile, directory_files
-    from verification.core.report import Report
-
-    return [
-        CheckpointFile(item.path, item.size, lambda path=directory / item.path: UnmappedStream(io.FileIO(path)))
-        for item in directory_files(directory, Report())
-    ]
 
 
 def weightgate(

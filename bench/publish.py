@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.download import manage
-from bench.verify import generated_once, publish_results, sha256_of
+from bench.verify import files_of, generated_once, publish_results, sha256_of
 from tests.support.servers import s3_client, start_seaweedfs, stop_process, wait_for_bucket
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,10 +55,6 @@ def generate(directory: Path, gigabytes: float) -> None:
                 out.write(rng.bytes(piece))
                 body -= piece
     (directory / "config.json").write_text(json.dumps({"model_type": "bench", "note": "random bytes"}))
-
-
-def files_of(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.is_file())
 
 
 def run_arm(name: str, directory: Path, run: str) -> dict:
@@ -259,7 +255,7 @@ def hub_arm(name: str, directory: Path, run: str, endpoint: str, token: str) -> 
             storage.client.upload_file(str(path), storage.bucket, f"bench/{run}/{path.name}", Config=config)
 
         with ThreadPoolExecutor(HUB_THREADS) as pool:
-            list(pool.map(send, shown_files(directory)))
+            list(pool.map(send, files_of(directory)))
     else:
         from huggingface_hub import HfApi
 
@@ -279,11 +275,6 @@ def hub_arm(name: str, directory: Path, run: str, endpoint: str, token: str) -> 
             "part_mib": storage.part_size // 1024**2,
         }
     return {"arm": name, "seconds": time.perf_counter() - started, "part_mib": storage.part_size // 1024**2}
-
-
-def shown_files(directory: Path) -> list[Path]:
-    """The checkpoint's files, without the marker `generated_once` leaves beside them."""
-    return [path for path in files_of(directory) if not path.name.startswith(".")]
 
 
 def hub_verdicts(directory: Path, retrained: Path, endpoint: str, token: str) -> dict:
@@ -328,7 +319,7 @@ def hub_compare(
 
     weed_dir = scratch / "seaweedfs"
     weed_dir.mkdir()
-    size = sum(p.stat().st_size for p in shown_files(directory))
+    size = sum(p.stat().st_size for p in files_of(directory))
     weed, s3 = start_seaweedfs(weed_dir, volume_mb=1024, volumes=int(6 * rounds * size / 1e9) + 8)
     gunicorn = worker = None
     try:
@@ -389,7 +380,7 @@ def hub_large_main(args) -> None:
     generated_once(directory, args.gigabytes, lambda folder, size: generate_llama(folder, size, unique=True))
     if not retrained.exists():
         retrain_last_shard(directory, retrained)
-    files = shown_files(directory)
+    files = files_of(directory)
     size = sum(p.stat().st_size for p in files)
     for path in files:
         sha256_of(path)  # a warm page cache for every arm

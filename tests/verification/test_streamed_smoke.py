@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 from verification.core.checks import CheckpointFile, check_directory, directory_files, scan_files
 from verification.core.layout import INDEX_NAME, SMOKE_REFERENCE_NAME
+from verification.core.loading import TensorSink
 from verification.core.model_checks import build_config, run_smoke, smoke_inputs, smoke_logits, smoke_sink
 from verification.core.placement import DeviceMemory
 from verification.core.report import Report
@@ -52,10 +53,10 @@ def quarter_budget(monkeypatch, checkpoint) -> int:
     return budget
 
 
-def logits_of(files, **memory):
-    """The smoke pass's logits and facts, from the hashing read of `files` into the sink it plans."""
+def logits_of(files, sink=None, **memory):
+    """The smoke pass's logits and facts, from the hashing read of `files` into `sink` or the one it plans."""
     report = Report()
-    sink = smoke_sink(files, report, **memory)
+    sink = sink or smoke_sink(files, report, **memory)
     assert sink is not None, report.failures
     scan_files(files, sink=sink)
     by_path = {item.path: item for item in files}
@@ -67,6 +68,13 @@ def logits_of(files, **memory):
 def whole_logits(checkpoint):
     logits, facts = logits_of(directory_files(checkpoint, Report()), devices=[DeviceMemory("cpu", None)])
     assert facts["placement"] == "whole"
+    return logits
+
+
+def held_logits(checkpoint):
+    """The whole model from tensors copied out of the hashing read, as a GPU gets them, run on the CPU."""
+    logits, facts = logits_of(directory_files(checkpoint, Report()), sink=TensorSink(torch.device("cpu")))
+    assert facts["placement"] == "whole" and facts["reread_from_files"] is False
     return logits
 
 
@@ -347,14 +355,50 @@ def test_tensors_carved_from_one_allocation_per_file_give_the_same_logits(tmp_pa
 
     checkpoint = tiny(tmp_path, shards=3)
     files = directory_files(checkpoint, Report())
-    separate = whole_logits(checkpoint)
+    separate = held_logits(checkpoint)
     monkeypatch.setattr(loading, "ONE_ALLOCATION_PER_FILE", True)
-    sink = smoke_sink(files, Report(), devices=[DeviceMemory("cpu", None)])
+    sink = TensorSink(torch.device("cpu"))  # what a GPU gets, on the CPU
     scan_files(files, sink=sink)
     shards = [item for item in files if item.path.endswith(".safetensors") and "model-" in item.path]
     storages = {tensor.untyped_storage().data_ptr() for tensor in sink.buffers.values()}
     assert len(storages) == len(shards) == 3  # one allocation per file, not one per tensor
     assert all(tensor.storage_offset() % loading.CARVE_ALIGN == 0 for tensor in sink.buffers.values())
+    assert torch.equal(held_logits(checkpoint), separate)
     assert torch.equal(whole_logits(checkpoint), separate)
+
+
+def test_the_whole_model_on_the_cpu_runs_on_the_files_pages_with_the_held_copys_logits(tmp_path):
+    """A CPU worker with room for the whole model maps the local files the hashing read left in the page
+    cache (copying every weight into fresh memory during that read took 8x the read itself); the logits
+    are those of the tensors held from the hashing read, bit for bit, and match the publisher's."""
+    checkpoint = tiny(tmp_path, shards=3, layout="consecutive", shard_order_seed=3)
+    logits, facts = logits_of(directory_files(checkpoint, Report()), devices=[DeviceMemory("cpu", None)])
+    assert (facts["placement"], facts["reread_from_files"]) == ("whole", True)
+    assert facts["held_bytes_peak"] == weight_bytes(checkpoint) - sum(8 + header_length(p) for p in shards(checkpoint))
+    assert torch.equal(logits, held_logits(checkpoint))
     report = check_directory(checkpoint)
     assert report.ok and smoke_check(report).code == "LogitsMatchReference", report.failures
+    assert (report.smoke["placement"], report.smoke["reread_from_files"]) == ("whole", True)
+
+
+@pytest.mark.parametrize("change", ["rewritten", "replaced"])
+def test_a_local_file_changed_after_the_hashing_read_fails_the_whole_models_smoke_pass(tmp_path, change):
+    """The pages the CPU runs on must be the hashed bytes: a shard written again (even with the same bytes)
+    or another file renamed over it after the hashing read is refused, naming it, and never run."""
+    checkpoint = tiny(tmp_path)
+    files = directory_files(checkpoint, Report())
+    report = Report()
+    sink = smoke_sink(files, report, devices=[DeviceMemory("cpu", None)])
+    scan_files(files, sink=sink)
+    shard = checkpoint / "model-00002-of-00002.safetensors"
+    if change == "rewritten":
+        shard.write_bytes(shard.read_bytes())
+    else:
+        other = tmp_path / "other.safetensors"
+        data = bytearray(shard.read_bytes())
+        data[-4:] = bytes(4)  # the last weights zeroed: what a swap between the checks and the smoke pass brings
+        other.write_bytes(bytes(data))
+        os.replace(other, shard)
+    run_smoke({item.path: item for item in files}, sink, report)
+    assert smoke_check(report).code == "ContentChanged" and shard.name in smoke_check(report).message
+    assert report.smoke.get("placement") is None  # no forward pass ran on the changed bytes

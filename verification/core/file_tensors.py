@@ -233,6 +233,10 @@ class FileTensors:
             self.reread_bytes += sum(self.located[name][2].nbytes for name in names)
         return {name: (copied[name] if mapped[name] is None else mapped[name]).to(device) for name in names}
 
+    def tensors(self) -> dict:
+        """Every tensor on the sink's device at once: the whole model, for the CPU mapped from the files."""
+        return self.load(list(self.located), self.device)
+
     def mapped(self, name: str):
         path, offset, entry = self.located[name]
         return self.readers[path].mapped(offset, entry)

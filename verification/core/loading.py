@@ -9,6 +9,8 @@ a shard is read once for everything.
 import threading
 import warnings
 
+import numpy
+
 SAFETENSORS_TO_TORCH = {
     "BOOL": "bool",
     "U8": "uint8",
@@ -89,7 +91,7 @@ class TensorSink:
         self.device_for = device_for  # tensor name -> its block's device (or None), where blocks are spread
         self.placement = placement  # where the model runs (verification.core.placement); None: whole on `device`
         self.buffers = {}
-        self.host_views = {}  # tensor name -> writable view of its host buffer
+        self.host_arrays = {}  # tensor name -> its host buffer as a numpy array
         self.entries = {}
         self.lock = threading.Lock()
 
@@ -103,12 +105,13 @@ class TensorSink:
                 name: torch.empty(entry.nbytes, dtype=torch.uint8, device=self.device_of(name))
                 for name, entry in header.tensors.items()
             }
-        # Host buffers are filled by a plain memcpy in the scan's own thread: torch's copy spreads each
-        # chunk over its thread pool, which stalls whenever another thread or process holds a core.
-        host_views = {name: memoryview(buffer.numpy()) for name, buffer in buffers.items() if buffer.is_cpu}
+        # Host buffers are filled by numpy in the scan's own thread: torch's copy spreads each chunk over its
+        # thread pool, which stalls whenever another thread or process holds a core, and a memoryview's copy
+        # holds the GIL through every page fault of a fresh buffer, which stalls the other files' scans.
+        host_arrays = {name: buffer.numpy() for name, buffer in buffers.items() if buffer.is_cpu}
         with self.lock:
             self.buffers.update(buffers)
-            self.host_views.update(host_views)
+            self.host_arrays.update(host_arrays)
             self.entries.update(header.tensors)
 
     def device_of(self, name: str):
@@ -117,9 +120,9 @@ class TensorSink:
     def write(self, name: str, offset: int, piece: memoryview) -> None:
         import torch
 
-        host_view = self.host_views.get(name)
-        if host_view is not None:
-            host_view[offset : offset + len(piece)] = piece
+        host_array = self.host_arrays.get(name)
+        if host_array is not None:
+            numpy.copyto(host_array[offset : offset + len(piece)], numpy.frombuffer(piece, dtype=numpy.uint8))
             return
         with warnings.catch_warnings():  # the source is a read-only map; it is only read
             warnings.simplefilter("ignore", UserWarning)
