@@ -402,3 +402,27 @@ def test_a_local_file_changed_after_the_hashing_read_fails_the_whole_models_smok
     run_smoke({item.path: item for item in files}, sink, report)
     assert smoke_check(report).code == "ContentChanged" and shard.name in smoke_check(report).message
     assert report.smoke.get("placement") is None  # no forward pass ran on the changed bytes
+
+
+@pytest.mark.parametrize("budget", ["whole", "quarter"])
+def test_files_on_a_file_system_that_refuses_to_map_them_are_read_instead(tmp_path, monkeypatch, budget):
+    """Some file systems refuse mmap (a FUSE mount in direct I/O mode, say): the hashing read and the smoke
+    pass read such files instead of failing them as unreadable. No such file system can be mounted here, so
+    mmap itself is made to refuse, with the error such a mount gives (ENODEV)."""
+    import errno
+    import mmap
+
+    checkpoint = tiny(tmp_path)
+    expected = whole_logits(checkpoint)
+    if budget == "quarter":
+        quarter_budget(monkeypatch, checkpoint)
+
+    def refused(*args, **kwargs):
+        raise OSError(errno.ENODEV, "No such device")
+
+    monkeypatch.setattr(mmap, "mmap", refused)
+    report = check_directory(checkpoint)
+    assert report.ok and smoke_check(report).code == "LogitsMatchReference", report.failures
+    assert report.smoke["placement"] == ("streamed" if budget == "quarter" else "whole")
+    logits, _ = logits_of(directory_files(checkpoint, Report()))
+    assert torch.equal(logits, expected)

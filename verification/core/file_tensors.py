@@ -89,7 +89,8 @@ class RangeReader:
 
     def mapped(self, offset: int, entry):
         """The tensor at `offset` as a view of a private mapping of the file, or None where the file cannot
-        be mapped (a stream, a file with its own read_range) or the tensor is not aligned for its dtype."""
+        be mapped (a stream, a file with its own read_range, a file system that refuses) or the tensor is
+        not aligned for its dtype."""
         import torch
 
         if getattr(self.item, "read_range", None) is not None:
@@ -101,13 +102,16 @@ class RangeReader:
             return None
         start = offset - offset % mmap.ALLOCATIONGRANULARITY
         # Private and writable: torch gets a buffer it may treat as its own, and nothing reaches the file.
-        window = mmap.mmap(
-            self.descriptor,
-            offset - start + entry.nbytes,
-            flags=mmap.MAP_PRIVATE,
-            prot=mmap.PROT_READ | mmap.PROT_WRITE,
-            offset=start,
-        )
+        try:
+            window = mmap.mmap(
+                self.descriptor,
+                offset - start + entry.nbytes,
+                flags=mmap.MAP_PRIVATE,
+                prot=mmap.PROT_READ | mmap.PROT_WRITE,
+                offset=start,
+            )
+        except OSError:  # a file system that does not map files: the tensor is read into a buffer instead
+            return None
         window.madvise(mmap.MADV_WILLNEED)  # the kernel starts reading what the page cache lacks
         return torch.frombuffer(window, dtype=dtype, offset=offset - start, count=entry.numel).reshape(entry.shape)
 

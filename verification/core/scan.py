@@ -122,10 +122,20 @@ def mapped_chunks(descriptor: int, size: int) -> Iterator[memoryview]:
 def chunks_of(stream: BinaryIO, size: int) -> Iterator[memoryview]:
     try:
         descriptor = stream.fileno()
-        mappable = size > 0 and stat.S_ISREG(os.fstat(descriptor).st_mode)
+        mappable = size > 0 and stat.S_ISREG(os.fstat(descriptor).st_mode) and can_map(descriptor)
     except (AttributeError, OSError, io.UnsupportedOperation):
         mappable = False
     return mapped_chunks(descriptor, size) if mappable else stream_chunks(stream)
+
+
+def can_map(descriptor: int) -> bool:
+    """Whether the file's system maps files: some refuse (a FUSE mount in direct I/O mode), and such a
+    file is read as a stream instead of failing as unreadable."""
+    try:
+        mmap.mmap(descriptor, 1, access=mmap.ACCESS_READ).close()
+    except OSError:
+        return False
+    return True
 
 
 @dataclass
