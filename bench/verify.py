@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
+# In a results file, what follows this line (notes, earlier runs) is kept when the bench writes a new result.
+KEPT_BELOW = "<!-- Written by the bench above this line; kept below it when the bench runs again. -->"
 # smoke arm -> (the placement it must get, how its files are read: from the files, as streams, or as before)
 SMOKE_ARMS = {
     "smoke whole": ("whole", "files"),
@@ -351,11 +353,20 @@ def generated_once(directory: Path, gigabytes: float, generate) -> None:
 
 
 def publish_results(filename: str, lines: list[str]) -> None:
-    """Print the result and keep it in bench/results/ beside the earlier ones."""
+    """Print the result and keep it in bench/results/ beside the earlier ones: the file's notes (what follows
+    KEPT_BELOW) stay below the new result; a file from before the marker is kept whole under a heading."""
     text = "\n".join(lines)
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / filename).write_text(text + "\n")
+    path = RESULTS / filename
+    earlier = path.read_text() if path.exists() else ""
+    if KEPT_BELOW in earlier:
+        kept = earlier.split(KEPT_BELOW, 1)[1].strip("\n")
+    elif earlier.strip():
+        kept = f"## Before this run (the file as it was)\n\n{earlier.strip()}"
+    else:
+        kept = ""
+    path.write_text(f"{text}\n\n{KEPT_BELOW}\n" + (f"\n{kept}\n" if kept else ""))
 
 
 if __name__ == "__main__":
