@@ -17,8 +17,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench.verify import publish_results
+
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "startup.md"
 # The last commit before this session's operations work: what `make run` was.
 BASELINE = "1429a74"
 
@@ -93,8 +94,7 @@ def main(argv: list[str]) -> None:
         "",
         f"Speed against the baseline: {ratio:.2f}x (above 1: this tree answers sooner).",
     ]
-    RESULTS.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    publish_results("startup.md", lines)
 
 
 if __name__ == "__main__":
