@@ -381,10 +381,11 @@ def test_the_whole_model_on_the_cpu_runs_on_the_files_pages_with_the_held_copys_
     assert (report.smoke["placement"], report.smoke["reread_from_files"]) == ("whole", True)
 
 
-@pytest.mark.parametrize("change", ["rewritten", "replaced"])
+@pytest.mark.parametrize("change", ["rewritten", "replaced", "deleted"])
 def test_a_local_file_changed_after_the_hashing_read_fails_the_whole_models_smoke_pass(tmp_path, change):
-    """The pages the CPU runs on must be the hashed bytes: a shard written again (even with the same bytes)
-    or another file renamed over it after the hashing read is refused, naming it, and never run."""
+    """The pages the CPU runs on must be the hashed bytes: a shard written again (even with the same bytes),
+    another file renamed over it or the shard deleted after the hashing read is refused, naming it, and
+    never run."""
     checkpoint = tiny(tmp_path)
     files = directory_files(checkpoint, Report())
     report = Report()
@@ -393,6 +394,8 @@ def test_a_local_file_changed_after_the_hashing_read_fails_the_whole_models_smok
     shard = checkpoint / "model-00002-of-00002.safetensors"
     if change == "rewritten":
         shard.write_bytes(shard.read_bytes())
+    elif change == "deleted":  # blamed on the model before ("SmokeFailed: FileNotFoundError")
+        shard.unlink()
     else:
         other = tmp_path / "other.safetensors"
         data = bytearray(shard.read_bytes())

@@ -118,7 +118,12 @@ class RangeReader:
     def ensure_open(self) -> None:
         if self.stream is not None:
             return
-        self.stream = self.item.open()
+        try:
+            self.stream = self.item.open()
+        except OSError as error:  # gone (or unreadable) since the hashing read: not the model's fault
+            raise ContentChanged(
+                f"{self.item.path} is gone since it was hashed ({error}); verify the revision again"
+            ) from error
         identity = file_identity(self.stream)
         self.check_identity(identity)
         self.descriptor = self.stream.fileno() if identity is not None else None
