@@ -149,7 +149,7 @@ def main(argv=None) -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores; database: "
         f"{'PostgreSQL' if args.database_url else 'SQLite'}; embedded broker; warm page cache",
         "from sending verify_revision: until every file is checked (the part shared out), and until the",
-        "whole checkpoint is judged (one worker; its first config check imports transformers). No smoke pass.",
+        "whole checkpoint is judged (by one worker; each loads the model code as it starts). No smoke pass.",
         "",
         f"| workers | files checked (s) | GB/s | speed-up over {baseline} | efficiency | verdict (s) |",
         "| --- | --- | --- | --- | --- | --- |",
