@@ -24,6 +24,7 @@ from verification.core.blocks import (
     tensor_sources,
 )
 from verification.core.file_tensors import ContentChanged, FileTensors, file_identities
+from verification.core.host_memory import available_host_bytes
 from verification.core.layout import CONFIG_NAME, SMOKE_REFERENCE_NAME, is_weight_shard, read_json
 from verification.core.loading import TensorSink, dominant_dtype, meta_tensors
 from verification.core.placement import (
@@ -172,14 +173,7 @@ def available_bytes(device) -> int | None:
 
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    return available_host_bytes()  # within a container's limit too
 
 
 def capped(free: int | None) -> int | None:
