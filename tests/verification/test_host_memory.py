@@ -39,14 +39,14 @@ def test_a_worker_in_a_limited_cgroup_plans_the_smoke_pass_with_the_groups_room(
         print(cpu.device, cpu.free)
         """
     )
+    # The shell joins the group, then becomes the worker's Python: the group's limit is its own from the start.
+    joined = f'echo $$ > "{limited_group / "cgroup.procs"}" && exec "$0" -c "$1"'
     run = subprocess.run(
-        [sys.executable, "-c", program],
+        ["sh", "-c", joined, sys.executable, program],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-        # The child joins the group before it runs anything: the group's limit is its own.
-        preexec_fn=lambda: (limited_group / "cgroup.procs").write_text(str(os.getpid())),
         timeout=120,
     )
     assert run.returncode == 0, run.stderr[-2000:]
