@@ -28,6 +28,7 @@ from distribution.downloads import remembered as remembered_module
 from distribution.downloads import spool as event_spool
 from distribution.models import DownloadEvent
 from hub import rate_limits
+from tests.support.downloads import early_in_a_window
 from tests.support.personas import token_for
 from tests.support.servers import REPO_ROOT
 
@@ -241,6 +242,7 @@ def test_capped_grants_and_sessions_always_take_the_full_checks(client, s3_relea
 
 def test_the_rate_limit_applies_on_the_fast_path(client, s3_release, fast, settings):
     settings.DOWNLOAD_RATE_LIMIT = (3, 60)
+    early_in_a_window(60)
     _, _, token = s3_release
     answers = [get(client, token).status_code for _ in range(4)]
     assert answers == [302, 302, 302, 429]

@@ -38,6 +38,7 @@ from distribution import lfs, publishing, xet, xet_formats
 from distribution.models import LfsObject, Repo, Revision, XetXorb
 from distribution.storage import StorageError, get_storage
 from distribution.tasks import requeue_stuck_assemblies
+from tests.support.downloads import early_in_a_window
 from tests.support.flows import http, wait_for_verdict, wait_until
 from tests.support.personas import person, token_for
 from tests.support.publishing import IN_PARTS, MIB, bucket_keys, commit_lines, local_files
@@ -691,6 +692,7 @@ def test_the_daily_job_deletes_xorbs_older_than_xet_xorb_days_and_keeps_newer_on
 def test_cas_calls_count_against_the_callers_rate_limit(live_server, paula, settings):
     """Counted with the caller's other Hub calls, under the API token the Xet token was issued for."""
     settings.DOWNLOAD_RATE_LIMIT = (3, 60)
+    early_in_a_window(60)
     access = write_token(live_server.url, paula)  # the first of the three
     url = f"{access['casUrl']}/v1/chunks/default/{'cd' * 32}"
     answers = [http("GET", url, token=access["accessToken"]) for _ in range(3)]

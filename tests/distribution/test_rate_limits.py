@@ -2,6 +2,7 @@
 
 import pytest
 
+from tests.support.downloads import early_in_a_window
 from tests.support.flows import SHARD
 from tests.support.personas import person, token_for
 
@@ -22,6 +23,7 @@ def test_a_token_past_its_request_rate_gets_429_with_when_to_retry(client, setup
     from huggingface_hub.utils import parse_ratelimit_headers
 
     settings.DOWNLOAD_RATE_LIMIT = (3, 60)
+    early_in_a_window(60)
     auth = {"HTTP_AUTHORIZATION": f"Bearer {setup['token']}"}
     answers = [client.head(f"/acme/tiny/resolve/{setup['revision'].commit}/{SHARD}", **auth) for _ in range(4)]
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
