@@ -369,7 +369,7 @@ def test_tensors_carved_from_one_allocation_per_file_give_the_same_logits(tmp_pa
 
 def test_the_whole_model_on_the_cpu_runs_on_the_files_pages_with_the_held_copys_logits(tmp_path):
     """A CPU worker with room for the whole model maps the local files the hashing read left in the page
-    cache (copying every weight into fresh memory during that read took 8x the read itself); the logits
+    cache (copying every weight into fresh memory during that read made the verdict 3.8x slower); the logits
     are those of the tensors held from the hashing read, bit for bit, and match the publisher's."""
     checkpoint = tiny(tmp_path, shards=3, layout="consecutive", shard_order_seed=3)
     logits, facts = logits_of(directory_files(checkpoint, Report()), devices=[DeviceMemory("cpu", None)])

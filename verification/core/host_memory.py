@@ -57,12 +57,11 @@ def memory_groups(proc: Path):
             continue
         for mount_root, mount_point in cgroup_mounts(mounts, version):
             relative = path[len(mount_root) :] if path.startswith(mount_root) else path
-            directory = Path(mount_point, relative.lstrip("/"))
-            while True:
+            group = Path(mount_point, relative.lstrip("/"))
+            for directory in (group, *group.parents):
                 yield directory, version
-                if directory == Path(mount_point) or directory.parent == directory:
+                if directory == Path(mount_point):
                     break
-                directory = directory.parent
 
 
 def cgroup_mounts(mounts: list[str], version: int) -> list[tuple[str, str]]:
