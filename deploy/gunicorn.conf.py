@@ -1,10 +1,12 @@
 """gunicorn for the portal's web tier: `gunicorn --config deploy/gunicorn.conf.py` (the app is named below).
 
 Every value can be changed from the environment (the unit's EnvironmentFile), not by editing this file.
-It reads nothing of the project, so it loads however the portal was installed.
+Of the project it reads only `machine` (plain Python, no Django), which every install of the portal holds.
 """
 
 import os
+
+from machine.cpus import usable_cpus
 
 
 def _whole(name: str, default: int) -> int:
@@ -21,7 +23,8 @@ bind = [address.strip() for address in os.environ.get("GUNICORN_BIND", "127.0.0.
 # Threads: a request waiting on the database, S3 or the audit chain's head holds a thread, not a process.
 # Each thread may keep a database connection (DATABASE_CONN_MAX_AGE): workers x threads per host.
 worker_class = "gthread"
-workers = _whole("GUNICORN_WORKERS", max(2, os.cpu_count() or 1))
+# One per CPU the unit or container may use (its quota), not per core of the host.
+workers = _whole("GUNICORN_WORKERS", max(2, usable_cpus()))
 threads = _whole("GUNICORN_THREADS", 8)
 
 # With gthread the timeout is a heartbeat, not a limit on a request: the worker's main loop tells the

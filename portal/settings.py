@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from machine.cpus import usable_cpus
 from portal.env import (
     env_bool,
     env_choice,
@@ -274,6 +275,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's own default is os.cpu_count(): the host's cores, whatever the container or unit's CPU quota.
+CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", usable_cpus(), minimum=1)
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # Queues, routes and the periodic jobs: workers/celery.py.
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

@@ -13,7 +13,6 @@ This module is what the web tier imports to serve bytes: numpy, hashlib and the 
 
 import hashlib
 import json
-import os
 from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from machine.cpus import usable_cpus
 from tracing import sha256_state
 from tracing.floats import MARKABLE
 from tracing.keys import CopyKeys
@@ -292,5 +292,5 @@ def on_cores(function, items: list) -> list:
     (OpenSSL) release the GIL, so a copy of a release of many files costs its tails spread over the cores."""
     if len(items) < 2:
         return [function(item) for item in items]
-    with ThreadPoolExecutor(min(len(items), os.cpu_count() or 1), thread_name_prefix="copy-tails") as pool:
+    with ThreadPoolExecutor(min(len(items), usable_cpus()), thread_name_prefix="copy-tails") as pool:
         return list(pool.map(function, items))

@@ -3,7 +3,7 @@
 import grimp
 import pytest
 
-PACKAGES = ("portal", "workers", "distribution", "verification", "access", "audit", "hub", "tracing")
+PACKAGES = ("portal", "workers", "distribution", "verification", "access", "audit", "hub", "mail", "tracing", "machine")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from machine.cpus import usable_cpus
 from verification.core.kinds import refused_kind
 from verification.core.layout import INDEX_NAME, is_weight_shard, read_json
 from verification.core.model_checks import check_config, run_smoke, smoke_sink
@@ -222,7 +223,7 @@ def scan_files(files: list[CheckpointFile], *, sink=None, workers: int | None = 
     """
     # Hashing and numpy release the GIL, so threads spread the files over the cores; two per core
     # keep every core busy to the end when shard sizes are uneven.
-    with ThreadPoolExecutor(max_workers=workers or min(8, 2 * (os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(max_workers=workers or min(8, 2 * usable_cpus())) as pool:
         return list(pool.map(lambda item: scan_file(item, sink=sink, progress=progress), files))
 
 

@@ -23,6 +23,7 @@ import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from machine.cpus import usable_cpus
 from verification.core.layout import is_weight_shard
 from verification.core.loading import torch_dtype
 from verification.core.safetensors_format import MAX_HEADER_BYTES, SafetensorsError, parse_header_bytes
@@ -206,7 +207,7 @@ class FileTensors:
 
     def open(self) -> None:
         """Read each shard's header again, so every tensor is found where the hashing read saw it."""
-        self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="reread")
+        self.pool = ThreadPoolExecutor(max_workers=usable_cpus(), thread_name_prefix="reread")
         self.readers = {path: RangeReader(item, self.identities.get(path)) for path, item in self.files.items()}
         for path, reader in self.readers.items():
             header = self.header_of(path, reader)

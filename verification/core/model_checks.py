@@ -16,6 +16,8 @@ import math
 import os
 import time
 
+from machine.cpus import usable_cpus
+from machine.memory import available_host_bytes
 from verification.core.blocks import (
     ArchitectureNotStreamable,
     block_tensor_names,
@@ -24,7 +26,6 @@ from verification.core.blocks import (
     tensor_sources,
 )
 from verification.core.file_tensors import ContentChanged, FileTensors, file_identities
-from verification.core.host_memory import available_host_bytes
 from verification.core.layout import CONFIG_NAME, SMOKE_REFERENCE_NAME, is_weight_shard, read_json
 from verification.core.loading import TensorSink, dominant_dtype, meta_tensors
 from verification.core.placement import (
@@ -460,6 +461,8 @@ def run_smoke(files: dict, sink, report: Report) -> None:
 
     started = time.perf_counter()
     device = placement_of(sink).device
+    if device == "cpu":  # torch counts the cores it may run on, not the container's CPU quota
+        torch.set_num_threads(min(torch.get_num_threads(), usable_cpus()))
     try:
         config = build_config(read_json(files, CONFIG_NAME))
         ids, reference = smoke_inputs(files, config)

@@ -10,6 +10,8 @@ file pages it holds (the page cache, which the kernel reclaims before it kills),
 
 from pathlib import Path
 
+from machine.cgroups import groups, read_number
+
 UNLIMITED = 1 << 60  # v1 writes "no limit" as a number near 2^63
 
 
@@ -32,7 +34,7 @@ def meminfo_available(proc: Path) -> int | None:
 def cgroup_rooms(proc: Path) -> list[int]:
     """The room each limited memory cgroup holding this process leaves, from its own group upwards."""
     rooms = []
-    for directory, version in memory_groups(proc):
+    for directory, version in groups(proc, "memory"):
         limit = read_limit(directory, version)
         if limit is None:
             continue
@@ -41,42 +43,6 @@ def cgroup_rooms(proc: Path) -> list[int]:
             continue
         rooms.append(max(0, limit - usage + file_pages(directory, version)))
     return rooms
-
-
-def memory_groups(proc: Path):
-    """(directory, version) of this process's memory cgroup and of each group above it in the mount."""
-    try:
-        memberships = (proc / "self" / "cgroup").read_text().splitlines()
-        mounts = (proc / "self" / "mountinfo").read_text().splitlines()
-    except OSError:
-        return
-    for line in memberships:
-        _number, controllers, path = line.split(":", 2)
-        version = 2 if controllers == "" else 1
-        if version == 1 and "memory" not in controllers.split(","):
-            continue
-        for mount_root, mount_point in cgroup_mounts(mounts, version):
-            relative = path[len(mount_root) :] if path.startswith(mount_root) else path
-            group = Path(mount_point, relative.lstrip("/"))
-            for directory in (group, *group.parents):
-                yield directory, version
-                if directory == Path(mount_point):
-                    break
-
-
-def cgroup_mounts(mounts: list[str], version: int) -> list[tuple[str, str]]:
-    """(root in the hierarchy, mount point) of the cgroup2 mounts, or of the v1 mounts of the memory controller."""
-    found = []
-    for line in mounts:
-        fields, _, filesystem = line.partition(" - ")
-        parts, described = fields.split(), filesystem.split()
-        if len(parts) < 5 or len(described) < 3:
-            continue
-        if (version == 2 and described[0] == "cgroup2") or (
-            version == 1 and described[0] == "cgroup" and "memory" in described[2].split(",")
-        ):
-            found.append((parts[3], parts[4]))
-    return found
 
 
 def read_limit(directory: Path, version: int) -> int | None:
@@ -88,13 +54,6 @@ def read_limit(directory: Path, version: int) -> int | None:
         return None if text == "max" else int(text)
     limit = read_number(directory / "memory.limit_in_bytes")
     return None if limit is None or limit >= UNLIMITED else limit
-
-
-def read_number(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 def file_pages(directory: Path, version: int) -> int:
