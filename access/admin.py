@@ -3,10 +3,12 @@
 from allauth.mfa.models import Authenticator
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
+from django.db import transaction
 
 from access.models import AccessRequest, AccessRule, ApiToken, GatingPolicy, Grant, Publisher, Reviewer, User
 from access.services import reset_second_factor
-from audit.chain import record
+from audit.chain import append, new_event
+from audit.models import AuditEvent
 from audit.tags import Tag
 
 
@@ -29,6 +31,9 @@ class AuditedAdmin(admin.ModelAdmin):
         return getattr(obj, "user", None)
 
     def audit(self, request, obj, action: str, changed=()):
+        append([self.audit_event(request, obj, action, changed)])
+
+    def audit_event(self, request, obj, action: str, changed=()) -> AuditEvent:
         now = {
             name: value
             for name in changed
@@ -36,7 +41,7 @@ class AuditedAdmin(admin.ModelAdmin):
             and isinstance(value := getattr(obj, name, None), bool | int | str)
             and len(str(value)) <= 200
         }
-        record(
+        return new_event(
             self.audit_tags[action],
             actor=request.user,
             subject=self.audited_subject(obj),
@@ -55,13 +60,24 @@ class AuditedAdmin(admin.ModelAdmin):
         self.audit(request, form.instance, "changed" if change else "created", changed)
 
     def delete_model(self, request, obj):
-        self.audit(request, obj, "deleted")
-        super().delete_model(request, obj)
+        self.deleted_with_events(request, [obj], lambda: super(AuditedAdmin, self).delete_model(request, obj))
 
     def delete_queryset(self, request, queryset):
-        for obj in queryset:
-            self.audit(request, obj, "deleted")
-        super().delete_queryset(request, queryset)
+        objects = list(queryset)
+        self.deleted_with_events(request, objects, lambda: super(AuditedAdmin, self).delete_queryset(request, queryset))
+
+    def deleted_with_events(self, request, objects: list, delete) -> None:
+        """`delete()` the objects, then append their events, in one transaction, the objects' rows locked first.
+        Locked, no one can refer to them anew (a token made for an account, a download by a grant) while their
+        references are collected and deleted; and they are locked before the chain's head, as every writer
+        locks the rows its events refer to: taking the head first deadlocked with a writer that held a key
+        lock on the row and waited for the head. The events are made before the rows go (they name them)."""
+        with transaction.atomic():
+            pks = sorted(obj.pk for obj in objects)  # in one order, so two deletions cannot lock crosswise
+            list(self.model._default_manager.select_for_update().filter(pk__in=pks).order_by("pk").values_list("pk"))
+            events = [self.audit_event(request, obj, "deleted") for obj in objects]
+            delete()
+            append(events)
 
 
 @admin.register(User)

@@ -3,7 +3,7 @@ hash chain that `manage.py verify_audit_chain` checks."""
 
 import hmac
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
@@ -17,11 +17,14 @@ from audit.tags import Tag
 from mail.messages import send
 
 HEAD = 1
-# The head (row HEAD) locked after the keys are checked, in one round trip; without parameters, since two
-# statements in one query need the simple protocol, whatever binding is configured.
-LOCK_HEAD_AFTER_KEYS = (
-    "SET CONSTRAINTS ALL IMMEDIATE; SELECT sequence, last_hash FROM portal_auditchainhead WHERE id = 1 FOR UPDATE"
-)
+# The head (row HEAD) locked after the keys are checked (and the actors' accounts key-locked, ACTORS), in one
+# round trip; without parameters, since several statements in one query need the simple protocol, whatever
+# binding is configured.
+CHECK_KEYS = "SET CONSTRAINTS ALL IMMEDIATE"
+LOCK_HEAD = "SELECT sequence, last_hash FROM portal_auditchainhead WHERE id = 1 FOR UPDATE"
+# Which of the events' actors still have an account, key-locked so that none is deleted before the commit:
+# the ids are integers, written into the statement as such.
+ACTORS = "SELECT id FROM {table} WHERE id IN ({ids}) FOR KEY SHARE"
 # Every writer waits here in turn: the first thing to look at when downloads slow down together.
 HEAD_WAIT = Histogram(
     "weightgate_audit_chain_head_wait_seconds",
@@ -35,32 +38,44 @@ appended = Signal()
 log = logging.getLogger(__name__)
 
 
-def locked_head() -> AuditChainHead:
-    """The chain head, locked for this transaction (created on first use)."""
+def locked_head(actors: Collection[int] = ()) -> tuple[AuditChainHead, set[int]]:
+    """The chain head, locked for this transaction (created on first use), and those of `actors` (account ids)
+    whose accounts exist, which stay until the commit."""
     with HEAD_WAIT.time():
-        head = locked_row()
+        head, present = locked_row(actors)
     if head is None:
         try:
             with transaction.atomic():
                 AuditChainHead.objects.create(pk=HEAD, sequence=0, last_hash=GENESIS)
         except IntegrityError:
             pass  # another writer made it first
-        head = locked_row()
-    return head
+        head, present = locked_row(actors)
+    return head, present
 
 
-def locked_row() -> AuditChainHead | None:
-    """The head's row, locked. On PostgreSQL the foreign keys of what the transaction wrote before are checked
-    first, not at its commit: their row locks (a download event's on its revision) are then taken before the
-    head's, never after it, so a writer holding such a row (a worker's locked revision) and waiting for the
-    head cannot deadlock with this one. Both go in one round trip: a second one cost a lone writer 6%."""
-    if connection.vendor != "postgresql":
-        return AuditChainHead.objects.select_for_update().filter(pk=HEAD).first()
+def locked_row(actors: Collection[int]) -> tuple[AuditChainHead | None, set[int]]:
+    """The head's row, locked, and the actors whose accounts exist. On PostgreSQL the foreign keys of what the
+    transaction wrote before are checked first, not at its commit, and the actors' accounts key-locked, as
+    their events' foreign keys would lock them: these row locks (a download event's on its revision, an
+    account's) are then taken before the head's, never after it, so a writer holding such a row (a worker's
+    locked revision, an account being deleted) and waiting for the head cannot deadlock with this one. All
+    go in one round trip: a second one cost a lone writer 6%."""
+    if connection.vendor != "postgresql":  # SQLite's writers go one at a time: no lock to order
+        present = set(get_user_model().objects.filter(pk__in=actors).values_list("pk", flat=True)) if actors else set()
+        return AuditChainHead.objects.select_for_update().filter(pk=HEAD).first(), present
+    statements = [CHECK_KEYS, LOCK_HEAD]
+    if actors:
+        table = connection.ops.quote_name(get_user_model()._meta.db_table)
+        statements.insert(1, ACTORS.format(table=table, ids=",".join(str(int(actor)) for actor in sorted(actors))))
     with connection.cursor() as cursor:
-        cursor.execute(LOCK_HEAD_AFTER_KEYS)
+        cursor.execute("; ".join(statements))
         cursor.nextset()
+        present = set()
+        if actors:
+            present = {pk for (pk,) in cursor.fetchall()}
+            cursor.nextset()
         row = cursor.fetchone()
-    return AuditChainHead(pk=HEAD, sequence=row[0], last_hash=row[1]) if row else None
+    return (AuditChainHead(pk=HEAD, sequence=row[0], last_hash=row[1]) if row else None), present
 
 
 def stable(value):
@@ -96,10 +111,13 @@ def append(events: list[AuditEvent]) -> list[AuditEvent]:
     """Put `events` at the end of the chain, in order, under one lock of its head."""
 
     def chained() -> None:
-        head = locked_head()
+        head, present = locked_head({event.actor_id for event in events if event.actor_id is not None})
         sequence, previous = head.sequence, head.last_hash
         key = current_chain_key()
         for event in events:
+            if event.actor_id is not None and event.actor_id not in present:
+                # deleted since: the event names them (actor_username, hashed) without the link, as their others
+                event.actor = None
             sequence += 1
             event.sequence, event.previous_hash, event.chain_key = sequence, previous, key
             event.hash = previous = event.compute_hash()

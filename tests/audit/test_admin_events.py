@@ -92,3 +92,40 @@ def test_staff_naming_a_publisher_in_the_admin_is_audited():
     event = AuditEvent.objects.get(tag="admin:publisher:created")
     assert (event.actor_username, event.subject_username, event.repo_id) == ("carol", "paula", "acme/tiny")
     assert Publisher.objects.filter(user=paula, repo=repo).exists() and gate.may_publish(paula, repo)
+
+
+def test_staff_deleting_an_account_in_the_admin_is_audited(chain_checked):
+    from access.models import User
+
+    alice = person("alice")
+    staff = sign_in(Client(HTTP_USER_AGENT=AGENT), person("carol", staff=True))
+    response = staff.post(f"/admin/access/user/{alice.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302, response.content[:500]
+    deleted = only_event("admin:user:deleted")
+    assert (deleted.actor_username, deleted.actor_id, deleted.subject_username) == ("carol", staff_id("carol"), "alice")
+    assert deleted.data["object"] == "alice" and not User.objects.filter(username="alice").exists()
+
+
+def test_staff_deleting_their_own_account_among_others_keeps_every_event_naming_them(chain_checked):
+    """The accounts go first and their events after (see AuditedAdmin.deleted_with_events): carol's own events
+    still name her, their link to her account gone with it, as for any account deleted later."""
+    from access.models import User
+
+    alice, carol = person("alice"), person("carol", staff=True)
+    staff = sign_in(Client(), carol)
+    response = staff.post(
+        "/admin/access/user/", {"action": "delete_selected", "_selected_action": [alice.pk, carol.pk], "post": "yes"}
+    )
+    assert response.status_code == 302, response.content[:500]
+    events = AuditEvent.objects.filter(tag="admin:user:deleted").order_by("sequence")
+    assert [(e.actor_username, e.actor_id, e.subject_username) for e in events] == [
+        ("carol", None, "alice"),
+        ("carol", None, "carol"),
+    ]
+    assert not User.objects.filter(username__in=["alice", "carol"]).exists()
+
+
+def staff_id(username: str) -> int | None:
+    from access.models import User
+
+    return User.objects.filter(username=username).values_list("pk", flat=True).first()
