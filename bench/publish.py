@@ -380,35 +380,16 @@ def hub_large_main(args) -> None:
     generated_once(directory, args.gigabytes, lambda folder, size: generate_llama(folder, size, unique=True))
     if not retrained.exists():
         retrain_last_shard(directory, retrained)
-    files = files_of(directory)
-    size = sum(p.stat().st_size for p in files)
-    for path in files:
-        sha256_of(path)  # a warm page cache for every arm
-    with tempfile.TemporaryDirectory(dir=directory.parent) as scratch:
-        best, verdicts = hub_compare(directory, retrained, args.rounds, Path(scratch))
-    boto3_seconds, hub_seconds, xet_seconds = (best[arm]["seconds"] for arm in HUB_ARMS)
-    lines = [
-        f"# Publishing with the Hub client at release size: {size / 1e9:.2f} GB ({len(files)} files) to S3 "
-        "(SeaweedFS on the same machine)",
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; parts of "
-        f"{best['boto3']['part_mib']} MiB; {HUB_THREADS} files at once, each one's parts in turn, in both arms; "
-        f"warm page cache; best of {args.rounds} runs per arm in turns, each in its own process; the portal "
-        "under gunicorn (the shipped config) with SQLite; a bf16 LLaMA of hidden 4096 (bench.verify's)",
-        "",
-        "| arm | seconds | MB/s | x boto3's rate |",
-        "| --- | --- | --- | --- |",
-        f"| boto3 upload_file | {boto3_seconds:.2f} | {size / boto3_seconds / 1e6:.0f} | 1.00 |",
-        "| HfApi.upload_folder (LFS multipart, presigned parts, each object read back in ranges and hashed at "
-        f"completion, commit) | {hub_seconds:.2f} | {size / hub_seconds / 1e6:.0f} "
-        f"| {boto3_seconds / hub_seconds:.2f} |",
-        *xet_lines(best["xet"], size, boto3_seconds),
-        "",
-        f"upload_folder = {boto3_seconds / hub_seconds:.2f}x boto3's rate by LFS, "
-        f"{boto3_seconds / xet_seconds:.2f}x by Xet (target >= 0.8x)",
-        "",
-        *verdict_lines(verdicts),
-    ]
-    publish_results("publish_hub_large.md", lines)
+    hub_report(
+        args,
+        directory,
+        retrained,
+        "publish_hub_large.md",
+        title=lambda size, count: f"at release size: {size / 1e9:.2f} GB ({count} files)",
+        setting="runs per arm in turns, each in its own process; the portal under gunicorn (the shipped config) "
+        "with SQLite; a bf16 LLaMA of hidden 4096 (bench.verify's)",
+        lfs_arm="LFS multipart, presigned parts, each object read back in ranges and hashed at completion, commit",
+    )
 
 
 def xet_lines(xet: dict, size: int, boto3_seconds: float) -> list[str]:
@@ -457,6 +438,19 @@ def hub_main(args) -> None:
     if not directory.exists():
         write_tiny_llama(directory, shards=4, config_overrides=HUB_MODEL)
         write_tiny_llama(retrained, shards=4, seed=1, config_overrides=HUB_MODEL)
+    hub_report(
+        args,
+        directory,
+        retrained,
+        "publish_hub.md",
+        title=lambda size, count: f"a {size / 1e6:.0f} MB checkpoint ({count} files)",
+        setting="runs per arm, each in its own process; the portal under gunicorn (the shipped config) with SQLite",
+        lfs_arm="LFS multipart, presigned parts, hashed at completion, commit",
+    )
+
+
+def hub_report(args, directory: Path, retrained: Path, results: str, *, title, setting: str, lfs_arm: str) -> None:
+    """The Hub client's arms against boto3 on `directory`, and the verdicts on it and `retrained`, into `results`."""
     files = files_of(directory)
     size = sum(p.stat().st_size for p in files)
     for path in files:
@@ -465,18 +459,16 @@ def hub_main(args) -> None:
         best, verdicts = hub_compare(directory, retrained, args.rounds, Path(scratch))
     boto3_seconds, hub_seconds, xet_seconds = (best[arm]["seconds"] for arm in HUB_ARMS)
     lines = [
-        f"# Publishing with the Hub client: a {size / 1e6:.0f} MB checkpoint ({len(files)} files) to S3 "
-        "(SeaweedFS on the same machine)",
+        f"# Publishing with the Hub client: {title(size, len(files))} to S3 (SeaweedFS on the same machine)",
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; parts of "
         f"{best['boto3']['part_mib']} MiB; {HUB_THREADS} files at once, each one's parts in turn, in both arms; "
-        f"warm page cache; best of {args.rounds} runs per arm, each in its own process; the portal under "
-        "gunicorn (the shipped config) with SQLite",
+        f"warm page cache; best of {args.rounds} {setting}",
         "",
         "| arm | seconds | MB/s | x boto3's rate |",
         "| --- | --- | --- | --- |",
         f"| boto3 upload_file | {boto3_seconds:.2f} | {size / boto3_seconds / 1e6:.0f} | 1.00 |",
-        f"| HfApi.upload_folder (LFS multipart, presigned parts, hashed at completion, commit) | {hub_seconds:.2f} "
-        f"| {size / hub_seconds / 1e6:.0f} | {boto3_seconds / hub_seconds:.2f} |",
+        f"| HfApi.upload_folder ({lfs_arm}) | {hub_seconds:.2f} | {size / hub_seconds / 1e6:.0f} "
+        f"| {boto3_seconds / hub_seconds:.2f} |",
         *xet_lines(best["xet"], size, boto3_seconds),
         "",
         f"upload_folder = {boto3_seconds / hub_seconds:.2f}x boto3's rate by LFS, "
@@ -484,7 +476,7 @@ def hub_main(args) -> None:
         "",
         *verdict_lines(verdicts),
     ]
-    publish_results("publish_hub.md", lines)
+    publish_results(results, lines)
 
 
 if __name__ == "__main__":
