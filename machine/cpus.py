@@ -6,6 +6,7 @@ turn (a quota is time per period: over it, every thread of the group waits out t
 Both cgroup versions are read (v1's cpu controller, v2's cpu.max), the process's own group and each group
 above it; a quota of 1.5 CPUs counts as 2, as the JVM and Go's runtime round it."""
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -13,8 +14,11 @@ from pathlib import Path
 from machine.cgroups import groups, read_number
 
 
+@functools.cache
 def usable_cpus(proc: Path = Path("/proc")) -> int:
-    """The least of the CPUs this process may run on and every CPU quota above it; at least 1."""
+    """The least of the CPUs this process may run on and every CPU quota above it; at least 1. Read once per
+    process (about 0.1 ms of /proc and cgroup files, asked again at each copy a web process issues): what is
+    sized by it, gunicorn's and Celery's processes, is fixed at their start too, so a new quota needs a restart."""
     limits = [affinity_cpus(), *quota_cpus(proc)]
     return max(1, min(limits))
 
