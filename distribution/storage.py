@@ -50,18 +50,34 @@ def checked_key(key: str) -> str:
 class StoredObject:
     size: int
     etag: str = ""  # S3's ETag; local files have none
+    version: str = ""  # S3's VersionId in a versioned bucket; "" where there is none
+    latest: bool = True  # False for an earlier version, kept by a versioned bucket after the key was written over
+
+    def is_recorded(self, size: int, etag: str) -> bool:
+        """Whether this is the object recorded as `size` bytes of ETag `etag` (an S3 object replaced or
+        rewritten gets another ETag; local files have none, so their size alone is compared)."""
+        return self.size == size and (not etag or not self.etag or self.etag.strip('"') == etag.strip('"'))
 
 
 def still_held(storage, key: str, size: int, etag: str) -> bool | None:
-    """Whether `key` still holds the object recorded: its size, and its ETag where storage gives one (an S3
-    object replaced or rewritten gets another); None when storage cannot say now."""
+    """Whether `key` still holds the object recorded, as its current version; None when storage cannot say now."""
     try:
         found = storage.stored_object(key)
     except (OSError, StorageError):
         return None
-    if found is None or found.size != size:
-        return False
-    return not etag or not found.etag or found.etag.strip('"') == etag.strip('"')
+    return found is not None and found.is_recorded(size, etag)
+
+
+def recorded_version(storage, key: str, size: int, etag: str) -> StoredObject | None:
+    """The version of `key` that is the object recorded: the current one, or, in a versioned bucket where the
+    key was written over since, the newest earlier one that is (S3 keeps it, and a link can name it); None when
+    storage holds no such version. Raises StorageError (or OSError) when storage cannot say now."""
+    found = storage.stored_object(key)
+    if found is not None and found.is_recorded(size, etag):
+        return found
+    if not etag or not isinstance(storage, S3Storage):
+        return None
+    return next((older for older in storage.stored_versions(key) if older.is_recorded(size, etag)), None)
 
 
 @dataclass(frozen=True)
@@ -539,7 +555,16 @@ class S3Storage:
             if answer.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        return StoredObject(head["ContentLength"], head["ETag"])
+        return StoredObject(head["ContentLength"], head["ETag"], s3_version(head))
+
+    def stored_versions(self, key: str) -> list[StoredObject]:
+        """Every version S3 keeps of the object at `key`, newest first; one, unnamed, in an unversioned bucket."""
+        paginator = self.client.get_paginator("list_object_versions")
+        pages = self._call(lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=checked_key(key))))
+        # The listing is by prefix: keys that merely begin with this one are other objects.
+        found = [item for page in pages for item in page.get("Versions", []) if item["Key"] == key]
+        found.sort(key=lambda item: (not item["IsLatest"], -item["LastModified"].timestamp()))
+        return [StoredObject(item["Size"], item["ETag"], s3_version(item), item["IsLatest"]) for item in found]
 
     def presigned_put(self, key: str, *, expires_in: int) -> str:
         return self.client.generate_presigned_url(
@@ -574,17 +599,28 @@ class S3Storage:
     def probe(self) -> None:
         self._call(self.probe_client.head_bucket, Bucket=self.bucket)
 
-    def presigned_get(self, key: str, *, filename: str, expires_in: int) -> str:
+    def presigned_get(self, key: str, *, filename: str, expires_in: int, version: str = "") -> str:
+        """A link that fetches the object at `key`; with `version`, that version only, whatever is written
+        over the key while the link lives (S3 signs the versionId with the rest)."""
         safe_name = filename.replace('"', "")
+        pinned = {"VersionId": version} if version else {}
         return self.client.generate_presigned_url(
             "get_object",
             Params={
                 "Bucket": self.bucket,
                 "Key": checked_key(key),
                 "ResponseContentDisposition": f'attachment; filename="{safe_name}"',
+                **pinned,
             },
             ExpiresIn=expires_in,
         )
+
+
+def s3_version(answer: dict) -> str:
+    """The VersionId S3 gave an object; "" for none, or for "null", the one version of an unversioned bucket
+    (a link naming it would be refused where the bucket never had versioning)."""
+    version = answer.get("VersionId") or ""
+    return "" if version == "null" else version
 
 
 MAX_PARTS = 10_000  # the most parts S3 takes in one object

@@ -244,6 +244,26 @@ def private_redis(tmp_path):
 @pytest.fixture
 def s3_release(s3_endpoint, tmp_path):
     """acme/tiny released on S3, with alice granted access: (revision, checkpoint directory, her token)."""
+    return released_to_alice(tmp_path)
+
+
+@pytest.fixture
+def versioned_s3_release(s3_endpoint, settings, tmp_path):
+    """As s3_release, in a bucket of its own that keeps every version of an object (S3 versioning on)."""
+    from botocore.exceptions import ClientError
+
+    bucket = servers.s3_client(s3_endpoint)
+    try:
+        bucket.create_bucket(Bucket=servers.VERSIONED_BUCKET)
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+    bucket.put_bucket_versioning(Bucket=servers.VERSIONED_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    settings.S3_BUCKET = servers.VERSIONED_BUCKET
+    return released_to_alice(tmp_path)
+
+
+def released_to_alice(tmp_path):
     from access.services import grant_access
     from tests.support.flows import published_tiny_llama
     from tests.support.personas import person, token_for

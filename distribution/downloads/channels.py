@@ -11,6 +11,7 @@
 them records a DownloadEvent before its first byte goes out.
 """
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,13 +27,14 @@ from distribution.downloads.ranges import CountingFile, RangeNotSatisfiable, cor
 from distribution.downloads.remembered import Remembered
 from distribution.downloads.tickets import issue_ticket
 from distribution.models import DownloadEvent, RevisionFile
-from distribution.storage import LocalStorage, get_storage, still_held
+from distribution.storage import LocalStorage, StorageError, get_storage, recorded_version
 from hub.errors import Unavailable, hf_error
 from hub.metrics import DOWNLOAD_BYTES, DOWNLOADS
 
 if TYPE_CHECKING:
     from distribution import copies
 
+log = logging.getLogger(__name__)
 OCTETS = "application/octet-stream"
 # A presigned link is reused for half its life, so whoever receives it has at least the other half.
 presigned_links = Remembered(lambda: settings.DOWNLOAD_REDIRECT_SECONDS / 2)
@@ -158,24 +160,35 @@ class StoredFileChanged(Unavailable):
 
 def fresh_link(stored: RevisionFile, seconds: int) -> str:
     """A link to the file in object storage, made only once storage shows it still holds the version that was
-    verified: a presigned link fetches whatever is at the key, so bytes put there since would go out unseen."""
+    verified, and naming that version where the bucket keeps versions: a link to the key alone fetches
+    whatever is there when it is used, so bytes put there since, or while the link lives, would go out
+    unseen. In a versioned bucket a file written over is still served as verified, from its earlier version."""
     storage = get_storage(stored.revision.storage_backend)
-    held = still_held(storage, stored.storage_key, stored.size, stored.stored_etag)
-    if held is None:
+    try:
+        held = recorded_version(storage, stored.storage_key, stored.size, stored.stored_etag)
+    except (OSError, StorageError) as error:
         raise Unavailable(
             f"{stored.path} cannot be handed out now: {storage.name} storage does not answer. Try again shortly.",
-            f"checking {stored.storage_key} before presigning it failed",
-        )
-    if not held:
+            f"checking {stored.storage_key} before presigning it failed: {error}",
+        ) from error
+    if held is None:
         revision = stored.revision
         raise StoredFileChanged(
             f"{stored.path} of {revision.repo.repo_id} revision {revision.commit[:12]} is no longer in storage as "
             "it was verified (replaced, changed or gone), so no link to it is handed out. The operators must "
             "restore it from the publisher's copy or withdraw the revision; try again later.",
             f"{storage.name} key {stored.storage_key}: not the {stored.size} bytes of ETag {stored.stored_etag!r} "
-            "that were verified",
+            "that were verified, in any version storage keeps",
         )
-    return storage.presigned_get(stored.storage_key, filename=stored.filename, expires_in=seconds)
+    if not held.latest:
+        log.warning(
+            "%s key %s was written over since %s was verified; links name its verified version %s. Restore it.",
+            storage.name,
+            stored.storage_key,
+            stored.path,
+            held.version,
+        )
+    return storage.presigned_get(stored.storage_key, filename=stored.filename, expires_in=seconds, version=held.version)
 
 
 def redirect_to_ticket(request, stored: RevisionFile, who: Downloader) -> HttpResponse:

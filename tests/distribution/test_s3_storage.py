@@ -14,7 +14,7 @@ from django.test import override_settings
 from distribution.models import DownloadEvent, Repo, Revision
 from distribution.publishing import PublishError, publish_checkpoint
 from distribution.storage import get_storage
-from tests.support.servers import s3_client
+from tests.support.servers import VERSIONED_BUCKET, s3_client
 from verification.core.tiny_llama import write_tiny_llama
 
 pytestmark = pytest.mark.django_db
@@ -185,4 +185,67 @@ def test_the_hub_client_keeps_the_copy_it_verified_and_is_told_why_it_gets_none_
     assert not any(path.is_file() for path in (tmp_path / "new").rglob(SHARD))
     assert hf_hub_download(**fetch, cache_dir=tmp_path / "held") == held
     assert Path(held).read_bytes() == original
+    assert DownloadEvent.objects.count() == events
+
+
+def tampered_copy(original: bytes) -> bytes:
+    return original[:-4] + bytes(b ^ 0xFF for b in original[-4:])  # the same size, another ETag
+
+
+def test_a_link_handed_out_before_a_versioned_key_is_written_over_still_fetches_the_verified_bytes(
+    client, versioned_s3_release, s3_endpoint, tmp_path
+):
+    """The attack: a recipient is handed a link, then someone with write access to the bucket swaps the shard
+    while the link lives (the portal reuses a link for half its life). A link to the key alone would fetch
+    the new bytes; one naming the version checked fetches the verified ones, in a versioned bucket."""
+    revision, checkpoint, token = versioned_s3_release
+    stored = revision.files.get(path=SHARD)
+    response = client.get(f"/acme/tiny/resolve/main/{SHARD}", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 302
+    link = response["Location"]
+
+    original = (checkpoint / SHARD).read_bytes()
+    bucket = s3_client(s3_endpoint)
+    bucket.put_object(Bucket=VERSIONED_BUCKET, Key=stored.storage_key, Body=tampered_copy(original))
+    assert curl(link, output=tmp_path / "fetched")[0] == 200
+    assert (tmp_path / "fetched").read_bytes() == original
+
+    parts = urlsplit(link)
+    assert "versionId" in dict(parse_qsl(parts.query))
+    unpinned = urlencode([(name, value) for name, value in parse_qsl(parts.query) if name != "versionId"])
+    unpinned = urlunsplit(parts._replace(query=unpinned))
+    assert curl(unpinned)[0] == 403  # the version is signed with the rest: it cannot be dropped from a link
+
+
+def test_a_versioned_key_written_over_is_still_served_as_verified_until_no_version_of_it_is(
+    client, versioned_s3_release, s3_endpoint, tmp_path, caplog
+):
+    """New links after the swap name the earlier, verified version (and tell the operators, who should
+    restore it); only once that version is gone too does the portal refuse, as for an unversioned bucket."""
+    from distribution.downloads.channels import presigned_links
+
+    revision, checkpoint, token = versioned_s3_release
+    stored = revision.files.get(path=SHARD)
+    url, auth = f"/acme/tiny/resolve/main/{SHARD}", {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    bucket = s3_client(s3_endpoint)
+    verified_version = bucket.head_object(Bucket=VERSIONED_BUCKET, Key=stored.storage_key)["VersionId"]
+    original = (checkpoint / SHARD).read_bytes()
+    bucket.put_object(Bucket=VERSIONED_BUCKET, Key=stored.storage_key, Body=tampered_copy(original))
+    # A key that merely begins with this one is another object, whatever it holds.
+    bucket.put_object(Bucket=VERSIONED_BUCKET, Key=stored.storage_key + ".bak", Body=original)
+    presigned_links.clear()
+
+    response = client.get(url, **auth)
+    assert response.status_code == 302
+    assert dict(parse_qsl(urlsplit(response["Location"]).query))["versionId"] == verified_version
+    assert curl(response["Location"], output=tmp_path / "fetched")[0] == 200
+    assert (tmp_path / "fetched").read_bytes() == original
+    assert f"{stored.storage_key} was written over" in caplog.text
+
+    bucket.delete_object(Bucket=VERSIONED_BUCKET, Key=stored.storage_key, VersionId=verified_version)
+    presigned_links.clear()
+    events = DownloadEvent.objects.count()
+    response = client.get(url, **auth)
+    assert response.status_code == 503
+    assert "no longer in storage as it was verified" in response.json()["error"]
     assert DownloadEvent.objects.count() == events

@@ -101,6 +101,10 @@ def answers_ping(redis_url: str) -> bool:
         return False
 
 
+# A bucket beside the run's own, with S3 versioning on, for what differs where a bucket keeps versions.
+VERSIONED_BUCKET = "weightgate-versioned"
+
+
 def weed_binary() -> str | None:
     beside_python = Path(sys.executable).parent / "weed"
     return str(beside_python) if beside_python.exists() else shutil.which("weed")
