@@ -599,6 +599,10 @@ class S3Storage:
     def probe(self) -> None:
         self._call(self.probe_client.head_bucket, Bucket=self.bucket)
 
+    def versioning(self) -> str:
+        """The bucket's versioning: "Enabled", "Suspended", or "" where it was never turned on."""
+        return self._call(self.probe_client.get_bucket_versioning, Bucket=self.bucket).get("Status", "")
+
     def presigned_get(self, key: str, *, filename: str, expires_in: int, version: str = "") -> str:
         """A link that fetches the object at `key`; with `version`, that version only, whatever is written
         over the key while the link lives (S3 signs the versionId with the rest)."""

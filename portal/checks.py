@@ -117,3 +117,34 @@ def production_parts_are_set(app_configs, **kwargs):
         for applies, code, message, hint in embedded_defaults
         if applies
     ]
+
+
+@register(Tags.security, deploy=True)
+def bucket_keeps_versions(app_configs, **kwargs):
+    """Asks the bucket (only under --deploy): a presigned link names the version checked only where S3 keeps
+    versions; elsewhere it fetches whatever its key holds when it is used."""
+    from distribution.storage import StorageError, get_storage, s3_configured
+
+    if not s3_configured():
+        return []
+    storage = get_storage("s3")
+    hint = (
+        f"Turn versioning on (aws s3api put-bucket-versioning --bucket {storage.bucket} --versioning-configuration "
+        "Status=Enabled) and add a lifecycle rule that expires noncurrent versions after a few days."
+    )
+    try:
+        status = storage.versioning()
+    except StorageError as error:
+        asked = f"could not ask S3 whether the bucket keeps versions: {error}"
+        return [Warning(asked, hint=hint, id="weightgate.W009")]
+    if status == "Enabled":
+        return []
+    return [
+        Warning(
+            f"S3 bucket {storage.bucket} does not keep versions (versioning {status.lower() or 'never turned on'}): "
+            "a download link fetches whatever its key holds when it is used, so bytes written over a released file "
+            "while a link lives go out unverified, and a file written over cannot be served at all",
+            hint=hint,
+            id="weightgate.W009",
+        )
+    ]

@@ -250,16 +250,7 @@ def s3_release(s3_endpoint, tmp_path):
 @pytest.fixture
 def versioned_s3_release(s3_endpoint, settings, tmp_path):
     """As s3_release, in a bucket of its own that keeps every version of an object (S3 versioning on)."""
-    from botocore.exceptions import ClientError
-
-    bucket = servers.s3_client(s3_endpoint)
-    try:
-        bucket.create_bucket(Bucket=servers.VERSIONED_BUCKET)
-    except ClientError as error:
-        if error.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-            raise
-    bucket.put_bucket_versioning(Bucket=servers.VERSIONED_BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    settings.S3_BUCKET = servers.VERSIONED_BUCKET
+    settings.S3_BUCKET = servers.versioned_bucket(s3_endpoint)
     return released_to_alice(tmp_path)
 
 

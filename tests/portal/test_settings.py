@@ -9,6 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from portal.env import env_bool, env_choice, env_int, env_rate, env_str, env_url
 from tests.support.commands import manage
+from tests.support.servers import versioned_bucket
 
 
 @pytest.mark.parametrize(
@@ -62,15 +63,14 @@ def test_check_deploy_lists_the_embedded_defaults_to_replace(tmp_path):
     assert "security.W" not in result.stderr
 
 
-def test_check_deploy_is_quiet_when_production_settings_are_set(tmp_path):
+def test_check_deploy_is_quiet_when_production_settings_are_set(tmp_path, s3_endpoint):
     production = {
         "SECRET_KEY": secrets.token_urlsafe(50),
         "DATABASE_URL": "postgres://weightgate@db.internal:5432/weightgate",
         "CELERY_BROKER_URL": "redis://redis.internal:6379/0",
-        "S3_BUCKET": "weights",
-        "S3_ACCESS_KEY_ID": "key",
-        "S3_SECRET_ACCESS_KEY": "secret",
-        "S3_ENDPOINT_URL": "https://s3.internal",
+        # The one part --deploy asks: a real endpoint, with a bucket that keeps versions (W009 otherwise).
+        **s3_endpoint.env(),
+        "S3_BUCKET": versioned_bucket(s3_endpoint),
         "EMAIL_HOST": "smtp.internal",
         "HTTPS": "1",
         "SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",

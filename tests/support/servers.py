@@ -105,6 +105,20 @@ def answers_ping(redis_url: str) -> bool:
 VERSIONED_BUCKET = "weightgate-versioned"
 
 
+def versioned_bucket(endpoint: "S3Endpoint") -> str:
+    """VERSIONED_BUCKET on `endpoint`, made on first use, with versioning on; its name."""
+    from botocore.exceptions import ClientError
+
+    client = s3_client(endpoint)
+    try:
+        client.create_bucket(Bucket=VERSIONED_BUCKET)
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+    client.put_bucket_versioning(Bucket=VERSIONED_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    return VERSIONED_BUCKET
+
+
 def weed_binary() -> str | None:
     beside_python = Path(sys.executable).parent / "weed"
     return str(beside_python) if beside_python.exists() else shutil.which("weed")
