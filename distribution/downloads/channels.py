@@ -162,7 +162,8 @@ def fresh_link(stored: RevisionFile, seconds: int) -> str:
     """A link to the file in object storage, made only once storage shows it still holds the version that was
     verified, and naming that version where the bucket keeps versions: a link to the key alone fetches
     whatever is there when it is used, so bytes put there since, or while the link lives, would go out
-    unseen. In a versioned bucket a file written over is still served as verified, from its earlier version."""
+    unseen. In a versioned bucket a file written over or deleted is still served as verified, from its earlier
+    version."""
     storage = get_storage(stored.revision.storage_backend)
     try:
         held = recorded_version(storage, stored.storage_key, stored.size, stored.stored_etag)
@@ -182,7 +183,8 @@ def fresh_link(stored: RevisionFile, seconds: int) -> str:
         )
     if not held.latest:
         log.warning(
-            "%s key %s was written over since %s was verified; links name its verified version %s. Restore it.",
+            "%s key %s no longer holds %s as verified (written over or deleted); links name the verified version "
+            "%s, which the bucket keeps. Restore it.",
             storage.name,
             stored.storage_key,
             stored.path,

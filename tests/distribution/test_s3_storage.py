@@ -217,11 +217,13 @@ def test_a_link_handed_out_before_a_versioned_key_is_written_over_still_fetches_
     assert curl(unpinned)[0] == 403  # the version is signed with the rest: it cannot be dropped from a link
 
 
-def test_a_versioned_key_written_over_is_still_served_as_verified_until_no_version_of_it_is(
-    client, versioned_s3_release, s3_endpoint, tmp_path, caplog
+@pytest.mark.parametrize("tampering", ["written over", "deleted"])
+def test_a_versioned_key_tampered_with_is_still_served_as_verified_until_no_version_of_it_is(
+    client, versioned_s3_release, s3_endpoint, tmp_path, caplog, tampering
 ):
-    """New links after the swap name the earlier, verified version (and tell the operators, who should
-    restore it); only once that version is gone too does the portal refuse, as for an unversioned bucket."""
+    """New links after the swap (or a deletion, which leaves a delete marker) name the earlier, verified
+    version and tell the operators, who should restore it; only once that version is gone too does the
+    portal refuse, as for an unversioned bucket."""
     from distribution.downloads.channels import presigned_links
 
     revision, checkpoint, token = versioned_s3_release
@@ -230,7 +232,10 @@ def test_a_versioned_key_written_over_is_still_served_as_verified_until_no_versi
     bucket = s3_client(s3_endpoint)
     verified_version = bucket.head_object(Bucket=VERSIONED_BUCKET, Key=stored.storage_key)["VersionId"]
     original = (checkpoint / SHARD).read_bytes()
-    bucket.put_object(Bucket=VERSIONED_BUCKET, Key=stored.storage_key, Body=tampered_copy(original))
+    if tampering == "deleted":
+        bucket.delete_object(Bucket=VERSIONED_BUCKET, Key=stored.storage_key)
+    else:
+        bucket.put_object(Bucket=VERSIONED_BUCKET, Key=stored.storage_key, Body=tampered_copy(original))
     # A key that merely begins with this one is another object, whatever it holds.
     bucket.put_object(Bucket=VERSIONED_BUCKET, Key=stored.storage_key + ".bak", Body=original)
     presigned_links.clear()
@@ -240,7 +245,7 @@ def test_a_versioned_key_written_over_is_still_served_as_verified_until_no_versi
     assert dict(parse_qsl(urlsplit(response["Location"]).query))["versionId"] == verified_version
     assert curl(response["Location"], output=tmp_path / "fetched")[0] == 200
     assert (tmp_path / "fetched").read_bytes() == original
-    assert f"{stored.storage_key} was written over" in caplog.text
+    assert f"{stored.storage_key} no longer holds {SHARD} as verified" in caplog.text
 
     bucket.delete_object(Bucket=VERSIONED_BUCKET, Key=stored.storage_key, VersionId=verified_version)
     presigned_links.clear()
