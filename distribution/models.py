@@ -266,6 +266,9 @@ class RevisionFile(models.Model):
     # upload, or to the same file of an earlier revision, where it is (both immutable from then on) instead
     # of copying it; `stored_etag` is then the version referred to, which reads insist on.
     object_key = models.CharField(max_length=512, blank=True)
+    # The S3 VersionId verification read, in a bucket that keeps versions: download links name it, so bytes
+    # written over the key later (whatever their ETag) are never served as this file. Blank elsewhere.
+    stored_version = models.CharField(max_length=1024, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["revision", "path"], name="revision_file_unique_path")]

@@ -22,7 +22,7 @@ import shutil
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
@@ -68,16 +68,34 @@ def still_held(storage, key: str, size: int, etag: str) -> bool | None:
     return found is not None and found.is_recorded(size, etag)
 
 
-def recorded_version(storage, key: str, size: int, etag: str) -> StoredObject | None:
-    """The version of `key` that is the object recorded: the current one, or, in a versioned bucket where the
-    key was written over since, the newest earlier one that is (S3 keeps it, and a link can name it); None when
-    storage holds no such version. Raises StorageError (or OSError) when storage cannot say now."""
-    found = storage.stored_object(key)
-    if found is not None and found.is_recorded(size, etag):
-        return found
+def recorded_version(storage, key: str, size: int, etag: str, version: str = "") -> StoredObject | None:
+    """The version of `key` that is the object recorded: `version` (the S3 VersionId verification read) while
+    the bucket keeps it, whatever was written over the key since; else the current version if it has the
+    recorded size and ETag, or, in a versioned bucket, the newest earlier one that has (a bucket restored by
+    copying gives every object a new VersionId, and rows verified before versions were recorded have none).
+    None when storage holds no such version. Raises StorageError (or OSError) when storage cannot say now."""
+    current = storage.stored_object(key)
+    if version:
+        if current is not None and current.version == version:
+            return current
+        kept = storage.stored_object(key, version=version)
+        if kept is not None and kept.is_recorded(size, etag):
+            return replace(kept, latest=False)
+    if current is not None and current.is_recorded(size, etag):
+        return current
     if not etag or not isinstance(storage, S3Storage):
         return None
     return next((older for older in storage.stored_versions(key) if older.is_recorded(size, etag)), None)
+
+
+def version_read(storage, key: str, size: int, etag: str) -> str:
+    """The S3 VersionId of the object at `key` as listed (`size` bytes of ETag `etag`), to read it by and
+    record: bytes written over the key meanwhile are then never read or served in its place. "" where the
+    bucket keeps no versions (and for local files); ObjectChanged when the key holds another object now."""
+    found = storage.stored_object(key)
+    if found is None or not found.is_recorded(size, etag):
+        raise ObjectChanged(f"{key} changed since it was listed")
+    return found.version
 
 
 @dataclass(frozen=True)
@@ -121,8 +139,9 @@ class Storage(Protocol):
         """Store `data` under `key`; its ETag ("" for local files)."""
         ...
 
-    def open(self, key: str, *, etag: str = "") -> BinaryIO:
-        """The object's bytes as a stream; with `etag`, only that version of it (else ObjectChanged)."""
+    def open(self, key: str, *, etag: str = "", version: str = "") -> BinaryIO:
+        """The object's bytes as a stream; with `etag`, only that version of it (else ObjectChanged); with
+        `version` (an S3 VersionId), that version whatever the key holds now."""
         ...
 
     def read_range(self, key: str, offset: int, length: int, *, etag: str = "") -> bytes:
@@ -133,8 +152,9 @@ class Storage(Protocol):
         """relative path -> size and ETag of every whole file stored under `prefix`."""
         ...
 
-    def stored_object(self, key: str) -> StoredObject | None:
-        """The size and ETag of the whole file at `key`; None when there is none."""
+    def stored_object(self, key: str, *, version: str = "") -> StoredObject | None:
+        """The size, ETag and version of the whole file at `key` (with `version`, of that version); None when
+        there is none."""
         ...
 
     def discard_unfinished(self, prefix: str) -> int:
@@ -320,7 +340,7 @@ class LocalStorage:
             out.write(data)
         return ""
 
-    def open(self, key: str, *, etag: str = "") -> BinaryIO:
+    def open(self, key: str, *, etag: str = "", version: str = "") -> BinaryIO:
         # A local file has no versions to tell apart: it is only ever renamed into place, never rewritten.
         return self.path(key).open("rb")
 
@@ -342,7 +362,7 @@ class LocalStorage:
             if not relative.endswith(PARTIAL_SUFFIX)
         }
 
-    def stored_object(self, key: str) -> StoredObject | None:
+    def stored_object(self, key: str, *, version: str = "") -> StoredObject | None:
         path = self.path(key)
         return StoredObject(path.stat().st_size) if path.is_file() and not path.is_symlink() else None
 
@@ -463,10 +483,13 @@ class S3Storage:
     def put_bytes(self, key: str, data: bytes) -> str:
         return self._call(self.client.put_object, Bucket=self.bucket, Key=checked_key(key), Body=data)["ETag"]
 
-    def open(self, key: str, *, etag: str = "") -> BinaryIO:
+    def open(self, key: str, *, etag: str = "", version: str = "") -> BinaryIO:
         """The object's bytes as a stream; with `etag`, only that version of it (else ObjectChanged)."""
         condition = {"IfMatch": etag} if etag else {}
-        return self._call(self.client.get_object, Bucket=self.bucket, Key=checked_key(key), **condition)["Body"]
+        pinned = {"VersionId": version} if version else {}
+        return self._call(self.client.get_object, Bucket=self.bucket, Key=checked_key(key), **condition, **pinned)[
+            "Body"
+        ]
 
     def read_range(self, key: str, offset: int, length: int, *, etag: str = "") -> bytes:
         condition = {"IfMatch": etag} if etag else {}
@@ -547,12 +570,15 @@ class S3Storage:
             while pending:
                 yield pending.popleft().result()
 
-    def stored_object(self, key: str) -> StoredObject | None:
+    def stored_object(self, key: str, *, version: str = "") -> StoredObject | None:
+        pinned = {"VersionId": version} if version else {}
         try:
-            head = self._call(self.client.head_object, Bucket=self.bucket, Key=checked_key(key))
+            head = self._call(self.client.head_object, Bucket=self.bucket, Key=checked_key(key), **pinned)
         except StorageError as error:
             answer = getattr(error.__cause__, "response", {})
-            if answer.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            code = answer.get("Error", {}).get("Code")
+            # A version asked for may be unknown here (400: not even of this store's form; 405: a delete marker).
+            if code in ("404", "NoSuchKey", "NotFound", "NoSuchVersion") or (version and code in ("400", "405")):
                 return None
             raise
         return StoredObject(head["ContentLength"], head["ETag"], s3_version(head))

@@ -85,6 +85,8 @@ class FileCheck(models.Model):
     claims = models.PositiveIntegerField(default=0)
     checked_by = models.CharField(max_length=200, blank=True)  # the worker, for the operator
     sha256 = models.CharField(max_length=64, blank=True)
+    # The S3 VersionId of the object read (blank where the bucket keeps no versions, or the check was reused).
+    version_id = models.CharField(max_length=1024, blank=True)
     # The file's FileScan (verification.core.scan), from which the whole checkpoint is judged.
     scan = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

@@ -26,7 +26,7 @@ from audit.chain import record
 from audit.tags import Tag
 from distribution.models import Revision, RevisionFile, TracedRevision, beating
 from distribution.revision_objects import InStorage, file_in_storage, files_in_storage
-from distribution.storage import LocalStorage, ObjectChanged, StorageError, get_storage
+from distribution.storage import LocalStorage, ObjectChanged, StorageError, get_storage, version_read
 from verification.core.checks import (
     CheckpointFile,
     UnreadableCheckpoint,
@@ -290,9 +290,8 @@ def reusable_checks(revision: Revision, sizes: dict[str, int]) -> dict[str, File
     and that an earlier revision of the repo already checked with that sha256 and size: their digest,
     header and tensor scan are copied, done, and never read again. The checks of the whole checkpoint
     still judge them."""
-    arrived = dict(
-        revision.files.exclude(upload_sha256="").filter(path__in=sizes.keys()).values_list("path", "upload_sha256")
-    )
+    rows = {row.path: row for row in revision.files.exclude(upload_sha256="").filter(path__in=sizes.keys())}
+    arrived = {path: row.upload_sha256 for path, row in rows.items()}
     earlier: dict[tuple[str, int], FileCheck] = {}
     done = FileCheck.objects.filter(
         revision__repo_id=revision.repo_id, state=FileCheck.State.DONE, sha256__in=set(arrived.values())
@@ -310,11 +309,21 @@ def reusable_checks(revision: Revision, sizes: dict[str, int]) -> dict[str, File
                 size=sizes[path],
                 state=FileCheck.State.DONE,
                 sha256=sha256,
+                version_id=version_if_same_object(source, rows[path]),
                 scan={**source.scan, "path": path},
                 checked_by=f"reused: {source.path} of {source.revision.commit}",
                 finished_at=timezone.now(),
             )
     return reused
+
+
+def version_if_same_object(source: FileCheck, row: RevisionFile) -> str:
+    """The VersionId an earlier check read, where `row` refers to that very object (a Hub commit carrying the
+    file forward in place); "" for a copy elsewhere, whose version was never read."""
+    if not source.version_id:
+        return ""
+    earlier = source.revision.files.filter(path=source.path).first()
+    return source.version_id if earlier is not None and earlier.storage_key == row.storage_key else ""
 
 
 def claim_file(revision_id: int, path: str, worker: str) -> FileCheck | None:
@@ -350,19 +359,25 @@ def check_stored_file(revision_id: int, path: str, *, worker: str = "") -> FileC
             stored = file_in_storage(revision, path)
             if stored is None:
                 raise FileNotFoundError(f"{path} is not in storage")
-            # Read at the version found (a referenced file's: the one its commit referred to), never another.
-            opened = functools.partial(versioned, storage.open, stored.key, etag=stored.version)
+            # Read at the version found (a referenced file's: the one its commit referred to), never another;
+            # in a bucket that keeps versions, by its VersionId, which is recorded for the links.
+            version = versioned(version_read, storage, stored.key, stored.size, stored.version)
+            opened = functools.partial(versioned, storage.open, stored.key, etag=stored.version, version=version)
             scanned = scan_file(CheckpointFile(path, check.size, lambda: contextlib.closing(opened()))).as_dict()
     except StorageError:
         FileCheck.objects.filter(pk=check.pk, claims=check.claims).update(state=FileCheck.State.PENDING)
         raise
     except UnreadableFile as error:  # gone or failing while read: the judge reports it
-        scanned = {"unreadable": str(error)}
+        scanned, version = {"unreadable": str(error)}, ""
     except (OSError, ContentChanged) as error:  # not in storage, or changed while read
-        scanned = {"unreadable": f"{path} could not be read: {error}"}
+        scanned, version = {"unreadable": f"{path} could not be read: {error}"}, ""
     # Only the claim this worker holds: a worker that lost it (silent too long) stores nothing.
     FileCheck.objects.filter(pk=check.pk, state=FileCheck.State.CHECKING, claims=check.claims).update(
-        state=FileCheck.State.DONE, sha256=scanned.get("sha256", ""), scan=scanned, finished_at=timezone.now()
+        state=FileCheck.State.DONE,
+        sha256=scanned.get("sha256", ""),
+        version_id=version,
+        scan=scanned,
+        finished_at=timezone.now(),
     )
     return check
 
@@ -411,18 +426,21 @@ def judged_checks(revision: Revision) -> Report:
 
 
 def record_checks(revision: Revision, report: Report) -> None:
-    """Stage one's verdict: the run and its results, each file's sha256, and the revision moved on; nothing
-    when the revision stopped being verified meanwhile (a newer commit superseded it)."""
+    """Stage one's verdict: the run and its results, each file's sha256 and the S3 version read, and the
+    revision moved on; nothing when the revision stopped being verified meanwhile (a newer commit superseded
+    it)."""
     with transaction.atomic():
         if not still_verifying(revision):
             return
         run = VerificationRun.objects.create(revision=revision, report=report.as_dict())
         save_checks(run, report)
+        versions = dict(revision.file_checks.values_list("path", "version_id"))
         for stored in revision.files.all():
             digest = report.files.get(stored.path)
-            if digest is not None and stored.sha256 != digest.sha256:
-                stored.sha256 = digest.sha256
-                stored.save(update_fields=["sha256"])
+            verified = (digest.sha256, versions.get(stored.path, "")) if digest is not None else None
+            if verified is not None and (stored.sha256, stored.stored_version) != verified:
+                stored.sha256, stored.stored_version = verified
+                stored.save(update_fields=["sha256", "stored_version"])
         if not report.ok:
             run.ok, run.finished_at = False, timezone.now()
             run.save(update_fields=["ok", "finished_at"])

@@ -160,13 +160,13 @@ class StoredFileChanged(Unavailable):
 
 def fresh_link(stored: RevisionFile, seconds: int) -> str:
     """A link to the file in object storage, made only once storage shows it still holds the version that was
-    verified, and naming that version where the bucket keeps versions: a link to the key alone fetches
-    whatever is there when it is used, so bytes put there since, or while the link lives, would go out
-    unseen. In a versioned bucket a file written over or deleted is still served as verified, from its earlier
-    version."""
+    verified, and naming that version where the bucket keeps versions (the VersionId verification read): a link
+    to the key alone fetches whatever is there when it is used, so bytes put there since, or while the link
+    lives, would go out unseen. In a versioned bucket a file written over or deleted is still served as
+    verified, from its earlier version."""
     storage = get_storage(stored.revision.storage_backend)
     try:
-        held = recorded_version(storage, stored.storage_key, stored.size, stored.stored_etag)
+        held = recorded_version(storage, stored.storage_key, stored.size, stored.stored_etag, stored.stored_version)
     except (OSError, StorageError) as error:
         raise Unavailable(
             f"{stored.path} cannot be handed out now: {storage.name} storage does not answer. Try again shortly.",

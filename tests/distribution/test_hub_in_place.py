@@ -24,7 +24,7 @@ from distribution.storage import get_storage
 from tests.support.flows import wait_for_verdict
 from tests.support.personas import person, token_for
 from tests.support.publishing import bucket_keys, local_files, stored_bytes
-from tests.support.servers import s3_client
+from tests.support.servers import s3_client, versioned_bucket
 from verification import services
 from verification.core.signature import SIGNATURE_PATH
 from verification.core.tiny_llama import write_tiny_llama
@@ -120,6 +120,30 @@ def test_a_commit_changing_one_shard_refers_to_the_files_it_carries_where_they_a
     assert second.files.get(path=SHARD_2).object_key == upload.key
     files = {path: data for path, data in stored_bytes(second).items() if path != SIGNATURE_PATH}
     assert files == {**local_files(checkpoint), SHARD_2: (retrained / SHARD_2).read_bytes()}
+
+
+def test_in_a_versioned_bucket_the_files_a_commit_carries_keep_the_version_first_verified(
+    hub, paula, checkpoint, on_s3, unverified, settings, tmp_path
+):
+    """Their checks are reused, never read again, and so is the VersionId that was read: the links of the
+    new revision name the very bytes the first one verified."""
+    settings.S3_BUCKET = versioned_bucket(on_s3)
+    hub.create_repo(REPO_ID, token=paula)
+    first = committed(hub, paula, checkpoint)
+    services.run_checks_stage(first.pk)
+    retrained = write_tiny_llama(tmp_path / "retrained", shards=2, seed=1)
+    second = committed(hub, paula, retrained, allow_patterns=[SHARD_2])
+    services.run_checks_stage(second.pk)
+
+    earlier = {row.path: row for row in first.files.all()}
+    checks = {check.path: check for check in second.file_checks.all()}
+    for row in second.files.all():
+        assert row.stored_version and checks[row.path].version_id == row.stored_version, row.path
+        if row.path == SHARD_2:
+            assert checks[row.path].claims == 1 and row.stored_version != earlier[row.path].stored_version
+        else:
+            assert checks[row.path].checked_by.startswith("reused"), row.path
+            assert row.stored_version == earlier[row.path].stored_version, row.path
 
 
 def test_the_daily_job_keeps_the_uploads_a_revision_refers_to_and_deletes_the_others(

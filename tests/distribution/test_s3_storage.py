@@ -254,3 +254,40 @@ def test_a_versioned_key_tampered_with_is_still_served_as_verified_until_no_vers
     assert response.status_code == 503
     assert "no longer in storage as it was verified" in response.json()["error"]
     assert DownloadEvent.objects.count() == events
+
+
+def test_verification_records_the_version_it_read_and_links_name_it_not_whatever_has_the_same_etag(
+    client, versioned_s3_release, s3_endpoint, caplog
+):
+    """The links rest on the VersionId that verification read, not on the ETag (an MD5 that a publisher can
+    make two files share): the same bytes put again, a new version with the verified ETag, are not what the
+    link names. A bucket restored by copying (every VersionId new) still serves what has the verified ETag."""
+    from distribution.downloads.channels import presigned_links
+
+    revision, checkpoint, token = versioned_s3_release
+    bucket = s3_client(s3_endpoint)
+    checked = dict(revision.file_checks.values_list("path", "version_id"))
+    for row in revision.files.exclude(path="model.sig"):  # the signature is written after the checks
+        head = bucket.head_object(Bucket=VERSIONED_BUCKET, Key=row.storage_key)
+        assert row.stored_version == checked[row.path] == head["VersionId"] != ""
+
+    stored = revision.files.get(path=SHARD)
+    original = (checkpoint / SHARD).read_bytes()
+    again = bucket.put_object(Bucket=VERSIONED_BUCKET, Key=stored.storage_key, Body=original)
+    assert again["ETag"].strip('"') == stored.stored_etag and again["VersionId"] != stored.stored_version
+    url, auth = f"/acme/tiny/resolve/main/{SHARD}", {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    presigned_links.clear()
+    linked = dict(parse_qsl(urlsplit(client.get(url, **auth)["Location"]).query))
+    assert linked["versionId"] == stored.stored_version
+    assert f"{stored.storage_key} no longer holds {SHARD} as verified" in caplog.text
+
+    bucket.delete_object(Bucket=VERSIONED_BUCKET, Key=stored.storage_key, VersionId=stored.stored_version)
+    presigned_links.clear()
+    linked = dict(parse_qsl(urlsplit(client.get(url, **auth)["Location"]).query))
+    assert linked["versionId"] == again["VersionId"]
+
+
+def test_a_bucket_without_versions_records_none(s3_release):
+    revision, _checkpoint, _token = s3_release
+    assert set(revision.files.values_list("stored_version", flat=True)) == {""}
+    assert set(revision.file_checks.values_list("version_id", flat=True)) == {""}
