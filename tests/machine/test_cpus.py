@@ -31,6 +31,7 @@ SIZES = textwrap.dedent(
         "usable": usable_cpus(),
         "celery": app.conf.worker_concurrency,
         "torch": torch.get_num_threads(),
+        "torch inter-op": torch.get_num_interop_threads(),
         "gunicorn": runpy.run_path("deploy/gunicorn.conf.py")["workers"],
         "verified": report.ok and report.smoke["device"] == "cpu",
     }))
@@ -47,7 +48,7 @@ def test_a_worker_under_a_cpu_quota_sizes_its_processes_and_threads_by_the_quota
     assert run.returncode == 0, run.stderr[-3000:]
     sizes = json.loads(run.stdout.strip().splitlines()[-1])
     assert sizes["cores"] >= 2 and sizes["verified"]
-    assert (sizes["usable"], sizes["celery"], sizes["torch"]) == (1, 1, 1)
+    assert (sizes["usable"], sizes["celery"], sizes["torch"], sizes["torch inter-op"]) == (1, 1, 1, 1)
     assert sizes["gunicorn"] == 2  # gunicorn keeps two processes at least, so one restarting never stops the site
 
 

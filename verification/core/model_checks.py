@@ -11,6 +11,7 @@ torch and transformers are imported inside the functions: the rest of the checks
 Custom model code shipped with a checkpoint is never run (no trust_remote_code).
 """
 
+import contextlib
 import itertools
 import math
 import os
@@ -463,6 +464,9 @@ def run_smoke(files: dict, sink, report: Report) -> None:
     device = placement_of(sink).device
     if device == "cpu":  # torch counts the cores it may run on, not the container's CPU quota
         torch.set_num_threads(min(torch.get_num_threads(), usable_cpus()))
+        if torch.get_num_interop_threads() > usable_cpus():
+            with contextlib.suppress(RuntimeError):  # settable once per process, before any inter-op work
+                torch.set_num_interop_threads(usable_cpus())
     try:
         config = build_config(read_json(files, CONFIG_NAME))
         ids, reference = smoke_inputs(files, config)
