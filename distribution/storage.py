@@ -487,9 +487,8 @@ class S3Storage:
         """The object's bytes as a stream; with `etag`, only that version of it (else ObjectChanged)."""
         condition = {"IfMatch": etag} if etag else {}
         pinned = {"VersionId": version} if version else {}
-        return self._call(self.client.get_object, Bucket=self.bucket, Key=checked_key(key), **condition, **pinned)[
-            "Body"
-        ]
+        answer = self._call(self.client.get_object, Bucket=self.bucket, Key=checked_key(key), **condition, **pinned)
+        return answer["Body"]
 
     def read_range(self, key: str, offset: int, length: int, *, etag: str = "") -> bytes:
         condition = {"IfMatch": etag} if etag else {}

@@ -85,7 +85,7 @@ class FileCheck(models.Model):
     claims = models.PositiveIntegerField(default=0)
     checked_by = models.CharField(max_length=200, blank=True)  # the worker, for the operator
     sha256 = models.CharField(max_length=64, blank=True)
-    # The S3 VersionId of the object read (blank where the bucket keeps no versions, or the check was reused).
+    # The S3 VersionId of the object read: blank where the bucket keeps none, or for a check reused from a copy.
     version_id = models.CharField(max_length=1024, blank=True)
     # The file's FileScan (verification.core.scan), from which the whole checkpoint is judged.
     scan = models.JSONField(default=dict, blank=True)
