@@ -25,6 +25,13 @@ SPOOL_OLDEST_AGE = Gauge(
     multiprocess_mode="livemax",
 )
 RATE_LIMITED = Counter("weightgate_rate_limited", "Answers refused with 429, by what was limited", ["limit"])
+# Anything but zero means someone wrote to or deleted from the bucket behind the portal's back.
+STORED_FILE_MISMATCHES = Counter(
+    "weightgate_stored_file_mismatches",
+    "Links asked for released files whose key no longer holds them as verified, by repo and outcome "
+    "(verified_version: the bucket keeps the verified version and the link names it; refused: 503)",
+    ["repo", "outcome"],
+)
 
 
 class RequestMetricsMiddleware:

@@ -29,7 +29,7 @@ from distribution.downloads.tickets import issue_ticket
 from distribution.models import DownloadEvent, RevisionFile
 from distribution.storage import LocalStorage, StorageError, get_storage, recorded_version
 from hub.errors import Unavailable, hf_error
-from hub.metrics import DOWNLOAD_BYTES, DOWNLOADS
+from hub.metrics import DOWNLOAD_BYTES, DOWNLOADS, STORED_FILE_MISMATCHES
 
 if TYPE_CHECKING:
     from distribution import copies
@@ -172,16 +172,19 @@ def fresh_link(stored: RevisionFile, seconds: int) -> str:
             f"{stored.path} cannot be handed out now: {storage.name} storage does not answer. Try again shortly.",
             f"checking {stored.storage_key} before presigning it failed: {error}",
         ) from error
+    repo = stored.revision.repo.repo_id
     if held is None:
+        STORED_FILE_MISMATCHES.labels(repo=repo, outcome="refused").inc()
         revision = stored.revision
         raise StoredFileChanged(
-            f"{stored.path} of {revision.repo.repo_id} revision {revision.commit[:12]} is no longer in storage as "
+            f"{stored.path} of {repo} revision {revision.commit[:12]} is no longer in storage as "
             "it was verified (replaced, changed or gone), so no link to it is handed out. The operators must "
             "restore it from the publisher's copy or withdraw the revision; try again later.",
             f"{storage.name} key {stored.storage_key}: not the {stored.size} bytes of ETag {stored.stored_etag!r} "
             "that were verified, in any version storage keeps",
         )
     if not held.latest:
+        STORED_FILE_MISMATCHES.labels(repo=repo, outcome="verified_version").inc()
         log.warning(
             "%s key %s no longer holds %s as verified (written over or deleted); links name the verified version "
             "%s, which the bucket keeps. Restore it.",

@@ -14,6 +14,7 @@ from django.test import override_settings
 from distribution.models import DownloadEvent, Repo, Revision
 from distribution.publishing import PublishError, publish_checkpoint
 from distribution.storage import get_storage
+from tests.support.metrics import scraped
 from tests.support.servers import VERSIONED_BUCKET, s3_client
 from verification.core.tiny_llama import write_tiny_llama
 
@@ -240,12 +241,14 @@ def test_a_versioned_key_tampered_with_is_still_served_as_verified_until_no_vers
     bucket.put_object(Bucket=VERSIONED_BUCKET, Key=stored.storage_key + ".bak", Body=original)
     presigned_links.clear()
 
+    mismatches = {outcome: mismatches_of(client, outcome) for outcome in ("verified_version", "refused")}
     response = client.get(url, **auth)
     assert response.status_code == 302
     assert dict(parse_qsl(urlsplit(response["Location"]).query))["versionId"] == verified_version
     assert curl(response["Location"], output=tmp_path / "fetched")[0] == 200
     assert (tmp_path / "fetched").read_bytes() == original
     assert f"{stored.storage_key} no longer holds {SHARD} as verified" in caplog.text
+    assert mismatches_of(client, "verified_version") == mismatches["verified_version"] + 1  # what to alert on
 
     bucket.delete_object(Bucket=VERSIONED_BUCKET, Key=stored.storage_key, VersionId=verified_version)
     presigned_links.clear()
@@ -254,6 +257,12 @@ def test_a_versioned_key_tampered_with_is_still_served_as_verified_until_no_vers
     assert response.status_code == 503
     assert "no longer in storage as it was verified" in response.json()["error"]
     assert DownloadEvent.objects.count() == events
+    assert mismatches_of(client, "refused") == mismatches["refused"] + 1
+
+
+def mismatches_of(client, outcome: str) -> float:
+    labels = (("outcome", outcome), ("repo", "acme/tiny"))
+    return scraped(client).get(("weightgate_stored_file_mismatches_total", labels), 0)
 
 
 def test_verification_records_the_version_it_read_and_links_name_it_not_whatever_has_the_same_etag(

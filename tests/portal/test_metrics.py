@@ -9,25 +9,16 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from access.models import AccessRequest, GatingPolicy
 from access.services import grant_access
 from distribution.models import Repo
 from tests.support import servers
 from tests.support.flows import published_tiny_llama
+from tests.support.metrics import samples
 from tests.support.personas import person, token_for
 
 RESOLVE = "/acme/tiny/resolve/main/config.json"
-
-
-def samples(text: str) -> dict[tuple, float]:
-    """(name, sorted labels) -> value, for every sample of the exposition."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def served(text: str, repo: str = "acme/tiny") -> float:
