@@ -28,7 +28,7 @@ from audit.chain import record
 from audit.tags import Tag
 from distribution import trace_keys
 from distribution.models import Revision, RevisionFile, TracedCopy, TracedRevision
-from distribution.storage import LocalStorage, StorageError, get_storage
+from distribution.storage import LocalStorage, ObjectChanged, StorageError, get_storage, still_held
 from hub.errors import Unavailable
 from tracing.keys import CopyKeys
 from tracing.leaks import leak_files
@@ -66,6 +66,9 @@ def served_file(traced: TracedRevision, path: str) -> ServedFile:
         elif not isinstance(found, StreamedServedFile) and not found.path.is_file():
             _served.drop(key)
             raise base_missing(traced, path, FileNotFoundError(f"{found.path} is gone"))
+        elif isinstance(found, StreamedServedFile) and found.replaced():
+            _served.drop(key)
+            raise base_missing(traced, path, ObjectChanged(f"{found.key} was replaced since it was verified"))
     return found
 
 
@@ -83,7 +86,7 @@ def open_served(traced: TracedRevision, path: str) -> ServedFile:
             opened = StreamedServedFile.fetch(storage, traced.storage_key(path), path, carriers, keys, recorded)
         if (opened.layout.size, opened.layout.prefix_size) != (recorded["size"], recorded["prefix_size"]):
             raise ValueError(f"its size or prefix is not the one verified ({opened.layout.size} bytes)")
-    except (OSError, ValueError, StorageError) as error:
+    except (OSError, ValueError, StorageError, ObjectChanged) as error:
         raise base_missing(traced, path, error) from error
     return opened
 
@@ -133,11 +136,15 @@ class StreamedServedFile(ServedFile):
     """A served base in S3, streamed through the web tier: its header and carrier tail are read once into
     memory (the marks are made from them; nothing is written to disk); its prefix is streamed from S3 for
     every download (and once per process for its digest, when no prefix state was recorded with it).
-    Nothing per recipient is stored."""
+    Nothing per recipient is stored. Every read is of the version verified (its ETag, recorded with the
+    layout): a prefix written over in the bucket would otherwise go out in every copy, unseen, since only
+    tails are hashed."""
 
-    def __init__(self, layout, keys: CopyKeys, base_tail: bytes, storage, key: str, recorded: dict | None = None):
+    def __init__(
+        self, layout, keys: CopyKeys, base_tail: bytes, storage, key: str, etag: str, recorded: dict | None = None
+    ):
         super().__init__(PurePosixPath(key), layout, keys, base_tail, recorded=recorded)
-        self.storage, self.key = storage, key
+        self.storage, self.key, self.etag = storage, key, etag
 
     @classmethod
     def fetch(cls, storage, key: str, path: str, carriers, keys: CopyKeys, recorded=None) -> "StreamedServedFile":
@@ -145,25 +152,32 @@ class StreamedServedFile(ServedFile):
         listed = storage.stored_objects(folder).get(name)
         if listed is None:
             raise FileNotFoundError(f"{key} is not in storage")
-        length = int.from_bytes(storage.read_range(key, 0, 8, etag=listed.etag), "little")
+        # Layouts recorded before ETags were have none: the one listed now is read throughout.
+        etag = (recorded or {}).get("etag") or listed.etag
+        if listed.etag.strip('"') != etag.strip('"'):
+            raise ObjectChanged(f"{key} was replaced since it was verified")
+        length = int.from_bytes(storage.read_range(key, 0, 8, etag=etag), "little")
         if not 0 < length <= min(MAX_HEADER_BYTES, listed.size - 8):
             raise ValueError(f"{key}: its header claims {length} bytes")
-        header = parse_header(storage.read_range(key, 8, length, etag=listed.etag), listed.size)
+        header = parse_header(storage.read_range(key, 8, length, etag=etag), listed.size)
         layout = layout_of(header, path, carriers, key)
-        tail = (
-            storage.read_range(key, layout.prefix_size, layout.tail_size, etag=listed.etag) if layout.tail_size else b""
-        )
-        return cls(layout, keys, tail, storage, key, recorded)
+        tail = storage.read_range(key, layout.prefix_size, layout.tail_size, etag=etag) if layout.tail_size else b""
+        return cls(layout, keys, tail, storage, key, etag, recorded)
+
+    def replaced(self) -> bool:
+        """Whether the bucket no longer holds this base as it was read (asked once per download, so that one
+        written over is refused with a 503 before any byte goes out, not cut off after its headers)."""
+        return still_held(self.storage, self.key, self.layout.size, self.etag) is False
 
     def prefix_pieces(self):
-        return self.storage.stream_range(self.key, 0, self.layout.prefix_size)
+        return self.storage.stream_range(self.key, 0, self.layout.prefix_size, etag=self.etag)
 
     def read(self, tail: bytes | None, start: int = 0, end: int | None = None) -> Iterator[bytes | memoryview]:
         end = self.layout.size if end is None else end
         check_range(self.layout, tail, start, end)
         prefix, tail_part = split_range(self.layout, start, end)
         if prefix is not None:
-            yield from self.storage.stream_range(self.key, *prefix)
+            yield from self.storage.stream_range(self.key, *prefix, etag=self.etag)
         if tail_part is not None:
             yield memoryview(tail)[tail_part[0] : tail_part[1]]
 

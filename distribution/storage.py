@@ -502,12 +502,18 @@ class S3Storage:
         with contextlib.closing(answer["Body"]) as body:
             return body.read()
 
-    def stream_range(self, key: str, start: int, end: int, chunk: int = 1024 * 1024):
-        """Bytes [start, end) of the object, in pieces as they arrive (a served copy's shared prefix)."""
+    def stream_range(self, key: str, start: int, end: int, chunk: int = 1024 * 1024, *, etag: str = ""):
+        """Bytes [start, end) of the object, in pieces as they arrive (a served copy's shared prefix); with
+        `etag`, of that version only (else ObjectChanged, before the first piece)."""
         if start >= end:
             return
+        condition = {"IfMatch": etag} if etag else {}
         answer = self._call(
-            self.client.get_object, Bucket=self.bucket, Key=checked_key(key), Range=f"bytes={start}-{end - 1}"
+            self.client.get_object,
+            Bucket=self.bucket,
+            Key=checked_key(key),
+            Range=f"bytes={start}-{end - 1}",
+            **condition,
         )
         with contextlib.closing(answer["Body"]) as body:
             while piece := body.read(chunk):

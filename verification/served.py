@@ -90,11 +90,14 @@ def prepare_served_layout(
             if digest is not None:
                 prefix_states[path] = recordable_prefix_state(digest, base, layout)
     say("checking the checkpoint as served: parse, index, config, tensors, smoke pass")
-    served = check_served(revision, traced)
+    bases = storage.stored_objects(traced.storage_prefix) if traced.files else {}
+    served = check_served(revision, traced, bases=bases)
     if not passed_as_served(served, report):
         return None
     for path, layout in traced.files.items():
         layout["sha256"] = served.files[path].sha256
+        if bases[path].etag:  # the version just checked, which web processes read and stream (S3)
+            layout["etag"] = bases[path].etag.strip('"')
         state, gives = prefix_states.get(path, (None, None))
         if gives == layout["sha256"]:  # web processes resume it and hash only tails, never a whole prefix
             layout["prefix_state"] = state
@@ -118,9 +121,11 @@ def prepare_served_layout(
 
 
 def as_issued(files: dict) -> dict:
-    """What a layout's copies were issued from, per file: all it records but the prefix's hash state (a layout
-    recorded before states were is the same layout with one taken now)."""
-    return {path: {k: v for k, v in entry.items() if k != "prefix_state"} for path, entry in files.items()}
+    """What a layout's copies were issued from, per file: all it records but the prefix's hash state and the
+    object's ETag (a layout recorded before either was, or written again, is the same layout with them new)."""
+    return {
+        path: {k: v for k, v in entry.items() if k not in ("prefix_state", "etag")} for path, entry in files.items()
+    }
 
 
 def passed_as_served(served: Report, report: Report) -> bool:
@@ -176,12 +181,13 @@ def same_tensors(source: Path, base: Path) -> bool:
     return True
 
 
-def check_served(revision: Revision, traced: TracedRevision, *, smoke: bool = True) -> Report:
+def check_served(revision: Revision, traced: TracedRevision, *, smoke: bool = True, bases=None) -> Report:
     """Every check (with the smoke pass, unless told not to) on the checkpoint as it is served, read from
-    storage."""
+    storage; the served bases at the versions in `bases` (a listing of them) when given."""
     storage = get_storage(revision.storage_backend)
     published = files_in_storage(revision).files
-    bases = storage.stored_objects(traced.storage_prefix) if traced.files else {}
+    if bases is None:
+        bases = storage.stored_objects(traced.storage_prefix) if traced.files else {}
     items = []
     for row in revision.files.exclude(path=SIGNATURE_PATH):
         if row.path in traced.files:

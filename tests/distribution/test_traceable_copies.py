@@ -18,6 +18,7 @@ from distribution import copies
 from distribution.models import TracedCopy, TracedRevision
 from tests.support.flows import http, published_traceable
 from tests.support.personas import person, token_for
+from tests.support.servers import s3_client
 from verification.core.signature import SIGNATURE_PATH
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -157,6 +158,37 @@ def test_on_s3_each_copy_is_streamed_through_the_portal_with_ranges_and_leaves_n
     status, _, part = http("GET", url, token=token, headers={"Range": "bytes=100-"})
     assert status == 206 and part == whole[100:]
     assert list(temporary.iterdir()) == []
+
+
+@pytest.mark.parametrize("process", ["that served it before", "new"])
+def test_on_s3_a_served_base_written_over_is_refused_not_streamed_into_copies(
+    live_server, settings, s3_endpoint, tmp_path, process
+):
+    """The attack: someone with write access to the bucket changes a byte of a served base's shared prefix
+    (same size, same tail). Only tails are hashed when a copy is made, so the changed prefix would go out in
+    every copy under the digest announced for it; the portal refuses instead, saying what the operators
+    must do, in a process that had the base open and in a new one."""
+    settings.TRACE_CARRIER_PERMILLE = 1000
+    revision, _ = published_traceable(tmp_path, "acme/traced-s3", "s3")
+    alice = person("alice")
+    grant_access(alice, revision.repo, granted_by=None)
+    token = token_for(alice)
+    traced = TracedRevision.objects.get(revision=revision)
+    path = next(iter(traced.files))
+    url = f"{live_server.url}/acme/traced-s3/resolve/main/{path}"
+    copies._served.clear()
+    status, _, first = http("GET", url, token=token)
+    assert status == 200
+
+    bucket, key = s3_client(s3_endpoint), traced.storage_key(path)
+    base = bytearray(bucket.get_object(Bucket=s3_endpoint.bucket, Key=key)["Body"].read())
+    base[traced.files[path]["prefix_size"] - 1] ^= 0x01  # the prefix's last byte
+    bucket.put_object(Bucket=s3_endpoint.bucket, Key=key, Body=bytes(base))
+    if process == "new":
+        copies._served.clear()
+    status, _, body = http("GET", url, token=token)
+    assert status == 503, f"{status}: {'the same bytes' if body == first else 'other bytes'} went out"
+    assert b"prepare_traceable acme/traced-s3" in body
 
 
 def test_paths_info_and_files_metadata_give_each_recipient_their_own_digests(live_server, traced):
