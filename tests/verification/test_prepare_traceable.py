@@ -17,6 +17,7 @@ from distribution.models import Repo, TracedCopy, TracedRevision
 from distribution.storage import get_storage
 from tests.support.flows import published_traceable
 from tests.support.personas import person, token_for
+from tests.support.servers import s3_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 REPO = "acme/late"
@@ -103,3 +104,24 @@ def test_reverify_checks_the_served_layout_and_withdraws_a_revision_whose_served
     assert f"prepare_traceable {REPO} --revision {revision.commit[:12]}" in revision.failure_reason
     failed = revision.runs.first().checks.get(name="served", status="fail")
     assert (failed.code, failed.file) == ("ServedLayoutChanged", path)
+
+
+def test_on_s3_the_layout_records_each_bases_etag_and_a_layout_without_them_gets_them_when_prepared_again(
+    settings, s3_endpoint, tmp_path
+):
+    """Web processes read and stream each base at the ETag recorded (distribution.copies); a layout recorded
+    before ETags were is given them by prepare_traceable, and nothing else of it changes."""
+    settings.TRACE_CARRIER_PERMILLE = 1000
+    revision, _ = published_traceable(tmp_path, REPO, "s3")
+    layout = TracedRevision.objects.get(revision=revision)
+    bucket = s3_client(s3_endpoint)
+    for path, entry in layout.files.items():
+        head = bucket.head_object(Bucket=s3_endpoint.bucket, Key=layout.storage_key(path))
+        assert entry["etag"] == head["ETag"].strip('"'), path
+
+    recorded = {path: entry.pop("etag") for path, entry in layout.files.items()}
+    layout.save(update_fields=["files"])
+    prepare("--revision", revision.commit[:12])
+    again = TracedRevision.objects.get(revision=revision)
+    assert {path: entry["etag"] for path, entry in again.files.items()} == recorded
+    assert again.pk == layout.pk
