@@ -485,19 +485,17 @@ class S3Storage:
 
     def open(self, key: str, *, etag: str = "", version: str = "") -> BinaryIO:
         """The object's bytes as a stream; with `etag`, only that version of it (else ObjectChanged)."""
-        condition = {"IfMatch": etag} if etag else {}
-        pinned = {"VersionId": version} if version else {}
-        answer = self._call(self.client.get_object, Bucket=self.bucket, Key=checked_key(key), **condition, **pinned)
+        selected = one_version(etag=etag, version=version)
+        answer = self._call(self.client.get_object, Bucket=self.bucket, Key=checked_key(key), **selected)
         return answer["Body"]
 
     def read_range(self, key: str, offset: int, length: int, *, etag: str = "") -> bytes:
-        condition = {"IfMatch": etag} if etag else {}
         answer = self._call(
             self.client.get_object,
             Bucket=self.bucket,
             Key=checked_key(key),
             Range=f"bytes={offset}-{offset + length - 1}",
-            **condition,
+            **one_version(etag=etag),
         )
         with contextlib.closing(answer["Body"]) as body:
             return body.read()
@@ -507,13 +505,12 @@ class S3Storage:
         `etag`, of that version only (else ObjectChanged, before the first piece)."""
         if start >= end:
             return
-        condition = {"IfMatch": etag} if etag else {}
         answer = self._call(
             self.client.get_object,
             Bucket=self.bucket,
             Key=checked_key(key),
             Range=f"bytes={start}-{end - 1}",
-            **condition,
+            **one_version(etag=etag),
         )
         with contextlib.closing(answer["Body"]) as body:
             while piece := body.read(chunk):
@@ -576,9 +573,10 @@ class S3Storage:
                 yield pending.popleft().result()
 
     def stored_object(self, key: str, *, version: str = "") -> StoredObject | None:
-        pinned = {"VersionId": version} if version else {}
         try:
-            head = self._call(self.client.head_object, Bucket=self.bucket, Key=checked_key(key), **pinned)
+            head = self._call(
+                self.client.head_object, Bucket=self.bucket, Key=checked_key(key), **one_version(version=version)
+            )
         except StorageError as error:
             answer = getattr(error.__cause__, "response", {})
             code = answer.get("Error", {}).get("Code")
@@ -638,17 +636,22 @@ class S3Storage:
         """A link that fetches the object at `key`; with `version`, that version only, whatever is written
         over the key while the link lives (S3 signs the versionId with the rest)."""
         safe_name = filename.replace('"', "")
-        pinned = {"VersionId": version} if version else {}
         return self.client.generate_presigned_url(
             "get_object",
             Params={
                 "Bucket": self.bucket,
                 "Key": checked_key(key),
                 "ResponseContentDisposition": f'attachment; filename="{safe_name}"',
-                **pinned,
+                **one_version(version=version),
             },
             ExpiresIn=expires_in,
         )
+
+
+def one_version(*, etag: str = "", version: str = "") -> dict:
+    """The parameters that hold an S3 request to one version of an object: its ETag (If-Match: another is
+    refused, 412, ObjectChanged) and its VersionId; none for whatever the key holds."""
+    return {**({"IfMatch": etag} if etag else {}), **({"VersionId": version} if version else {})}
 
 
 def s3_version(answer: dict) -> str:
