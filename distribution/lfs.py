@@ -17,6 +17,7 @@ good; one nobody commits is never listed or served, and the daily job deletes it
 (`discard_unclaimed_objects`).
 """
 
+import contextlib
 import re
 import secrets
 from dataclasses import dataclass
@@ -225,18 +226,20 @@ def accept(obj: LfsObject) -> LfsObject:
         return obj
     storage = get_storage(obj.storage_backend)
     key = staging_key(obj, storage)
-    try:
-        found = storage.stored_object(key)
-        if found is None:
-            raise Refused(f"nothing was uploaded for {obj.oid} yet: send its bytes to the upload link first", 404)
-        digest = storage.digest(key, etag=found.etag, size=found.size)
-    except (OSError, StorageError) as error:
-        raise Refused(f"the upload of {obj.oid} cannot be read back ({error}); run the upload again", 503) from None
-    except ObjectChanged:
-        raise Refused(
-            f"the upload of {obj.oid} was replaced while it was read back; run the upload again", 409
-        ) from None
-    return settle(obj, digest, found.etag)
+    # On local storage the portal writes the parts itself: none may land between the hash and the move.
+    with storage.sealed(key) if isinstance(storage, LocalStorage) else contextlib.nullcontext():
+        try:
+            found = storage.stored_object(key)
+            if found is None:
+                raise Refused(f"nothing was uploaded for {obj.oid} yet: send its bytes to the upload link first", 404)
+            digest = storage.digest(key, etag=found.etag, size=found.size)
+        except (OSError, StorageError) as error:
+            raise Refused(f"the upload of {obj.oid} cannot be read back ({error}); run the upload again", 503) from None
+        except ObjectChanged:
+            raise Refused(
+                f"the upload of {obj.oid} was replaced while it was read back; run the upload again", 409
+            ) from None
+        return settle(obj, digest, found.etag)
 
 
 def settle(obj: LfsObject, digest: Digest, etag: str) -> LfsObject:
@@ -303,6 +306,12 @@ def write_local(obj: LfsObject, stream, length: int, number: int | None = None) 
         etag = storage.write_at(incoming_key(obj), offset, stream, length)
     except (OSError, StorageError) as error:
         raise Refused(f"the bytes of {obj.oid} could not be stored ({error}); send them again", 503) from None
+    except ObjectChanged:
+        raise Refused(
+            f"the upload of {obj.oid} was accepted or refused while these bytes were sent: none of them were "
+            "written. Send no part after the completion call; to upload the file again, start a new upload",
+            409,
+        ) from None
     if number is None:
         accept(obj)
     return etag

@@ -13,6 +13,7 @@ against the local bytes (its ETag is their MD5); one of no use is aborted.
 
 import collections
 import contextlib
+import fcntl
 import functools
 import hashlib
 import io
@@ -383,7 +384,8 @@ class LocalStorage:
 
     def write_at(self, key: str, offset: int, source: BinaryIO, length: int) -> str:
         """Write `length` bytes of `source` at `offset` of the file at `key` (made if new, never renamed
-        into place here); the MD5 of those bytes, as S3 tags a part."""
+        into place here); the MD5 of those bytes, as S3 tags a part. ObjectChanged, with nothing more
+        written, once the file was sealed (`sealed`) while the bytes were coming."""
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         md5 = hashlib.md5(usedforsecurity=False)
@@ -391,7 +393,15 @@ class LocalStorage:
         try:
             written = 0
             while written < length and (chunk := source.read(min(COPY_CHUNK, length - written))):
-                os.pwrite(descriptor, chunk, offset + written)
+                # The body arrives at the sender's pace, unlocked; each write is shared-locked and lands only
+                # while the file is still at `key`: a file sealed and moved on is never written into.
+                fcntl.flock(descriptor, fcntl.LOCK_SH)
+                try:
+                    if not is_at(target, descriptor):
+                        raise ObjectChanged(f"{key} was sealed while these bytes were sent; none were written")
+                    os.pwrite(descriptor, chunk, offset + written)
+                finally:
+                    fcntl.flock(descriptor, fcntl.LOCK_UN)
                 md5.update(chunk)
                 written += len(chunk)
         finally:
@@ -399,6 +409,21 @@ class LocalStorage:
         if written != length:
             raise StorageError(f"{key}: {written} of the {length} bytes announced arrived")
         return md5.hexdigest()
+
+    @contextlib.contextmanager
+    def sealed(self, key: str):
+        """The file at `key` held against `write_at` while it is judged and moved or deleted: a write under
+        way finishes first, and any later one finds the file gone from `key` and writes nothing."""
+        try:
+            descriptor = os.open(self.path(key), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            yield
+            return
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)  # which releases the lock
 
     def rename(self, source: str, target: str) -> None:
         destination = self.path(target)
@@ -413,6 +438,16 @@ class LocalStorage:
             raise StorageError(f"LOCAL_STORAGE_ROOT cannot be created: {error.strerror}") from error
         if not os.access(self.root, os.R_OK | os.X_OK):
             raise StorageError("LOCAL_STORAGE_ROOT is not readable by this process")
+
+
+def is_at(path: Path, descriptor: int) -> bool:
+    """Whether the open file `descriptor` is still the file at `path` (not moved away, deleted or replaced)."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(descriptor)
+    return (found.st_dev, found.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 class S3Storage:

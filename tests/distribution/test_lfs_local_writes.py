@@ -1,0 +1,103 @@
+"""Uploads by LFS into local storage, where the portal writes each part itself: once an object is accepted
+(hashed whole and found to be its oid) no byte may be written into it, since a commit's file refers to those
+very bytes in place and verification, signature and links all rest on them.
+
+The attack, done for real against the live portal: a publisher sends every part, then opens one more PUT
+of part 1 and holds its body back, completes the upload (accepted), and only then sends other bytes. The
+writer had opened the staged file before acceptance renamed it into place, so those bytes landed in the
+accepted object, same size, after its hash was taken."""
+
+import hashlib
+import json
+import os
+import socket
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from access.models import Publisher
+from distribution.models import LfsObject, Repo
+from tests.support.flows import http
+
+pytestmark = pytest.mark.django_db(transaction=True)
+MIB = 1024 * 1024
+
+
+def put(url: str, data: bytes) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=data, method="PUT")
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return answer.status, answer.headers.get("ETag", "")
+
+
+def held_put(url: str, length: int) -> socket.socket:
+    """A PUT whose headers are sent, its body not yet."""
+    parts = urlsplit(url)
+    connection = socket.create_connection((parts.hostname, parts.port), timeout=30)
+    head = f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Length: {length}\r\n"
+    connection.sendall((head + "Connection: close\r\n\r\n").encode())
+    return connection
+
+
+def answer_of(connection: socket.socket) -> tuple[int, str]:
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    head = received.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in head[1:])
+    return int(head[0].split()[1]), headers.get("X-Error-Message", "")
+
+
+def wait_until_open(path: Path, timeout: float = 10) -> None:
+    """Until a thread of this process (the live server's) holds `path` open: the held PUT's writer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in os.scandir("/proc/self/fd"):
+            try:
+                if os.readlink(entry.path) == str(path):
+                    return
+            except OSError:
+                continue
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing opened {path}")
+
+
+def test_a_part_held_open_across_acceptance_writes_nothing_into_the_accepted_object(live_server, paula, settings):
+    settings.STORAGE_BACKEND = "local"
+    settings.S3_MULTIPART_THRESHOLD = MIB  # parts of 1 MiB
+    repo = Repo.objects.create(org="acme", name="tiny")
+    Publisher.objects.create(user=Publisher.objects.get(repo__name="first").user, repo=repo)
+    data = os.urandom(2 * MIB + 4096)  # three parts, the last one short
+    oid = hashlib.sha256(data).hexdigest()
+    status, _, body = http(
+        "POST",
+        f"{live_server.url}/acme/tiny.git/info/lfs/objects/batch",
+        token=paula,
+        body={"operation": "upload", "transfers": ["multipart"], "objects": [{"oid": oid, "size": len(data)}]},
+    )
+    assert status == 200, body
+    upload = json.loads(body)["objects"][0]["actions"]["upload"]
+    assert int(upload["header"]["chunk_size"]) == MIB
+    etags = [put(upload["header"][str(number)], data[(number - 1) * MIB : number * MIB])[1] for number in (1, 2, 3)]
+    obj = LfsObject.objects.get(oid=oid)
+    incoming = Path(settings.LOCAL_STORAGE_ROOT, f"{obj.key}.incoming")
+
+    held = held_put(upload["header"]["1"], MIB)
+    try:
+        wait_until_open(incoming)
+        parts = [{"partNumber": number, "etag": etag.strip('"')} for number, etag in enumerate(etags, start=1)]
+        status, headers, body = http("POST", upload["href"], body={"oid": oid, "parts": parts})
+        assert status == 200, headers.get("X-Error-Message")
+        obj.refresh_from_db()
+        assert obj.state == LfsObject.State.ACCEPTED
+        held.sendall(b"\x00" * MIB)  # other bytes for part 1, after the object was accepted
+        status, message = answer_of(held)
+    finally:
+        held.close()
+
+    accepted = Path(settings.LOCAL_STORAGE_ROOT, obj.key)
+    assert hashlib.sha256(accepted.read_bytes()).hexdigest() == oid  # the accepted bytes, unchanged
+    assert status == 409 and "accepted" in message, (status, message)
+    assert not incoming.exists()
