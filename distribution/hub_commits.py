@@ -250,7 +250,7 @@ def place(draft: Revision, storage, entries: list[Entry]) -> None:
     inline = [entry for entry in entries if entry.content is not None]
 
     def put(entry: Entry) -> str:
-        return storage.put_bytes(f"{draft.storage_prefix}/{entry.path}", entry.content)
+        return storage.put_bytes(f"{draft.storage_prefix}/{entry.path}", entry.content).etag
 
     failed = f"storing the files of commit {draft.commit} failed; commit again"
     with storage_errors(failed), ThreadPoolExecutor(settings.PUBLISH_CONCURRENCY) as pool:

@@ -89,16 +89,6 @@ def recorded_version(storage, key: str, size: int, etag: str, version: str = "")
     return next((older for older in storage.stored_versions(key) if older.is_recorded(size, etag)), None)
 
 
-def version_read(storage, key: str, size: int, etag: str) -> str:
-    """The S3 VersionId of the object at `key` as listed (`size` bytes of ETag `etag`), to read it by and
-    record: bytes written over the key meanwhile are then never read or served in its place. "" where the
-    bucket keeps no versions (and for local files); ObjectChanged when the key holds another object now."""
-    found = storage.stored_object(key)
-    if found is None or not found.is_recorded(size, etag):
-        raise ObjectChanged(f"{key} changed since it was listed")
-    return found.version
-
-
 @dataclass(frozen=True)
 class Uploaded:
     etag: str
@@ -136,8 +126,8 @@ class Storage(Protocol):
 
     def put_file(self, key: str, source: Path | str) -> None: ...
 
-    def put_bytes(self, key: str, data: bytes) -> str:
-        """Store `data` under `key`; its ETag ("" for local files)."""
+    def put_bytes(self, key: str, data: bytes) -> StoredObject:
+        """Store `data` under `key`; the object stored (with its ETag and VersionId on S3)."""
         ...
 
     def open(self, key: str, *, etag: str = "", version: str = "") -> BinaryIO:
@@ -145,7 +135,7 @@ class Storage(Protocol):
         `version` (an S3 VersionId), that version whatever the key holds now."""
         ...
 
-    def read_range(self, key: str, offset: int, length: int, *, etag: str = "") -> bytes:
+    def read_range(self, key: str, offset: int, length: int, *, etag: str = "", version: str = "") -> bytes:
         """`length` bytes of the object from `offset`; with `etag`, of that version only (else ObjectChanged)."""
         ...
 
@@ -336,16 +326,16 @@ class LocalStorage:
         with self._writing(key) as out, Path(source).open("rb") as handle:
             shutil.copyfileobj(handle, out, COPY_CHUNK)
 
-    def put_bytes(self, key: str, data: bytes) -> str:
+    def put_bytes(self, key: str, data: bytes) -> StoredObject:
         with self._writing(key) as out:
             out.write(data)
-        return ""
+        return StoredObject(len(data))
 
     def open(self, key: str, *, etag: str = "", version: str = "") -> BinaryIO:
         # A local file has no versions to tell apart: it is only ever renamed into place, never rewritten.
         return self.path(key).open("rb")
 
-    def read_range(self, key: str, offset: int, length: int, *, etag: str = "") -> bytes:
+    def read_range(self, key: str, offset: int, length: int, *, etag: str = "", version: str = "") -> bytes:
         with self.open(key) as handle:
             handle.seek(offset)
             return handle.read(length)
@@ -515,8 +505,9 @@ class S3Storage:
         with Transfer(self.concurrency) as transfer, Path(source).open("rb") as handle:
             self.upload(key, handle, os.fstat(handle.fileno()).st_size, transfer)
 
-    def put_bytes(self, key: str, data: bytes) -> str:
-        return self._call(self.client.put_object, Bucket=self.bucket, Key=checked_key(key), Body=data)["ETag"]
+    def put_bytes(self, key: str, data: bytes) -> StoredObject:
+        answer = self._call(self.client.put_object, Bucket=self.bucket, Key=checked_key(key), Body=data)
+        return StoredObject(len(data), answer["ETag"], s3_version(answer))
 
     def open(self, key: str, *, etag: str = "", version: str = "") -> BinaryIO:
         """The object's bytes as a stream; with `etag`, only that version of it (else ObjectChanged)."""
@@ -524,13 +515,13 @@ class S3Storage:
         answer = self._call(self.client.get_object, Bucket=self.bucket, Key=checked_key(key), **selected)
         return answer["Body"]
 
-    def read_range(self, key: str, offset: int, length: int, *, etag: str = "") -> bytes:
+    def read_range(self, key: str, offset: int, length: int, *, etag: str = "", version: str = "") -> bytes:
         answer = self._call(
             self.client.get_object,
             Bucket=self.bucket,
             Key=checked_key(key),
             Range=f"bytes={offset}-{offset + length - 1}",
-            **one_version(etag=etag),
+            **one_version(etag=etag, version=version),
         )
         with contextlib.closing(answer["Body"]) as body:
             return body.read()

@@ -35,7 +35,8 @@ def migrations() -> Iterator[Finding]:
 
 def released_objects(progress=lambda done, total: None) -> Iterator[Finding]:
     """Every file of every released revision is in its storage (under its prefix, or where a commit referred
-    to it), with the size recorded and, where one was referred to, the version."""
+    to it), with the size recorded and, where one was referred to, the version; in a bucket that keeps
+    versions, as the very version verified, which links name."""
     released = list(Revision.objects.filter(state=Revision.State.RELEASED).select_related("repo"))
     checked = 0
     for number, revision in enumerate(released, 1):
@@ -46,8 +47,10 @@ def released_objects(progress=lambda done, total: None) -> Iterator[Finding]:
         except (StorageError, OSError) as error:
             yield Finding(False, f"{named}: its storage cannot be read: {error}")
             continue
+        unpinned = []
         for stored in rows:
             found = present.get(stored.path)
+            checked += 1
             if found is None:
                 yield Finding(False, f"{named}: {stored.path} is missing (at {stored.storage_key})")
             elif found.size != stored.size:
@@ -56,7 +59,32 @@ def released_objects(progress=lambda done, total: None) -> Iterator[Finding]:
                 )
             elif found.replaced:
                 yield Finding(False, f"{named}: {stored.path} at {found.key} was replaced after it was committed")
-            checked += 1
+            elif stored.stored_etag and (etag := found.etag.strip('"')) != stored.stored_etag:
+                yield Finding(
+                    False,
+                    f"{named}: {stored.path} at {found.key} holds other bytes than were verified (ETag {etag}, not "
+                    f"{stored.stored_etag}), and no version kept has them; no link to it is handed out: restore it "
+                    "from the publisher's copy, or withdraw the revision",
+                )
+            elif found.written_over:
+                yield Finding(
+                    False,
+                    f"{named}: {stored.path} at {found.key} was written over or deleted after it was verified; "
+                    f"links serve the verified version ({found.version_id}), which the bucket keeps: put it back "
+                    "as the current one",
+                )
+            elif stored.stored_version and found.version_id != stored.stored_version:
+                unpinned.append(stored.path)
+        if unpinned:
+            # The verified size and ETag under another VersionId (a bucket restored by copying): links fall back
+            # to it on the strength of an MD5 until `reverify` hashes it and records its version.
+            listed = ", ".join(unpinned[:3]) + (", …" if len(unpinned) > 3 else "")
+            yield Finding(
+                False,
+                f"{named}: {len(unpinned)} file(s) ({listed}) are no longer held at the S3 version verified, only "
+                "as objects of the verified size and ETag (as after a restore by copying); run `manage.py reverify "
+                f"{revision.repo.repo_id} --revision {revision.commit}` to hash them again and record their versions",
+            )
         progress(number, len(released))
     yield Finding(True, f"{checked} file(s) of {len(released)} released revision(s) checked in storage")
 

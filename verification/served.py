@@ -37,7 +37,7 @@ def local_file(storage, stored: StoredFile, scratch: Path) -> Path:
         return storage.path(stored.key)
     destination = scratch / "published" / stored.key
     destination.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.closing(storage.open(stored.key, etag=stored.version)) as source, open(destination, "wb") as out:
+    with contextlib.closing(stored.open(storage)) as source, open(destination, "wb") as out:
         shutil.copyfileobj(source, out, 8 * 1024 * 1024)
     return destination
 
@@ -190,15 +190,17 @@ def check_served(revision: Revision, traced: TracedRevision, *, smoke: bool = Tr
         bases = storage.stored_objects(traced.storage_prefix) if traced.files else {}
     items = []
     for row in revision.files.exclude(path=SIGNATURE_PATH):
+        version = ""
         if row.path in traced.files:
             base = bases.get(row.path)
             key, size, etag = traced.storage_key(row.path), traced.files[row.path]["size"], base.etag if base else ""
         elif row.path in published:
             stored = published[row.path]
-            key, size, etag = stored.key, row.size, stored.version
+            key, size, etag, version = stored.key, row.size, stored.version, stored.version_id
         else:  # gone: reading it fails, and says so
             key, size, etag = row.storage_key, row.size, ""
-        items.append(CheckpointFile(row.path, size, opener(storage, key, etag), ranger(storage, key, etag)))
+        one = {"etag": etag, "version": version}
+        items.append(CheckpointFile(row.path, size, opener(storage, key, **one), ranger(storage, key, **one)))
     report = Report()
     try:
         check_files(items, report, smoke=smoke, allow_code=revision.repo.allows_code)
@@ -207,14 +209,14 @@ def check_served(revision: Revision, traced: TracedRevision, *, smoke: bool = Tr
     return report
 
 
-def opener(storage, key: str, etag: str):
+def opener(storage, key: str, *, etag: str, version: str):
     if isinstance(storage, LocalStorage):
         return lambda: storage.path(key).open("rb")
-    return lambda: contextlib.closing(storage.open(key, etag=etag))
+    return lambda: contextlib.closing(storage.open(key, etag=etag, version=version))
 
 
-def ranger(storage, key: str, etag: str):
+def ranger(storage, key: str, *, etag: str, version: str):
     """Reads of ranges of one version of the object (S3; local files need none)."""
     if isinstance(storage, LocalStorage):
         return None
-    return lambda offset, length: storage.read_range(key, offset, length, etag=etag)
+    return lambda offset, length: storage.read_range(key, offset, length, etag=etag, version=version)

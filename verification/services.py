@@ -26,7 +26,7 @@ from audit.chain import record
 from audit.tags import Tag
 from distribution.models import Revision, RevisionFile, TracedRevision, beating
 from distribution.revision_objects import InStorage, file_in_storage, files_in_storage
-from distribution.storage import LocalStorage, ObjectChanged, StorageError, get_storage, version_read
+from distribution.storage import LocalStorage, ObjectChanged, StorageError, get_storage
 from verification.core.checks import (
     CheckpointFile,
     UnreadableCheckpoint,
@@ -40,7 +40,7 @@ from verification.core.checks import (
 )
 from verification.core.file_tensors import ContentChanged
 from verification.core.model_checks import run_smoke, smoke_sink
-from verification.core.report import FileDigest, Report
+from verification.core.report import WARN, FileDigest, Report
 from verification.core.scan import FileScan
 from verification.core.signature import SIGNATURE_PATH, is_signed_path, read_signature, sign_digests
 from verification.models import CheckResult, FileCheck, SigningKey, VerificationRun
@@ -93,12 +93,12 @@ def release_claim(revision: Revision) -> None:
     Revision.objects.filter(pk=revision.pk, state=State.VERIFYING).update(verification_heartbeat_at=None)
 
 
-def stored_files(revision: Revision, report: Report) -> list[CheckpointFile]:
+def stored_files(revision: Revision, report: Report, in_storage: InStorage | None = None) -> list[CheckpointFile]:
     """The revision's files as they are in storage now (under its prefix, or referred to where they were
-    uploaded), opened as streams: no local copy needed."""
+    uploaded; a verified file at the version verified), opened as streams: no local copy needed."""
     storage = get_storage(revision.storage_backend)
     rows = {row.path: row for row in revision.files.all()}
-    in_storage = files_in_storage(revision, rows.values())
+    in_storage = in_storage or files_in_storage(revision, rows.values())
     report_misplaced(in_storage, rows, report)
     if isinstance(storage, LocalStorage):
         # The prefix is walked rather than listed, so that links and special files in it are reported.
@@ -110,16 +110,14 @@ def stored_files(revision: Revision, report: Report) -> list[CheckpointFile]:
             if stored.referenced
         ]
         return sorted(under_prefix + referenced, key=lambda item: item.path)
-    # Each object is read at one version (the one referred to, or the one listed), so bytes read again for a
+    # Each object is read at one version (the one verified, referred to, or listed), so bytes read again for a
     # streamed smoke pass are the ones hashed: a replaced object fails as ContentChanged, never as other weights.
     return [
         CheckpointFile(
             stored.path,
             stored.size,
-            lambda key=stored.key, etag=stored.version: contextlib.closing(versioned(storage.open, key, etag=etag)),
-            lambda offset, length, key=stored.key, etag=stored.version: versioned(
-                storage.read_range, key, offset, length, etag=etag
-            ),
+            lambda stored=stored: contextlib.closing(versioned(stored.open, storage)),
+            lambda offset, length, stored=stored: versioned(stored.read_range, storage, offset, length),
         )
         for stored in sorted(in_storage.files.values(), key=lambda stored: stored.path)
     ]
@@ -133,6 +131,16 @@ def report_misplaced(in_storage: InStorage, rows: dict[str, RevisionFile], repor
             "files", "UnexpectedFile", f"{path} is under the revision's prefix, but was not published there", path
         )
     for stored in in_storage.files.values():
+        if stored.written_over:
+            report.add(
+                "files",
+                WARN,
+                "WrittenOver",
+                f"{stored.key} was written over or deleted after {stored.path} was verified; the bucket keeps the "
+                f"verified version ({stored.version_id}), which was read and which links serve. Find out who "
+                "wrote to the key (the bucket's access log), then put that version back as the current one",
+                stored.path,
+            )
         if stored.replaced:
             code = "SizeChanged" if stored.size != rows[stored.path].size else "ContentChanged"
             report.fail(
@@ -194,10 +202,10 @@ def summary(report: Report) -> str:
     return reasons + (f"; and {more} more" if more > 0 else "")
 
 
-def checks_on_storage(revision: Revision, *, smoke: bool, progress=None) -> Report:
+def checks_on_storage(revision: Revision, *, smoke: bool, progress=None, in_storage: InStorage | None = None) -> Report:
     """Every check on the stored bytes, streamed: one read per file, with the smoke pass when asked."""
     report = Report()
-    files = stored_files(revision, report)
+    files = stored_files(revision, report, in_storage)
     try:
         check_files(files, report, smoke=smoke, allow_code=revision.repo.allows_code, progress=progress)
     except UnreadableCheckpoint as error:
@@ -216,18 +224,20 @@ def check_signature(revision: Revision, report: Report) -> None:
 
     This catches what a matching database row would hide: bytes and recorded sha256 changed together.
     """
-    stored = revision.files.filter(path=SIGNATURE_PATH).first()
-    if stored is None:
+    if not revision.files.filter(path=SIGNATURE_PATH).exists():
         return  # verified before releases were signed
+    stored = file_in_storage(revision, SIGNATURE_PATH)  # at the version links serve, as the files were read
+    if stored is None:
+        return  # the comparison with the record reports it missing
     try:
-        with get_storage(revision.storage_backend).open(stored.storage_key) as handle:
+        with contextlib.closing(stored.open(get_storage(revision.storage_backend))) as handle:
             bundle = handle.read()
         hint = json.loads(bundle)["verificationMaterial"]["publicKey"]["hint"]
         key = SigningKey.objects.filter(fingerprint=hint).first()
         if key is None:
             raise ValueError(f"it names a key the portal never signed with ({str(hint)[:16]}…)")
         signed = read_signature(bundle, key.public_pem.encode())
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, ObjectChanged) as error:  # ObjectChanged: written over as it was read
         report.fail("signature", "SignatureInvalid", f"{SIGNATURE_PATH} cannot be trusted: {error}", SIGNATURE_PATH)
         return
     hashed = {path: digest.sha256 for path, digest in report.files.items() if is_signed_path(path)}
@@ -361,8 +371,8 @@ def check_stored_file(revision_id: int, path: str, *, worker: str = "") -> FileC
                 raise FileNotFoundError(f"{path} is not in storage")
             # Read at the version found (a referenced file's: the one its commit referred to), never another;
             # in a bucket that keeps versions, by its VersionId, which is recorded for the links.
-            version = versioned(version_read, storage, stored.key, stored.size, stored.version)
-            opened = functools.partial(versioned, storage.open, stored.key, etag=stored.version, version=version)
+            version = stored.version_id
+            opened = functools.partial(versioned, stored.open, storage)
             scanned = scan_file(CheckpointFile(path, check.size, lambda: contextlib.closing(opened()))).as_dict()
     except StorageError:
         FileCheck.objects.filter(pk=check.pk, claims=check.claims).update(state=FileCheck.State.PENDING)
@@ -494,11 +504,7 @@ def run_smoke_stage(revision_id: int) -> Revision | None:
             if revision.move(
                 State.VERIFIED, verified_at=timezone.now(), failure_reason="", verification_stage=Stage.NONE
             ):
-                RevisionFile.objects.update_or_create(
-                    revision=revision,
-                    path=SIGNATURE_PATH,
-                    defaults={"size": len(signature), "sha256": hashlib.sha256(signature).hexdigest()},
-                )
+                RevisionFile.objects.update_or_create(revision=revision, path=SIGNATURE_PATH, defaults=signature)
                 if traced is not None:
                     TracedRevision.objects.filter(revision=revision).delete()
                     traced.save()
@@ -508,16 +514,22 @@ def run_smoke_stage(revision_id: int) -> Revision | None:
     return revision
 
 
-def store_signature(revision: Revision) -> bytes:
-    """Sign the verified files' sha256 values (no second read) and store the bundle as the revision's model.sig."""
+def store_signature(revision: Revision) -> dict:
+    """Sign the verified files' sha256 values (no second read) and store the bundle as the revision's model.sig;
+    its row's fields, with the version stored (links to it name that version, as to every verified file)."""
     private_key, _ = current_key()
     files = [stored for stored in revision.files.all() if is_signed_path(stored.path)]
     unknown = [stored.path for stored in files if not stored.sha256]
     if unknown:
         raise ValueError(f"cannot sign {revision}: no sha256 recorded for {', '.join(unknown)}")
     signature = sign_digests(revision.repo.repo_id, {stored.path: stored.sha256 for stored in files}, private_key)
-    get_storage(revision.storage_backend).put_bytes(f"{revision.storage_prefix}/{SIGNATURE_PATH}", signature)
-    return signature
+    stored = get_storage(revision.storage_backend).put_bytes(f"{revision.storage_prefix}/{SIGNATURE_PATH}", signature)
+    return {
+        "size": len(signature),
+        "sha256": hashlib.sha256(signature).hexdigest(),
+        "stored_etag": stored.etag.strip('"'),
+        "stored_version": stored.version,
+    }
 
 
 def fail_verification(revision_id: int, reason: str) -> None:
@@ -540,7 +552,8 @@ def reverify(revision: Revision, progress=None) -> VerificationRun:
         )
     run = VerificationRun.objects.create(revision=revision, kind=VerificationRun.Kind.REVERIFY)
     try:
-        report = checks_on_storage(revision, smoke=True, progress=progress)
+        in_storage = files_in_storage(revision)
+        report = checks_on_storage(revision, smoke=True, progress=progress, in_storage=in_storage)
         traced = TracedRevision.objects.filter(revision=revision).first() if revision.repo.traceable else None
         if traced is not None:  # what its recipients are served is checked too
             recheck_served_layout(revision, traced, report)
@@ -557,7 +570,20 @@ def reverify(revision: Revision, progress=None) -> VerificationRun:
                 revision.move(State.WITHDRAWN, withdrawn_at=timezone.now(), failure_reason=reason)
             else:
                 revision.move(State.FAILED, failure_reason=reason)
+        else:
+            record_versions_read(revision, in_storage)
     return run
+
+
+def record_versions_read(revision: Revision, in_storage: InStorage) -> None:
+    """After a pass: each file's S3 version as just read and hashed, where it differs from the one recorded (a
+    bucket restored by copying gives every object a new VersionId; rows verified before versions were
+    recorded have none), so that links name it again rather than rest on the ETag."""
+    for row in revision.files.all():
+        found = in_storage.files.get(row.path)
+        if found is not None and found.version_id and found.version_id != row.stored_version:
+            row.stored_version = found.version_id
+            row.save(update_fields=["stored_version"])
 
 
 def prepare_traceable(revision: Revision, *, say=lambda line: None) -> Report:

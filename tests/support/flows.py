@@ -25,11 +25,11 @@ def publish(directory, repo_id: str, storage: str) -> Revision:
     return Revision.objects.get(commit=out.getvalue().strip())
 
 
-def publish_undispatched(directory, repo_id: str) -> Revision:
+def publish_undispatched(directory, repo_id: str, storage: str = "local") -> Revision:
     """Publish without sending the verification task: the test decides where it goes, or loses it."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(verification_tasks.verify_revision, "delay", lambda *args, **kwargs: None)
-        return publish(directory, repo_id, "local")
+        return publish(directory, repo_id, storage)
 
 
 def wait_for_verdict(revision: Revision, timeout: float = 120) -> Revision:

@@ -3,6 +3,7 @@ from django.core.management.base import BaseCommand, CommandError
 from distribution.models import Repo, Revision
 from distribution.storage import StorageError
 from verification.core.progress import progress_for
+from verification.core.report import WARN
 from verification.services import reverify
 
 
@@ -44,6 +45,8 @@ class Command(BaseCommand):
             finally:
                 progress.close()
             target.refresh_from_db()
+            for warning in run.checks.filter(status=WARN):
+                self.stdout.write(f"{repo}@{target.commit}: warning: {warning.file or warning.name}: {warning.message}")
             if run.ok:
                 self.stdout.write(f"{repo}@{target.commit}: every check passed ({target.state})")
             else:
