@@ -79,7 +79,7 @@ def review_queue(request):
 
 def bulk_decide(request, repos):
     status = request.POST.get("decision")
-    ids = request.POST.getlist("request")
+    ids = [value for value in request.POST.getlist("request") if value.isdigit()]  # request ids, nothing else
     reason = request.POST.get("reason", "").strip()
     if status not in (AccessRequest.State.ACCEPTED, AccessRequest.State.REJECTED) or not ids:
         messages.error(request, "choose requests and a decision")

@@ -71,7 +71,9 @@ def test_the_review_queue_filters_and_decides_in_bulk(client, repo):
     assert "ann" in filtered and "cat" in filtered and "ben" not in filtered
     refused = client.post("/review/", {"decision": "rejected", "request": [requests[1].pk]}, follow=True)
     assert "give a reason" in refused.content.decode()
-    client.post("/review/", {"decision": "accepted", "request": [requests[0].pk, requests[2].pk]})
+    # a request id that is not one (an edited form) is passed over, never a server error
+    chosen = client.post("/review/", {"decision": "accepted", "request": ["x", requests[0].pk, requests[2].pk]})
+    assert chosen.status_code == 302
     client.post("/review/", {"decision": "rejected", "request": [requests[1].pk], "reason": "not a research use"})
     states = dict(AccessRequest.objects.filter(repo=repo).values_list("user__username", "state"))
     assert states == {"ann": "accepted", "ben": "rejected", "cat": "accepted"}
