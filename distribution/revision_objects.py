@@ -74,7 +74,8 @@ def files_in_storage(revision: Revision, rows: Iterable[RevisionFile] | None = N
     files = {path: StoredFile(path, f"{prefix}/{path}", found.size, found.etag) for path, found in listed.items()}
     rows = list(revision.files.all() if rows is None else rows)
     strays = sorted(row.path for row in rows if row.object_key and files.pop(row.path, None) is not None)
-    looked_up = [row for row in rows if row.object_key or is_verified(row)]
+    # Verified files are looked up one by one, so that each is found at its version and the version is named.
+    looked_up = [row for row in rows if row.object_key or row.sha256]
     if looked_up:
         with ThreadPoolExecutor(min(LOOKUPS_AT_ONCE, len(looked_up))) as pool:
             found = list(pool.map(lambda row: stored_file(storage, row.path, row), looked_up))

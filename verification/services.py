@@ -578,12 +578,16 @@ def reverify(revision: Revision, progress=None) -> VerificationRun:
 def record_versions_read(revision: Revision, in_storage: InStorage) -> None:
     """After a pass: each file's S3 version as just read and hashed, where it differs from the one recorded (a
     bucket restored by copying gives every object a new VersionId; rows verified before versions were
-    recorded have none), so that links name it again rather than rest on the ETag."""
+    recorded have none), and its ETag where none was recorded (a model.sig stored before they were), so that
+    links name them again rather than rest on the ETag or the size."""
     for row in revision.files.all():
         found = in_storage.files.get(row.path)
-        if found is not None and found.version_id and found.version_id != row.stored_version:
-            row.stored_version = found.version_id
-            row.save(update_fields=["stored_version"])
+        if found is None:
+            continue
+        read = {"stored_version": found.version_id or row.stored_version, "stored_etag": row.stored_etag or found.etag}
+        changed = {name: value.strip('"') for name, value in read.items() if value.strip('"') != getattr(row, name)}
+        if changed:
+            RevisionFile.objects.filter(pk=row.pk).update(**changed)
 
 
 def prepare_traceable(revision: Revision, *, say=lambda line: None) -> Report:

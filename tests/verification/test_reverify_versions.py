@@ -116,6 +116,23 @@ def test_after_a_restore_by_copying_the_restore_check_asks_for_reverify_which_re
     assert restore_problems() == []
 
 
+def test_a_model_sig_stored_before_its_etag_and_version_were_recorded_gets_both_from_a_passing_reverify(
+    versioned_s3_release, s3_endpoint
+):
+    """Releases signed before this version recorded neither for their model.sig, whose links then rested on its
+    size alone; a passing reverify records what it read and hashed."""
+    revision, _checkpoint, _token = versioned_s3_release
+    signature = revision.files.get(path="model.sig")
+    head = s3_client(s3_endpoint).head_object(Bucket=VERSIONED_BUCKET, Key=signature.storage_key)
+    assert (signature.stored_etag, signature.stored_version) == (head["ETag"].strip('"'), head["VersionId"])
+    type(signature).objects.filter(pk=signature.pk).update(stored_etag="", stored_version="")
+
+    passed, printed = reverified()
+    assert passed, printed
+    signature.refresh_from_db()
+    assert (signature.stored_etag, signature.stored_version) == (head["ETag"].strip('"'), head["VersionId"])
+
+
 def test_one_file_check_asks_storage_once_before_reading_and_lists_nothing(s3_endpoint, tmp_path):
     """A verify worker's check of one file looks it up by its key (a HEAD, which names the version to read
     and record); before, it listed the revision's whole prefix and then sent a HEAD as well."""
