@@ -14,7 +14,7 @@ from audit.bulk_rows import insert_all
 from audit.connections import committed_once
 from audit.models import GENESIS, AuditChainHead, AuditEvent, UnknownChainKey, current_chain_key
 from audit.tags import Tag
-from mail.messages import send
+from mail.messages import alert_staff
 
 HEAD = 1
 # The head (row HEAD) locked after the keys are checked (and the actors' accounts key-locked, ACTORS), in one
@@ -31,8 +31,6 @@ HEAD_WAIT = Histogram(
     "Time a writer waited for the lock of the audit chain's head",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
 )
-# A mail names this many breaks and counts the rest; the command lists them all.
-MAILED_BREAKS = 50
 # Sent with `tags` once events are on the chain, so caches of who may do what can let go of them.
 appended = Signal()
 log = logging.getLogger(__name__)
@@ -195,11 +193,5 @@ def alert_if_broken() -> str | None:
     if not found:
         return None
     log.error("audit chain broken in %d places: %s", len(found), found[0])
-    staff = get_user_model().objects.filter(is_staff=True, is_active=True).exclude(email="")
-    shown = found[:MAILED_BREAKS]
-    send(
-        "audit_chain_broken",
-        {"problems": found, "shown": shown, "hidden": len(found) - len(shown)},
-        list(staff.values_list("email", flat=True)),
-    )
+    alert_staff("audit_chain_broken", found)
     return "\n".join(found)

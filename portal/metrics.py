@@ -22,6 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from access.models import AccessRequest
 from access.tokens import bearer_from_header
 from hub.errors import hf_error
+from portal.tasks import RELEASED_STORAGE_PROBLEMS_KEY
 from verification.models import CheckResult, FileCheck, VerificationRun
 from workers.celery import JOB_SUCCESS_KEY, periodic_jobs, queue_depths
 
@@ -75,6 +76,14 @@ class ReadAtScrape:
         for job in periodic_jobs():
             succeeded.add_metric([job], cache.get(JOB_SUCCESS_KEY.format(job=job), 0))
         yield succeeded
+        problems = cache.get(RELEASED_STORAGE_PROBLEMS_KEY)
+        if problems is not None:  # until the first check, nothing is known
+            storage = GaugeMetricFamily(
+                "weightgate_released_storage_problems",
+                "Problems the last daily check found with released files in storage (0: every file held as verified)",
+            )
+            storage.add_metric([], problems)
+            yield storage
         yield histogram(
             "weightgate_verification_seconds", "Verification stages, finished", "stage", verification_durations()
         )

@@ -22,6 +22,7 @@ from verification.signing import SigningUnavailable, load_private_key
 class Finding:
     ok: bool
     text: str
+    unreachable: bool = False  # storage could not be asked: nothing was judged
 
 
 def migrations() -> Iterator[Finding]:
@@ -45,7 +46,7 @@ def released_objects(progress=lambda done, total: None) -> Iterator[Finding]:
         try:
             present = files_in_storage(revision, rows).files
         except (StorageError, OSError) as error:
-            yield Finding(False, f"{named}: its storage cannot be read: {error}")
+            yield Finding(False, f"{named}: its storage cannot be read: {error}", unreachable=True)
             continue
         unpinned = []
         for stored in rows:

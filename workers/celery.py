@@ -41,6 +41,7 @@ app.conf.beat_schedule = {
     "erase-old-origins": {"task": "audit.tasks.erase_old_origins", "schedule": 24 * 3600},
     "check-audit-chain": {"task": "audit.tasks.check_audit_chain", "schedule": 24 * 3600},
     "anchor-audit-chain": {"task": "portal.tasks.anchor_audit_chain", "schedule": settings.AUDIT_ANCHOR_SECONDS},
+    "released-storage": {"task": "portal.tasks.check_released_storage", "schedule": 24 * 3600},
     "spooled-downloads": {"task": "distribution.tasks.store_spooled_downloads", "schedule": 60},
     "abandoned-drafts": {"task": "distribution.tasks.discard_abandoned_publishes", "schedule": 24 * 3600},
     "stuck-assemblies": {
