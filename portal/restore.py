@@ -10,9 +10,9 @@ from django.db.migrations.executor import MigrationExecutor
 
 from audit.chain import breaks
 from audit.models import AuditEvent
-from distribution.models import Revision
+from distribution.models import Revision, TracedRevision
 from distribution.revision_objects import files_in_storage
-from distribution.storage import StorageError
+from distribution.storage import StorageError, get_storage, still_held
 from verification.core.signature import fingerprint, public_pem
 from verification.models import SigningKey
 from verification.signing import SigningUnavailable, load_private_key
@@ -86,8 +86,29 @@ def released_objects(progress=lambda done, total: None) -> Iterator[Finding]:
                 "as objects of the verified size and ETag (as after a restore by copying); run `manage.py reverify "
                 f"{revision.repo.repo_id} --revision {revision.commit}` to hash them again and record their versions",
             )
+        traced = TracedRevision.objects.filter(revision=revision).first() if revision.repo.traceable else None
+        if traced is not None:
+            yield from served_bases(named, revision, traced)
         progress(number, len(released))
     yield Finding(True, f"{checked} file(s) of {len(released)} released revision(s) checked in storage")
+
+
+def served_bases(named: str, revision: Revision, traced: TracedRevision) -> Iterator[Finding]:
+    """Each served base of a traceable revision is still held as its copies are made from it (the size, and
+    on S3 the ETag, recorded with the layout); copies of one that is not are refused with a 503."""
+    storage = get_storage(revision.storage_backend)
+    for path, layout in traced.files.items():
+        key = traced.storage_key(path)
+        held = still_held(storage, key, layout["size"], layout.get("etag", ""))
+        if held is None:
+            yield Finding(False, f"{named}: the served base of {path} cannot be looked up now", unreachable=True)
+        elif not held:
+            yield Finding(
+                False,
+                f"{named}: the served base of {path} ({key}) is gone or was written over, so its copies are refused; "
+                f"run `manage.py prepare_traceable {revision.repo.repo_id} --revision {revision.commit}` to write "
+                "it again as recorded",
+            )
 
 
 def audit_chain() -> Iterator[Finding]:

@@ -16,6 +16,7 @@ from audit.models import AuditEvent
 from audit.tags import Tag
 from distribution import copies
 from distribution.models import TracedCopy, TracedRevision
+from portal.restore import released_objects
 from tests.support.flows import http, published_traceable
 from tests.support.personas import person, token_for
 from tests.support.servers import s3_client
@@ -189,6 +190,10 @@ def test_on_s3_a_served_base_written_over_is_refused_not_streamed_into_copies(
     status, _, body = http("GET", url, token=token)
     assert status == 503, f"{status}: {'the same bytes' if body == first else 'other bytes'} went out"
     assert b"prepare_traceable acme/traced-s3" in body
+    # The restore check and the daily check of released files name it too, with what to run.
+    found = [finding.text for finding in released_objects() if not finding.ok]
+    assert len(found) == 1 and f"the served base of {path} ({key}) is gone or was written over" in found[0]
+    assert f"prepare_traceable acme/traced-s3 --revision {revision.commit}" in found[0]
 
 
 def test_paths_info_and_files_metadata_give_each_recipient_their_own_digests(live_server, traced):
