@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 from distribution.models import Revision
 from distribution.storage import get_storage
 from tests.support.flows import publish_undispatched
+from tests.support.personas import person, sign_in
 from tests.support.servers import VERSIONED_BUCKET, s3_client
 from verification import services
 from verification.core.tiny_llama import write_tiny_llama
@@ -44,7 +45,7 @@ def restore_problems(repo: str = "acme/tiny") -> list[str]:
 
 
 def test_a_key_written_over_in_a_versioned_bucket_is_reported_and_the_verified_version_stays_released(
-    versioned_s3_release, s3_endpoint
+    versioned_s3_release, s3_endpoint, client
 ):
     """Before, reverify read whatever the key held and withdrew the release, though links serve the verified
     version the bucket keeps: anyone able to write to the bucket could take a release down."""
@@ -68,6 +69,10 @@ def test_a_key_written_over_in_a_versioned_bucket_is_reported_and_the_verified_v
 
     problems = restore_problems()
     assert len(problems) == 1 and f"{SHARD} at {stored.storage_key} was written over or deleted" in problems[0]
+    # The revision's page shows the warning as one, to those who may see its checks.
+    sign_in(client, person("root", staff=True))
+    page = client.get(f"/acme/tiny/revisions/{revision.commit}").content.decode()
+    assert '<span class="state warned">warn</span>' in page and "WrittenOver" in page
 
 
 def test_a_key_written_over_in_a_bucket_without_versions_is_still_withdrawn(s3_release, s3_endpoint):
