@@ -33,6 +33,6 @@ def check_released_storage() -> str | None:
     cache.set(RELEASED_STORAGE_PROBLEMS_KEY, len(problems), timeout=None)
     if not problems:
         return None
-    log.error("%d released file(s) not in storage as verified: %s", len(problems), problems[0])
+    log.error("%d problem(s) with released files in storage: %s", len(problems), problems[0])
     alert_staff("released_storage_changed", problems)
     return "\n".join(problems)
