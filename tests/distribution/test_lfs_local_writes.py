@@ -52,11 +52,11 @@ def answer_of(connection: socket.socket) -> tuple[int, str]:
 
 def wait_until_open(path: Path, timeout: float = 10) -> None:
     """Until a thread of this process (the live server's) holds `path` open: the held PUT's writer."""
-    deadline = time.monotonic() + timeout
+    deadline, wanted = time.monotonic() + timeout, os.path.realpath(path)
     while time.monotonic() < deadline:
         for entry in os.scandir("/proc/self/fd"):
             try:
-                if os.readlink(entry.path) == str(path):
+                if os.readlink(entry.path) == wanted:
                     return
             except OSError:
                 continue
