@@ -17,7 +17,6 @@ good; one nobody commits is never listed or served, and the daily job deletes it
 (`discard_unclaimed_objects`).
 """
 
-import contextlib
 import re
 import secrets
 from dataclasses import dataclass
@@ -227,7 +226,7 @@ def accept(obj: LfsObject) -> LfsObject:
     storage = get_storage(obj.storage_backend)
     key = staging_key(obj, storage)
     # On local storage the portal writes the parts itself: none may land between the hash and the move.
-    with storage.sealed(key) if isinstance(storage, LocalStorage) else contextlib.nullcontext():
+    with storage.sealed(key):
         try:
             found = storage.stored_object(key)
             if found is None:

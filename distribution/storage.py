@@ -152,6 +152,10 @@ class Storage(Protocol):
         """Remove what interrupted uploads left under `prefix` (never a whole file); return how many."""
         ...
 
+    def sealed(self, key: str) -> contextlib.AbstractContextManager:
+        """The object at `key` held against the portal's own writes into it while it is judged and moved."""
+        ...
+
     def delete_prefix(self, prefix: str) -> None: ...
 
     def delete(self, key: str) -> None: ...
@@ -620,6 +624,11 @@ class S3Storage:
         found = [item for page in pages for item in page.get("Versions", []) if item["Key"] == key]
         found.sort(key=lambda item: (not item["IsLatest"], -item["LastModified"].timestamp()))
         return [StoredObject(item["Size"], item["ETag"], s3_version(item), item["IsLatest"]) for item in found]
+
+    @contextlib.contextmanager
+    def sealed(self, key: str):
+        # The portal never writes into an S3 object: parts go to the bucket, and S3 assembles them once.
+        yield
 
     def presigned_put(self, key: str, *, expires_in: int) -> str:
         return self.client.generate_presigned_url(
