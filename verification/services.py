@@ -205,6 +205,7 @@ def summary(report: Report) -> str:
 def checks_on_storage(revision: Revision, *, smoke: bool, progress=None, in_storage: InStorage | None = None) -> Report:
     """Every check on the stored bytes, streamed: one read per file, with the smoke pass when asked."""
     report = Report()
+    in_storage = in_storage or files_in_storage(revision)
     files = stored_files(revision, report, in_storage)
     try:
         check_files(files, report, smoke=smoke, allow_code=revision.repo.allows_code, progress=progress)
@@ -215,18 +216,19 @@ def checks_on_storage(revision: Revision, *, smoke: bool, progress=None, in_stor
         report.fail("files", "ContentChanged", f"a file changed while it was read: {error}")
         return report
     check_against_record(revision, report)
-    check_signature(revision, report)
+    check_signature(revision, report, in_storage)
     return report
 
 
-def check_signature(revision: Revision, report: Report) -> None:
+def check_signature(revision: Revision, report: Report, in_storage: InStorage) -> None:
     """model.sig must still be the portal's signature of exactly the bytes just hashed.
 
     This catches what a matching database row would hide: bytes and recorded sha256 changed together.
+    It is read as found with the other files (`in_storage`): at the version links serve.
     """
     if not revision.files.filter(path=SIGNATURE_PATH).exists():
         return  # verified before releases were signed
-    stored = file_in_storage(revision, SIGNATURE_PATH)  # at the version links serve, as the files were read
+    stored = in_storage.files.get(SIGNATURE_PATH)
     if stored is None:
         return  # the comparison with the record reports it missing
     try:
@@ -419,7 +421,8 @@ def finish_checks(revision_id: int) -> Revision | None:
 def judged_checks(revision: Revision) -> Report:
     """The checks of the whole checkpoint from the stored scans of its files (no shard is read again)."""
     report = Report()
-    files = stored_files(revision, report)
+    in_storage = files_in_storage(revision)
+    files = stored_files(revision, report, in_storage)
     check_paths(files, report)
     checks = list(revision.file_checks.all())
     changed = {item.path for item in files} ^ {check.path for check in checks}
@@ -431,7 +434,7 @@ def judged_checks(revision: Revision) -> Report:
     scans = [FileScan.from_dict(check.scan) for check in checks if "unreadable" not in check.scan]
     judge_scans(files, scans, report, allow_code=revision.repo.allows_code)
     check_against_record(revision, report)
-    check_signature(revision, report)
+    check_signature(revision, report, in_storage)
     return report
 
 

@@ -7,7 +7,6 @@ HF_HUB_DISABLE_XET=1, the client's own switch, so they go by LFS."""
 
 import hashlib
 import io
-import json
 import os
 import pickle
 import signal
@@ -32,7 +31,15 @@ from distribution.models import LfsObject, Repo, Revision
 from tests.support.flows import http, wait_for_verdict
 from tests.support.lock_order import both_committed, started, worker_storing_a_verdict
 from tests.support.personas import person, token_for
-from tests.support.publishing import IN_PARTS, MIB, bucket_keys, commit_lines, local_files, stored_bytes
+from tests.support.publishing import (
+    IN_PARTS,
+    MIB,
+    bucket_keys,
+    commit_lines,
+    lfs_upload_actions,
+    local_files,
+    stored_bytes,
+)
 from verification import services
 from verification.core.tiny_llama import write_tiny_llama
 from verification.models import FileCheck
@@ -103,14 +110,7 @@ def test_bytes_that_are_not_the_oid_are_refused_and_nothing_is_kept(
     Publisher.objects.create(user=Publisher.objects.get(repo__name="first").user, repo=Repo.objects.get(name="tiny"))
     announced, sent = b"the bytes announced" * 1000 * scale, b"other bytes, as long" * 950 * scale
     oid = hashlib.sha256(announced).hexdigest()
-    status, _, body = http(
-        "POST",
-        f"{live_server.url}/{REPO_ID}.git/info/lfs/objects/batch",
-        token=paula,
-        body={"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": len(sent)}]},
-    )
-    assert status == 200, body
-    actions = json.loads(body)["objects"][0]["actions"]
+    actions = lfs_upload_actions(live_server.url, paula, REPO_ID, oid, len(sent), "basic")
     put = urllib.request.Request(actions["upload"]["href"], data=sent, method="PUT")
     try:
         with urllib.request.urlopen(put, timeout=30) as answer:

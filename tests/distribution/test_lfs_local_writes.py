@@ -8,7 +8,6 @@ writer had opened the staged file before acceptance renamed it into place, so th
 accepted object, same size, after its hash was taken."""
 
 import hashlib
-import json
 import os
 import socket
 import time
@@ -21,6 +20,7 @@ import pytest
 from access.models import Publisher
 from distribution.models import LfsObject, Repo
 from tests.support.flows import http
+from tests.support.publishing import lfs_upload_actions
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MIB = 1024 * 1024
@@ -71,14 +71,7 @@ def test_a_part_held_open_across_acceptance_writes_nothing_into_the_accepted_obj
     Publisher.objects.create(user=Publisher.objects.get(repo__name="first").user, repo=repo)
     data = os.urandom(2 * MIB + 4096)  # three parts, the last one short
     oid = hashlib.sha256(data).hexdigest()
-    status, _, body = http(
-        "POST",
-        f"{live_server.url}/acme/tiny.git/info/lfs/objects/batch",
-        token=paula,
-        body={"operation": "upload", "transfers": ["multipart"], "objects": [{"oid": oid, "size": len(data)}]},
-    )
-    assert status == 200, body
-    upload = json.loads(body)["objects"][0]["actions"]["upload"]
+    upload = lfs_upload_actions(live_server.url, paula, "acme/tiny", oid, len(data), "multipart")["upload"]
     assert int(upload["header"]["chunk_size"]) == MIB
     etags = [put(upload["header"][str(number)], data[(number - 1) * MIB : number * MIB])[1] for number in (1, 2, 3)]
     obj = LfsObject.objects.get(oid=oid)
@@ -88,7 +81,7 @@ def test_a_part_held_open_across_acceptance_writes_nothing_into_the_accepted_obj
     try:
         wait_until_open(incoming)
         parts = [{"partNumber": number, "etag": etag.strip('"')} for number, etag in enumerate(etags, start=1)]
-        status, headers, body = http("POST", upload["href"], body={"oid": oid, "parts": parts})
+        status, headers, _ = http("POST", upload["href"], body={"oid": oid, "parts": parts})
         assert status == 200, headers.get("X-Error-Message")
         obj.refresh_from_db()
         assert obj.state == LfsObject.State.ACCEPTED

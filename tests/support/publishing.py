@@ -12,6 +12,7 @@ import pytest
 from distribution.models import Revision
 from distribution.publishing import PublishError, publish_checkpoint
 from distribution.storage import get_storage
+from tests.support.flows import http
 from tests.support.servers import REPO_ROOT, s3_client
 
 MIB = 1024 * 1024
@@ -91,3 +92,15 @@ def commit_lines(endpoint: str, token: str, operations: list[dict], repo_id: str
     )
     hf_raise_for_status(response)
     return response.json()
+
+
+def lfs_upload_actions(base_url: str, token: str, repo_id: str, oid: str, size: int, transfer: str) -> dict:
+    """What the LFS batch API answers for uploading one object by `transfer` (basic or multipart): its actions."""
+    status, _, body = http(
+        "POST",
+        f"{base_url}/{repo_id}.git/info/lfs/objects/batch",
+        token=token,
+        body={"operation": "upload", "transfers": [transfer], "objects": [{"oid": oid, "size": size}]},
+    )
+    assert status == 200, body
+    return json.loads(body)["objects"][0]["actions"]
