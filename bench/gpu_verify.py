@@ -10,9 +10,9 @@ dropping the page cache before each arm, times:
               parameter and a forward pass
   weightgate  `check_directory(DIR)`: hashes, strict headers, index, config, tensor scan and the smoke
               pass on the GPU, with each shard read once (the tensors go to the GPU from that read)
-  weightgate, one allocation per file
-              the same with each file's tensors carved from one allocation on the GPU
-              (loading.ONE_ALLOCATION_PER_FILE) instead of one each; off by default until this arm says
+  weightgate, one allocation per tensor
+              the same with an allocation on the GPU for each tensor (loading.ONE_ALLOCATION_PER_FILE
+              off), the default before 2026-11-29, where each file's tensors are now carved from one
   weightgate without read-ahead
               the same with the reader thread off (READ_AHEAD_WINDOWS = 0): page faults do the reading
   weightgate without smoke
@@ -26,7 +26,8 @@ dropping the page cache before each arm, times:
               the same with the files opened as storage's objects are (no descriptor to map or read
               again): the weights wait in host memory from the hashing read to their block's turn
 
-Each arm runs three times (the best counts). Prints the ratios and writes them to bench/results/gpu-verify.md.
+Each arm runs three times, interleaved (the best counts; --rounds and --arm change that). Prints the
+ratios and writes them to bench/results/gpu-verify.md.
 Needs root for drop_caches.
 
 `--cpu-dry-run` runs the same script end to end on a machine without a GPU, on tiny checkpoints (a
@@ -78,19 +79,9 @@ SHAPES = {False: "about 3.6B parameters, 2 GB shards", True: "CPU dry run: the 3
 TOKEN_IDS = [[1, 450, 4996, 17354, 1701, 432, 3151, 975]]
 STREAMED_ARM = "weightgate streamed (1 GiB)"
 STREAMED_FROM_STREAMS_ARM = "weightgate streamed (1 GiB), files read as streams"
-ONE_ALLOCATION_ARM = "weightgate, one allocation per file"
+PER_TENSOR_ARM = "weightgate, one allocation per tensor"
 STREAMED_BUDGET = 2**30
 STREAMED_PEAK_TARGET = 2 * 2**30
-ARM_ORDER = (
-    "floor",
-    "naive",
-    "weightgate",
-    ONE_ALLOCATION_ARM,
-    "weightgate without read-ahead",
-    "weightgate without smoke",
-    STREAMED_ARM,
-    STREAMED_FROM_STREAMS_ARM,
-) * 3
 
 
 class Device:
@@ -206,12 +197,12 @@ def weightgate(
     read_ahead: bool = True,
     budget: int | None = None,
     streams: bool = False,
-    one_allocation: bool = False,
+    one_allocation: bool = True,
 ) -> dict:
     from verification.core import loading, scan
     from verification.core.checks import check_directory, check_files
 
-    windows = scan.READ_AHEAD_WINDOWS
+    windows, allocation = scan.READ_AHEAD_WINDOWS, loading.ONE_ALLOCATION_PER_FILE
     scan.READ_AHEAD_WINDOWS = windows if read_ahead else 0
     loading.ONE_ALLOCATION_PER_FILE = one_allocation
     if budget is not None:
@@ -223,7 +214,7 @@ def weightgate(
             )
     finally:
         scan.READ_AHEAD_WINDOWS = windows
-        loading.ONE_ALLOCATION_PER_FILE = False
+        loading.ONE_ALLOCATION_PER_FILE = allocation
         os.environ.pop("WEIGHTGATE_SMOKE_MAX_BYTES", None)
     DEVICE.synchronize()
     assert report.ok, [c.message for c in report.failures]
@@ -241,7 +232,7 @@ ARMS = {
     "floor": arm_floor,
     "naive": arm_naive,
     "weightgate": weightgate,
-    ONE_ALLOCATION_ARM: lambda directory: weightgate(directory, one_allocation=True),
+    PER_TENSOR_ARM: lambda directory: weightgate(directory, one_allocation=False),
     "weightgate without read-ahead": lambda directory: weightgate(directory, read_ahead=False),
     "weightgate without smoke": lambda directory: weightgate(directory, smoke=False),
     STREAMED_ARM: lambda directory: weightgate(directory, budget=streamed_budget(directory)),
@@ -337,6 +328,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_verify")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/weightgate-gpu-bench"))
     parser.add_argument("--cpu-dry-run", action="store_true", help="run every arm on the CPU on tiny checkpoints")
+    parser.add_argument(
+        "--arm", action="append", help="an arm to run, by name, repeatable (default: all); the floor always runs"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="times each arm runs, interleaved (default 3)")
     args = parser.parse_args(argv)
     import torch
     import transformers  # noqa: F401  (imports are start-up cost, not verification)
@@ -365,16 +360,20 @@ def main(argv=None) -> None:
         write_checkpoint(checkpoint, CONFIG_DRY_RUN if DEVICE.dry_run else CONFIG_3_6B)
         print(f"generated {checkpoint} in {time.perf_counter() - started:.1f} s", flush=True)
     size = sum(p.stat().st_size for p in files_of(checkpoint))
-    results, notes = run_arms(checkpoint)
+    arms = [name for name in ARMS if not args.arm or name == "floor" or name in args.arm]
+    assert not set(args.arm or ()) - set(ARMS), f"no such arm; the arms are {list(ARMS)}"
+    results, notes, rounds = run_arms(checkpoint, arms, args.rounds)
     lines = [
         f"# GPU verification of a {size / 1e9:.2f} GB bf16 checkpoint ({SHAPES[DEVICE.dry_run]})",
         *lines,
         "",
         "Page cache "
         + ("left as it was (CPU dry run)" if DEVICE.dry_run else "dropped before each arm")
-        + "; each arm ran three times, the best counts.",
+        + f"; each arm ran {args.rounds} times, interleaved, the best counts.",
         "",
         *result_table(results, notes),
+        "",
+        *rounds_table(rounds),
     ]
     if DEVICE.dry_run:
         print("\n".join([*lines, "", f"CPU dry run on a {size / 1e6:.1f} MB checkpoint; nothing written to {RESULTS}"]))
@@ -382,10 +381,13 @@ def main(argv=None) -> None:
     publish_results("gpu-verify.md", lines)
 
 
-def run_arms(checkpoint: Path) -> tuple[dict, dict]:
-    """Each arm three times, in ARM_ORDER: its best time, and notes (GPU peak, phases, failures)."""
-    results, notes = {}, {}
-    for name in ARM_ORDER:
+def run_arms(checkpoint: Path, arms: list[str], rounds: int) -> tuple[dict, dict, list[dict]]:
+    """Each of `arms` `rounds` times, interleaved: its best time, notes (GPU peak, phases, failures) and
+    each round's times (the floor moves from round to round, so each round is read against its own)."""
+    results, notes, per_round = {}, {}, []
+    for name in arms * rounds:
+        if name == arms[0]:
+            per_round.append({})
         DEVICE.reset()
         started = time.perf_counter()
         try:
@@ -395,13 +397,32 @@ def run_arms(checkpoint: Path) -> tuple[dict, dict]:
             notes[name] = f"failed: {type(error).__name__}: {error}"[:300]
             continue
         seconds = time.perf_counter() - started
+        per_round[-1][name] = seconds
         peak = DEVICE.peak_bytes(extra)
         peak_text = "-" if peak is None else format_bytes(peak)
         print(f"{name}: {seconds:.2f} s, {DEVICE.name} peak {peak_text} {extra}", flush=True)
         if seconds < results.get(name, (float("inf"),))[0]:
             results[name] = (seconds, peak)
             notes[name] = f"{DEVICE.name} peak {peak_text}" + (f"; {extra['phases']}" if "phases" in extra else "")
-    return results, notes
+    return results, notes, per_round
+
+
+def rounds_table(per_round: list[dict]) -> list[str]:
+    """Each round's seconds and, beside each, that round's ratio to its own floor."""
+    arms = [name for name in ARMS if name != "floor" and any(name in seconds for seconds in per_round)]
+    lines = [
+        "Per round, seconds and (x that round's floor):",
+        "",
+        "| round | floor | " + " | ".join(arms) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in arms) + " |",
+    ]
+    for number, seconds in enumerate(per_round, 1):
+        floor = seconds.get("floor")
+        cells = [
+            f"{seconds[name]:.2f} ({seconds[name] / floor:.2f})" if name in seconds and floor else "-" for name in arms
+        ]
+        lines.append(f"| {number} | {floor:.2f} | " + " | ".join(cells) + " |" if floor else f"| {number} | - |")
+    return lines
 
 
 def result_table(results: dict, notes: dict) -> list[str]:
@@ -414,12 +435,13 @@ def result_table(results: dict, notes: dict) -> list[str]:
             if name in results and floor
             else f"| {name} | - | - | {notes.get(name, 'not measured')} |"
             for name in ARMS
+            if name in results or name in notes
         ),
     ]
     if floor and "weightgate" in results:
         lines += ["", f"weightgate / floor = {results['weightgate'][0] / floor:.2f}x (target <= 1.1x)"]
-        if ONE_ALLOCATION_ARM in results:
-            lines.append(f"{ONE_ALLOCATION_ARM} / floor = {results[ONE_ALLOCATION_ARM][0] / floor:.2f}x")
+        if PER_TENSOR_ARM in results:
+            lines.append(f"{PER_TENSOR_ARM} / floor = {results[PER_TENSOR_ARM][0] / floor:.2f}x")
     if floor and STREAMED_ARM in results:
         seconds, peak = results[STREAMED_ARM]
         lines.append(

@@ -348,23 +348,26 @@ def test_an_s3_object_replaced_after_its_listing_is_never_read_as_the_one_hashed
         shard.open()
 
 
-def test_tensors_carved_from_one_allocation_per_file_give_the_same_logits(tmp_path, monkeypatch):
-    """The fits path with ONE_ALLOCATION_PER_FILE (the GPU benchmark's arm): every tensor of a file is a
-    slice of one buffer, aligned for any dtype, and the model runs on them as on tensors of their own."""
+def test_tensors_carved_from_one_allocation_per_file_give_the_logits_of_one_allocation_each(tmp_path, monkeypatch):
+    """The fits path's default (ONE_ALLOCATION_PER_FILE, measured faster on a GPU): every tensor of a file is
+    a slice of one buffer, aligned for any dtype, and the model runs on them as on tensors of their own."""
     from verification.core import loading
 
     checkpoint = tiny(tmp_path, shards=3)
     files = directory_files(checkpoint, Report())
-    separate = held_logits(checkpoint)
-    monkeypatch.setattr(loading, "ONE_ALLOCATION_PER_FILE", True)
     sink = TensorSink(torch.device("cpu"))  # what a GPU gets, on the CPU
     scan_files(files, sink=sink)
     shards = [item for item in files if item.path.endswith(".safetensors") and "model-" in item.path]
     storages = {tensor.untyped_storage().data_ptr() for tensor in sink.buffers.values()}
     assert len(storages) == len(shards) == 3  # one allocation per file, not one per tensor
     assert all(tensor.storage_offset() % loading.CARVE_ALIGN == 0 for tensor in sink.buffers.values())
-    assert torch.equal(held_logits(checkpoint), separate)
-    assert torch.equal(whole_logits(checkpoint), separate)
+    carved = held_logits(checkpoint)
+    monkeypatch.setattr(loading, "ONE_ALLOCATION_PER_FILE", False)
+    per_tensor = TensorSink(torch.device("cpu"))
+    scan_files(directory_files(checkpoint, Report()), sink=per_tensor)
+    assert len({tensor.untyped_storage().data_ptr() for tensor in per_tensor.buffers.values()}) == len(sink.buffers)
+    assert torch.equal(held_logits(checkpoint), carved)
+    assert torch.equal(whole_logits(checkpoint), carved)
 
 
 def test_the_whole_model_on_the_cpu_runs_on_the_files_pages_with_the_held_copys_logits(tmp_path):

@@ -34,9 +34,9 @@ SAFETENSORS_TO_TORCH = {
 
 # Whether the tensors of one file that live until the forward pass ends (whole, or held in host memory) share
 # one allocation, a slice each at a CARVE_ALIGN boundary, instead of one allocation each: on a GPU, one
-# cudaMalloc per file instead of one per tensor. Off until measured there: bench/gpu_verify.py's arm
-# "weightgate, one allocation per file" measures it against the default in the same run.
-ONE_ALLOCATION_PER_FILE = False
+# cudaMalloc per file instead of one per tensor, 1.06x the cold-read floor against 1.14x (median of nine
+# rounds on an H200, bench/results/gpu-verify.md; its arm "one allocation per tensor" keeps measuring it).
+ONE_ALLOCATION_PER_FILE = True
 CARVE_ALIGN = 256  # bytes: what CUDA's own allocations are aligned to, and any element size divides
 
 
