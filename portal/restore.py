@@ -84,7 +84,8 @@ def released_objects(progress=lambda done, total: None) -> Iterator[Finding]:
                 False,
                 f"{named}: {len(unpinned)} file(s) ({listed}) are no longer held at the S3 version verified, only "
                 "as objects of the verified size and ETag (as after a restore by copying); run `manage.py reverify "
-                f"{revision.repo.repo_id} --revision {revision.commit}` to hash them again and record their versions",
+                f"{revision.repo.repo_id} --revision {revision.commit}` (or `reverify --all` for every released "
+                "revision) to hash them again and record their versions",
             )
         traced = TracedRevision.objects.filter(revision=revision).first() if revision.repo.traceable else None
         if traced is not None:

@@ -183,6 +183,41 @@ def test_reverify_withdraws_a_released_revision_whose_stored_bytes_changed(clien
 
 
 @pytest.mark.django_db
+def test_reverify_all_checks_every_released_revision_of_every_repo(tmp_path):
+    """After a restore every released revision needs checking: --all does them all in one run, and a
+    failure in one withdraws that one only."""
+    tampered, _ = published_tiny_llama(tmp_path / "a", "acme/tampered-all", verify_here=True)
+    intact, _ = published_tiny_llama(tmp_path / "b", "zeta/intact-all", verify_here=True)
+    draft = publish(write_tiny_llama(tmp_path / "c"), "acme/draft-all", "local")  # never verified: not a target
+    flip_one_bit(get_storage("local").path(f"{tampered.storage_prefix}/{SHARD}"))
+    draft_before = (draft.state, draft.runs.count())
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="1 revision"):
+        call_command("reverify", "--all", stdout=out, stderr=io.StringIO())
+    tampered.refresh_from_db()
+    assert out.getvalue().splitlines() == [
+        f"acme/tampered-all@{tampered.commit}: FAILED, now withdrawn: {tampered.failure_reason}",
+        f"zeta/intact-all@{intact.commit}: every check passed (released)",
+    ]
+    states = dict(Revision.objects.values_list("pk", "state"))
+    assert (states[tampered.pk], states[intact.pk]) == (Revision.State.WITHDRAWN, Revision.State.RELEASED)
+    assert (states[draft.pk], draft.runs.count()) == draft_before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("arguments", [[], ["--all", "acme/tiny"], ["--all", "--revision", "abcdef1"]])
+def test_reverify_needs_a_repo_or_all_alone(arguments):
+    with pytest.raises(CommandError, match=r"name a repo .* or give --all alone"):
+        call_command("reverify", *arguments, stdout=io.StringIO())
+
+
+@pytest.mark.django_db
+def test_reverify_all_with_nothing_released_says_so():
+    with pytest.raises(CommandError, match="no revision is released"):
+        call_command("reverify", "--all", stdout=io.StringIO())
+
+
+@pytest.mark.django_db
 def test_a_file_gone_while_reverify_reads_names_that_file_not_every_file_unread(tmp_path):
     revision, _ = published_tiny_llama(tmp_path, "acme/vanishing", verify_here=True)
     storage = get_storage("local")
