@@ -148,8 +148,7 @@ class StreamedServedFile(ServedFile):
 
     @classmethod
     def fetch(cls, storage, key: str, path: str, carriers, keys: CopyKeys, recorded=None) -> "StreamedServedFile":
-        folder, _, name = key.rpartition("/")
-        listed = storage.stored_objects(folder).get(name)
+        listed = storage.stored_object(key)  # one HEAD, not a listing of the base's folder
         if listed is None:
             raise FileNotFoundError(f"{key} is not in storage")
         # Layouts recorded before ETags were have none: the one listed now is read throughout.

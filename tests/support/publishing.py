@@ -1,6 +1,7 @@
 """Publishing checkpoints the way operators do: `manage.py publish_checkpoint` in a process of its own, and
 drafts made by a real refusal; and what a publish left in storage."""
 
+import contextlib
 import hashlib
 import json
 import subprocess
@@ -104,3 +105,16 @@ def lfs_upload_actions(base_url: str, token: str, repo_id: str, oid: str, size: 
     )
     assert status == 200, body
     return json.loads(body)["objects"][0]["actions"]
+
+
+@contextlib.contextmanager
+def s3_operations():
+    """The names of the S3 operations the portal's own client sends inside the block (HeadObject, ...)."""
+    asked: list[str] = []
+    events = get_storage("s3").client.meta.events
+    record = lambda model, **kwargs: asked.append(model.name)  # noqa: E731
+    events.register("before-call.s3", record)
+    try:
+        yield asked
+    finally:
+        events.unregister("before-call.s3", record)

@@ -10,9 +10,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from distribution.models import Revision
-from distribution.storage import get_storage
 from tests.support.flows import publish_undispatched
 from tests.support.personas import person, sign_in
+from tests.support.publishing import s3_operations
 from tests.support.servers import VERSIONED_BUCKET, s3_client
 from verification import services
 from verification.core.tiny_llama import write_tiny_llama
@@ -144,14 +144,8 @@ def test_one_file_check_asks_storage_once_before_reading_and_lists_nothing(s3_en
     checkpoint = write_tiny_llama(tmp_path / "checkpoint", shards=2)
     revision = publish_undispatched(checkpoint, "acme/heads", "s3")
     assert SHARD in services.start_checks(revision.pk)
-    asked = []
-    events = get_storage("s3").client.meta.events
-    record = lambda model, **kwargs: asked.append(model.name)  # noqa: E731
-    events.register("before-call.s3", record)
-    try:
+    with s3_operations() as asked:
         services.check_stored_file(revision.pk, SHARD, worker="one")
-    finally:
-        events.unregister("before-call.s3", record)
     check = FileCheck.objects.get(revision=revision, path=SHARD)
     assert check.state == FileCheck.State.DONE and check.sha256 and "unreadable" not in check.scan
     assert asked.count("HeadObject") == 1 and "ListObjectsV2" not in asked, asked
