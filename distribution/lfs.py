@@ -173,7 +173,10 @@ def batch(repo: Repo, user, objects, transfers, links) -> dict:
         if stored_source(repo, oid, storage) is not None:
             answers.append({"oid": oid, "size": size})  # already here: the client sends nothing
             continue
-        obj = pending_object(repo, user, oid, size, storage, multipart)
+        try:
+            obj = pending_object(repo, user, oid, size, storage, multipart)
+        except (OSError, StorageError) as error:  # a row left without its staged file takes no bytes
+            raise Refused(f"storage cannot take uploads now ({error}); run the upload again shortly", 503) from None
         used_parts = used_parts or obj.part_size is not None
         answers.append(
             {
@@ -190,7 +193,8 @@ def batch(repo: Repo, user, objects, transfers, links) -> dict:
 
 
 def pending_object(repo: Repo, user, oid: str, size: int, storage, multipart: bool) -> LfsObject:
-    """A new upload of `oid`, under a key of its own (a link of an earlier answer never writes into it)."""
+    """A new upload of `oid`, under a key of its own (a link of an earlier answer never writes into it); on
+    local storage its staged file is made now, and only what is written into that file counts."""
     part_size = part_size_for(size, settings.S3_MULTIPART_THRESHOLD)
     in_parts = multipart and size >= settings.S3_MULTIPART_THRESHOLD
     obj = LfsObject(
@@ -205,6 +209,8 @@ def pending_object(repo: Repo, user, oid: str, size: int, storage, multipart: bo
     if in_parts and not isinstance(storage, LocalStorage):
         obj.upload_id = storage.start_parts(obj.key)
     obj.save()
+    if isinstance(storage, LocalStorage):
+        storage.stage(incoming_key(obj))
     return obj
 
 
@@ -229,7 +235,7 @@ def accept(obj: LfsObject) -> LfsObject:
     with storage.sealed(key):
         try:
             found = storage.stored_object(key)
-            if found is None:
+            if found is None or (isinstance(storage, LocalStorage) and found.size == 0 < obj.size):  # as staged
                 raise Refused(f"nothing was uploaded for {obj.oid} yet: send its bytes to the upload link first", 404)
             digest = storage.digest(key, etag=found.etag, size=found.size)
         except (OSError, StorageError) as error:
@@ -307,7 +313,7 @@ def write_local(obj: LfsObject, stream, length: int, number: int | None = None) 
         raise Refused(f"the bytes of {obj.oid} could not be stored ({error}); send them again", 503) from None
     except ObjectChanged:
         raise Refused(
-            f"the upload of {obj.oid} was accepted or refused while these bytes were sent: none of them were "
+            f"the upload of {obj.oid} was accepted or refused before these bytes were all sent: none of them were "
             "written. Send no part after the completion call; to upload the file again, start a new upload",
             409,
         ) from None

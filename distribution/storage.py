@@ -376,14 +376,23 @@ class LocalStorage:
     def digest(self, key: str, *, etag: str = "", size: int | None = None) -> Digest:
         return digest_of(read_chunks(self.open(key), COPY_CHUNK))
 
-    def write_at(self, key: str, offset: int, source: BinaryIO, length: int) -> str:
-        """Write `length` bytes of `source` at `offset` of the file at `key` (made if new, never renamed
-        into place here); the MD5 of those bytes, as S3 tags a part. ObjectChanged, with nothing more
-        written, once the file was sealed (`sealed`) while the bytes were coming."""
+    def stage(self, key: str) -> None:
+        """An empty file at `key` for `write_at` to fill: made when an upload is announced, so that a write
+        arriving after the upload was judged and moved on finds nothing to write into, not a new file."""
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+
+    def write_at(self, key: str, offset: int, source: BinaryIO, length: int) -> str:
+        """Write `length` bytes of `source` at `offset` of the file `stage` made at `key` (never renamed
+        into place here); the MD5 of those bytes, as S3 tags a part. ObjectChanged, with nothing written,
+        when that file is gone (judged and moved or deleted), or was sealed (`sealed`) while they came."""
+        target = self.path(key)
         md5 = hashlib.md5(usedforsecurity=False)
-        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            descriptor = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ObjectChanged(f"{key} is no longer staged; nothing was written") from None
         try:
             written = 0
             while written < length and (chunk := source.read(min(COPY_CHUNK, length - written))):

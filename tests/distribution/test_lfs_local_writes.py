@@ -8,6 +8,7 @@ writer had opened the staged file before acceptance renamed it into place, so th
 accepted object, same size, after its hash was taken."""
 
 import hashlib
+import io
 import os
 import socket
 import time
@@ -18,7 +19,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from access.models import Publisher
+from distribution import lfs
 from distribution.models import LfsObject, Repo
+from tests.support import servers
 from tests.support.flows import http
 from tests.support.publishing import lfs_upload_actions
 
@@ -94,3 +97,56 @@ def test_a_part_held_open_across_acceptance_writes_nothing_into_the_accepted_obj
     assert hashlib.sha256(accepted.read_bytes()).hexdigest() == oid  # the accepted bytes, unchanged
     assert status == 409 and "accepted" in message, (status, message)
     assert not incoming.exists()
+
+
+def test_a_part_begun_after_acceptance_moved_the_object_writes_no_file_and_is_refused(live_server, paula, settings):
+    """The narrower window: a part's request read the object as still pending, and acceptance moved it on
+    before the part's writer opened the staged file. Before, the writer made a new file there and answered
+    200 for bytes that went nowhere, leaving that file behind for good; the staged file is now made when
+    the upload is announced, so a writer finds nothing to write into and the part is refused."""
+    settings.STORAGE_BACKEND = "local"
+    repo = Repo.objects.create(org="acme", name="late")
+    Publisher.objects.create(user=Publisher.objects.get(repo__name="first").user, repo=repo)
+    data = os.urandom(4096)
+    oid = hashlib.sha256(data).hexdigest()
+    upload = lfs_upload_actions(live_server.url, paula, "acme/late", oid, len(data), "basic")["upload"]
+    read_by_the_part = LfsObject.objects.get(oid=oid)  # still pending, as the late part's request found it
+    incoming = Path(settings.LOCAL_STORAGE_ROOT, lfs.incoming_key(read_by_the_part))
+    assert incoming.is_file() and incoming.stat().st_size == 0  # staged at the announcement
+    assert put(upload["href"], data)[0] == 200  # the whole object: accepted, moved into place
+    assert LfsObject.objects.get(oid=oid).state == LfsObject.State.ACCEPTED
+
+    with pytest.raises(lfs.Refused) as refused:
+        lfs.write_local(read_by_the_part, io.BytesIO(b"\x00" * len(data)), len(data))
+    assert refused.value.status == 409 and "none of them were written" in refused.value.message
+    assert not incoming.exists()
+    accepted = Path(settings.LOCAL_STORAGE_ROOT, read_by_the_part.key)
+    assert hashlib.sha256(accepted.read_bytes()).hexdigest() == oid
+
+
+def test_verify_before_any_byte_was_sent_says_nothing_was_uploaded_and_keeps_the_upload(live_server, paula, settings):
+    settings.STORAGE_BACKEND = "local"
+    data = os.urandom(4096)
+    oid = hashlib.sha256(data).hexdigest()
+    actions = lfs_upload_actions(live_server.url, paula, "acme/first", oid, len(data), "basic")
+    status, headers, _ = http("POST", actions["verify"]["href"], token=paula, body={"oid": oid, "size": len(data)})
+    assert status == 404 and "nothing was uploaded" in headers.get("X-Error-Message", ""), status
+    assert LfsObject.objects.get(oid=oid).state == LfsObject.State.PENDING
+    assert put(actions["upload"]["href"], data)[0] == 200  # the upload goes on as announced
+    assert LfsObject.objects.get(oid=oid).state == LfsObject.State.ACCEPTED
+
+
+def test_an_upload_announced_while_s3_is_out_of_reach_is_refused_with_a_503_and_starts_nothing(
+    live_server, paula, settings, s3_endpoint
+):
+    settings.STORAGE_BACKEND = "s3"
+    settings.S3_MULTIPART_THRESHOLD = 5 * MIB
+    settings.S3_ENDPOINT_URL = f"http://127.0.0.1:{servers.free_port()}"  # nothing listens there
+    status, headers, _ = http(
+        "POST",
+        f"{live_server.url}/acme/first.git/info/lfs/objects/batch",
+        token=paula,
+        body={"operation": "upload", "transfers": ["multipart"], "objects": [{"oid": "a" * 64, "size": 6 * MIB}]},
+    )
+    assert status == 503 and "storage cannot take uploads now" in headers.get("X-Error-Message", ""), status
+    assert not LfsObject.objects.exists()
