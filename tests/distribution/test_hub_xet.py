@@ -13,7 +13,6 @@ import json
 import os
 import pickle
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -43,7 +42,7 @@ from tests.support.flows import http, wait_for_verdict, wait_until
 from tests.support.personas import person, token_for
 from tests.support.publishing import IN_PARTS, MIB, bucket_keys, commit_lines, local_files
 from tests.support.servers import s3_client
-from tests.support.xet import xorb_of
+from tests.support.xet import shard_of_terms, xorb_of
 from verification.core.tiny_llama import write_tiny_llama
 from workers.celery import app
 
@@ -141,21 +140,8 @@ def cas(method: str, url: str, token: str, data: bytes | None = None) -> tuple[i
     return status, body.decode()
 
 
-# A shard written here from the public specification (xorbs: tests.support.xet), to send what the client never would.
-raw_hash = xet_formats.hash_raw
-
-
 def shard_of(xorb_hash: str, chunk_count: int, size: int, sha256: str, file_hash: str = "ab" * 32) -> bytes:
     return shard_of_terms([(xorb_hash, 0, chunk_count, size)], sha256, file_hash)
-
-
-def shard_of_terms(terms: list[tuple[str, int, int, int]], sha256: str, file_hash: str = "ab" * 32) -> bytes:
-    """A shard of one file of `sha256` made of `terms`, each (xorb hash, first chunk, end chunk, size)."""
-    header = xet_formats.SHARD_HEADER_TAG + struct.pack("<QQ", xet_formats.SHARD_VERSION, 0)
-    file_header = raw_hash(file_hash) + struct.pack("<II", xet_formats.FLAG_METADATA, len(terms)) + bytes(8)
-    entries = b"".join(raw_hash(xorb) + struct.pack("<IIII", 0, size, start, end) for xorb, start, end, size in terms)
-    metadata = raw_hash(sha256) + bytes(16)
-    return header + file_header + entries + metadata + xet_formats.BOOKEND + bytes(16)
 
 
 def sent_as_one_file(endpoint: str, token: str, chunks: list[bytes], sha256: str = "") -> tuple[str, int, str]:
@@ -483,7 +469,7 @@ def test_a_dedup_query_answers_from_the_repos_own_xorbs_only(live_server, paula)
     status, answer = cas_bytes(f"{mine['casUrl']}/v1/chunks/default/{first_chunk}", mine["accessToken"])
     assert status == 200 and answer.startswith(xet_formats.SHARD_HEADER_TAG)
     assert xet_formats.shard_files(answer) == []  # no file information: only the xorb's chunks
-    assert raw_hash(xorb_hash) in answer
+    assert xet_formats.hash_raw(xorb_hash) in answer
     assert all(xet_formats.chunk_hash(chunk) in answer for chunk in chunks)
 
     theirs = write_token(live_server.url, olga, "acme/other")
