@@ -81,6 +81,37 @@ def test_make_run_serves_the_released_demo_and_stops_everything_on_ctrl_c(demo):
     wait_until(lambda: not processes_using(marker), timeout=30, what="every process make run started to stop")
 
 
+def listening_process(port: int, among: list[int]) -> int:
+    """Of `among`, the process that opened the socket listening on `port` (the others inherited it)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # 0A: LISTEN
+            inodes.add(f"socket:[{fields[9]}]")
+    holders = []
+    for pid in among:
+        try:
+            if any(os.readlink(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                holders.append(pid)
+        except OSError:
+            continue
+    parents = {pid: int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) for pid in holders}
+    (master,) = [pid for pid in holders if parents[pid] not in holders]
+    return master
+
+
+def test_make_run_stops_everything_and_names_the_process_when_one_dies(demo):
+    """A web server killed under it (the OOM killer, say): make run does not go on half there, it stops the
+    worker too and says which process ended and how."""
+    port, log, process, marker = demo
+    os.kill(listening_process(port, processes_using(marker)), signal.SIGKILL)
+    assert process.wait(timeout=60) != 0
+    wait_until(lambda: not processes_using(marker), timeout=30, what="every process make run started to stop")
+    assert "a process stopped unexpectedly: gunicorn (killed by signal 9); the others were stopped too" in (
+        log.read_text()
+    )
+
+
 def fetch_a_range_through_gunicorn(port: int, var_dir: str) -> None:
     """A staff token, a byte range with curl, served by gunicorn with sendfile (no count in Python)."""
     env = {**os.environ, "WEIGHTGATE_VAR_DIR": var_dir}

@@ -39,6 +39,10 @@ def migrate_uncollected() -> None:
     migrate_database()
 
 
+def how_it_ended(code: int) -> str:
+    return f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+
+
 class Command(BaseCommand):
     help = "Run the portal on this machine with a worker and a released demo repo (what `make run` does)."
     requires_system_checks = []  # run in handle, while the database is migrated
@@ -107,8 +111,10 @@ class Command(BaseCommand):
             )
             while all(child.poll() is None for child in children.values()):
                 time.sleep(0.5)
-            failed = [name for name, child in children.items() if child.poll() not in (None, 0)]
-            raise CommandError(f"a process stopped unexpectedly: {', '.join(failed) or 'unknown'}")
+            stopped = [
+                f"{name} ({how_it_ended(child.poll())})" for name, child in children.items() if child.poll() is not None
+            ]
+            raise CommandError(f"a process stopped unexpectedly: {', '.join(stopped)}; the others were stopped too")
         except KeyboardInterrupt:
             self.stdout.write("\nStopping…")
         finally:
