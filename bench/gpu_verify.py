@@ -334,6 +334,10 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--rounds", type=int, default=3, help="times each arm runs, interleaved (default 3)")
     args = parser.parse_args(argv)
+    if unknown := set(args.arm or ()) - set(ARMS):  # before any GPU time goes into the checkpoint
+        parser.error(
+            f"no arm named {', '.join(map(repr, sorted(unknown)))}; the arms are: {', '.join(map(repr, ARMS))}"
+        )
     import torch
     import transformers  # noqa: F401  (imports are start-up cost, not verification)
 
@@ -362,7 +366,6 @@ def main(argv=None) -> None:
         print(f"generated {checkpoint} in {time.perf_counter() - started:.1f} s", flush=True)
     size = sum(p.stat().st_size for p in files_of(checkpoint))
     arms = [name for name in ARMS if not args.arm or name == "floor" or name in args.arm]
-    assert not set(args.arm or ()) - set(ARMS), f"no such arm; the arms are {list(ARMS)}"
     results, notes, rounds = run_arms(checkpoint, arms, args.rounds)
     lines = [
         f"# GPU verification of a {size / 1e9:.2f} GB bf16 checkpoint ({SHAPES[DEVICE.dry_run]})",
@@ -440,7 +443,8 @@ def result_table(results: dict, notes: dict, per_round: list[dict]) -> list[str]
     def against_floor(name: str) -> str:
         """Best to best, and the median of the rounds' paired ratios."""
         ratios = paired_ratios(per_round, name)
-        return f"{results[name][0] / floor:.2f}x best to best, {statistics.median(ratios):.2f}x the median of rounds"
+        median = f"{statistics.median(ratios):.2f}x" if ratios else "-"
+        return f"{results[name][0] / floor:.2f}x best to best, {median} the median of rounds"
 
     lines = [
         "| arm | seconds | x floor | notes |",
