@@ -105,11 +105,9 @@ def test_a_part_begun_after_acceptance_moved_the_object_writes_no_file_and_is_re
     200 for bytes that went nowhere, leaving that file behind for good; the staged file is now made when
     the upload is announced, so a writer finds nothing to write into and the part is refused."""
     settings.STORAGE_BACKEND = "local"
-    repo = Repo.objects.create(org="acme", name="late")
-    Publisher.objects.create(user=Publisher.objects.get(repo__name="first").user, repo=repo)
     data = os.urandom(4096)
     oid = hashlib.sha256(data).hexdigest()
-    upload = lfs_upload_actions(live_server.url, paula, "acme/late", oid, len(data), "basic")["upload"]
+    upload = lfs_upload_actions(live_server.url, paula, "acme/first", oid, len(data), "basic")["upload"]
     read_by_the_part = LfsObject.objects.get(oid=oid)  # still pending, as the late part's request found it
     incoming = Path(settings.LOCAL_STORAGE_ROOT, lfs.incoming_key(read_by_the_part))
     assert incoming.is_file() and incoming.stat().st_size == 0  # staged at the announcement
